@@ -1,0 +1,32 @@
+"""attnflow: transformers as interacting particle systems on the sphere, in JAX.
+
+Tokens are particles, depth is time, self-attention is the interaction. See the README and
+`../shared/SCIENCE.md` for the models.
+"""
+
+import importlib.metadata
+
+from . import sphere as sphere
+from ._simulate import Trajectory as Trajectory, ode_solvers as ode_solvers, simulate as simulate
+from .fields import (
+    SA as SA,
+    USA as USA,
+    AbstractAttention as AbstractAttention,
+    AbstractDotProductAttention as AbstractDotProductAttention,
+    AbstractField as AbstractField,
+    AbstractSphereField as AbstractSphereField,
+    Circle as Circle,
+    FeedForward as FeedForward,
+    MultiHead as MultiHead,
+    PerLayer as PerLayer,
+    PostLN as PostLN,
+    Softmax as Softmax,
+    Unnormalized as Unnormalized,
+    energy as energy,
+    log_energy as log_energy,
+)
+
+try:
+    __version__ = importlib.metadata.version("attnflow")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"

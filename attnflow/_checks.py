@@ -1,0 +1,69 @@
+"""Input validation shared by every public entry point.
+
+Shapes and static options are checked at trace time with a `ValueError`. Values (finite,
+non-negative, on the sphere) are checked at once when they are concrete; under `jax.jit` or
+`jax.vmap` they are traced, and the same check is attached with `eqx.error_if`, which raises
+when the compiled code runs.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_traced(x) -> bool:
+    """Whether any leaf of `x` is a tracer (its value is unknown at trace time)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
+
+
+def as_float_array(x, name: str) -> jax.Array:
+    """`x` as a floating-point JAX array (integers are promoted to the default float)."""
+    try:
+        a = jnp.asarray(x)
+    except TypeError as err:
+        raise ValueError(f"{name} must be an array of real numbers; got {type(x).__name__}") from err
+    if jnp.issubdtype(a.dtype, jnp.complexfloating) or not jnp.issubdtype(a.dtype, jnp.number):
+        raise ValueError(f"{name} must hold real numbers; got dtype {a.dtype}")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(float)
+    return a
+
+
+def check_value(x, bad, message: str, detail: Callable[[], str] | None = None):
+    """Return `x`, having checked that the boolean `bad` is false.
+
+    Concrete `bad`: raise `ValueError(message + detail())` now. Traced `bad`: attach
+    `eqx.error_if`, which raises with `message` when the compiled code runs.
+    """
+    if is_traced(bad) or is_traced(x):
+        return eqx.error_if(x, bad, message)
+    if bool(np.asarray(bad)):
+        raise ValueError(message + (detail() if detail is not None else ""))
+    return x
+
+
+def check_beta(beta, name: str = "beta") -> jax.Array:
+    """`beta` as a 0-d float array, checked finite and non-negative."""
+    beta = as_float_array(beta, name)
+    if beta.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {beta.shape}")
+    return check_value(
+        beta,
+        ~jnp.isfinite(beta) | (beta < 0),
+        f"{name} must be finite and >= 0",
+        lambda: f"; got {float(beta)}",
+    )
+
+
+def check_matrix(a, name: str, shape: tuple[int | None, int | None]) -> jax.Array | None:
+    """`a` as a float matrix whose shape matches `shape` (None: any size); None passes."""
+    if a is None:
+        return None
+    a = as_float_array(a, name)
+    expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    if a.ndim != 2 or any(s is not None and s != g for s, g in zip(shape, a.shape)):
+        raise ValueError(f"{name} must have shape {expected}; got shape {a.shape}")
+    return a

@@ -1,0 +1,20 @@
+"""Attention vector fields: kernels, normalization schemes, the circle form, energies."""
+
+from ._attention import (
+    AbstractAttention as AbstractAttention,
+    AbstractDotProductAttention as AbstractDotProductAttention,
+    MultiHead as MultiHead,
+    PerLayer as PerLayer,
+    Softmax as Softmax,
+    Unnormalized as Unnormalized,
+)
+from ._circle import Circle as Circle
+from ._energy import energy as energy, log_energy as log_energy
+from ._feedforward import FeedForward as FeedForward
+from ._field import (
+    SA as SA,
+    USA as USA,
+    AbstractField as AbstractField,
+    AbstractSphereField as AbstractSphereField,
+    PostLN as PostLN,
+)

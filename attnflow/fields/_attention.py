@@ -1,0 +1,184 @@
+"""Attention kernels: the raw attention output `sum_j A_ij V x_j`, before any normalization.
+
+A kernel maps `(t, x)` with `x` of shape `(n, d)` to an array of the same shape. Normalization
+schemes (`PostLN`, ...) wrap a kernel to give a vector field; see `_field.py`.
+Notation and formulas: `../shared/SCIENCE.md`, sections 1-2.
+"""
+
+import abc
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._checks import check_beta, check_matrix
+from .._types import Points, Scalar
+
+
+def attention_weights(logits: Float[Array, "n n"], normalized: bool) -> Float[Array, "n n"]:
+    """Row weights `exp(logits_ij) / Z_i` (normalized) or `exp(logits_ij) / n` (not).
+
+    Both go through the log-sum-exp `log Z_i`, so no `exp` of an unshifted logit is formed:
+    softmax weights are finite for any finite logits, and unnormalized ones are finite whenever
+    their true value is representable (`Z_i / n` times a softmax row).
+    """
+    log_z = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    weights = jnp.exp(logits - log_z)
+    if normalized:
+        return weights
+    return weights * jnp.exp(log_z - jnp.log(logits.shape[-1]))
+
+
+def check_width(x: Points, d: int | None, owner: str) -> None:
+    """Raise if the tokens `x` do not have the width `d` that `owner`'s weights act on."""
+    if d is not None and x.shape[-1] != d:
+        raise ValueError(
+            f"x0 must have shape (n, {d}) to match the {owner} weights; got shape {x.shape}"
+        )
+
+
+class AbstractAttention(eqx.Module):
+    """An attention kernel: `(t, x) -> sum_j A_ij(t) V(t) x_j`, shape `(n, d)`."""
+
+    @abc.abstractmethod
+    def __call__(self, t: Scalar, x: Points) -> Points:
+        """The attention output at time `t` for tokens `x`."""
+
+    @abc.abstractmethod
+    def check(self, x: Points) -> None:
+        """Raise `ValueError` if tokens of the shape of `x` do not fit this kernel's weights."""
+
+
+class AbstractDotProductAttention(AbstractAttention):
+    """Dot-product attention with logits `beta <Q x_i, K x_j>` and values `V x_j`.
+
+    `Q, K` have shape `(m, d)` (they need not be square), `V` shape `(d, d)`; `None` stands for
+    the identity (and skips the product). `beta` and the matrices are array leaves, so
+    `jax.vmap` over them needs no recompilation.
+    """
+
+    beta: Float[Array, ""]
+    Q: Float[Array, "m d"] | None
+    K: Float[Array, "m d"] | None
+    V: Float[Array, "d d"] | None
+    d: int | None = eqx.field(static=True)
+
+    def __init__(self, beta: Scalar, Q=None, K=None, V=None):
+        self.beta = check_beta(beta)
+        Q, K, V = (check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V")))
+        widths = [a.shape[1] for a in (Q, K, V) if a is not None]
+        d = widths[0] if widths else None
+        # With one of Q, K the identity, the other must be square: m = d.
+        m = Q.shape[0] if Q is not None and K is not None else d
+        self.Q = check_matrix(Q, "Q", (m, d))
+        self.K = check_matrix(K, "K", (m, d))
+        self.V = check_matrix(V, "V", (d, d))
+        self.d = d
+
+    @abc.abstractmethod
+    def _weights(self, logits: Float[Array, "n n"]) -> Float[Array, "n n"]:
+        """Attention weights `A_ij` from the logits `beta <Q x_i, K x_j>`."""
+
+    def __call__(self, t: Scalar, x: Points) -> Points:
+        queries = x if self.Q is None else x @ self.Q.T
+        keys = x if self.K is None else x @ self.K.T
+        values = x if self.V is None else x @ self.V.T
+        return self._weights(self.beta * (queries @ keys.T)) @ values
+
+    def check(self, x: Points) -> None:
+        check_width(x, self.d, "attention")
+
+
+class Softmax(AbstractDotProductAttention):
+    """Softmax attention: `A_ij = exp(beta <Q x_i, K x_j>) / Z_i`, `Z_i = sum_k exp(...)`.
+
+    Log-sum-exp stable: `beta = 1e3` gives finite, correct weights. SCIENCE.md section 1.
+    """
+
+    def _weights(self, logits):
+        return attention_weights(logits, normalized=True)
+
+
+class Unnormalized(AbstractDotProductAttention):
+    """Unnormalized attention: `A_ij = exp(beta <Q x_i, K x_j>) / n` (USA, SCIENCE.md section 2).
+
+    The weights grow like `e^beta`; they are computed as `(Z_i / n)` times softmax weights and
+    are finite whenever their true value is representable (`beta` up to about 700 in float64,
+    88 in float32, for unit tokens and `Q = K = I`).
+    """
+
+    def _weights(self, logits):
+        return attention_weights(logits, normalized=False)
+
+
+class MultiHead(AbstractAttention):
+    """The sum of several attention heads, each with its own weights and partition function.
+
+    `MultiHead((Softmax(beta, Q1, K1, V1), Softmax(beta, Q2, K2, V2)))`. `H` identical heads
+    with `V / H` equal one head (SCIENCE.md section 2).
+    """
+
+    heads: tuple[AbstractAttention, ...]
+
+    def __init__(self, heads: Sequence[AbstractAttention]):
+        heads = tuple(heads)
+        if not heads or not all(isinstance(h, AbstractAttention) for h in heads):
+            raise ValueError(
+                f"heads must be a non-empty sequence of attention kernels; got {heads!r:.80}"
+            )
+        self.heads = heads
+
+    def __call__(self, t: Scalar, x: Points) -> Points:
+        return sum(head(t, x) for head in self.heads)
+
+    def check(self, x: Points) -> None:
+        for head in self.heads:
+            head.check(x)
+
+
+# A time within this fraction of `h` below a layer boundary counts as the next layer, so that
+# the layer times `k * h`, rounded in floating point, select layer `k` (float32 included).
+_LAYER_SNAP = 1e-3
+
+
+class PerLayer(AbstractAttention):
+    """Time-dependent weights, piecewise constant in `t`: one kernel per layer.
+
+    Layer `k` (0-based) acts for `t` in `[k h, (k + 1) h)`; times before 0 use the first
+    layer and times after `L h` the last. This is a trained model's "one weight set per layer"
+    (SCIENCE.md section 2). All layers must be kernels of the same kind and shapes; they are
+    stored stacked, so a deep model compiles once.
+    """
+
+    layers: AbstractAttention
+    h: float = eqx.field(static=True)
+    num_layers: int = eqx.field(static=True)
+
+    def __init__(self, layers: Sequence[AbstractAttention], h: float):
+        layers = tuple(layers)
+        if not layers or not all(isinstance(layer, AbstractAttention) for layer in layers):
+            raise ValueError("layers must be a non-empty sequence of attention kernels")
+        if not (isinstance(h, int | float) and h > 0):
+            raise ValueError(f"h must be a positive number (the layer duration); got {h!r}")
+        structures = {jax.tree.structure(layer) for layer in layers}
+        if len(structures) != 1:
+            raise ValueError(
+                "layers must all be kernels of the same kind with the same weight shapes; "
+                f"got {len(structures)} different structures"
+            )
+        self.layers = jax.tree.map(lambda *leaves: jnp.stack(leaves), *layers)
+        self.h = float(h)
+        self.num_layers = len(layers)
+
+    def layer(self, t: Scalar) -> AbstractAttention:
+        """The kernel in force at time `t`."""
+        k = jnp.clip(jnp.floor(t / self.h + _LAYER_SNAP), 0, self.num_layers - 1).astype(int)
+        return jax.tree.map(lambda leaf: leaf[k], self.layers)
+
+    def __call__(self, t: Scalar, x: Points) -> Points:
+        return self.layer(t)(t, x)
+
+    def check(self, x: Points) -> None:
+        self.layers.check(x)

@@ -1,0 +1,114 @@
+"""Vector fields: `field(t, x, args) -> dx/dt`, diffrax's convention.
+
+A field validates the initial state it is given (`check`) and, when it lives on the sphere,
+also defines the discrete transformer layer it is the continuous-time limit of (`layer`).
+"""
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from .._checks import check_value
+from .._types import Points, Scalar
+from ..sphere import normalize, on_sphere, project
+from ..sphere._sphere import default_atol
+from ._attention import AbstractAttention, Softmax, Unnormalized
+from ._feedforward import FeedForward
+
+
+def check_finite(x0):
+    """`x0`, checked to hold only finite numbers."""
+    return check_value(
+        x0,
+        ~jnp.all(jnp.isfinite(x0)),
+        "x0 must hold only finite numbers",
+        lambda: f"; got {int((~jnp.isfinite(x0)).sum())} non-finite entries",
+    )
+
+
+class AbstractField(eqx.Module):
+    """A vector field `(t, x, args) -> dx/dt` for a state `x` of a fixed shape."""
+
+    @abc.abstractmethod
+    def __call__(self, t: Scalar, x, args=None):
+        """The velocity at time `t` and state `x` (`args` is unused, for diffrax)."""
+
+    @abc.abstractmethod
+    def check(self, x0):
+        """`x0`, validated as an initial state: `ValueError` on a bad shape or value."""
+
+
+class AbstractSphereField(AbstractField):
+    """A field on the product of spheres `(S^{d-1})^n`, state of shape `(n, d)`."""
+
+    @abc.abstractmethod
+    def layer(self, t: Scalar, x: Points, h: Scalar) -> Points:
+        """One discrete transformer layer of step `h` at time `t` (for `solver="layers"`)."""
+
+
+class PostLN(AbstractSphereField):
+    """Post-LN dynamics on the sphere: `dx_i/dt = P_{x_i}(attention_i(x) + mlp(x_i))`.
+
+    Continuous time: the velocity is tangent, so the sphere is invariant and integrators only
+    drift off it by their truncation error. Discrete time (`layer`): the attention output is
+    added and the result renormalized, `x_i <- normalize(x_i + h attention_i(x))`, then the
+    same for the feed-forward term (Lie-Trotter splitting). SCIENCE.md section 2.
+    """
+
+    attention: AbstractAttention
+    mlp: FeedForward | None = None
+
+    def __check_init__(self):
+        if not isinstance(self.attention, AbstractAttention):
+            raise ValueError(f"attention must be an attention kernel; got {self.attention!r:.80}")
+        if self.mlp is not None and not isinstance(self.mlp, FeedForward):
+            raise ValueError(f"mlp must be a FeedForward or None; got {self.mlp!r:.80}")
+
+    def __call__(self, t, x, args=None):
+        v = self.attention(t, x)
+        if self.mlp is not None:
+            v = v + self.mlp(x)
+        return project(x, v).astype(x.dtype)
+
+    def layer(self, t, x, h):
+        y = normalize(x + h * self.attention(t, x))
+        if self.mlp is not None:
+            y = normalize(y + h * self.mlp(y))
+        return y.astype(x.dtype)
+
+    def check(self, x0):
+        if x0.ndim != 2 or x0.shape[0] < 1 or x0.shape[1] < 1:
+            raise ValueError(f"x0 must have shape (n, d) with n, d >= 1; got shape {x0.shape}")
+        self.attention.check(x0)
+        if self.mlp is not None:
+            self.mlp.check(x0)
+        x0 = check_finite(x0)
+        atol = default_atol(x0.dtype)
+        return check_value(
+            x0,
+            ~jnp.all(on_sphere(x0, atol)),
+            f"x0 must lie on the unit sphere (every row of norm 1 within {atol:.1e}); "
+            "use attnflow.sphere.normalize",
+            lambda: f"; got row norms in [{jnp.linalg.norm(x0, axis=-1).min():.6g}, "
+            f"{jnp.linalg.norm(x0, axis=-1).max():.6g}]",
+        )
+
+
+def SA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
+    """Self-attention dynamics on the sphere, `PostLN(Softmax(beta, Q, K, V))`.
+
+    `dx_i/dt = P_{x_i}(sum_j A_ij V x_j)`, `A_ij = exp(beta <Q x_i, K x_j>) / Z_i`; `Q, K` of
+    shape `(m, d)`, `V` of shape `(d, d)`, identity when omitted. SCIENCE.md section 2;
+    Geshkovski, Letrouit, Polyanskiy, Rigollet (2023).
+    """
+    return PostLN(Softmax(beta, Q, K, V))
+
+
+def USA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
+    """Unnormalized self-attention on the sphere, `PostLN(Unnormalized(beta, Q, K, V))`.
+
+    `dx_i/dt = P_{x_i}((1/n) sum_j exp(beta <Q x_i, K x_j>) V x_j)`: `Z_i` replaced by `n`.
+    With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (SCIENCE.md section 3).
+    """
+    return PostLN(Unnormalized(beta, Q, K, V))

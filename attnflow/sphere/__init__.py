@@ -1,0 +1,23 @@
+"""Geometry of the unit sphere `S^{d-1}` and of the circle: sampling, projections, distances."""
+
+from ._sphere import (
+    from_angles as from_angles,
+    geodesic_distance as geodesic_distance,
+    normalize as normalize,
+    on_sphere as on_sphere,
+    project as project,
+    random_rotation as random_rotation,
+    to_angles as to_angles,
+    uniform as uniform,
+)
+
+__all__ = [
+    "from_angles",
+    "geodesic_distance",
+    "normalize",
+    "on_sphere",
+    "project",
+    "random_rotation",
+    "to_angles",
+    "uniform",
+]

@@ -1,0 +1,91 @@
+"""Points on the unit sphere `S^{d-1}`, stored as the last axis of an array."""
+
+import operator
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from .._types import Angles, Points
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError as err:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from err
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
+    return value
+
+
+def safe_norm(v: Float[Array, "... d"]) -> Float[Array, "..."]:
+    """Euclidean norm over the last axis, with gradient 0 (not NaN) at the origin."""
+    sq = jnp.sum(v * v, axis=-1)
+    nonzero = sq > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1)), 0)
+
+
+def uniform(key: PRNGKeyArray, n: int, d: int, dtype=None) -> Points:
+    """`n` independent points drawn uniformly on `S^{d-1}`, as an `(n, d)` array.
+
+    Normalized standard Gaussian vectors (rotation invariance makes them uniform).
+    `dtype` defaults to JAX's default float (float64 when `jax_enable_x64` is on).
+    """
+    n = _positive_int(n, "n")
+    d = _positive_int(d, "d")
+    g = jax.random.normal(key, (n, d), dtype=dtype or float)
+    return normalize(g)
+
+
+def normalize(x: Float[Array, "... d"]) -> Float[Array, "... d"]:
+    """Each point scaled to unit norm (the retraction onto the sphere)."""
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def project(x: Float[Array, "... d"], v: Float[Array, "... d"]) -> Float[Array, "... d"]:
+    """Tangent projection `P_x v = v - <x, v> x` of `v` at the unit vector `x`."""
+    return v - jnp.sum(x * v, axis=-1, keepdims=True) * x
+
+
+def geodesic_distance(x: Float[Array, "... d"], y: Float[Array, "... d"]) -> Float[Array, "..."]:
+    """Great-circle distance `arccos <x, y>` between unit vectors, in `[0, pi]`.
+
+    Computed as `2 atan2(|x - y|, |x + y|)`, which keeps full relative accuracy near 0 and
+    near pi (where `arccos` loses half the digits) and has finite gradients everywhere.
+    """
+    return 2 * jnp.arctan2(safe_norm(x - y), safe_norm(x + y))
+
+
+def random_rotation(key: PRNGKeyArray, d: int, dtype=None) -> Float[Array, "d d"]:
+    """A Haar-distributed rotation of `R^d` (orthogonal, determinant +1).
+
+    QR of a Gaussian matrix with the signs of `diag(R)` moved into `Q` (Mezzadri 2007), then
+    one column flipped if the determinant is -1.
+    """
+    d = _positive_int(d, "d")
+    q, r = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype=dtype or float))
+    q = q * jnp.where(jnp.diagonal(r) < 0, -1, 1)
+    return q.at[:, 0].multiply(jnp.sign(jnp.linalg.det(q)))
+
+
+def default_atol(dtype) -> float:
+    """Tolerance for `|x| = 1`: the square root of the machine epsilon of `dtype`."""
+    return float(jnp.finfo(dtype).eps) ** 0.5
+
+
+def on_sphere(x: Float[Array, "... d"], atol: float | None = None) -> Bool[Array, "..."]:
+    """Whether each point has unit norm within `atol` (default: `sqrt(eps)` of its dtype)."""
+    x = jnp.asarray(x)
+    atol = default_atol(x.dtype) if atol is None else atol
+    return jnp.abs(jnp.linalg.norm(x, axis=-1) - 1) <= atol
+
+
+def from_angles(theta: Angles) -> Float[Array, "n 2"]:
+    """Points `(cos theta, sin theta)` on the circle `S^1`."""
+    return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
+
+
+def to_angles(x: Float[Array, "n 2"]) -> Angles:
+    """Angles in `(-pi, pi]` of points of the plane."""
+    return jnp.arctan2(x[..., 1], x[..., 0])
