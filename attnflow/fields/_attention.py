@@ -70,8 +70,14 @@ class AbstractDotProductAttention(AbstractAttention):
         Q, K, V = (check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V")))
         widths = [a.shape[1] for a in (Q, K, V) if a is not None]
         d = widths[0] if widths else None
-        # With one of Q, K the identity, the other must be square: m = d.
-        m = Q.shape[0] if Q is not None and K is not None else d
+        if (Q is None) != (K is None):
+            given, name = (Q, "Q") if K is None else (K, "K")
+            if given.shape[0] != given.shape[1]:
+                raise ValueError(
+                    f"{name} must be square, shape ({d}, {d}), when {'K' if K is None else 'Q'} "
+                    f"is the identity (None); got shape {given.shape}"
+                )
+        m = Q.shape[0] if Q is not None else d
         self.Q = check_matrix(Q, "Q", (m, d))
         self.K = check_matrix(K, "K", (m, d))
         self.V = check_matrix(V, "V", (d, d))
@@ -138,11 +144,6 @@ class MultiHead(AbstractAttention):
             head.check(x)
 
 
-# A time within this fraction of `h` below a layer boundary counts as the next layer, so that
-# the layer times `k * h`, rounded in floating point, select layer `k` (float32 included).
-_LAYER_SNAP = 1e-3
-
-
 class PerLayer(AbstractAttention):
     """Time-dependent weights, piecewise constant in `t`: one kernel per layer.
 
@@ -174,7 +175,10 @@ class PerLayer(AbstractAttention):
 
     def layer(self, t: Scalar) -> AbstractAttention:
         """The kernel in force at time `t`."""
-        k = jnp.clip(jnp.floor(t / self.h + _LAYER_SNAP), 0, self.num_layers - 1).astype(int)
+        k = jnp.floor(t / self.h)
+        # `t / h` may round to just below `k` at the layer time `t = k * h` itself.
+        k = jnp.where(t >= (k + 1) * self.h, k + 1, k)
+        k = jnp.clip(k, 0, self.num_layers - 1).astype(int)
         return jax.tree.map(lambda leaf: leaf[k], self.layers)
 
     def __call__(self, t: Scalar, x: Points) -> Points:
