@@ -132,11 +132,13 @@ def test_per_layer_weights_are_piecewise_constant(getkey):
     field = af.PostLN(af.PerLayer(kernels, h=0.1))
     for t, k in [(-1.0, 0), (0.0, 0), (0.05, 0), (0.1, 1), (3 * 0.1, 2), (0.299, 2), (7.0, 2)]:
         np.testing.assert_array_equal(field(t, x), af.PostLN(kernels[k])(t, x), err_msg=f"t={t}")
-    deep = af.PerLayer([af.Softmax(float(b)) for b in range(200)], h=0.1)
-    for dtype in (jnp.float32, jnp.float64):
-        k = jnp.arange(200)
-        selected = jax.vmap(lambda t: deep.layer(t).beta)(k.astype(dtype) * jnp.asarray(0.1, dtype))
-        np.testing.assert_array_equal(selected, k)
+    # At the layer times t = k h, where t / h rounds below k for some k (h = 0.7, 0.01).
+    for h in (0.7, 0.01):
+        deep = af.PerLayer([af.Softmax(float(b)) for b in range(1000)], h=h)
+        for dtype in (jnp.float32, jnp.float64):
+            k = jnp.arange(1000)
+            t = k.astype(dtype) * jnp.asarray(h, dtype)
+            np.testing.assert_array_equal(jax.vmap(lambda t: deep.layer(t).beta)(t), k)
     with pytest.raises(ValueError, match="same kind with the same weight shapes"):
         af.PerLayer([af.Softmax(1.0), af.Softmax(1.0, V=jnp.eye(3))], h=0.1)
     with pytest.raises(ValueError, match="h must be a positive number"):
