@@ -92,6 +92,9 @@ def test_norms_stay_one(getkey):
     assert jnp.abs(jnp.linalg.norm(ode, axis=-1) - 1).max() < 1e-5
     layers = af.simulate(af.SA(1.0), x0, ts, solver="layers", dt0=0.1).xs
     assert jnp.abs(jnp.linalg.norm(layers, axis=-1) - 1).max() < 1e-14
+    # Repulsive values (<x, v> < 0): the sphere must not repel the numerical drift.
+    repulsive = af.simulate(af.USA(3.0, V=-jnp.eye(3)), x0, ts, max_steps=2000).xs
+    assert jnp.abs(jnp.linalg.norm(repulsive, axis=-1) - 1).max() < 1e-5
 
 
 def test_trajectory_permutation_and_rotation_equivariance(getkey):

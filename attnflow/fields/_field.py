@@ -50,8 +50,9 @@ class AbstractSphereField(AbstractField):
 class PostLN(AbstractSphereField):
     """Post-LN dynamics on the sphere: `dx_i/dt = P_{x_i}(attention_i(x) + mlp(x_i))`.
 
-    Continuous time: the velocity is tangent, so the sphere is invariant and integrators only
-    drift off it by their truncation error. Discrete time (`layer`): the attention output is
+    Continuous time: the velocity is orthogonal to each `x_i` (`sphere.project`), so each
+    `|x_i|` is conserved exactly by the flow: the sphere is invariant and neutrally stable, and
+    integrators only drift off it by their accumulated truncation error. Discrete time (`layer`): the attention output is
     added and the result renormalized, `x_i <- normalize(x_i + h attention_i(x))`, then the
     same for the feed-forward term (Lie-Trotter splitting). SCIENCE.md section 2.
     """
