@@ -1,0 +1,12 @@
+"""The `attnflow` command line: argument parsing only; the work is done by the public API."""
+
+from ._main import main as main
+
+
+
+
+def _entry() -> None:
+    """Console-script entry point: exit with `main()`'s status."""
+    import sys
+
+    sys.exit(main())

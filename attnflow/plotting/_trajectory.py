@@ -1,0 +1,75 @@
+"""Tokens on the circle or sphere at a few times, and the energy over time."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._simulate import Trajectory
+from ..fields import energy
+
+
+def _require_matplotlib():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "plotting needs matplotlib: pip install 'attnflow[plot]'"
+        ) from err
+    return Figure
+
+
+def energy_curve(xs, beta: float) -> tuple[np.ndarray, str]:
+    """`E_beta` at each saved state, with its label; at `beta = 0`, the finite part
+    `lim (E_beta - 1/(2 beta)) = |mean_i x_i|^2 / 2`."""
+    if beta > 0:
+        return np.asarray(jax.vmap(lambda x: energy(x, beta))(xs)), r"$E_\beta$"
+    values = 0.5 * jnp.sum(jnp.mean(xs, axis=1) ** 2, axis=-1)
+    return np.asarray(values), r"$\lim_{\beta\to 0}\,(E_\beta - 1/2\beta)$"
+
+
+def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=None):
+    """Plot `snapshots` states of a sphere trajectory (shape `(T, n, d)`) and its energy.
+
+    `d = 2`: the tokens on the circle; `d >= 3`: on the sphere (for `d > 3`, their first three
+    coordinates, renormalized). Returns the matplotlib `Figure`; saves it if `path` is given.
+    """
+    Figure = _require_matplotlib()
+    xs = np.asarray(traj.xs)
+    ts = np.asarray(traj.ts)
+    if xs.ndim != 3 or xs.shape[-1] < 2:
+        raise ValueError(f"traj.xs must have shape (T, n, d) with d >= 2; got shape {xs.shape}")
+    d = xs.shape[-1]
+    picks = np.unique(np.linspace(0, len(ts) - 1, snapshots).round().astype(int))
+    fig = Figure(figsize=(3.2 * (len(picks) + 1.3), 3.4), layout="constrained")
+    grid = fig.add_gridspec(1, len(picks) + 1, width_ratios=[1] * len(picks) + [1.3])
+    colors = np.arange(xs.shape[1])
+    for col, i in enumerate(picks):
+        if d == 2:
+            ax = fig.add_subplot(grid[0, col])
+            circle = np.linspace(0, 2 * np.pi, 200)
+            ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=1)
+            ax.scatter(xs[i, :, 0], xs[i, :, 1], c=colors, cmap="viridis", s=18, zorder=3)
+            ax.set_aspect("equal")
+            ax.set_axis_off()
+        else:
+            ax = fig.add_subplot(grid[0, col], projection="3d")
+            u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 24), np.linspace(0, np.pi, 12))
+            ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v),
+                              color="0.85", lw=0.5)
+            p = xs[i, :, :3] / np.linalg.norm(xs[i, :, :3], axis=-1, keepdims=True)
+            ax.scatter(p[:, 0], p[:, 1], p[:, 2], c=colors, cmap="viridis", s=18, depthshade=False)
+            ax.set_box_aspect((1, 1, 1), zoom=1.35)
+            ax.set_axis_off()
+        ax.set_title(f"t = {ts[i]:.3g}")
+    values, label = energy_curve(xs, beta)
+    ax = fig.add_subplot(grid[0, -1])
+    ax.plot(ts, values, color="C3")
+    ax.set_xlabel("t")
+    ax.set_ylabel(label)
+    ax.set_title(rf"energy, $\beta$ = {beta:g}")
+    ax.grid(alpha=0.3)
+    if d > 3:
+        fig.suptitle(f"d = {d}: first three coordinates, renormalized")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
