@@ -24,7 +24,9 @@ def as_float_array(x, name: str) -> jax.Array:
     try:
         a = jnp.asarray(x)
     except TypeError as err:
-        raise ValueError(f"{name} must be an array of real numbers; got {type(x).__name__}") from err
+        raise ValueError(
+            f"{name} must be an array of real numbers; got {type(x).__name__}"
+        ) from err
     if jnp.issubdtype(a.dtype, jnp.complexfloating) or not jnp.issubdtype(a.dtype, jnp.number):
         raise ValueError(f"{name} must hold real numbers; got dtype {a.dtype}")
     if not jnp.issubdtype(a.dtype, jnp.floating):
@@ -64,6 +66,6 @@ def check_matrix(a, name: str, shape: tuple[int | None, int | None]) -> jax.Arra
         return None
     a = as_float_array(a, name)
     expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-    if a.ndim != 2 or any(s is not None and s != g for s, g in zip(shape, a.shape)):
+    if a.ndim != 2 or any(s is not None and s != g for s, g in zip(shape, a.shape, strict=True)):
         raise ValueError(f"{name} must have shape {expected}; got shape {a.shape}")
     return a

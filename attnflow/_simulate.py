@@ -130,7 +130,9 @@ def simulate(
     `beta`, and is differentiable (reverse mode through diffrax's checkpointed adjoint).
     """
     if not isinstance(field, AbstractField):
-        raise ValueError(f"field must be an attnflow vector field (AbstractField); got {field!r:.80}")
+        raise ValueError(
+            f"field must be an attnflow vector field (AbstractField); got {field!r:.80}"
+        )
     x0 = field.check(as_float_array(x0, "x0"))
     ts = _check_times(as_float_array(ts, "ts").astype(x0.dtype))
     if save is not None and not callable(save):

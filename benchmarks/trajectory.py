@@ -54,7 +54,9 @@ def main():
     field = af.SA(args.beta)
 
     def run_attnflow():
-        return af.simulate(field, x0, ts, solver="tsit5", rtol=rtol, atol=atol).xs.block_until_ready()
+        return af.simulate(
+            field, x0, ts, solver="tsit5", rtol=rtol, atol=atol
+        ).xs.block_until_ready()
 
     start = time.perf_counter()
     run_attnflow()
@@ -64,16 +66,27 @@ def main():
     x0n, shape = np.asarray(x0), (args.n, args.d)
 
     def run_scipy():
-        sol = solve_ivp(lambda t, y: numpy_sa(y.reshape(shape), args.beta).ravel(),
-                        (0.0, args.t1), x0n.ravel(), method="RK45", t_eval=ts, rtol=rtol, atol=atol)
+        sol = solve_ivp(
+            lambda t, y: numpy_sa(y.reshape(shape), args.beta).ravel(),
+            (0.0, args.t1),
+            x0n.ravel(),
+            method="RK45",
+            t_eval=ts,
+            rtol=rtol,
+            atol=atol,
+        )
         return sol.y.T.reshape(len(ts), *shape)
 
     t_sp, ys = best_of(run_scipy, args.repeats)
     err = float(jnp.abs(xs - ys).max())
-    print(f"machine: {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}, "
-          f"jax {jax.__version__}")
-    print(f"workload: SA n={args.n} d={args.d} beta={args.beta:g} t1={args.t1:g} float64 "
-          f"rtol={rtol:g} atol={atol:g}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}, "
+        f"jax {jax.__version__}"
+    )
+    print(
+        f"workload: SA n={args.n} d={args.d} beta={args.beta:g} t1={args.t1:g} float64 "
+        f"rtol={rtol:g} atol={atol:g}"
+    )
     print(f"attnflow (tsit5): compile {first - t_af:.3f} s, run {t_af * 1e3:.2f} ms")
     print(f"scipy (RK45):     run {t_sp * 1e3:.2f} ms")
     print(f"max |difference| of the trajectories: {err:.2e}")

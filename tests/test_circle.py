@@ -38,7 +38,9 @@ def test_circle_trajectory_equals_cartesian_trajectory(getkey):
 def test_circle_is_finite_at_large_beta_and_rejects_bad_input():
     theta = jnp.linspace(0.0, 1.0, 5)
     assert jnp.all(jnp.isfinite(af.Circle(1e3)(0.0, theta)))
-    with pytest.raises(ValueError, match=r"x0 must be a vector of n >= 1 angles, shape \(n,\); got \(5, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"x0 must be a vector of n >= 1 angles, shape \(n,\); got \(5, 2\)"
+    ):
         af.simulate(af.Circle(1.0), jnp.ones((5, 2)), [0.0, 1.0])
     with pytest.raises(ValueError, match="beta must be finite and >= 0; got -2.0"):
         af.Circle(-2.0)

@@ -13,8 +13,25 @@ from attnflow.cli import main
 
 def test_simulate_writes_data_and_plot(tmp_path, capsys):
     out, plot = tmp_path / "traj.npz", tmp_path / "traj.png"
-    argv = ["simulate", "--n", "8", "--d", "3", "--beta", "1", "--t1", "5", "--seed", "3",
-            "--saves", "11", "--out", str(out), "--plot", str(plot)]
+    argv = [
+        "simulate",
+        "--n",
+        "8",
+        "--d",
+        "3",
+        "--beta",
+        "1",
+        "--t1",
+        "5",
+        "--seed",
+        "3",
+        "--saves",
+        "11",
+        "--out",
+        str(out),
+        "--plot",
+        str(plot),
+    ]
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     data = np.load(out)
@@ -35,15 +52,35 @@ def test_simulate_writes_data_and_plot(tmp_path, capsys):
 def test_float32_run_leaves_float64_on(tmp_path):
     import jax
 
-    assert main(["simulate", "--float32", "--n", "4", "--t1", "1", "--out",
-                 str(tmp_path / "f.npz")]) == 0
+    assert (
+        main(["simulate", "--float32", "--n", "4", "--t1", "1", "--out", str(tmp_path / "f.npz")])
+        == 0
+    )
     assert np.load(tmp_path / "f.npz")["xs"].dtype == np.float32
     assert jax.config.jax_enable_x64
 
 
 def test_simulate_circle_layers_and_beta_zero(tmp_path):
-    assert main(["simulate", "--d", "2", "--beta", "0", "--solver", "layers", "--t1", "3",
-                 "--out", str(tmp_path / "a.npz"), "--plot", str(tmp_path / "a.png")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--d",
+                "2",
+                "--beta",
+                "0",
+                "--solver",
+                "layers",
+                "--t1",
+                "3",
+                "--out",
+                str(tmp_path / "a.npz"),
+                "--plot",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 0
+    )
     data = np.load(tmp_path / "a.npz")
     assert data["ts"][-1] == pytest.approx(3.0) and "energy" not in data
 
@@ -56,9 +93,15 @@ def test_simulate_circle_layers_and_beta_zero(tmp_path):
         (["--d", "1"], "--d must be at least 2; got 1"),
         (["--solver", "rk4"], "solver must be one of"),
         (["--out", "x.txt"], "argument --out: expected a file name ending in .npz, got 'x.txt'"),
-        (["--plot", "/no/such/folder/a.png"], "the folder of '/no/such/folder/a.png' does not exist"),
+        (
+            ["--plot", "/no/such/folder/a.png"],
+            "the folder of '/no/such/folder/a.png' does not exist",
+        ),
         (["--t1", "0"], "--t1 must be positive; got 0"),
-        (["--solver", "layers", "--t1", "1", "--dt0", "0.7"], "--t1 must be a whole number of layers"),
+        (
+            ["--solver", "layers", "--t1", "1", "--dt0", "0.7"],
+            "--t1 must be a whole number of layers",
+        ),
         (["--beta", "abc"], "argument --beta: expected a number, got 'abc'"),
     ],
 )
@@ -76,7 +119,11 @@ def test_bad_arguments_give_one_line(tmp_path, capsys, argv, message):
 def test_installed_script_reports_errors_without_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "attnflow.cli", "simulate", "--beta", "-2"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "attnflow simulate: error: beta must be finite and >= 0; got -2.0"
+    assert (
+        result.stderr.strip() == "attnflow simulate: error: beta must be finite and >= 0; got -2.0"
+    )

@@ -24,13 +24,17 @@ def random_weights(key, m, d):
 def test_field_matches_direct_formula(getkey, make, normalized):
     x = sphere.uniform(getkey(), 7, 4)
     Q, K, V = random_weights(getkey(), 3, 4)
-    expected = attention_field(np.asarray(x), 2.0, np.asarray(Q), np.asarray(K), np.asarray(V),
-                               normalized)
+    expected = attention_field(
+        np.asarray(x), 2.0, np.asarray(Q), np.asarray(K), np.asarray(V), normalized
+    )
     np.testing.assert_allclose(make(2.0, Q, K, V)(0.0, x), expected, rtol=1e-12, atol=1e-14)
     eye = np.eye(4)
-    np.testing.assert_allclose(make(2.0)(0.0, x),
-                               attention_field(np.asarray(x), 2.0, eye, eye, eye, normalized),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        make(2.0)(0.0, x),
+        attention_field(np.asarray(x), 2.0, eye, eye, eye, normalized),
+        rtol=1e-12,
+        atol=1e-14,
+    )
 
 
 def test_post_ln_is_sa_and_projects():
@@ -61,9 +65,10 @@ def test_large_beta_is_finite_and_correct(getkey):
     # USA weights are e^{beta s} / n: compare with the direct formula rescaled by e^{-500}.
     scaled = np.exp(500 * np.asarray(x @ x.T) - 500) / 9
     y = scaled @ np.asarray(x)
-    expected = (y - np.sum(np.asarray(x) * y, axis=1, keepdims=True) * np.asarray(x))
-    np.testing.assert_allclose(af.USA(500.0)(0.0, x) * np.exp(-500), expected, rtol=1e-9,
-                               atol=1e-14)
+    expected = y - np.sum(np.asarray(x) * y, axis=1, keepdims=True) * np.asarray(x)
+    np.testing.assert_allclose(
+        af.USA(500.0)(0.0, x) * np.exp(-500), expected, rtol=1e-9, atol=1e-14
+    )
 
 
 def test_single_token_is_fixed():
@@ -101,8 +106,9 @@ def test_identical_heads_with_scaled_values_equal_one_head(getkey):
     Q, K, V = random_weights(getkey(), 2, 4)
     for kernel in (af.Softmax, af.Unnormalized):
         heads = af.MultiHead([kernel(1.7, Q, K, V / 3)] * 3)
-        np.testing.assert_allclose(af.PostLN(heads)(0.0, x), af.PostLN(kernel(1.7, Q, K, V))(0.0, x),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            af.PostLN(heads)(0.0, x), af.PostLN(kernel(1.7, Q, K, V))(0.0, x), rtol=1e-12
+        )
 
 
 def test_heads_have_their_own_partition_function(getkey):
@@ -111,8 +117,9 @@ def test_heads_have_their_own_partition_function(getkey):
     Q2, K2, V2 = random_weights(getkey(), 3, 4)
     v = af.PostLN(af.MultiHead([af.Softmax(1.0, Q1, K1, V1), af.Softmax(2.0, Q2, K2, V2)]))(0.0, x)
     xn = np.asarray(x)
-    expected = (attention_field(xn, 1.0, *map(np.asarray, (Q1, K1, V1)))
-                + attention_field(xn, 2.0, *map(np.asarray, (Q2, K2, V2))))
+    expected = attention_field(xn, 1.0, *map(np.asarray, (Q1, K1, V1))) + attention_field(
+        xn, 2.0, *map(np.asarray, (Q2, K2, V2))
+    )
     np.testing.assert_allclose(v, expected, rtol=1e-12)
 
 
@@ -121,7 +128,10 @@ def test_feed_forward_inside_projection(getkey):
     w, a = jax.random.normal(getkey(), (3, 4)), jax.random.normal(getkey(), (4, 3))
     b = jax.random.normal(getkey(), (4,))
     field = af.PostLN(af.Softmax(1.0), mlp=af.FeedForward(w, a, b, sigma=jnp.tanh))
-    y = np.asarray(af.Softmax(1.0)(0.0, x)) + np.tanh(np.asarray(x) @ np.asarray(a).T + np.asarray(b)) @ np.asarray(w).T
+    y = (
+        np.asarray(af.Softmax(1.0)(0.0, x))
+        + np.tanh(np.asarray(x) @ np.asarray(a).T + np.asarray(b)) @ np.asarray(w).T
+    )
     expected = y - np.sum(np.asarray(x) * y, axis=1, keepdims=True) * np.asarray(x)
     np.testing.assert_allclose(field(0.0, x), expected, rtol=1e-12)
 
@@ -138,7 +148,7 @@ def test_per_layer_weights_are_piecewise_constant(getkey):
         for dtype in (jnp.float32, jnp.float64):
             k = jnp.arange(1000)
             t = k.astype(dtype) * jnp.asarray(h, dtype)
-            np.testing.assert_array_equal(jax.vmap(lambda t: deep.layer(t).beta)(t), k)
+            np.testing.assert_array_equal(jax.vmap(lambda t, f=deep: f.layer(t).beta)(t), k)
     with pytest.raises(ValueError, match="same kind with the same weight shapes"):
         af.PerLayer([af.Softmax(1.0), af.Softmax(1.0, V=jnp.eye(3))], h=0.1)
     with pytest.raises(ValueError, match="h must be a positive number"):
@@ -164,9 +174,18 @@ def test_mean_shift_identity(getkey):
         (dict(beta=-1.0), r"beta must be finite and >= 0; got -1.0"),
         (dict(beta=float("nan")), r"beta must be finite and >= 0"),
         (dict(beta=jnp.ones(2)), r"beta must be a scalar; got shape \(2,\)"),
-        (dict(beta=1.0, Q=jnp.ones((2, 3)), K=jnp.ones((2, 4))), r"K must have shape \(2, 3\); got shape \(2, 4\)"),
-        (dict(beta=1.0, Q=jnp.ones((2, 3)), K=jnp.ones((3, 3))), r"K must have shape \(2, 3\); got shape \(3, 3\)"),
-        (dict(beta=1.0, Q=jnp.ones((2, 3))), r"Q must be square, shape \(3, 3\), when K is the identity \(None\); got shape \(2, 3\)"),
+        (
+            dict(beta=1.0, Q=jnp.ones((2, 3)), K=jnp.ones((2, 4))),
+            r"K must have shape \(2, 3\); got shape \(2, 4\)",
+        ),
+        (
+            dict(beta=1.0, Q=jnp.ones((2, 3)), K=jnp.ones((3, 3))),
+            r"K must have shape \(2, 3\); got shape \(3, 3\)",
+        ),
+        (
+            dict(beta=1.0, Q=jnp.ones((2, 3))),
+            r"Q must be square, shape \(3, 3\), when K is the identity \(None\); got shape \(2, 3\)",
+        ),
         (dict(beta=1.0, V=jnp.ones((3, 2))), r"V must have shape \(2, 2\); got shape \(3, 2\)"),
         (dict(beta=1.0, V=jnp.ones(3)), r"V must have shape \(\*, \*\); got shape \(3,\)"),
     ],

@@ -47,6 +47,20 @@ def test_euler_converges_at_first_order(getkey):
     assert 1.8 < errors[0] / errors[1] < 2.2
 
 
+def test_layers_converge_to_the_flow_at_first_order(getkey):
+    x0 = sphere.uniform(getkey(), 6, 3)
+    Q, K, V = random_weights(getkey(), 2, 3)
+    ts = jnp.array([0.0, 2.0])
+    flow = af.simulate(af.SA(1.0, Q, K, V), x0, ts, **TIGHT).xs[-1]
+    errors = [
+        jnp.abs(
+            af.simulate(af.SA(1.0, Q, K, V), x0, ts, solver="layers", dt0=h).xs[-1] - flow
+        ).max()
+        for h in (0.02, 0.01)
+    ]
+    assert 1.8 < errors[0] / errors[1] < 2.2
+
+
 def equiangular_rate(rho, beta, n, normalized):
     growth = jnp.exp(beta * rho) * (1 - rho) * (1 + (n - 1) * rho)
     if normalized:
@@ -62,8 +76,15 @@ def test_equiangular_reduction(getkey, make, normalized, beta, rho0):
     ts = np.linspace(0.0, 3.0, 7)
     xs = af.simulate(make(beta), jnp.asarray(x0), ts, **TIGHT).xs
     cosines = off_diagonal(np.asarray(jnp.einsum("tid,tjd->tij", xs, xs)))
-    rho = solve_ivp(lambda t, r: np.asarray(equiangular_rate(r, beta, n, normalized)),
-                    (0.0, 3.0), [rho0], method="DOP853", t_eval=ts, rtol=1e-12, atol=1e-13).y[0]
+    rho = solve_ivp(
+        lambda t, r: np.asarray(equiangular_rate(r, beta, n, normalized)),
+        (0.0, 3.0),
+        [rho0],
+        method="DOP853",
+        t_eval=ts,
+        rtol=1e-12,
+        atol=1e-13,
+    ).y[0]
     np.testing.assert_allclose(cosines, np.broadcast_to(rho[:, None], cosines.shape), atol=1e-8)
 
 
@@ -104,10 +125,12 @@ def test_trajectory_permutation_and_rotation_equivariance(getkey):
     r = sphere.random_rotation(getkey(), 3)
     for field in (af.SA(2.0), af.USA(2.0)):
         xs = af.simulate(field, x0, ts, **TIGHT).xs
-        np.testing.assert_allclose(af.simulate(field, x0[perm], ts, **TIGHT).xs, xs[:, perm],
-                                   atol=1e-10)
-        np.testing.assert_allclose(af.simulate(field, x0 @ r.T, ts, **TIGHT).xs, xs @ r.T,
-                                   atol=1e-10)
+        np.testing.assert_allclose(
+            af.simulate(field, x0[perm], ts, **TIGHT).xs, xs[:, perm], atol=1e-10
+        )
+        np.testing.assert_allclose(
+            af.simulate(field, x0 @ r.T, ts, **TIGHT).xs, xs @ r.T, atol=1e-10
+        )
 
 
 def test_duplicated_tokens_follow_the_same_trajectory(getkey):
@@ -158,10 +181,15 @@ def test_layers_with_per_layer_weights_and_feed_forward(getkey):
     weights = [random_weights(getkey(), 2, 3) for _ in range(4)]
     w, a = jax.random.normal(getkey(), (3, 5)), jax.random.normal(getkey(), (5, 3))
     b = jax.random.normal(getkey(), (5,))
-    field = af.PostLN(af.PerLayer([af.Softmax(1.5, *qkv) for qkv in weights], h=0.25),
-                      mlp=af.FeedForward(w, a, b))
+    field = af.PostLN(
+        af.PerLayer([af.Softmax(1.5, *qkv) for qkv in weights], h=0.25), mlp=af.FeedForward(w, a, b)
+    )
     expected = layers_loop(
-        x0, 6, 0.25, lambda k: tuple(map(np.asarray, weights[min(k, 3)])), 1.5,
+        x0,
+        6,
+        0.25,
+        lambda k: tuple(map(np.asarray, weights[min(k, 3)])),
+        1.5,
         mlp=lambda x: np.maximum(x @ np.asarray(a).T + np.asarray(b), 0) @ np.asarray(w).T,
     )
     xs = af.simulate(field, x0, np.arange(7) * 0.25, solver="layers", dt0=0.25).xs
@@ -176,8 +204,13 @@ def test_per_layer_weights_in_continuous_time_match_scipy(getkey):
     xs = af.simulate(field, x0, ts, **TIGHT).xs
     expected = [np.asarray(x0)]
     for k in range(3):  # integrate each layer's constant field over [k, k + 1]
-        expected.append(solve(lambda x: attention_field(x, 1.0, *weights[k]), expected[-1],
-                              np.array([k, k + 1.0]))[-1])
+        expected.append(
+            solve(
+                lambda x, w=weights[k]: attention_field(x, 1.0, *w),
+                expected[-1],
+                np.array([k, k + 1.0]),
+            )[-1]
+        )
     np.testing.assert_allclose(xs, np.stack(expected), atol=1e-6)
 
 
@@ -197,7 +230,7 @@ def test_vmap_over_initial_conditions_and_beta(getkey):
     betas = jnp.array([0.0, 1.0, 4.0])
     ts = jnp.linspace(0.0, 2.0, 3)
     for kwargs in (dict(), dict(solver="layers", dt0=0.1)):
-        run = lambda x0, b: af.simulate(af.SA(b), x0, ts, **kwargs).xs  # noqa: E731
+        run = lambda x0, b, kw=kwargs: af.simulate(af.SA(b), x0, ts, **kw).xs  # noqa: E731
         batched = jax.vmap(run)(x0s, betas)
         for i in range(3):
             np.testing.assert_allclose(batched[i], run(x0s[i], betas[i]), atol=1e-12)
@@ -231,22 +264,48 @@ def test_float32_large_beta_and_single_token(getkey):
     xs = af.simulate(af.SA(1e3), sphere.uniform(getkey(), 6, 3), ts).xs
     assert jnp.all(jnp.isfinite(xs))
     one = jnp.array([[0.0, 1.0, 0.0]])
-    np.testing.assert_allclose(af.simulate(af.SA(2.0), one, ts).xs, jnp.broadcast_to(one, (3, 1, 3)))
+    np.testing.assert_allclose(
+        af.simulate(af.SA(2.0), one, ts).xs, jnp.broadcast_to(one, (3, 1, 3))
+    )
 
 
 @pytest.mark.parametrize(
     "args, kwargs, match",
     [
-        ((jnp.ones(3), [0.0, 1.0]), {}, r"x0 must have shape \(n, d\) with n, d >= 1; got shape \(3,\)"),
+        (
+            (jnp.ones(3), [0.0, 1.0]),
+            {},
+            r"x0 must have shape \(n, d\) with n, d >= 1; got shape \(3,\)",
+        ),
         ((jnp.eye(3)[:, :2], [0.0, 1.0]), {}, r"x0 must lie on the unit sphere"),
-        ((jnp.eye(3).at[0, 0].set(jnp.nan), [0.0, 1.0]), {}, r"x0 must hold only finite numbers; got 1"),
+        (
+            (jnp.eye(3).at[0, 0].set(jnp.nan), [0.0, 1.0]),
+            {},
+            r"x0 must hold only finite numbers; got 1",
+        ),
         ((2 * jnp.eye(3), [0.0, 1.0]), {}, r"got row norms in \[2, 2\]"),
-        ((jnp.eye(3), [0.0, 1.0]), dict(solver="rk4"), r"solver must be one of .*tsit5.*; got 'rk4'"),
+        (
+            (jnp.eye(3), [0.0, 1.0]),
+            dict(solver="rk4"),
+            r"solver must be one of .*tsit5.*; got 'rk4'",
+        ),
         ((jnp.eye(3), [1.0, 0.0]), {}, r"ts must be finite and strictly increasing; got \[1. 0.\]"),
         ((jnp.eye(3), [0.0]), {}, r"ts must be a 1-D array of at least two save times"),
-        ((jnp.eye(3), [0.0, 1.0]), dict(solver="euler"), r"dt0 must be given for the fixed-step solver Euler"),
-        ((jnp.eye(3), [0.0, 1.0]), dict(solver="layers"), r"dt0 must be a positive number \(the layer step h"),
-        ((jnp.eye(3), [0.0, 0.15]), dict(solver="layers", dt0=0.1), r"ts must be multiples of the layer step h = dt0 = 0.1 .*got ts\[1\] = 0.15"),
+        (
+            (jnp.eye(3), [0.0, 1.0]),
+            dict(solver="euler"),
+            r"dt0 must be given for the fixed-step solver Euler",
+        ),
+        (
+            (jnp.eye(3), [0.0, 1.0]),
+            dict(solver="layers"),
+            r"dt0 must be a positive number \(the layer step h",
+        ),
+        (
+            (jnp.eye(3), [0.0, 0.15]),
+            dict(solver="layers", dt0=0.1),
+            r"ts must be multiples of the layer step h = dt0 = 0.1 .*got ts\[1\] = 0.15",
+        ),
         ((jnp.eye(3), [0.0, 1.0]), dict(rtol=-1.0), r"rtol must be a positive number"),
         ((jnp.eye(3), [0.0, 1.0]), dict(save="x"), r"save must be a callable"),
     ],
@@ -257,7 +316,10 @@ def test_bad_input(args, kwargs, match):
 
 
 def test_bad_input_against_the_weights():
-    with pytest.raises(ValueError, match=r"x0 must have shape \(n, 4\) to match the attention weights; got shape \(3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"x0 must have shape \(n, 4\) to match the attention weights; got shape \(3, 3\)",
+    ):
         af.simulate(af.SA(1.0, Q=jnp.ones((2, 4)), K=jnp.ones((2, 4))), jnp.eye(3), [0.0, 1.0])
     with pytest.raises(ValueError, match=r"solver='layers' needs a field on the sphere"):
         af.simulate(af.Circle(1.0), jnp.zeros(3), [0.0, 1.0], solver="layers", dt0=0.1)

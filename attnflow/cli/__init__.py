@@ -3,8 +3,6 @@
 from ._main import main as main
 
 
-
-
 def _entry() -> None:
     """Console-script entry point: exit with `main()`'s status."""
     import sys

@@ -60,17 +60,33 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--t1", type=_real, default=15.0, help="final time, > 0 (15)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the initial tokens (0)")
     sim.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
-    sim.add_argument("--solver", default="tsit5",
-                     help="diffrax solver name, or 'layers' for the discrete transformer (tsit5)")
-    sim.add_argument("--dt0", type=_real, default=None,
-                     help="step size; the layer step h for --solver layers (default 0.1 there)")
-    sim.add_argument("--saves", type=_positive_int, default=151,
-                     help="number of save times in [0, t1] (151)")
+    sim.add_argument(
+        "--solver",
+        default="tsit5",
+        help="diffrax solver name, or 'layers' for the discrete transformer (tsit5)",
+    )
+    sim.add_argument(
+        "--dt0",
+        type=_real,
+        default=None,
+        help="step size; the layer step h for --solver layers (default 0.1 there)",
+    )
+    sim.add_argument(
+        "--saves", type=_positive_int, default=151, help="number of save times in [0, t1] (151)"
+    )
     sim.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
-    sim.add_argument("--out", type=_output(".npz"), default=Path("traj.npz"),
-                     help="output data file, .npz (traj.npz)")
-    sim.add_argument("--plot", type=_output(".png", ".pdf", ".svg"), default=None,
-                     help="output figure, .png/.pdf/.svg (none)")
+    sim.add_argument(
+        "--out",
+        type=_output(".npz"),
+        default=Path("traj.npz"),
+        help="output data file, .npz (traj.npz)",
+    )
+    sim.add_argument(
+        "--plot",
+        type=_output(".png", ".pdf", ".svg"),
+        default=None,
+        help="output figure, .png/.pdf/.svg (none)",
+    )
     sim.set_defaults(run=_simulate)
     return parser
 
@@ -127,8 +143,9 @@ def _simulate(args) -> str:
     gram = np.einsum("nd,md->nm", data["xs"][-1], data["xs"][-1])
     off = gram[~np.eye(args.n, dtype=bool)]
     if off.size:
-        lines.append(f"  pairwise cosines at t = {ts[-1]:g}: min {off.min():.6f}, "
-                     f"mean {off.mean():.6f}")
+        lines.append(
+            f"  pairwise cosines at t = {ts[-1]:g}: min {off.min():.6f}, mean {off.mean():.6f}"
+        )
     np.savez_compressed(args.out, **data, config=json.dumps(config))
     written = [str(args.out)]
     if args.plot is not None:

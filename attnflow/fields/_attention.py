@@ -67,7 +67,9 @@ class AbstractDotProductAttention(AbstractAttention):
 
     def __init__(self, beta: Scalar, Q=None, K=None, V=None):
         self.beta = check_beta(beta)
-        Q, K, V = (check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V")))
+        Q, K, V = (
+            check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V"))
+        )
         widths = [a.shape[1] for a in (Q, K, V) if a is not None]
         d = widths[0] if widths else None
         if (Q is None) != (K is None):

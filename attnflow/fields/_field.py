@@ -52,9 +52,10 @@ class PostLN(AbstractSphereField):
 
     Continuous time: the velocity is orthogonal to each `x_i` (`sphere.project`), so each
     `|x_i|` is conserved exactly by the flow: the sphere is invariant and neutrally stable, and
-    integrators only drift off it by their accumulated truncation error. Discrete time (`layer`): the attention output is
-    added and the result renormalized, `x_i <- normalize(x_i + h attention_i(x))`, then the
-    same for the feed-forward term (Lie-Trotter splitting). SCIENCE.md section 2.
+    integrators only drift off it by their accumulated truncation error.
+    Discrete time (`layer`): the attention output is added and the result renormalized,
+    `x_i <- normalize(x_i + h attention_i(x))`, then the same for the feed-forward term
+    (Lie-Trotter splitting). SCIENCE.md section 2.
     """
 
     attention: AbstractAttention
@@ -91,8 +92,10 @@ class PostLN(AbstractSphereField):
             ~jnp.all(on_sphere(x0, atol)),
             f"x0 must lie on the unit sphere (every row of norm 1 within {atol:.1e}); "
             "use attnflow.sphere.normalize",
-            lambda: f"; got row norms in [{jnp.linalg.norm(x0, axis=-1).min():.6g}, "
-            f"{jnp.linalg.norm(x0, axis=-1).max():.6g}]",
+            lambda: (
+                f"; got row norms in [{jnp.linalg.norm(x0, axis=-1).min():.6g}, "
+                f"{jnp.linalg.norm(x0, axis=-1).max():.6g}]"
+            ),
         )
 
 

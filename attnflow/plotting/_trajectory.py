@@ -12,9 +12,7 @@ def _require_matplotlib():
     try:
         from matplotlib.figure import Figure
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plotting needs matplotlib: pip install 'attnflow[plot]'"
-        ) from err
+        raise ImportError("plotting needs matplotlib: pip install 'attnflow[plot]'") from err
     return Figure
 
 
@@ -54,8 +52,9 @@ def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=N
         else:
             ax = fig.add_subplot(grid[0, col], projection="3d")
             u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 24), np.linspace(0, np.pi, 12))
-            ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v),
-                              color="0.85", lw=0.5)
+            ax.plot_wireframe(
+                np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.5
+            )
             p = xs[i, :, :3] / np.linalg.norm(xs[i, :, :3], axis=-1, keepdims=True)
             ax.scatter(p[:, 0], p[:, 1], p[:, 2], c=colors, cmap="viridis", s=18, depthshade=False)
             ax.set_box_aspect((1, 1, 1), zoom=1.35)
