@@ -1,7 +1,7 @@
 """`simulate`: one entry point that integrates a field with diffrax or steps discrete layers."""
 
 import functools
-import operator
+import numbers
 from collections.abc import Callable
 
 import diffrax
@@ -56,7 +56,7 @@ def _solver(solver) -> diffrax.AbstractSolver:
 
 
 def _positive(value, name: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(f"{name} must be a positive number ({what}); got {value!r}")
     return float(value)
 
@@ -121,9 +121,10 @@ def simulate(
     Returns:
         A `Trajectory` with `.ts` (shape `(T,)`) and `.xs` (`(T, n, d)`, or `save`'s output).
 
-    On the sphere: ODE solvers integrate the tangent field as it is (no projection of the
-    state), so the norms drift only by the truncation error, well below `rtol` over `t = 30`
-    at the defaults (tested); `"layers"` renormalizes at every step, exact to rounding.
+    On the sphere: ODE solvers integrate the field as it is, with no projection of the state;
+    its velocity is orthogonal to each token, so each norm is a first integral and drifts only
+    by the accumulated truncation error (below 1e-5 over `t = 30` at the default tolerances,
+    tested); `"layers"` renormalizes at every step, exact to rounding.
 
     `simulate` is jit-compiled (one compilation per field structure, shapes, solver and
     options), works under `jax.vmap` over `x0` and over array leaves of the field such as
@@ -157,13 +158,9 @@ def simulate(
         raise ValueError(
             f"dt0 must be given for the fixed-step solver {type(solver).__name__}; got None"
         )
-    try:
-        max_steps = operator.index(max_steps)
-    except TypeError:
-        max_steps = 0
-    if max_steps < 1:
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer; got {max_steps!r}")
-    return _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, max_steps)
+    return _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps))
 
 
 @eqx.filter_jit

@@ -308,6 +308,16 @@ def test_float32_large_beta_and_single_token(getkey):
         ),
         ((jnp.eye(3), [0.0, 1.0]), dict(rtol=-1.0), r"rtol must be a positive number"),
         ((jnp.eye(3), [0.0, 1.0]), dict(save="x"), r"save must be a callable"),
+        (
+            (jnp.eye(3), [0.0, 1.0]),
+            dict(max_steps=2.5),
+            r"max_steps must be a positive integer; got 2.5",
+        ),
+        (
+            (jnp.eye(3), [0.0, 1.0]),
+            dict(solver="euler", dt0=np.float32(-0.1)),
+            r"dt0 must be a positive number \(the step size\); got np.float32\(-0.1\)",
+        ),
     ],
 )
 def test_bad_input(args, kwargs, match):
