@@ -6,10 +6,13 @@ Tokens are particles, depth is time, self-attention is the interaction. See the 
 
 import importlib.metadata
 
+from . import analysis as analysis
 from . import sphere as sphere
 from ._simulate import Trajectory as Trajectory
 from ._simulate import ode_solvers as ode_solvers
 from ._simulate import simulate as simulate
+from .analysis import crossing_time as crossing_time
+from .analysis import equiangular_rho as equiangular_rho
 from .fields import (
     SA as SA,
 )

@@ -1,0 +1,159 @@
+"""Equiangular reduction and cluster statistics against scipy, closed forms and constructions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference import equiangular
+from scipy.integrate import solve_ivp
+from scipy.sparse.csgraph import connected_components
+
+import attnflow as af
+from attnflow import analysis, sphere
+
+
+def rho_rate(rho, beta, n, kind):
+    """d rho / dt exactly as SCIENCE.md section 5 writes it."""
+    growth = np.exp(beta * rho) * (1 - rho) * (1 + (n - 1) * rho)
+    if kind == "SA":
+        return 2 * growth / (np.exp(beta) + (n - 1) * np.exp(beta * rho))
+    return 2 * growth / n
+
+
+@pytest.mark.parametrize("kind", ["SA", "USA"])
+@pytest.mark.parametrize("beta, rho0", [(0.5, 0.0), (3.0, -0.02), (9.0, 0.2)])
+def test_equiangular_rho_matches_scipy(kind, beta, rho0):
+    ts = np.linspace(0.0, 6.0, 13)
+    expected = solve_ivp(
+        lambda t, r: rho_rate(r, beta, 32, kind),
+        (0, 6),
+        [rho0],
+        method="DOP853",
+        t_eval=ts,
+        rtol=1e-13,
+        atol=1e-14,
+    ).y[0]
+    rho = af.equiangular_rho(ts, beta, 32, rho0=rho0, kind=kind)
+    np.testing.assert_allclose(rho, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_equiangular_rho_closed_form_at_beta_zero_and_batched_beta():
+    n, rho0 = 10, 0.05
+    ts = np.linspace(0.0, 8.0, 17)
+    c = (1 + (n - 1) * rho0) / (1 - rho0)
+    exact = (c * np.exp(2 * ts) - 1) / (c * np.exp(2 * ts) + n - 1)
+    for kind in ("SA", "USA"):
+        rho = af.equiangular_rho(ts, 0.0, n, rho0=rho0, kind=kind)
+        np.testing.assert_allclose(1 - rho, 1 - exact, rtol=1e-9)  # late times: relative gap
+    batch = af.equiangular_rho(ts, jnp.array([[0.0, 1.0], [2.0, 3.0]]), n, rho0=rho0)
+    assert batch.shape == (2, 2, 17)
+    np.testing.assert_allclose(batch[1, 0], af.equiangular_rho(ts, 2.0, n, rho0=rho0), rtol=1e-9)
+
+
+def test_equiangular_rho_follows_particles():
+    n = 6
+    x0 = jnp.asarray(equiangular(n, 0.1))
+    ts = np.linspace(0.0, 3.0, 4)
+    xs = af.simulate(af.SA(2.0), x0, ts, solver="dopri8", rtol=1e-11, atol=1e-13).xs
+    np.testing.assert_allclose(
+        jnp.einsum("td,td->t", xs[:, 0], xs[:, 1]),
+        af.equiangular_rho(ts, 2.0, n, rho0=0.1),
+        atol=1e-9,
+    )
+
+
+@pytest.mark.parametrize("kind", ["SA", "USA"])
+def test_crossing_time_matches_scipy_event(kind):
+    betas = np.array([0.1, 1.0, 4.0, 9.0])
+    times = af.crossing_time(betas, 32, delta=1e-3, kind=kind)
+    for beta, t in zip(betas, np.asarray(times), strict=True):
+        event = lambda t, r: r[0] - (1 - 1e-3)  # noqa: E731
+        event.terminal = True
+        sol = solve_ivp(
+            lambda t, r, b=beta: rho_rate(r, b, 32, kind),
+            (0, 1e4),
+            [0.0],
+            method="DOP853",
+            events=event,
+            rtol=1e-13,
+            atol=1e-15,
+        )
+        np.testing.assert_allclose(t, sol.t_events[0][0], rtol=1e-7)
+    # And it is where equiangular_rho reaches 1 - delta.
+    rho = af.equiangular_rho(jnp.array([0.0, times[1]]), 1.0, 32, kind=kind)
+    np.testing.assert_allclose(rho[-1], 1 - 1e-3, rtol=1e-10)
+
+
+def test_crossing_time_at_beta_zero_closed_form():
+    n, delta = 32, 1e-3
+    # rho = (e^{2t} - 1) / (e^{2t} + n - 1) = 1 - delta  =>  e^{2t} = (1 + (n-1)(1-delta)) / delta
+    expected = 0.5 * np.log((1 + (n - 1) * (1 - delta)) / delta)
+    np.testing.assert_allclose(af.crossing_time(0.0, n, delta), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: af.crossing_time(1.0, 32, kind="PostLN"),
+            r"kind must be one of SA, USA; got 'PostLN'",
+        ),
+        (lambda: af.crossing_time(1.0, 1), r"n must be an integer >= 2; got 1"),
+        (lambda: af.crossing_time(1.0, 32, delta=0.0), r"delta must lie in \(0, 1 - rho0\)"),
+        (lambda: af.crossing_time(-1.0, 32), r"beta must be finite and >= 0"),
+        (lambda: af.crossing_time(1.0, 4, rho0=-1 / 3), r"rho0 must lie in \(-1/\(n-1\), 1\)"),
+        (
+            lambda: af.equiangular_rho([0.0, 1.0], 1.0, 4, rho0=1.0),
+            r"rho0 must lie in \[-1/\(n-1\), 1\)",
+        ),
+        (lambda: af.equiangular_rho([1.0, 0.0], 1.0, 4), r"ts must be strictly increasing"),
+    ],
+)
+def test_equiangular_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_pair_fraction_and_clusters_on_a_construction(getkey):
+    a, b = sphere.uniform(getkey(), 2, 3)
+    x = jnp.stack([a, a, a, b, b])
+    # Ordered pairs i != j inside clusters: 3 * 2 + 2 * 1 = 8 of 5 * 4 = 20.
+    np.testing.assert_allclose(analysis.pair_fraction(x), 0.4)
+    assert int(analysis.count_clusters(x)) == 2
+    assert int(analysis.count_clusters(jnp.stack([a, a]))) == 1
+
+
+def test_count_clusters_matches_scipy(getkey):
+    for delta in (0.2, 0.6, 1.0):
+        x = sphere.uniform(getkey(), 40, 3)
+        graph = np.asarray(x @ x.T) >= 1 - delta
+        expected, _ = connected_components(graph, directed=False)
+        assert int(analysis.count_clusters(x, delta)) == expected
+        np.testing.assert_allclose(analysis.pair_fraction(x, delta), (graph.sum() - 40) / (40 * 39))
+    batch = sphere.uniform(getkey(), 4 * 10, 3).reshape(4, 10, 3)
+    counts = jax.vmap(lambda y: analysis.count_clusters(y, 0.5))(batch)
+    assert [int(c) for c in counts] == [int(analysis.count_clusters(y, 0.5)) for y in batch]
+
+
+def test_clustered_trajectory_is_one_cluster(getkey):
+    x0 = sphere.uniform(getkey(), 16, 3)
+    xs = af.simulate(af.SA(1.0), x0, jnp.array([0.0, 30.0])).xs
+    assert (
+        int(analysis.count_clusters(xs[0])) == 16 and float(analysis.pair_fraction(xs[-1])) == 1.0
+    )
+    assert int(analysis.count_clusters(xs[-1])) == 1
+
+
+def test_cosine_histogram_and_order_parameter(getkey):
+    x = sphere.uniform(getkey(), 30, 4)
+    density, edges = analysis.cosine_histogram(x, bins=20)
+    gram = np.asarray(x @ x.T)[np.triu_indices(30, k=1)]
+    expected, expected_edges = np.histogram(gram, bins=20, range=(-1, 1), density=True)
+    np.testing.assert_allclose(density, expected, rtol=1e-12)
+    np.testing.assert_allclose(edges, expected_edges, atol=1e-15)
+    np.testing.assert_allclose(analysis.order_parameter(jnp.full(7, 0.3)), 1.0)
+    np.testing.assert_allclose(
+        analysis.order_parameter(jnp.arange(7) * 2 * np.pi / 7), 0.0, atol=1e-15
+    )
+    with pytest.raises(ValueError, match=r"x must have shape \(n, d\) with n >= 2 tokens"):
+        analysis.pair_fraction(jnp.ones((1, 3)))
