@@ -42,6 +42,29 @@ def equiangular(n, rho0, rotation=None):
     return x if rotation is None else x @ np.asarray(rotation).T
 
 
+def equiangular_rate(rho, beta, n, kind="SA"):
+    """d rho / dt of the equiangular reduction, exactly as SCIENCE.md section 5 writes it."""
+    growth = np.exp(beta * rho) * (1 - rho) * (1 + (n - 1) * rho)
+    if kind == "SA":
+        return 2 * growth / (np.exp(beta) + (n - 1) * np.exp(beta * rho))
+    return 2 * growth / n
+
+
+def solve_rho(beta, n, rho0, ts, kind="SA"):
+    """The equiangular cosine at the times ts, from scipy's DOP853."""
+    sol = solve_ivp(
+        lambda t, r: equiangular_rate(r, beta, n, kind),
+        (ts[0], ts[-1]),
+        [rho0],
+        method="DOP853",
+        t_eval=ts,
+        rtol=1e-13,
+        atol=1e-14,
+    )
+    assert sol.success
+    return sol.y[0]
+
+
 def off_diagonal(gram):
     n = gram.shape[-1]
     return gram[..., ~np.eye(n, dtype=bool)]

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import equiangular
+from reference import equiangular, equiangular_rate, solve_rho
 from scipy.integrate import solve_ivp
 from scipy.sparse.csgraph import connected_components
 
@@ -12,27 +12,11 @@ import attnflow as af
 from attnflow import analysis, sphere
 
 
-def rho_rate(rho, beta, n, kind):
-    """d rho / dt exactly as SCIENCE.md section 5 writes it."""
-    growth = np.exp(beta * rho) * (1 - rho) * (1 + (n - 1) * rho)
-    if kind == "SA":
-        return 2 * growth / (np.exp(beta) + (n - 1) * np.exp(beta * rho))
-    return 2 * growth / n
-
-
 @pytest.mark.parametrize("kind", ["SA", "USA"])
 @pytest.mark.parametrize("beta, rho0", [(0.5, 0.0), (3.0, -0.02), (9.0, 0.2)])
 def test_equiangular_rho_matches_scipy(kind, beta, rho0):
     ts = np.linspace(0.0, 6.0, 13)
-    expected = solve_ivp(
-        lambda t, r: rho_rate(r, beta, 32, kind),
-        (0, 6),
-        [rho0],
-        method="DOP853",
-        t_eval=ts,
-        rtol=1e-13,
-        atol=1e-14,
-    ).y[0]
+    expected = solve_rho(beta, 32, rho0, ts, kind)
     rho = af.equiangular_rho(ts, beta, 32, rho0=rho0, kind=kind)
     np.testing.assert_allclose(rho, expected, rtol=1e-9, atol=1e-9)
 
@@ -70,7 +54,7 @@ def test_crossing_time_matches_scipy_event(kind):
         event = lambda t, r: r[0] - (1 - 1e-3)  # noqa: E731
         event.terminal = True
         sol = solve_ivp(
-            lambda t, r, b=beta: rho_rate(r, b, 32, kind),
+            lambda t, r, b=beta: equiangular_rate(r, b, 32, kind),
             (0, 1e4),
             [0.0],
             method="DOP853",

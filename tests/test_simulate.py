@@ -4,8 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import attention_field, equiangular, off_diagonal, solve
-from scipy.integrate import solve_ivp
+from reference import attention_field, equiangular, off_diagonal, solve, solve_rho
 from test_fields import random_weights
 
 import attnflow as af
@@ -61,13 +60,6 @@ def test_layers_converge_to_the_flow_at_first_order(getkey):
     assert 1.8 < errors[0] / errors[1] < 2.2
 
 
-def equiangular_rate(rho, beta, n, normalized):
-    growth = jnp.exp(beta * rho) * (1 - rho) * (1 + (n - 1) * rho)
-    if normalized:
-        return 2 * growth / (jnp.exp(beta) + (n - 1) * jnp.exp(beta * rho))
-    return 2 * growth / n
-
-
 @pytest.mark.parametrize("make, normalized", [(af.SA, True), (af.USA, False)])
 @pytest.mark.parametrize("beta, rho0", [(0.0, 0.0), (1.0, -0.1), (4.0, 0.3)])
 def test_equiangular_reduction(getkey, make, normalized, beta, rho0):
@@ -76,15 +68,7 @@ def test_equiangular_reduction(getkey, make, normalized, beta, rho0):
     ts = np.linspace(0.0, 3.0, 7)
     xs = af.simulate(make(beta), jnp.asarray(x0), ts, **TIGHT).xs
     cosines = off_diagonal(np.asarray(jnp.einsum("tid,tjd->tij", xs, xs)))
-    rho = solve_ivp(
-        lambda t, r: np.asarray(equiangular_rate(r, beta, n, normalized)),
-        (0.0, 3.0),
-        [rho0],
-        method="DOP853",
-        t_eval=ts,
-        rtol=1e-12,
-        atol=1e-13,
-    ).y[0]
+    rho = solve_rho(beta, n, rho0, ts, kind="SA" if normalized else "USA")
     np.testing.assert_allclose(cosines, np.broadcast_to(rho[:, None], cosines.shape), atol=1e-8)
 
 
