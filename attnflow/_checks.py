@@ -47,16 +47,16 @@ def check_value(x, bad, message: str, detail: Callable[[], str] | None = None):
     return x
 
 
-def check_beta(beta, name: str = "beta") -> jax.Array:
-    """`beta` as a 0-d float array, checked finite and non-negative."""
+def check_beta(beta, name: str = "beta", scalar: bool = True) -> jax.Array:
+    """`beta` as a float array (0-d if `scalar`), every entry checked finite and non-negative."""
     beta = as_float_array(beta, name)
-    if beta.ndim != 0:
+    if scalar and beta.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got shape {beta.shape}")
     return check_value(
         beta,
-        ~jnp.isfinite(beta) | (beta < 0),
+        jnp.any(~jnp.isfinite(beta) | (beta < 0)),
         f"{name} must be finite and >= 0",
-        lambda: f"; got {float(beta)}",
+        lambda: f"; got {np.asarray(beta)}",
     )
 
 

@@ -6,26 +6,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import as_float_array, check_value
+from .._checks import as_float_array, check_beta, check_value
 
 KINDS = ("SA", "USA")
 
 
-def _check(n, kind: str, rho0) -> None:
+def _check(n, kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2; got {n!r}")
-
-
-def _betas(beta) -> Array:
-    beta = as_float_array(beta, "beta")
-    return check_value(
-        beta,
-        jnp.any(~jnp.isfinite(beta) | (beta < 0)),
-        "beta must be finite and >= 0",
-        lambda: f"; got {beta}",
-    )
 
 
 def _speed_over_gap(rho, beta, n: int, kind: str):
@@ -51,9 +41,9 @@ def equiangular_rho(
     `1 - rho ~ e^{-2t}` resolved to full relative precision. `beta` may be an array: the result
     then has shape `beta.shape + (len(ts),)`.
     """
-    _check(n, kind, rho0)
+    _check(n, kind)
     ts = as_float_array(ts, "ts")
-    beta = _betas(beta)
+    beta = check_beta(beta, scalar=False)
     if ts.ndim != 1 or ts.shape[0] < 1:
         raise ValueError(f"ts must be a non-empty 1-D array; got shape {ts.shape}")
     ts = check_value(ts, jnp.any(jnp.diff(ts) <= 0), "ts must be strictly increasing")
@@ -91,7 +81,7 @@ def crossing_time(
     `-log(delta)`, computed with diffrax (Dopri8, rtol 1e-12): no root finding, relative
     accuracy about 1e-10 in float64. Vectorized over `beta` (any shape).
     """
-    _check(n, kind, rho0)
+    _check(n, kind)
     if not 0 < delta < 1 - rho0:
         raise ValueError(f"delta must lie in (0, 1 - rho0) = (0, {1 - rho0:g}); got {delta}")
     if not -1 / (n - 1) < rho0 < 1:
@@ -99,7 +89,7 @@ def crossing_time(
             f"rho0 must lie in (-1/(n-1), 1) (at -1/(n-1), the regular simplex, rho never "
             f"moves); got {rho0}"
         )
-    beta = _betas(beta)
+    beta = check_beta(beta, scalar=False)
     dtype = beta.dtype
     u0 = -jnp.log1p(-jnp.asarray(rho0, dtype))
     u1 = -jnp.log(jnp.asarray(delta, dtype))

@@ -2,26 +2,12 @@
 
 from ._sphere import (
     from_angles as from_angles,
-)
-from ._sphere import (
     geodesic_distance as geodesic_distance,
-)
-from ._sphere import (
     normalize as normalize,
-)
-from ._sphere import (
     on_sphere as on_sphere,
-)
-from ._sphere import (
     project as project,
-)
-from ._sphere import (
     random_rotation as random_rotation,
-)
-from ._sphere import (
     to_angles as to_angles,
-)
-from ._sphere import (
     uniform as uniform,
 )
 
