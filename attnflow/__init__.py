@@ -6,7 +6,7 @@ Tokens are particles, depth is time, self-attention is the interaction. See the 
 
 import importlib.metadata
 
-from . import analysis as analysis, sphere as sphere
+from . import analysis as analysis, sphere as sphere, studies as studies, sweep as sweep
 from ._simulate import Trajectory as Trajectory, ode_solvers as ode_solvers, simulate as simulate
 from .analysis import crossing_time as crossing_time, equiangular_rho as equiangular_rho
 from .fields import (
@@ -26,6 +26,7 @@ from .fields import (
     energy as energy,
     log_energy as log_energy,
 )
+from .studies import PhaseDiagram as PhaseDiagram, phase_diagram as phase_diagram
 
 try:
     __version__ = importlib.metadata.version("attnflow")

@@ -188,26 +188,65 @@ def _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, max_steps) -> Tr
 
 
 @eqx.filter_jit
-def _simulate_layers(field, x0, ts, steps: tuple[int, ...], h: float, save) -> Trajectory:
+def _simulate_layers(
+    field, x0, ts, steps: tuple[int, ...], h: float, save, until=None
+) -> Trajectory:
     """Step the layers in blocks of `g` = gcd of the gaps between save steps.
 
     A scan over blocks saves the statistic after each block, so memory grows with the number
     of blocks (the number of save times when they are evenly spaced), never with the depth.
+
+    `until(stat) -> bool`, for sweeps: once it holds at a save time, the state is known to be
+    absorbing for the statistic (the caller proves it), so the remaining layers are skipped
+    and the statistic is held at its last value (see `_layers_until`).
     """
     statistic = (lambda t, x: x) if save is None else save
-    offsets = np.asarray(steps) - steps[0]
-    block = int(np.gcd.reduce(np.diff(offsets)))
 
     def one_layer(x, k):
         return field.layer(k.astype(x.dtype) * h, x, h), None
+
+    if until is not None:
+        return Trajectory(ts=ts, xs=_layers_until(one_layer, statistic, until, x0, ts, steps, h))
+    offsets = np.asarray(steps) - steps[0]
+    block = int(np.gcd.reduce(np.diff(offsets)))
 
     def one_block(x, b):
         start = steps[0] + b * block
         x, _ = jax.lax.scan(one_layer, x, start + jnp.arange(block))
         return x, statistic((start + block).astype(x.dtype) * h, x)
 
-    _, stats = jax.lax.scan(one_block, x0, jnp.arange(offsets[-1] // block))
-    stats = jax.tree.map(
-        lambda first, rest: jnp.concatenate([first[None], rest]), statistic(ts[0], x0), stats
-    )
+    first = statistic(ts[0], x0)
+    _, rest = jax.lax.scan(one_block, x0, jnp.arange(offsets[-1] // block))
+    stats = jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest)
     return Trajectory(ts=ts, xs=jax.tree.map(lambda s: s[offsets // block], stats))
+
+
+def _layers_until(one_layer, statistic, until, x0, ts, steps, h):
+    """Layers from save time to save time (the statistic only there), stopping once `until`.
+
+    A `while_loop` over save times with a `fori_loop` of layers inside: under `vmap` it runs
+    until the last item stops, so it pays off on chunks of similar items. Reverse-mode
+    differentiation does not go through it; the `scan` path of `_simulate_layers` does.
+    """
+    steps = jnp.asarray(steps)
+    first = statistic(ts[0], x0)
+    stats = jax.tree.map(lambda f: jnp.zeros((len(ts), *f.shape), f.dtype).at[0].set(f), first)
+
+    def running(carry):
+        i, _, _, done = carry
+        return (i < len(ts) - 1) & ~done
+
+    def step(carry):
+        i, x, stats, _ = carry
+        x = jax.lax.fori_loop(steps[i], steps[i + 1], lambda k, x: one_layer(x, k)[0], x)
+        stat = statistic(steps[i + 1].astype(x.dtype) * h, x)
+        stats = jax.tree.map(lambda buffer, s: buffer.at[i + 1].set(s), stats, stat)
+        return i + 1, x, stats, until(stat)
+
+    last, _, stats, _ = jax.lax.while_loop(running, step, (0, x0, stats, until(first)))
+    return jax.tree.map(
+        lambda s: jnp.where(
+            (jnp.arange(len(ts)) > last).reshape(-1, *[1] * (s.ndim - 1)), s[last], s
+        ),
+        stats,
+    )

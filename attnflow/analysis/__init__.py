@@ -8,3 +8,8 @@ from ._clusters import (
     pair_fraction as pair_fraction,
 )
 from ._equiangular import crossing_time as crossing_time, equiangular_rho as equiangular_rho
+from ._hemisphere import (
+    hemisphere as hemisphere,
+    in_hemisphere as in_hemisphere,
+    wendel_probability as wendel_probability,
+)

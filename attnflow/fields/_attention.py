@@ -24,11 +24,10 @@ def attention_weights(logits: Float[Array, "n n"], normalized: bool) -> Float[Ar
     softmax weights are finite for any finite logits, and unnormalized ones are finite whenever
     their true value is representable (`Z_i / n` times a softmax row).
     """
+    if normalized:  # max-shifted: one pass of exp, the same stability as a log-sum-exp
+        return jax.nn.softmax(logits, axis=-1)
     log_z = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    weights = jnp.exp(logits - log_z)
-    if normalized:
-        return weights
-    return weights * jnp.exp(log_z - jnp.log(logits.shape[-1]))
+    return jnp.exp(logits - log_z + (log_z - jnp.log(logits.shape[-1])))
 
 
 def check_width(x: Points, d: int | None, owner: str) -> None:

@@ -1,0 +1,11 @@
+"""Batched studies built on the sweep engine: phase diagrams and metastability (GLPR Figs. 3-5)."""
+
+from ._phase_diagram import (
+    WEIGHTS as WEIGHTS,
+    PhaseDiagram as PhaseDiagram,
+    close_pair_count as close_pair_count,
+    phase_diagram as phase_diagram,
+    phase_diagram_sample as phase_diagram_sample,
+    random_weights as random_weights,
+    span_coordinates as span_coordinates,
+)

@@ -1,0 +1,11 @@
+"""The sweep engine: a per-item function over many items, in chunks under a memory budget,
+sharded over devices, written to a resumable store, with a progress bar."""
+
+from ._engine import (
+    DEFAULT_MEMORY as DEFAULT_MEMORY,
+    chunk_size as chunk_size,
+    item_key as item_key,
+    run as run,
+    select_devices as select_devices,
+)
+from ._store import Store as Store
