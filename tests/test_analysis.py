@@ -141,3 +141,36 @@ def test_cosine_histogram_and_order_parameter(getkey):
     )
     with pytest.raises(ValueError, match=r"x must have shape \(n, d\) with n >= 2 tokens"):
         analysis.pair_fraction(jnp.ones((1, 3)))
+
+
+@pytest.mark.parametrize("n, d", [(6, 3), (5, 3), (8, 4), (4, 2)])
+def test_wendel_probability_against_monte_carlo(n, d):
+    """Wendel's formula against the exact (linear programming) hemisphere test on uniform
+    samples: within 4 standard errors."""
+    draws = 1500
+    keys = jax.random.split(jax.random.key(n * 10 + d), draws)
+    hits = sum(af.analysis.in_hemisphere(af.sphere.uniform(k, n, d)) for k in keys)
+    p = af.analysis.wendel_probability(n, d)
+    assert abs(hits / draws - p) < 4 * np.sqrt(p * (1 - p) / draws)
+
+
+def test_wendel_closed_forms():
+    w = af.analysis.wendel_probability
+    assert w(6, 3) == 0.5 and w(5, 3) == 11 / 16 and w(4, 2) == 0.5
+    assert w(3, 3) == 1.0 and w(1, 2) == 1.0  # n <= d points always fit in a hemisphere
+    assert w(2000, 3) == pytest.approx((1 + 1999 + 1999 * 1998 / 2) / 2.0**1999, rel=1e-15)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        w(0, 3)
+
+
+def test_hemisphere_certificates(getkey):
+    x = af.sphere.uniform(getkey(), 20, 3)
+    cap = af.sphere.normalize(x + 3 * jnp.array([0.0, 0.0, 1.0]))  # all in the upper cap
+    w = af.analysis.hemisphere(cap)
+    assert w is not None and np.all(np.asarray(cap) @ w > 0)
+    assert af.analysis.hemisphere(jnp.concatenate([cap, -cap[:1]])) is None  # holds x and -x
+    square = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    assert not af.analysis.in_hemisphere(square)
+    assert af.analysis.in_hemisphere(square[:3]) is False  # a closed half-circle is not open
+    with pytest.raises(ValueError, match="must have shape"):
+        af.analysis.hemisphere(jnp.ones(3))

@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..studies import WEIGHTS
+
 
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line and exit status 2, without the usage block."""
@@ -43,6 +45,59 @@ def _output(*suffixes: str):
         return path
 
     return parse
+
+
+def _nonnegative(text: str) -> float:
+    value = _real(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _real(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _add_sweep_options(command, *, resume: bool) -> None:
+    """Options shared by the batched studies."""
+    command.add_argument("--n", type=_positive_int, default=32, help="number of tokens (32)")
+    command.add_argument("--t1", type=_positive, default=30.0, help="final time (30)")
+    command.add_argument("--h", type=_positive, default=0.1, help="layer step (0.1)")
+    command.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    command.add_argument(
+        "--delta",
+        type=_nonnegative,
+        default=1e-3,
+        help="pairs with <x_i, x_j> >= 1 - delta are clustered (1e-3)",
+    )
+    command.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
+    command.add_argument(
+        "--devices", type=_positive_int, default=None, help="shard over this many devices (all)"
+    )
+    command.add_argument(
+        "--memory", type=_positive, default=2.0, help="working memory budget in GiB (2)"
+    )
+    if resume:
+        command.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue an interrupted run of the same command from OUT.partial/",
+        )
+
+
+def _add_outputs(command, name: str) -> None:
+    command.add_argument(
+        "--out", type=_output(".npz"), default=Path(f"{name}.npz"), help=f"data file ({name}.npz)"
+    )
+    command.add_argument(
+        "--plot",
+        type=_output(".png", ".pdf", ".svg"),
+        default=Path(f"{name}.png"),
+        help=f"figure, .png/.pdf/.svg ({name}.png)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +143,304 @@ def _parser() -> argparse.ArgumentParser:
         help="output figure, .png/.pdf/.svg (none)",
     )
     sim.set_defaults(run=_simulate)
+
+    phase = commands.add_parser(
+        "phase-diagram",
+        help="P(clustered pair) over time and temperature (GLPR Figs. 3, 5)",
+        description="For each beta, run many realizations of n uniform tokens on S^{d-1} through "
+        "the discrete post-LN transformer and record the fraction of clustered pairs over "
+        "time; the curve Gamma is overlaid. Chunks are written to OUT.partial/ as they finish.",
+    )
+    phase.add_argument("--d", type=_positive_int, default=32, help="dimension, >= 2 (32)")
+    phase.add_argument("--beta-min", type=_nonnegative, default=0.1, help="smallest beta (0.1)")
+    phase.add_argument("--beta-max", type=_nonnegative, default=9.0, help="largest beta (9)")
+    phase.add_argument("--num-betas", type=_positive_int, default=90, help="betas (90)")
+    phase.add_argument("--samples", type=_positive_int, default=256, help="per beta (256)")
+    phase.add_argument(
+        "--saves", type=_positive_int, default=151, help="save times in [0, t1] (151)"
+    )
+    phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
+    phase.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
+    _add_sweep_options(phase, resume=True)
+    _add_outputs(phase, "phase_diagram")
+    phase.set_defaults(run=_phase_diagram)
+
+    figure3 = commands.add_parser(
+        "figure3",
+        help="the whole GLPR Fig. 3: phase diagrams for d = 2, 8, 32, 128, 512, 1024",
+        description="GLPR Fig. 3: SA with Q = K = V = I, n = 32, 90 betas in [0.1, 9], 1024 "
+        "samples, T = 30, h = 0.1, one panel per dimension.",
+    )
+    figure3.add_argument(
+        "--dims",
+        type=_positive_int,
+        nargs="+",
+        default=[2, 8, 32, 128, 512, 1024],
+        help="dimensions (2 8 32 128 512 1024)",
+    )
+    figure3.add_argument("--num-betas", type=_positive_int, default=90, help="in [0.1, 9] (90)")
+    figure3.add_argument("--samples", type=_positive_int, default=1024, help="per beta (1024)")
+    figure3.add_argument(
+        "--saves", type=_positive_int, default=151, help="save times in [0, t1] (151)"
+    )
+    _add_sweep_options(figure3, resume=True)
+    _add_outputs(figure3, "figure3")
+    figure3.set_defaults(run=_figure3)
+
+    meta = commands.add_parser(
+        "metastability",
+        help="clusters on the circle that live long before merging (GLPR Fig. 4)",
+        description="n uniform tokens on the circle (d = 2), SA layers at each beta: snapshots, "
+        "angles, the energy staircase, and the distribution of the number of clusters at t1.",
+    )
+    meta.add_argument("--betas", type=_positive, nargs="+", default=[4.0, 9.0], help="(4 9)")
+    meta.add_argument("--samples", type=_positive_int, default=256, help="per beta (256)")
+    meta.add_argument(
+        "--saves", type=_positive_int, default=301, help="save times in [0, t1] (301)"
+    )
+    _add_sweep_options(meta, resume=False)
+    _add_outputs(meta, "metastability")
+    meta.set_defaults(run=_metastability)
     return parser
+
+
+def _setup(args):
+    """x64 unless --float32; returns the float dtype."""
+    import jax
+
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    return "float32" if args.float32 else "float64"
+
+
+def _layer_times(t1: float, h: float, saves: int):
+    """`saves` times in `[0, t1]`, rounded to whole layers of `h` (`t1` must be one)."""
+    import numpy as np
+
+    steps = round(t1 / h)
+    if steps < 1 or abs(t1 / h - steps) > 1e-6:
+        raise ValueError(f"--t1 must be a whole number of layers of h = {h:g}; got {t1:g}")
+    if saves < 2:
+        raise ValueError(f"--saves must be at least 2; got {saves}")
+    return np.unique(np.linspace(0, steps, min(saves, steps + 1)).round()) * h
+
+
+def _partial(args) -> Path:
+    """The folder of finished chunks next to OUT; refused if it exists and --resume is not set."""
+    partial = args.out.with_name(args.out.name + ".partial")
+    if partial.exists() and not args.resume:
+        raise ValueError(
+            f"{partial} holds an interrupted run: pass --resume to continue it, or delete it"
+        )
+    return partial
+
+
+def _save(path: Path, config: dict, **arrays) -> None:
+    """Write the npz atomically (a temporary file, then a rename)."""
+    import numpy as np
+
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as file:
+        np.savez_compressed(file, **arrays, config=json.dumps(config, sort_keys=True))
+    temporary.replace(path)
+
+
+def _sweep_kwargs(args) -> dict:
+    return {
+        "devices": args.devices,
+        "memory": int(args.memory * 2**30),
+        "dtype": _setup(args),
+    }
+
+
+def _phase_diagram(args) -> str:
+    import shutil
+
+    import jax
+    import numpy as np
+
+    kwargs = _sweep_kwargs(args)
+    import attnflow as af
+
+    if args.d < 2:
+        raise ValueError(f"--d must be at least 2; got {args.d}")
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2; got {args.n}")
+    if args.beta_max < args.beta_min:
+        raise ValueError(
+            f"--beta-max must be >= --beta-min; got {args.beta_max:g} < {args.beta_min:g}"
+        )
+    ts = _layer_times(args.t1, args.h, args.saves)
+    betas = np.linspace(args.beta_min, args.beta_max, args.num_betas)
+    partial = _partial(args)
+    start = time.perf_counter()
+    diagram = af.phase_diagram(
+        jax.random.key(args.seed),
+        n=args.n,
+        d=args.d,
+        betas=betas,
+        ts=ts,
+        samples=args.samples,
+        delta=args.delta,
+        weights=args.weights,
+        h=args.h,
+        kind=args.model,
+        store=partial,
+        **kwargs,
+    )
+    elapsed = time.perf_counter() - start
+    arrays = {"betas": diagram.betas, "ts": diagram.ts, "prob": diagram.prob}
+    if args.weights == "identity":
+        arrays["gamma"] = diagram.gamma()
+    _save(args.out, diagram.config, **arrays)
+    shutil.rmtree(partial)
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_phase_diagram
+
+        plot_phase_diagram(diagram, path=args.plot)
+        written.append(str(args.plot))
+    items = args.num_betas * args.samples
+    return "\n".join(
+        [
+            f"attnflow phase-diagram: {args.model}, n = {args.n}, d = {args.d}, "
+            f"weights {args.weights}, {args.num_betas} betas in [{args.beta_min:g}, "
+            f"{args.beta_max:g}] x {args.samples} samples, t in [0, {ts[-1]:g}], h = {args.h:g}"
+            f": {elapsed:.1f} s ({items / elapsed:.0f} samples/s)",
+            *_boundary(diagram),
+            "  wrote " + ", ".join(written),
+        ]
+    )
+
+
+def _boundary(diagram) -> list[str]:
+    """A few lines: where P(clustered pair) first reaches 1/2, against Gamma."""
+    import numpy as np
+
+    picks = np.unique(np.linspace(0, len(diagram.betas) - 1, 4).round().astype(int))
+    gamma = diagram.gamma() if diagram.config["weights"] == "identity" else None
+    lines = []
+    for b in picks:
+        above = np.nonzero(diagram.prob[b] >= 0.5)[0]
+        when = (
+            f"at t = {diagram.ts[above[0]]:g}" if above.size else f"not by t = {diagram.ts[-1]:g}"
+        )
+        line = f"  beta = {diagram.betas[b]:.3g}: P >= 1/2 {when}"
+        if gamma is not None:
+            line += f" (Gamma: t = {gamma[b]:.3g})"
+        lines.append(line)
+    return lines
+
+
+def _figure3(args) -> str:
+    import shutil
+
+    import jax
+    import numpy as np
+
+    kwargs = _sweep_kwargs(args)
+    import attnflow as af
+
+    if min(args.dims) < 2:
+        raise ValueError(f"--dims must all be at least 2; got {args.dims}")
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2; got {args.n}")
+    ts = _layer_times(args.t1, args.h, args.saves)
+    betas = np.linspace(0.1, 9.0, args.num_betas)
+    partial = _partial(args)
+    lines, diagrams = [], []
+    for d in args.dims:
+        start = time.perf_counter()
+        diagrams.append(
+            af.phase_diagram(
+                jax.random.key(args.seed),
+                n=args.n,
+                d=d,
+                betas=betas,
+                ts=ts,
+                samples=args.samples,
+                delta=args.delta,
+                h=args.h,
+                store=partial / f"d{d}",
+                **kwargs,
+            )
+        )
+        lines.append(f"  d = {d}: {time.perf_counter() - start:.1f} s")
+    config = {"dims": list(args.dims), **diagrams[0].config}
+    config.pop("d")
+    _save(
+        args.out,
+        config,
+        dims=np.asarray(args.dims),
+        betas=betas,
+        ts=diagrams[0].ts,
+        prob=np.stack([p.prob for p in diagrams]),
+        gamma=diagrams[0].gamma(),
+    )
+    shutil.rmtree(partial)
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_figure3
+
+        plot_figure3(diagrams, path=args.plot)
+        written.append(str(args.plot))
+    head = (
+        f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "
+        f"t in [0, {ts[-1]:g}], h = {args.h:g}, d in {args.dims}"
+    )
+    return "\n".join([head, *lines, "  wrote " + ", ".join(written)])
+
+
+def _metastability(args) -> str:
+    import jax
+    import numpy as np
+
+    kwargs = _sweep_kwargs(args)
+    import attnflow as af
+
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2; got {args.n}")
+    ts = _layer_times(args.t1, args.h, args.saves)
+    start = time.perf_counter()
+    study = af.studies.metastability(
+        jax.random.key(args.seed),
+        n=args.n,
+        betas=args.betas,
+        ts=ts,
+        samples=args.samples,
+        delta=args.delta,
+        h=args.h,
+        **kwargs,
+    )
+    elapsed = time.perf_counter() - start
+    _save(
+        args.out,
+        study.config,
+        betas=study.betas,
+        ts=study.ts,
+        clusters=study.clusters,
+        energy=study.energy,
+        xs=study.xs,
+    )
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_metastability
+
+        snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
+        plot_metastability(study, snapshots=snapshots, path=args.plot)
+        written.append(str(args.plot))
+    lines = [
+        f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
+        f"t in [0, {study.ts[-1]:g}], h = {args.h:g}: {elapsed:.1f} s"
+    ]
+    for b, beta in enumerate(study.betas):
+        values, counts = np.unique(study.clusters[b, :, -1], return_counts=True)
+        share = ", ".join(
+            f"{v}: {c / args.samples:.0%}" for v, c in zip(values, counts, strict=True)
+        )
+        lines.append(f"  beta = {beta:g}: clusters at t = {study.ts[-1]:g}: {share}")
+    lines.append("  wrote " + ", ".join(written))
+    return "\n".join(lines)
 
 
 def _simulate(args) -> str:

@@ -1,5 +1,6 @@
 """Batched studies built on the sweep engine: phase diagrams and metastability (GLPR Figs. 3-5)."""
 
+from ._metastability import Metastability as Metastability, metastability as metastability
 from ._phase_diagram import (
     WEIGHTS as WEIGHTS,
     PhaseDiagram as PhaseDiagram,

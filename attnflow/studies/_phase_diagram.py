@@ -86,12 +86,13 @@ class PhaseDiagram:
     prob: np.ndarray
     config: dict
 
-    def gamma(self) -> np.ndarray:
-        """The curve `Gamma`: for each beta, the time at which the equiangular solution with
-        `rho(0) = 0` reaches `1 - delta` (GLPR Thm 6.9; the large-`d` limit of the boundary)."""
+    def gamma(self, betas=None) -> np.ndarray:
+        """The curve `Gamma` at `betas` (default `self.betas`): the time at which the
+        equiangular solution with `rho(0) = 0` reaches `1 - delta` (GLPR Thm 6.9: the limit
+        of the boundary as `d` grows)."""
         c = self.config
-        kind = c["kind"] if c["kind"] in ("SA", "USA") else "SA"
-        return np.asarray(crossing_time(jnp.asarray(self.betas), c["n"], c["delta"], kind=kind))
+        betas = self.betas if betas is None else np.asarray(betas)
+        return np.asarray(crossing_time(jnp.asarray(betas), c["n"], c["delta"], kind=c["kind"]))
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:
@@ -127,6 +128,7 @@ def phase_diagram(
     solver: str = LAYERS,
     h: float = 0.1,
     kind: str = "SA",
+    dtype=None,
     memory: int = DEFAULT_MEMORY,
     devices=None,
     store: str | Path | None = None,
@@ -147,6 +149,7 @@ def phase_diagram(
         solver: `"layers"` (the discrete transformer with step `h`, as in GLPR) or a diffrax
             solver name (then `h` is ignored and the ODE is solved adaptively).
         kind: `"SA"` or `"USA"`.
+        dtype: float dtype of the computation (JAX's default float: float64 with x64 on).
         memory: peak working memory of the sweep, in bytes (2 GiB); it sets the chunk size.
         devices: how many (or which) JAX devices to shard the realizations over (all).
         store: a folder that receives every finished chunk; an existing one with the same
@@ -170,7 +173,9 @@ def phase_diagram(
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
     if not 0 <= delta <= 2:
         raise ValueError(f"delta must lie in [0, 2]; got {delta}")
-    dtype = jnp.result_type(float)
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype; got {dtype}")
     betas = np.asarray(as_float_array(betas, "betas"), dtype=dtype)
     if betas.ndim != 1 or betas.size < 1 or not np.all(np.isfinite(betas) & (betas >= 0)):
         raise ValueError(f"betas must be a non-empty 1-D array of finite values >= 0; got {betas}")
@@ -196,16 +201,20 @@ def phase_diagram(
 
     def item(index):
         beta = grid[index // samples]
-        x0, q, k, v = phase_diagram_sample(key, index % samples, n=n, d=d, weights=weights)
+        x0, q, k, v = phase_diagram_sample(
+            key, index % samples, n=n, d=d, weights=weights, dtype=dtype
+        )
         if reduce:
             x0 = span_coordinates(x0)
         field = field_of(beta, q, k, v)
         if layers:
             until = (lambda s: s["close"] == all_close) if stop_early else None
             trajectory = _simulate_layers(field, x0, ts, steps, h, statistic, until)
-        else:
-            trajectory = simulate(field, x0, ts, solver=solver, save=statistic)
-        return trajectory.xs
+            return trajectory.xs
+        # diffrax fills its save buffer with inf before writing, so save a float count.
+        float_count = lambda t, x: close_pair_count(x, delta).astype(x.dtype)  # noqa: E731
+        counts = simulate(field, x0, ts, solver=solver, save=float_count).xs
+        return {"close": counts.astype(jnp.int32)}
 
     itemsize = np.dtype(dtype).itemsize
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)

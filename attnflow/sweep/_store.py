@@ -100,8 +100,13 @@ class Store:
 
 
 def _difference(stored: dict, config: dict, count: int) -> str:
-    if stored["count"] != count:
-        return f"{stored['count']} items there, {count} now"
     old, new = stored["config"], config
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    return "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys)
+    if not keys:
+        return f"{stored['count']} items there, {count} now"
+    return "; ".join(f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now" for k in keys)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

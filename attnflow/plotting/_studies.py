@@ -1,0 +1,112 @@
+"""Figures of the batched studies: phase diagrams (GLPR Figs. 3, 5) and metastability (Fig. 4)."""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..studies import Metastability, PhaseDiagram
+from ._trajectory import _require_matplotlib
+
+
+def _draw_phase_diagram(ax, diagram: PhaseDiagram, colorbar: bool = True):
+    c = diagram.config
+    image = ax.pcolormesh(
+        diagram.ts, diagram.betas, diagram.prob, vmin=0, vmax=1, cmap="magma", shading="nearest"
+    )
+    if c["weights"] == "identity" and len(diagram.betas) > 1:
+        betas = np.linspace(diagram.betas[0], diagram.betas[-1], 200)
+        ax.plot(diagram.gamma(betas), betas, color="tab:cyan", lw=1.5, label=r"$\Gamma$")
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_xlim(diagram.ts[0], diagram.ts[-1])
+    ax.set_ylim(diagram.betas[0], diagram.betas[-1])
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"$\beta$")
+    title = f"d = {c['d']}" + ("" if c["weights"] == "identity" else f", {c['weights']}")
+    ax.set_title(title)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label="P(clustered pair)")
+    return image
+
+
+def plot_phase_diagram(diagram: PhaseDiagram, *, path=None):
+    """Heat map of `prob` over `(t, beta)`, with the curve `Gamma` for `Q = K = V = I`.
+
+    Returns the matplotlib `Figure`; saves it if `path` is given.
+    """
+    Figure = _require_matplotlib()
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    _draw_phase_diagram(ax, diagram)
+    c = diagram.config
+    fig.suptitle(
+        f"{c['kind']}, n = {c['n']}, {c['samples']} samples, "
+        rf"$\langle x_i, x_j\rangle \geq 1 - {c['delta']:g}$",
+        fontsize="medium",
+    )
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_figure3(diagrams: Sequence[PhaseDiagram], *, path=None):
+    """GLPR Fig. 3: one phase diagram per dimension, side by side (up to three per row)."""
+    Figure = _require_matplotlib()
+    columns = min(3, len(diagrams))
+    rows = -(-len(diagrams) // columns)
+    fig = Figure(figsize=(4.2 * columns + 1, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax, diagram in zip(axes.flat, diagrams, strict=False):
+        image = _draw_phase_diagram(ax, diagram, colorbar=False)
+    for ax in axes.flat[len(diagrams) :]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes, label="P(clustered pair)", shrink=0.8)
+    c = diagrams[0].config
+    fig.suptitle(f"{c['kind']}, n = {c['n']}, {c['samples']} samples", fontsize="medium")
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_metastability(study: Metastability, *, snapshots=(2.5, 18.0, 30.0), path=None):
+    """GLPR Fig. 4, one row per beta: realization 0 on the circle at the `snapshots` times,
+    its angles over time, its energy (the staircase) and cluster count, and the distribution
+    of the number of clusters at the last time over all realizations."""
+    Figure = _require_matplotlib()
+    ts = study.ts
+    picks = [int(np.argmin(np.abs(ts - s))) for s in snapshots]
+    columns = len(picks) + 3
+    fig = Figure(figsize=(2.6 * columns + 1.5, 2.8 * len(study.betas)), layout="constrained")
+    axes = fig.subplots(len(study.betas), columns, squeeze=False)
+    circle = np.linspace(0, 2 * np.pi, 200)
+    n = study.xs.shape[2]
+    for row, beta in enumerate(study.betas):
+        xs = study.xs[row]
+        for col, k in enumerate(picks):
+            ax = axes[row, col]
+            ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=1)
+            ax.scatter(xs[k, :, 0], xs[k, :, 1], c=np.arange(n), cmap="viridis", s=14, zorder=3)
+            ax.set_aspect("equal")
+            ax.set_axis_off()
+            ax.set_title(rf"$\beta = {beta:g}$, t = {ts[k]:g}", fontsize="small")
+        ax = axes[row, len(picks)]
+        angles = np.unwrap(np.arctan2(xs[..., 1], xs[..., 0]), axis=0)
+        ax.plot(ts, angles, lw=0.7)
+        ax.set_xlabel("t")
+        ax.set_ylabel(r"angle $\theta_i$")
+        ax = axes[row, len(picks) + 1]
+        ax.plot(ts, study.energy[row, 0], color="tab:red")
+        ax.set_xlabel("t")
+        ax.set_ylabel(r"$E_\beta$", color="tab:red")
+        twin = ax.twinx()
+        twin.step(ts, study.clusters[row, 0], where="post", color="tab:blue", lw=1)
+        twin.set_ylabel("clusters", color="tab:blue")
+        ax = axes[row, len(picks) + 2]
+        final = study.clusters[row, :, -1]
+        values, counts = np.unique(final, return_counts=True)
+        ax.bar(values, counts / final.size, color="tab:blue")
+        ax.set_xticks(values)
+        ax.set_xlabel(f"clusters at t = {ts[-1]:g}")
+        ax.set_ylabel("fraction of samples")
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig

@@ -1,0 +1,143 @@
+"""Phase diagrams and metastability against plain loops, theorems and closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attnflow as af
+from attnflow.studies import phase_diagram_sample, random_weights, span_coordinates
+from attnflow.sweep import Store
+
+
+def plain_loop(key, *, n, d, betas, ts, samples, delta=1e-3, weights="identity", h=0.1):
+    """Close-pair counts by a plain Python loop of `simulate` over betas and samples."""
+    counts = np.zeros((len(betas), samples, len(ts)), np.int64)
+    for b, beta in enumerate(betas):
+        for s in range(samples):
+            x0, q, k, v = phase_diagram_sample(key, s, n=n, d=d, weights=weights)
+            xs = np.asarray(af.simulate(af.SA(beta, q, k, v), x0, ts, solver="layers", dt0=h).xs)
+            gram = np.einsum("tid,tjd->tij", xs, xs)
+            counts[b, s] = np.sum((gram >= 1 - delta) & ~np.eye(n, dtype=bool), axis=(1, 2))
+    return counts
+
+
+def stored_counts(store, config, shape):
+    store = Store(store, config, shape[0] * shape[1])
+    counts = np.concatenate([store.read(a, b)["close"] for a, b in store.chunks()])
+    return counts.reshape(shape)
+
+
+@pytest.mark.parametrize(
+    "n, d, weights",
+    [(6, 3, "identity"), (4, 9, "identity"), (5, 4, "ginibre_psd"), (5, 3, "goe_qk")],
+    ids=["identity", "span-reduced", "ginibre_psd", "goe_qk"],
+)
+def test_layers_sweep_equals_a_plain_loop(tmp_path, n, d, weights):
+    """Same seed: the same close-pair count for every beta, sample and save time, although the
+    sweep stops clustered chunks early and, for d > n, works in the span of the tokens."""
+    key, betas, samples = jax.random.key(7), [0.3, 2.0, 6.0], 4
+    ts = np.array([0, 5, 10, 20, 40, 80, 120]) * 0.1
+    diagram = af.phase_diagram(
+        key,
+        n=n,
+        d=d,
+        betas=betas,
+        ts=ts,
+        samples=samples,
+        weights=weights,
+        memory=30_000,
+        store=tmp_path,
+        progress=False,
+    )
+    expected = plain_loop(key, n=n, d=d, betas=betas, ts=ts, samples=samples, weights=weights)
+    np.testing.assert_array_equal(stored_counts(tmp_path, diagram.config, expected.shape), expected)
+    np.testing.assert_allclose(diagram.prob, expected.mean(axis=1) / (n * (n - 1)), rtol=1e-15)
+    if weights == "identity":
+        assert diagram.prob[0, -1] == 1.0  # beta = 0.3 clusters well before t = 12
+
+
+def test_clustered_configurations_stay_clustered_under_layers_with_V_identity(getkey):
+    """The lemma behind early stopping: with V = I (any Q, K) the smallest inner product of a
+    configuration whose inner products are all >= 0 never decreases along the layers."""
+    center = af.sphere.uniform(getkey(), 1, 5)
+    x = af.sphere.normalize(center + 0.02 * jax.random.normal(getkey(), (7, 5)))
+    q, k = jax.random.normal(getkey(), (2, 5, 5)) * 3
+    for field in (af.SA(8.0, q, k), af.USA(3.0, q, k), af.SA(0.0)):
+        y, smallest = x, jnp.min(x @ x.T)
+        for layer in range(200):
+            y = field.layer(layer * 0.1, y, 0.1)
+            now = jnp.min(y @ y.T)
+            assert now >= smallest - 1e-15
+            smallest = now
+    # Not so with a repulsive V: the lemma needs nonnegative weights on the tokens.
+    y = x
+    for layer in range(20):
+        y = af.SA(1.0, V=-jnp.eye(5)).layer(layer * 0.1, y, 0.1)
+    assert jnp.min(y @ y.T) < jnp.min(x @ x.T)
+
+
+def test_span_coordinates_keep_every_inner_product(getkey):
+    x = af.sphere.uniform(getkey(), 6, 40)
+    y = span_coordinates(x)
+    assert y.shape == (6, 6)
+    np.testing.assert_allclose(y @ y.T, x @ x.T, atol=1e-14)
+
+
+def test_random_weight_ensembles(getkey):
+    key, d = getkey(), 64
+    q, k, v = random_weights(key, d, "ginibre_psd")
+    assert k is None and q.shape == v.shape == (d, d)
+    assert np.all(np.linalg.eigvalsh(np.asarray(v)) > -1e-10)  # PSD
+    np.testing.assert_allclose(np.mean(np.asarray(q) ** 2), 1.0, rtol=0.1)  # G1 G2 / sqrt(d)
+    q, _, v = random_weights(key, d, "goe_qk")
+    np.testing.assert_array_equal(q, q.T)  # GOE is symmetric
+    np.testing.assert_array_equal(v, q.T)  # V = Q^T K
+    off = np.asarray(q)[~np.eye(d, dtype=bool)]
+    np.testing.assert_allclose(np.var(off), 1.0, rtol=0.1)
+    assert random_weights(key, d, "identity") == (None, None, None)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        random_weights(key, d, "gue_psd")
+
+
+def test_beta_zero_on_the_circle_every_sample_clusters():
+    """GLPR Theorem 4.1 at beta = 0, d = 2: almost every initial condition clusters."""
+    diagram = af.phase_diagram(
+        jax.random.key(8),
+        n=8,
+        d=2,
+        betas=[0.0],
+        ts=np.arange(0, 501, 50) * 0.1,
+        samples=64,
+        progress=False,
+    )
+    assert diagram.prob[0, 0] < 0.05
+    assert diagram.prob[0, -1] == 1.0
+
+
+def test_high_dimension_follows_gamma():
+    """GLPR Theorem 6.9: in high dimension the boundary P = 1/2 sits on the curve Gamma."""
+    betas, ts = [0.5, 2.0, 4.0], np.arange(0, 151) * 0.1
+    diagram = af.phase_diagram(
+        jax.random.key(9), n=16, d=1024, betas=betas, ts=ts, samples=16, progress=False
+    )
+    crossing = ts[np.argmax(diagram.prob >= 0.5, axis=1)]
+    np.testing.assert_allclose(crossing, diagram.gamma(), rtol=0.1)
+
+
+def test_ode_solver_phase_diagram_is_close_to_layers():
+    common = dict(n=6, d=3, betas=[1.0], ts=np.arange(0, 121, 20) * 0.1, samples=8, delta=0.05)
+    layers = af.phase_diagram(jax.random.key(10), **common, h=0.01, progress=False)
+    ode = af.phase_diagram(jax.random.key(10), **common, solver="tsit5", progress=False)
+    np.testing.assert_allclose(ode.prob, layers.prob, atol=0.05)
+
+
+def test_metastability_on_the_circle():
+    """GLPR Fig. 4: two clusters at beta = 4, three at beta = 9, mostly; energy never drops."""
+    study = af.studies.metastability(jax.random.key(0), samples=32, progress=False)
+    assert study.clusters.shape == study.energy.shape == (2, 32, 301)
+    modes = [np.bincount(study.clusters[b, :, -1]).argmax() for b in range(2)]
+    assert modes == [2, 3]
+    assert np.all(np.diff(study.energy, axis=-1) >= -1e-12)
+    assert np.all(study.clusters[:, :, 0] >= 20) and np.all(study.clusters[:, :, -1] <= 5)
+    assert study.xs.shape == (2, 301, 32, 2)
