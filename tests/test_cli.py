@@ -127,3 +127,145 @@ def test_installed_script_reports_errors_without_traceback():
     assert (
         result.stderr.strip() == "attnflow simulate: error: beta must be finite and >= 0; got -2.0"
     )
+
+
+TINY = ["--n", "6", "--num-betas", "3", "--samples", "4", "--t1", "2", "--saves", "5"]
+
+
+def run_cli(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr()
+
+
+def test_phase_diagram_writes_data_and_plot(tmp_path, capsys):
+    out, plot = tmp_path / "pd.npz", tmp_path / "pd.png"
+    status, io = run_cli(
+        ["phase-diagram", *TINY, "--d", "4", "--out", str(out), "--plot", str(plot)], capsys
+    )
+    assert status == 0, io.err
+    assert "attnflow phase-diagram: SA, n = 6, d = 4" in io.out and "Gamma" in io.out
+    with np.load(out) as data:
+        assert data["prob"].shape == (3, 5)
+        np.testing.assert_allclose(data["ts"], [0, 0.5, 1, 1.5, 2])
+        config = json.loads(str(data["config"]))
+        assert data["gamma"].shape == (3,)
+    assert config["samples"] == 4 and config["version"] == af.__version__
+    assert plot.stat().st_size > 10_000
+    assert not (tmp_path / "pd.npz.partial").exists()  # removed once the result is written
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_phase_diagram_resume(tmp_path, capsys, monkeypatch):
+    """An interrupted run (its partial folder) is refused without --resume, refused with other
+    options, and continued with --resume to the same result as an uninterrupted run."""
+    out, partial = tmp_path / "pd.npz", tmp_path / "pd.npz.partial"
+    argv = ["phase-diagram", *TINY, "--d", "3", "--memory", "1e-5", "--out", str(out)]
+    argv += ["--plot", str(tmp_path / "pd.png")]
+    assert run_cli(argv, capsys)[0] == 0  # tiny chunks
+    with np.load(out) as data:
+        uninterrupted = dict(data)
+    out.unlink()
+
+    write = af.sweep.Store.write
+
+    def write_once_then_fail(self, start, stop, arrays):
+        if self.chunks():
+            raise Interrupt
+        write(self, start, stop, arrays)
+
+    monkeypatch.setattr(af.sweep.Store, "write", write_once_then_fail)
+    with pytest.raises(Interrupt):
+        main(argv)
+    monkeypatch.setattr(af.sweep.Store, "write", write)
+    capsys.readouterr()
+    assert len(list(partial.glob("chunk-*.npz"))) == 1 and not out.exists()
+
+    status, io = run_cli(argv, capsys)
+    assert status == 2 and "holds an interrupted run: pass --resume" in io.err
+    other = [*argv, "--resume"]
+    other[other.index("--samples") + 1] = "5"
+    status, io = run_cli(other, capsys)
+    assert status == 2 and "samples: 4 there, 5 now" in io.err
+    assert len(io.err.strip().splitlines()) == 1
+    status, io = run_cli([*argv, "--resume"], capsys)
+    assert status == 0, io.err
+    with np.load(out) as data:
+        for name, value in uninterrupted.items():
+            np.testing.assert_array_equal(data[name], value, err_msg=name)
+    assert not partial.exists()
+
+
+def test_metastability_and_figure3_write_data_and_plots(tmp_path, capsys):
+    status, io = run_cli(
+        [
+            "metastability",
+            "--n",
+            "8",
+            "--samples",
+            "4",
+            "--t1",
+            "3",
+            "--out",
+            str(tmp_path / "m.npz"),
+            "--plot",
+            str(tmp_path / "m.png"),
+        ],
+        capsys,
+    )
+    assert status == 0, io.err
+    assert "beta = 9: clusters at t = 3:" in io.out
+    with np.load(tmp_path / "m.npz") as data:
+        assert data["clusters"].shape == (2, 4, 31) and data["xs"].shape == (2, 31, 8, 2)
+    status, io = run_cli(
+        [
+            "figure3",
+            "--dims",
+            "2",
+            "40",
+            "--n",
+            "6",
+            "--num-betas",
+            "3",
+            "--samples",
+            "2",
+            "--t1",
+            "1",
+            "--out",
+            str(tmp_path / "f.npz"),
+            "--plot",
+            str(tmp_path / "f.png"),
+        ],
+        capsys,
+    )
+    assert status == 0, io.err
+    with np.load(tmp_path / "f.npz") as data:
+        assert data["prob"].shape == (2, 3, 11)
+        np.testing.assert_array_equal(data["dims"], [2, 40])
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["phase-diagram", "--d", "1"], "--d must be at least 2; got 1"),
+        (["phase-diagram", "--num-betas", "0"], "argument --num-betas: expected a positive"),
+        (["phase-diagram", "--weights", "wishart"], "argument --weights: invalid choice"),
+        (["phase-diagram", "--beta-min", "5", "--beta-max", "1"], "--beta-max must be >="),
+        (["phase-diagram", "--t1", "1.05"], "--t1 must be a whole number of layers"),
+        (["phase-diagram", "--delta", "-1"], "argument --delta: expected a number >= 0"),
+        (["phase-diagram", "--devices", "64"], "devices must be between 1 and the 1 available"),
+        (["figure3", "--dims", "1", "8"], "--dims must all be at least 2"),
+        (["metastability", "--betas", "0"], "argument --betas: expected a positive number"),
+        (["metastability", "--n", "1"], "--n must be at least 2; got 1"),
+    ],
+)
+def test_study_bad_arguments_give_one_line(tmp_path, capsys, argv, message):
+    status, io = run_cli([*argv, "--out", str(tmp_path / "x.npz")], capsys)
+    assert status == 2
+    assert message in io.err and len(io.err.strip().splitlines()) == 1

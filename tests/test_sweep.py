@@ -25,11 +25,19 @@ def toy(index):
 
 
 def test_run_yields_every_item_in_order_in_chunks_of_the_budget():
-    chunks = list(run(toy, 10, bytes_per_item=1, memory=3, progress=False))
+    chunks = list(run(toy, 10, bytes_per_item=100, memory=300, progress=False))
     assert [(start, stop) for start, stop, _ in chunks] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     squares = np.concatenate([r["square"] for _, _, r in chunks])
     np.testing.assert_array_equal(squares, np.arange(10) ** 2)
     np.testing.assert_array_equal(chunks[-1][2]["vector"], [[0, 9, 18]])
+
+
+def test_an_underestimated_item_is_caught_by_xla_memory_analysis():
+    """Each item outputs 8000 bytes but claims 1: chunks still fit 100 kB (12 items)."""
+    big = lambda i: {"big": jnp.ones(1000) * i}  # noqa: E731
+    chunks = list(run(big, 100, bytes_per_item=1, memory=100_000, progress=False))
+    assert max(stop - start for start, stop, _ in chunks) == 12
+    np.testing.assert_array_equal(np.concatenate([r["big"][:, 0] for *_, r in chunks]), range(100))
 
 
 def test_chunk_size_respects_budget_devices_and_count():

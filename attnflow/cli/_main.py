@@ -61,9 +61,15 @@ def _positive(text: str) -> float:
     return value
 
 
-def _add_sweep_options(command, *, resume: bool) -> None:
+def _add_sweep_options(command, *, resume: bool, samples: int, saves: int) -> None:
     """Options shared by the batched studies."""
     command.add_argument("--n", type=_positive_int, default=32, help="number of tokens (32)")
+    command.add_argument(
+        "--samples", type=_positive_int, default=samples, help=f"per beta ({samples})"
+    )
+    command.add_argument(
+        "--saves", type=_positive_int, default=saves, help=f"save times in [0, t1] ({saves})"
+    )
     command.add_argument("--t1", type=_positive, default=30.0, help="final time (30)")
     command.add_argument("--h", type=_positive, default=0.1, help="layer step (0.1)")
     command.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -155,13 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     phase.add_argument("--beta-min", type=_nonnegative, default=0.1, help="smallest beta (0.1)")
     phase.add_argument("--beta-max", type=_nonnegative, default=9.0, help="largest beta (9)")
     phase.add_argument("--num-betas", type=_positive_int, default=90, help="betas (90)")
-    phase.add_argument("--samples", type=_positive_int, default=256, help="per beta (256)")
-    phase.add_argument(
-        "--saves", type=_positive_int, default=151, help="save times in [0, t1] (151)"
-    )
     phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
     phase.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
-    _add_sweep_options(phase, resume=True)
+    _add_sweep_options(phase, resume=True, samples=256, saves=151)
     _add_outputs(phase, "phase_diagram")
     phase.set_defaults(run=_phase_diagram)
 
@@ -179,11 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         help="dimensions (2 8 32 128 512 1024)",
     )
     figure3.add_argument("--num-betas", type=_positive_int, default=90, help="in [0.1, 9] (90)")
-    figure3.add_argument("--samples", type=_positive_int, default=1024, help="per beta (1024)")
-    figure3.add_argument(
-        "--saves", type=_positive_int, default=151, help="save times in [0, t1] (151)"
-    )
-    _add_sweep_options(figure3, resume=True)
+    _add_sweep_options(figure3, resume=True, samples=1024, saves=151)
     _add_outputs(figure3, "figure3")
     figure3.set_defaults(run=_figure3)
 
@@ -194,11 +192,7 @@ def _parser() -> argparse.ArgumentParser:
         "angles, the energy staircase, and the distribution of the number of clusters at t1.",
     )
     meta.add_argument("--betas", type=_positive, nargs="+", default=[4.0, 9.0], help="(4 9)")
-    meta.add_argument("--samples", type=_positive_int, default=256, help="per beta (256)")
-    meta.add_argument(
-        "--saves", type=_positive_int, default=301, help="save times in [0, t1] (301)"
-    )
-    _add_sweep_options(meta, resume=False)
+    _add_sweep_options(meta, resume=False, samples=256, saves=301)
     _add_outputs(meta, "metastability")
     meta.set_defaults(run=_metastability)
     return parser
@@ -293,13 +287,13 @@ def _phase_diagram(args) -> str:
     if args.weights == "identity":
         arrays["gamma"] = diagram.gamma()
     _save(args.out, diagram.config, **arrays)
-    shutil.rmtree(partial)
     written = [str(args.out)]
     if args.plot is not None:
         from attnflow.plotting import plot_phase_diagram
 
         plot_phase_diagram(diagram, path=args.plot)
         written.append(str(args.plot))
+    shutil.rmtree(partial)  # only once the data and the figure are written
     items = args.num_betas * args.samples
     return "\n".join(
         [
@@ -377,13 +371,13 @@ def _figure3(args) -> str:
         prob=np.stack([p.prob for p in diagrams]),
         gamma=diagrams[0].gamma(),
     )
-    shutil.rmtree(partial)
     written = [str(args.out)]
     if args.plot is not None:
         from attnflow.plotting import plot_figure3
 
         plot_figure3(diagrams, path=args.plot)
         written.append(str(args.plot))
+    shutil.rmtree(partial)  # only once the data and the figure are written
     head = (
         f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "
         f"t in [0, {ts[-1]:g}], h = {args.h:g}, d in {args.dims}"

@@ -12,7 +12,7 @@ from .._simulate import LAYERS, _layer_indices, _simulate_layers
 from ..analysis import count_clusters
 from ..fields import energy
 from ..sweep import DEFAULT_MEMORY, item_key, run
-from ._phase_diagram import KINDS, _key_data, _positive_int, _version
+from ._phase_diagram import KINDS, _positive_int, study_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,21 +102,8 @@ def metastability(
         energies[start:stop] = results["energy"]
     x0 = sphere.uniform(item_key(key, 0), n, d, dtype)
     xs = np.stack([np.asarray(trajectory(beta, x0, None)) for beta in grid])
-    config = {
-        "study": "metastability",
-        "key": _key_data(key),
-        "n": n,
-        "d": d,
-        "betas": betas.tolist(),
-        "ts": ts.tolist(),
-        "samples": samples,
-        "delta": float(delta),
-        "solver": LAYERS,
-        "h": float(h),
-        "kind": kind,
-        "dtype": np.dtype(dtype).name,
-        "version": _version(),
-    }
+    config = study_config("metastability", key, n, d, betas, ts, samples, delta, kind, dtype)
+    config |= {"solver": LAYERS, "h": float(h)}
     shape = (betas.size, samples, ts.size)
     return Metastability(
         betas=betas,

@@ -17,6 +17,8 @@ from ..analysis import crossing_time
 from ..fields import SA, USA
 from ..sweep import DEFAULT_MEMORY, Store, item_key, run
 
+# Items per device in a chunk, at most: a chunk stops when its last item has clustered, so
+# chunks of one beta's realizations stop together (128 loses nothing to kernel overheads).
 _LARGEST = 128
 WEIGHTS = ("identity", "ginibre_psd", "goe_psd", "ginibre_qk", "goe_qk")
 KINDS = {"SA": SA, "USA": USA}
@@ -193,7 +195,6 @@ def phase_diagram(
     stop_early = identity and layers and delta <= 1
     field_of = KINDS[kind]
     all_close = n * (n - 1)
-    key_data = _key_data(key)
     grid = jnp.asarray(betas)
 
     def statistic(t, x):
@@ -219,21 +220,11 @@ def phase_diagram(
     itemsize = np.dtype(dtype).itemsize
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
     bytes_per_item = itemsize * working + 8 * ts.size
-    config = {
-        "study": "phase_diagram",
-        "key": key_data,
-        "n": n,
-        "d": d,
-        "betas": betas.tolist(),
-        "ts": ts.tolist(),
-        "samples": samples,
-        "delta": float(delta),
+    config = study_config("phase_diagram", key, n, d, betas, ts, samples, delta, kind, dtype)
+    config |= {
         "weights": weights,
         "solver": solver if layers else str(solver),
         "h": float(h) if layers else None,
-        "kind": kind,
-        "dtype": np.dtype(dtype).name,
-        "version": _version(),
     }
     count = betas.size * samples
     totals = np.zeros((betas.size, ts.size), np.int64)
@@ -254,7 +245,20 @@ def phase_diagram(
     return PhaseDiagram(betas=betas, ts=ts, prob=prob, config=config)
 
 
-def _version() -> str:
+def study_config(study, key, n, d, betas, ts, samples, delta, kind, dtype) -> dict:
+    """The configuration a study records (JSON-ready), with its seed and the package version."""
     from .. import __version__
 
-    return __version__
+    return {
+        "study": study,
+        "key": _key_data(key),
+        "n": n,
+        "d": d,
+        "betas": betas.tolist(),
+        "ts": ts.tolist(),
+        "samples": samples,
+        "delta": float(delta),
+        "kind": kind,
+        "dtype": np.dtype(dtype).name,
+        "version": __version__,
+    }

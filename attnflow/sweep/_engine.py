@@ -75,6 +75,8 @@ def run(
     - sizes chunks so that `chunk * bytes_per_item <= memory` (the caller's estimate of an
       item's peak working memory, in bytes), with at most `largest` items per device (small
       chunks let early exits in `fn` pay off: a vmapped loop runs until its last item is done);
+      then checks XLA's memory analysis of the compiled chunk against `memory`, and shrinks
+      the chunk (compiling again) in the rare case the estimate was too low;
     - shards each chunk over `devices` with `jax.shard_map` on a one-axis mesh, so each device
       runs its own share (and its own early exits) with no communication;
     - with a `store`, skips the items already written and writes each chunk as it finishes;
@@ -96,6 +98,7 @@ def run(
             check_vma=False,  # equinox's runtime checks (eqx.error_if) are not vma-typed
         )
     )
+    size, compiled = _compile_within(batched, size, int(memory), sharding, len(devices))
     todo = [(0, count)] if store is None else store.missing()
     written = [] if store is None else store.chunks()
     plan = sorted(
@@ -118,7 +121,7 @@ def run(
                 continue
             indices = np.minimum(np.arange(start, start + size), stop - 1).astype(np.int32)
             local = jax.make_array_from_callback((size,), sharding, indices.__getitem__)
-            results = batched(local)
+            results = compiled(local)
             if jax.process_count() > 1:  # several hosts: every process gets every result
                 from jax.experimental import multihost_utils
 
@@ -128,6 +131,26 @@ def run(
                 store.write(start, stop, results)
             bar.update(stop - start)
             yield start, stop, results
+
+
+def _compile_within(batched, size: int, memory: int, sharding, devices: int):
+    """Compile for chunks of `size` items; if XLA's own memory analysis of the program (per
+    device, times the devices) exceeds `memory`, shrink the chunk in proportion and compile
+    again. The estimate `bytes_per_item` is meant to make that rare: one compilation."""
+    while True:
+        shape = jax.ShapeDtypeStruct((size,), jnp.int32, sharding=sharding)
+        compiled = batched.lower(shape).compile()
+        analysis = compiled.memory_analysis()
+        if analysis is None or size == devices:  # the backend does not say, or cannot shrink
+            return size, compiled
+        used = devices * (
+            analysis.temp_size_in_bytes
+            + analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes
+        )
+        if used <= memory:
+            return size, compiled
+        size = max(devices, int(size * memory / used) // devices * devices)
 
 
 def item_key(key: jax.Array, index) -> jax.Array:
