@@ -92,7 +92,7 @@ def test_random_weight_ensembles(getkey):
     np.testing.assert_allclose(np.mean(np.asarray(q) ** 2), 1.0, rtol=0.1)  # G1 G2 / sqrt(d)
     q, _, v = random_weights(key, d, "goe_qk")
     np.testing.assert_array_equal(q, q.T)  # GOE is symmetric
-    np.testing.assert_array_equal(v, q.T)  # V = Q^T K
+    np.testing.assert_allclose(v, q.T / np.sqrt(d + 1), rtol=1e-15)  # V = Q^T K / sqrt(d + 1)
     off = np.asarray(q)[~np.eye(d, dtype=bool)]
     np.testing.assert_allclose(np.var(off), 1.0, rtol=0.1)
     assert random_weights(key, d, "identity") == (None, None, None)

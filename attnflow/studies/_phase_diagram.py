@@ -29,7 +29,8 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
 
     The name is `<interaction>_<value>`:
     - interaction `ginibre`: `Q^T K = G1 G2 / sqrt(d)`; `goe`: `Q^T K = (G + G^T) / sqrt(2)`;
-    - value `psd`: `V = G3 G3^T / sqrt(d)`; `qk`: `V = Q^T K`.
+    - value `psd`: `V = G3 G3^T / sqrt(d)`; `qk`: `V = Q^T K / sqrt(d)` (Ginibre) or
+      `Q^T K / sqrt(d + 1)` (GOE), the scales of the code published with GLPR.
     Returned as `Q = (Q^T K)^T`, `K = None` (identity), which gives the same logits
     `<Q x_i, K x_j> = x_i^T (Q^T K) x_j`. `"identity"` gives `(None, None, None)`.
     """
@@ -48,8 +49,8 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
     if value == "psd":
         g3 = jax.random.normal(k3, (d, d), dtype)
         v = g3 @ g3.T / math.sqrt(d)
-    else:
-        v = qk
+    else:  # the scale of the GLPR code: sqrt(d) (Ginibre), sqrt(d + 1) (GOE)
+        v = qk / math.sqrt(d if interaction == "ginibre" else d + 1)
     return qk.T, None, v
 
 
