@@ -12,7 +12,7 @@ from .._simulate import LAYERS, _layer_indices, _simulate_layers
 from ..analysis import count_clusters
 from ..fields import energy
 from ..sweep import DEFAULT_MEMORY, item_key, run
-from ._phase_diagram import KINDS, _positive_int, study_config
+from ._phase_diagram import KINDS, check_study, study_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,17 +56,7 @@ def metastability(
     At large beta the cluster count sits on plateaus while the energy climbs a staircase: the
     tokens gather fast into a few clusters that then merge slowly, one at a time.
     """
-    n = _positive_int(n, "n", 2)
-    d = _positive_int(d, "d", 2)
-    samples = _positive_int(samples, "samples")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be a floating dtype; got {dtype}")
-    betas = np.asarray(as_float_array(betas, "betas"), dtype=dtype)
-    if betas.ndim != 1 or betas.size < 1 or not np.all(np.isfinite(betas) & (betas > 0)):
-        raise ValueError(f"betas must be a non-empty 1-D array of finite values > 0; got {betas}")
+    n, d, samples, dtype, betas = check_study(n, d, samples, kind, delta, dtype, betas, True)
     if not h > 0:
         raise ValueError(f"h must be positive; got {h}")
     ts = np.arange(301) * h if ts is None else np.asarray(as_float_array(ts, "ts"), dtype=dtype)

@@ -167,21 +167,9 @@ def phase_diagram(
     `<u_i, u_j> >= rho (sum W_i)(sum W_j) >= rho |u_i| |u_j|`. So a fully clustered
     configuration stays fully clustered (with `delta <= 1`) and the rest of its row is 1.
     """
-    n = _positive_int(n, "n", 2)
-    d = _positive_int(d, "d", 2)
-    samples = _positive_int(samples, "samples")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    n, d, samples, dtype, betas = check_study(n, d, samples, kind, delta, dtype, betas, False)
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
-    if not 0 <= delta <= 2:
-        raise ValueError(f"delta must lie in [0, 2]; got {delta}")
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be a floating dtype; got {dtype}")
-    betas = np.asarray(as_float_array(betas, "betas"), dtype=dtype)
-    if betas.ndim != 1 or betas.size < 1 or not np.all(np.isfinite(betas) & (betas >= 0)):
-        raise ValueError(f"betas must be a non-empty 1-D array of finite values >= 0; got {betas}")
     ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
     if ts.ndim != 1 or ts.size < 2 or not np.all(np.diff(ts) > 0):
         raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
@@ -244,6 +232,28 @@ def phase_diagram(
         np.add.at(totals, np.arange(start, stop) // samples, results["close"])
     prob = totals / (samples * all_close)
     return PhaseDiagram(betas=betas, ts=ts, prob=prob, config=config)
+
+
+def check_study(n, d, samples, kind, delta, dtype, betas, positive: bool):
+    """Validate the options every study shares; returns `n, d, samples, dtype, betas`, with
+    `betas` a NumPy array of `dtype` of finite values `>= 0` (`> 0` if `positive`)."""
+    n = _positive_int(n, "n", 2)
+    d = _positive_int(d, "d", 2)
+    samples = _positive_int(samples, "samples")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if not 0 <= delta <= 2:
+        raise ValueError(f"delta must lie in [0, 2]; got {delta}")
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype; got {dtype}")
+    betas = np.asarray(as_float_array(betas, "betas"), dtype=dtype)
+    low, bound = (betas > 0, "> 0") if positive else (betas >= 0, ">= 0")
+    if betas.ndim != 1 or betas.size < 1 or not np.all(np.isfinite(betas) & low):
+        raise ValueError(
+            f"betas must be a non-empty 1-D array of finite values {bound}; got {betas}"
+        )
+    return n, d, samples, dtype, betas
 
 
 def study_config(study, key, n, d, betas, ts, samples, delta, kind, dtype) -> dict:
