@@ -3,8 +3,10 @@
 from ._attention import (
     AbstractAttention as AbstractAttention,
     AbstractDotProductAttention as AbstractDotProductAttention,
+    Hardmax as Hardmax,
     MultiHead as MultiHead,
     PerLayer as PerLayer,
+    Sinkhorn as Sinkhorn,
     Softmax as Softmax,
     Unnormalized as Unnormalized,
 )

@@ -11,23 +11,28 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from .._checks import check_beta, check_matrix
 from .._types import Points, Scalar
 
 
-def attention_weights(logits: Float[Array, "n n"], normalized: bool) -> Float[Array, "n n"]:
-    """Row weights `exp(logits_ij) / Z_i` (normalized) or `exp(logits_ij) / n` (not).
+def attention_weights(
+    logits: Float[Array, "n n"], normalized: bool, mask: Bool[Array, "n n"] | None = None
+) -> Float[Array, "n n"]:
+    """Row weights `exp(logits_ij) / Z_i` (normalized) or `exp(logits_ij) / n_i` (not), over
+    the `j` allowed by `mask` (all by default; `n_i` counts them, `n` without a mask).
 
-    Both go through the log-sum-exp `log Z_i`, so no `exp` of an unshifted logit is formed:
-    softmax weights are finite for any finite logits, and unnormalized ones are finite whenever
-    their true value is representable (`Z_i / n` times a softmax row).
+    Max-shifted softmax for the normalized weights; the unnormalized ones go through the
+    log-sum-exp `log Z_i` and are `(Z_i / n_i)` times a softmax row: finite whenever their
+    true value is representable. Masked weights are exactly 0.
     """
     if normalized:  # max-shifted: one pass of exp, the same stability as a log-sum-exp
-        return jax.nn.softmax(logits, axis=-1)
-    log_z = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    return jnp.exp(logits - log_z + (log_z - jnp.log(logits.shape[-1])))
+        return jax.nn.softmax(logits, axis=-1, where=mask)
+    log_z = jax.nn.logsumexp(logits, axis=-1, keepdims=True, where=mask)
+    count = logits.shape[-1] if mask is None else jnp.sum(mask, axis=-1, keepdims=True)
+    weights = jnp.exp(logits - log_z + (log_z - jnp.log(count)))
+    return weights if mask is None else jnp.where(mask, weights, 0.0)
 
 
 def check_width(x: Points, d: int | None, owner: str) -> None:
@@ -55,7 +60,8 @@ class AbstractDotProductAttention(AbstractAttention):
 
     `Q, K` have shape `(m, d)` (they need not be square), `V` shape `(d, d)`; `None` stands for
     the identity (and skips the product). `beta` and the matrices are array leaves, so
-    `jax.vmap` over them needs no recompilation.
+    `jax.vmap` over them needs no recompilation. `causal=True` masks `j > i`: token `i` attends
+    to the tokens `j <= i` only (SCIENCE.md section 2).
     """
 
     beta: Float[Array, ""]
@@ -63,8 +69,9 @@ class AbstractDotProductAttention(AbstractAttention):
     K: Float[Array, "m d"] | None
     V: Float[Array, "d d"] | None
     d: int | None = eqx.field(static=True)
+    causal: bool = eqx.field(static=True)
 
-    def __init__(self, beta: Scalar, Q=None, K=None, V=None):
+    def __init__(self, beta: Scalar, Q=None, K=None, V=None, causal: bool = False):
         self.beta = check_beta(beta)
         Q, K, V = (
             check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V"))
@@ -83,16 +90,28 @@ class AbstractDotProductAttention(AbstractAttention):
         self.K = check_matrix(K, "K", (m, d))
         self.V = check_matrix(V, "V", (d, d))
         self.d = d
+        if not isinstance(causal, bool):
+            raise ValueError(f"causal must be True or False; got {causal!r}")
+        self.causal = causal
 
     @abc.abstractmethod
-    def _weights(self, logits: Float[Array, "n n"]) -> Float[Array, "n n"]:
-        """Attention weights `A_ij` from the logits `beta <Q x_i, K x_j>`."""
+    def _weights(
+        self, logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None
+    ) -> Float[Array, "n n"]:
+        """Attention weights `A_ij` from the logits `beta <Q x_i, K x_j>`, zero where the
+        `mask` (if any) is False."""
 
-    def __call__(self, t: Scalar, x: Points) -> Points:
+    def weights(self, x: Points) -> Float[Array, "n n"]:
+        """The attention matrix `A` (shape `(n, n)`) for tokens `x`."""
         queries = x if self.Q is None else x @ self.Q.T
         keys = x if self.K is None else x @ self.K.T
+        n = x.shape[0]
+        mask = jnp.tril(jnp.ones((n, n), bool)) if self.causal else None
+        return self._weights(self.beta * (queries @ keys.T), mask)
+
+    def __call__(self, t: Scalar, x: Points) -> Points:
         values = x if self.V is None else x @ self.V.T
-        return self._weights(self.beta * (queries @ keys.T)) @ values
+        return self.weights(x) @ values
 
     def check(self, x: Points) -> None:
         check_width(x, self.d, "attention")
@@ -104,20 +123,81 @@ class Softmax(AbstractDotProductAttention):
     Log-sum-exp stable: `beta = 1e3` gives finite, correct weights. SCIENCE.md section 1.
     """
 
-    def _weights(self, logits):
-        return attention_weights(logits, normalized=True)
+    def _weights(self, logits, mask):
+        return attention_weights(logits, normalized=True, mask=mask)
 
 
 class Unnormalized(AbstractDotProductAttention):
-    """Unnormalized attention: `A_ij = exp(beta <Q x_i, K x_j>) / n` (USA, SCIENCE.md section 2).
+    """Unnormalized attention: `A_ij = exp(beta <Q x_i, K x_j>) / n` (USA, SCIENCE.md section 2);
+    with `causal=True`, `/ (i + 1)`, the number of tokens token `i` attends to.
 
     The weights grow like `e^beta`; they are computed as `(Z_i / n)` times softmax weights and
     are finite whenever their true value is representable (`beta` up to about 700 in float64,
     88 in float32, for unit tokens and `Q = K = I`).
     """
 
-    def _weights(self, logits):
-        return attention_weights(logits, normalized=False)
+    def _weights(self, logits, mask):
+        return attention_weights(logits, normalized=False, mask=mask)
+
+
+class Hardmax(AbstractDotProductAttention):
+    """Hardmax attention, the `beta -> infinity` limit: token `i` averages `V x_j` over
+    `C_i = argmax_j <Q x_i, K x_j>` (GLPR sections 9.4-9.6; SCIENCE.md section 2).
+
+    Ties are split evenly: every `j` whose logit equals the row maximum exactly, in floating
+    point, gets weight `1 / |C_i|`. With `Q = K = I` on the sphere `C_i = {i}` and the flow is
+    at rest; the dynamics come from general `Q, K`. The weights are piecewise constant in the
+    tokens (zero gradient almost everywhere).
+    """
+
+    def __init__(self, Q=None, K=None, V=None, causal: bool = False):
+        super().__init__(1.0, Q, K, V, causal)
+
+    def _weights(self, logits, mask):
+        if mask is not None:
+            logits = jnp.where(mask, logits, -jnp.inf)
+        best = logits == jnp.max(logits, axis=-1, keepdims=True)
+        return best / jnp.sum(best, axis=-1, keepdims=True)
+
+
+class Sinkhorn(AbstractDotProductAttention):
+    """Doubly stochastic attention (Sinkformers, SCIENCE.md section 2): `A` is the Sinkhorn
+    scaling `A_ij = exp(beta <Q x_i, K x_j> + f_i + g_j)` with all row and column sums 1.
+
+    Solved as entropic optimal transport between uniform marginals by ott-jax's log-domain
+    Sinkhorn (stable for large `beta`, differentiable by implicit differentiation, jit- and
+    vmap-able): row and column sums are 1 to `tol` (max absolute error) within `max_iter`
+    iterations. If it has not converged, calling the kernel raises (an `EquinoxRuntimeError`
+    under `jit`) instead of returning inexact weights.
+    """
+
+    tol: float = eqx.field(static=True)
+    max_iter: int = eqx.field(static=True)
+
+    def __init__(self, beta: Scalar, Q=None, K=None, V=None, *, tol=1e-9, max_iter=1000):
+        super().__init__(beta, Q, K, V)
+        if not (isinstance(tol, float | int) and tol > 0):
+            raise ValueError(f"tol must be a positive number; got {tol!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
+        self.tol, self.max_iter = float(tol), max_iter
+
+    def _weights(self, logits, mask):
+        from ott.geometry import geometry
+        from ott.problems.linear import linear_problem
+        from ott.solvers.linear import sinkhorn
+
+        n = logits.shape[-1]
+        problem = linear_problem.LinearProblem(geometry.Geometry(cost_matrix=-logits, epsilon=1.0))
+        # ott's threshold is on the L1 error of the marginals of the plan (which sum to 1).
+        solver = sinkhorn.Sinkhorn(threshold=self.tol / n, max_iterations=self.max_iter)
+        out = solver(problem)
+        return eqx.error_if(
+            n * out.matrix,
+            ~out.converged,
+            f"Sinkhorn attention did not converge to tol = {self.tol:g} within "
+            f"max_iter = {self.max_iter} iterations; raise max_iter or tol",
+        )
 
 
 class MultiHead(AbstractAttention):
