@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from ._checks import as_float_array, check_value, is_traced
-from .fields import AbstractField, AbstractSphereField
+from .fields import AbstractField, AbstractLayerField
 
 LAYERS = "layers"
 
@@ -139,9 +139,9 @@ def simulate(
     if save is not None and not callable(save):
         raise ValueError(f"save must be a callable save(t, x) or None; got {save!r}")
     if isinstance(solver, str) and solver.lower() == LAYERS:
-        if not isinstance(field, AbstractSphereField):
+        if not isinstance(field, AbstractLayerField):
             raise ValueError(
-                f"solver='layers' needs a field on the sphere with a discrete layer map; "
+                f"solver='layers' needs a field with a discrete layer map (AbstractLayerField); "
                 f"got {type(field).__name__}"
             )
         h = _positive(dt0, "dt0", "the layer step h of solver='layers'")

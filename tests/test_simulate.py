@@ -315,7 +315,9 @@ def test_bad_input_against_the_weights():
         match=r"x0 must have shape \(n, 4\) to match the attention weights; got shape \(3, 3\)",
     ):
         af.simulate(af.SA(1.0, Q=jnp.ones((2, 4)), K=jnp.ones((2, 4))), jnp.eye(3), [0.0, 1.0])
-    with pytest.raises(ValueError, match=r"solver='layers' needs a field on the sphere"):
+    with pytest.raises(
+        ValueError, match=r"solver='layers' needs a field with a discrete layer map"
+    ):
         af.simulate(af.Circle(1.0), jnp.zeros(3), [0.0, 1.0], solver="layers", dt0=0.1)
     with pytest.raises(ValueError, match=r"field must be an attnflow vector field"):
         af.simulate(lambda t, x, a: x, jnp.eye(3), [0.0, 1.0])

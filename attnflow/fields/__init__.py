@@ -17,6 +17,14 @@ from ._field import (
     SA as SA,
     USA as USA,
     AbstractField as AbstractField,
+    AbstractLayerField as AbstractLayerField,
     AbstractSphereField as AbstractSphereField,
     PostLN as PostLN,
+)
+from ._normalization import (
+    NGPT as NGPT,
+    AbstractEuclideanField as AbstractEuclideanField,
+    NoNorm as NoNorm,
+    PeriLN as PeriLN,
+    PreLN as PreLN,
 )

@@ -39,12 +39,41 @@ class AbstractField(eqx.Module):
         """`x0`, validated as an initial state: `ValueError` on a bad shape or value."""
 
 
-class AbstractSphereField(AbstractField):
-    """A field on the product of spheres `(S^{d-1})^n`, state of shape `(n, d)`."""
+class AbstractLayerField(AbstractField):
+    """A field that is the continuous-time limit of discrete transformer layers."""
 
     @abc.abstractmethod
     def layer(self, t: Scalar, x: Points, h: Scalar) -> Points:
         """One discrete transformer layer of step `h` at time `t` (for `solver="layers"`)."""
+
+
+class AbstractSphereField(AbstractLayerField):
+    """A field on the product of spheres `(S^{d-1})^n`, state of shape `(n, d)`."""
+
+
+def check_tokens(x0, attention: AbstractAttention, mlp=None):
+    """`x0` of shape `(n, d)`, fitting the kernel's weights, finite."""
+    if x0.ndim != 2 or x0.shape[0] < 1 or x0.shape[1] < 1:
+        raise ValueError(f"x0 must have shape (n, d) with n, d >= 1; got shape {x0.shape}")
+    attention.check(x0)
+    if mlp is not None:
+        mlp.check(x0)
+    return check_finite(x0)
+
+
+def check_on_sphere(x0):
+    """`x0`, checked to have rows of norm 1 (within `sqrt(eps)`)."""
+    atol = default_atol(x0.dtype)
+    return check_value(
+        x0,
+        ~jnp.all(on_sphere(x0, atol)),
+        f"x0 must lie on the unit sphere (every row of norm 1 within {atol:.1e}); "
+        "use attnflow.sphere.normalize",
+        lambda: (
+            f"; got row norms in [{jnp.linalg.norm(x0, axis=-1).min():.6g}, "
+            f"{jnp.linalg.norm(x0, axis=-1).max():.6g}]"
+        ),
+    )
 
 
 class PostLN(AbstractSphereField):
@@ -80,23 +109,7 @@ class PostLN(AbstractSphereField):
         return y.astype(x.dtype)
 
     def check(self, x0):
-        if x0.ndim != 2 or x0.shape[0] < 1 or x0.shape[1] < 1:
-            raise ValueError(f"x0 must have shape (n, d) with n, d >= 1; got shape {x0.shape}")
-        self.attention.check(x0)
-        if self.mlp is not None:
-            self.mlp.check(x0)
-        x0 = check_finite(x0)
-        atol = default_atol(x0.dtype)
-        return check_value(
-            x0,
-            ~jnp.all(on_sphere(x0, atol)),
-            f"x0 must lie on the unit sphere (every row of norm 1 within {atol:.1e}); "
-            "use attnflow.sphere.normalize",
-            lambda: (
-                f"; got row norms in [{jnp.linalg.norm(x0, axis=-1).min():.6g}, "
-                f"{jnp.linalg.norm(x0, axis=-1).max():.6g}]"
-            ),
-        )
+        return check_on_sphere(check_tokens(x0, self.attention, self.mlp))
 
 
 def SA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:

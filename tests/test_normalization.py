@@ -1,0 +1,115 @@
+"""Normalization schemes against scipy integrations of the (theta, r) table of SCIENCE.md."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference import equiangular, solve
+from scipy.integrate import solve_ivp
+
+import attnflow as af
+
+
+def numpy_attention(theta, beta, q, k, v):
+    """`A_i = sum_j A_ij V theta_j`, softmax over `beta <Q theta_i, K theta_j>`, in NumPy."""
+    logits = beta * (theta @ q.T) @ (theta @ k.T).T
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    return w @ (theta @ v.T)
+
+
+def polar_solution(scheme, x0, ts, beta, q, k, v, alpha=1.0):
+    """Integrate directions and radii as the table writes them:
+    `d theta_i/dt = P_theta A_i / s_i` and the radius law; return `x = r theta` at `ts`."""
+    n, d = x0.shape
+    r0 = np.linalg.norm(x0, axis=1)
+
+    def rhs(t, y):
+        theta, r = y[: n * d].reshape(n, d), y[n * d :]
+        a = numpy_attention(theta, beta, q, k, v)
+        along = np.sum(theta * a, axis=1)
+        size = np.linalg.norm(a, axis=1)
+        tangent = a - along[:, None] * theta
+        speed, dr = {
+            "PreLN": (r, along),
+            "PeriLN": (r * size, along / size),
+            "NGPT": (size / alpha(t), np.zeros(n)),
+        }[scheme]
+        return np.concatenate([(tangent / speed[:, None]).ravel(), dr])
+
+    y0 = np.concatenate([(x0 / r0[:, None]).ravel(), r0])
+    sol = solve_ivp(rhs, (ts[0], ts[-1]), y0, method="DOP853", t_eval=ts, rtol=1e-12, atol=1e-12)
+    theta = sol.y[: n * d].T.reshape(len(ts), n, d)
+    return theta * sol.y[n * d :].T[:, :, None]
+
+
+@pytest.mark.parametrize("scheme", ["PreLN", "PeriLN", "NGPT"])
+def test_schemes_match_the_polar_form(getkey, scheme):
+    n, d, beta = 6, 4, 1.5
+    q, k, v = (np.eye(d) + 0.3 * np.asarray(jax.random.normal(getkey(), (d, d))) for _ in range(3))
+    x0 = af.sphere.uniform(getkey(), n, d)
+    if scheme != "NGPT":  # radii other than 1
+        x0 = x0 * jax.random.uniform(getkey(), (n, 1), minval=0.5, maxval=2.0)
+    ts = np.linspace(0.0, 3.0, 4)
+    alpha = lambda t: 1.0 + 0.5 * t  # noqa: E731
+    kernel = af.Softmax(beta, q, k, v)
+    field = {"PreLN": af.PreLN(kernel), "PeriLN": af.PeriLN(kernel), "NGPT": af.NGPT(kernel, alpha)}
+    xs = af.simulate(field[scheme], x0, ts, rtol=1e-11, atol=1e-12).xs
+    expected = polar_solution(scheme, np.asarray(x0), ts, beta, q, k, v, alpha)
+    np.testing.assert_allclose(xs, expected, atol=1e-8)
+
+
+def test_no_normalization_is_pure_attention_in_rd(getkey):
+    n, d, beta = 5, 3, 0.7
+    x0 = 1.5 * af.sphere.uniform(getkey(), n, d)
+    ts = np.linspace(0.0, 1.0, 3)
+    eye = np.eye(d)
+    xs = af.simulate(af.NoNorm(af.Softmax(beta)), x0, ts, rtol=1e-11, atol=1e-12).xs
+    expected = solve(lambda x: numpy_attention(x, beta, eye, eye, eye), np.asarray(x0), ts)
+    np.testing.assert_allclose(xs, expected, atol=1e-8)
+
+
+def test_layers_approach_the_flow_for_every_scheme(getkey):
+    x0 = af.sphere.uniform(getkey(), 6, 3)
+    ts = jnp.array([0.0, 2.0])
+    for field in (
+        af.PreLN(af.Softmax(1.0)),
+        af.PeriLN(af.Softmax(1.0)),
+        af.NGPT(af.Softmax(1.0), 2.0),
+    ):
+        flow = af.simulate(field, x0, ts, rtol=1e-10, atol=1e-12).xs[-1]
+        errors = [
+            jnp.abs(af.simulate(field, x0, ts, solver="layers", dt0=h).xs[-1] - flow).max()
+            for h in (0.02, 0.01)
+        ]
+        assert 0.4 * errors[0] < errors[1] < 0.6 * errors[0]  # first order in h
+
+
+@pytest.mark.parametrize("scheme", [af.PreLN, af.PeriLN])
+def test_pre_and_peri_ln_cluster_polynomially(scheme):
+    """SCIENCE.md section 2: `1 - rho ~ t^{-2}` for Pre-LN and Peri-LN (Post-LN: `e^{-2t}`)."""
+    x0 = jnp.asarray(equiangular(6, 0.0))
+    ts = jnp.array([0.0, 200.0, 400.0, 800.0])
+    xs = af.simulate(scheme(af.Softmax(1.0)), x0, ts, rtol=1e-10, atol=1e-12, max_steps=10**6).xs
+    theta = xs / jnp.linalg.norm(xs, axis=-1, keepdims=True)
+    gap = 1 - np.asarray(jnp.einsum("td,td->t", theta[:, 0], theta[:, 1]))
+    slopes = np.diff(np.log(gap[1:])) / np.log(2.0)
+    np.testing.assert_allclose(slopes, -2.0, atol=0.02)
+
+
+def test_bad_input(getkey):
+    kernel = af.Softmax(1.0)
+    with pytest.raises(ValueError, match="alpha must be a positive number or a callable"):
+        af.NGPT(kernel, 0.0)
+    with pytest.raises(ValueError, match="attention must be an attention kernel"):
+        af.PreLN(af.SA(1.0))
+    x0 = af.sphere.uniform(getkey(), 4, 3)
+    with pytest.raises(ValueError, match="no zero row"):
+        af.simulate(af.PreLN(kernel), x0.at[0].set(0.0), jnp.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="x0 must lie on the unit sphere"):
+        af.simulate(af.NGPT(kernel, 1.0), 2 * x0, jnp.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"alpha\(t\) must be positive"):
+        af.NGPT(kernel, lambda t: -1.0)(0.0, x0)
+    with pytest.raises(eqx.EquinoxRuntimeError, match=r"alpha\(t\) must be positive"):
+        af.simulate(af.NGPT(kernel, lambda t: 1.0 - t), x0, jnp.array([0.0, 2.0]))
