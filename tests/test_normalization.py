@@ -113,3 +113,40 @@ def test_bad_input(getkey):
         af.NGPT(kernel, lambda t: -1.0)(0.0, x0)
     with pytest.raises(eqx.EquinoxRuntimeError, match=r"alpha\(t\) must be positive"):
         af.simulate(af.NGPT(kernel, lambda t: 1.0 - t), x0, jnp.array([0.0, 2.0]))
+
+
+@pytest.mark.parametrize(
+    "kind, field",
+    [
+        ("SA", lambda k: af.PostLN(k)),
+        ("PreLN", af.PreLN),
+        ("PeriLN", af.PeriLN),
+        ("nGPT", lambda k: af.NGPT(k, lambda t: 1.0 + 0.2 * t)),
+    ],
+)
+def test_equiangular_reductions_match_particles(kind, field):
+    """The scalar ODEs for (rho, r) against the particle flow from equiangular tokens."""
+    n, beta, rho0, r0 = 5, 2.0, 0.1, 0.7 if kind in ("PreLN", "PeriLN") else 1.0
+    ts = np.linspace(0.0, 4.0, 5)
+    x0 = r0 * jnp.asarray(equiangular(n, rho0))
+    xs = af.simulate(field(af.Softmax(beta)), x0, ts, rtol=1e-12, atol=1e-13).xs
+    radius = jnp.linalg.norm(xs, axis=-1)
+    theta = xs / radius[..., None]
+    rho, r = af.analysis.equiangular(ts, beta, n, rho0, kind, r0, alpha=lambda t: 1.0 + 0.2 * t)
+    np.testing.assert_allclose(rho, jnp.einsum("td,td->t", theta[:, 0], theta[:, 3]), atol=1e-9)
+    np.testing.assert_allclose(r, radius[:, 2], rtol=1e-9)
+    assert rho[-1] > rho0 + 0.1  # they did move
+
+
+def test_equiangular_late_time_rates():
+    """`1 - rho ~ e^{-2t}` (Post-LN) and `~ t^{-2}` (Pre-LN, Peri-LN), from the reductions."""
+    post = 1 - af.equiangular_rho(jnp.array([0.0, 8.0, 9.0]), 1.0, 8)
+    np.testing.assert_allclose(np.log(post[2] / post[1]), -2.0, atol=1e-3)
+    ts = jnp.array([0.0, 1e3, 2e3, 4e3])
+    for kind in ("PreLN", "PeriLN"):
+        gap = 1 - np.asarray(af.equiangular_rho(ts, 1.0, 8, kind=kind))
+        np.testing.assert_allclose(np.diff(np.log(gap[1:])) / np.log(2), -2.0, atol=5e-3)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        af.equiangular_rho(ts, 1.0, 8, kind="LayerNorm")
+    with pytest.raises(ValueError, match="r0 must be positive"):
+        af.equiangular_rho(ts, 1.0, 8, kind="PreLN", r0=0.0)

@@ -7,7 +7,11 @@ from ._clusters import (
     order_parameter as order_parameter,
     pair_fraction as pair_fraction,
 )
-from ._equiangular import crossing_time as crossing_time, equiangular_rho as equiangular_rho
+from ._equiangular import (
+    crossing_time as crossing_time,
+    equiangular as equiangular,
+    equiangular_rho as equiangular_rho,
+)
 from ._hemisphere import (
     hemisphere as hemisphere,
     in_hemisphere as in_hemisphere,
