@@ -8,7 +8,11 @@ import importlib.metadata
 
 from . import analysis as analysis, sphere as sphere, studies as studies, sweep as sweep
 from ._simulate import Trajectory as Trajectory, ode_solvers as ode_solvers, simulate as simulate
-from .analysis import crossing_time as crossing_time, equiangular_rho as equiangular_rho
+from .analysis import (
+    crossing_time as crossing_time,
+    equiangular_rho as equiangular_rho,
+    long_context_cosine as long_context_cosine,
+)
 from .fields import (
     NGPT as NGPT,
     SA as SA,

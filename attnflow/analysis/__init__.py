@@ -17,3 +17,7 @@ from ._hemisphere import (
     in_hemisphere as in_hemisphere,
     wendel_probability as wendel_probability,
 )
+from ._long_context import (
+    long_context_attention as long_context_attention,
+    long_context_cosine as long_context_cosine,
+)
