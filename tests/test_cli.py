@@ -269,3 +269,44 @@ def test_study_bad_arguments_give_one_line(tmp_path, capsys, argv, message):
     status, io = run_cli([*argv, "--out", str(tmp_path / "x.npz")], capsys)
     assert status == 2
     assert message in io.err and len(io.err.strip().splitlines()) == 1
+
+
+def test_normalization_and_long_context_write_data_and_plots(tmp_path, capsys):
+    status, io = run_cli(
+        [
+            "normalization",
+            "--n",
+            "6",
+            "--d",
+            "8",
+            "--t1",
+            "20",
+            "--out",
+            str(tmp_path / "n.npz"),
+            "--plot",
+            str(tmp_path / "n.png"),
+        ],
+        capsys,
+    )
+    assert status == 0, io.err
+    with np.load(tmp_path / "n.npz") as data:
+        # Pre-LN: 1 - cosine follows the equiangular prediction within a factor 2 at t = 20
+        ratio = data["gap_Pre-LN"][-1] / data["equiangular_Pre-LN"][-1]
+        assert 0.5 < ratio < 2
+    status, io = run_cli(
+        [
+            "long-context",
+            "--points",
+            "20",
+            "--out",
+            str(tmp_path / "l.npz"),
+            "--plot",
+            str(tmp_path / "l.png"),
+        ],
+        capsys,
+    )
+    assert status == 0, io.err
+    assert "output cosine 1.000000, 0.800000, 0.500000" in io.out
+    assert (tmp_path / "l.png").stat().st_size > 10_000
+    status, io = run_cli(["long-context", "--n", "1", "--out", str(tmp_path / "x.npz")], capsys)
+    assert status == 2 and "--n must be at least 2" in io.err

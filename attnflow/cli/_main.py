@@ -195,6 +195,35 @@ def _parser() -> argparse.ArgumentParser:
     _add_sweep_options(meta, resume=False, samples=256, saves=301)
     _add_outputs(meta, "metastability")
     meta.set_defaults(run=_metastability)
+
+    norm = commands.add_parser(
+        "normalization",
+        help="mean cosine over depth for Post-LN, Pre-LN, Peri-LN and nGPT",
+        description="n tokens uniform on S^{d-1}, softmax attention with Q = K = V = I, under "
+        "each normalization scheme; 1 - mean pairwise cosine over depth on log axes, with the "
+        "equiangular predictions (rho(0) = 0).",
+    )
+    norm.add_argument("--n", type=_positive_int, default=32, help="number of tokens (32)")
+    norm.add_argument("--d", type=_positive_int, default=128, help="dimension, >= 2 (128)")
+    norm.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
+    norm.add_argument("--t1", type=_positive, default=1000.0, help="final time (1000)")
+    norm.add_argument("--alpha", type=_positive, default=1.0, help="nGPT step alpha (1)")
+    norm.add_argument("--seed", type=int, default=0, help="seed of the tokens (0)")
+    _add_outputs(norm, "normalization")
+    norm.set_defaults(run=_normalization)
+
+    long = commands.add_parser(
+        "long-context",
+        help="one attention layer with beta = gamma log n: the (rho, gamma) phase diagram",
+        description="Output cosine of one softmax layer on n equiangular tokens with cosine rho "
+        "and beta = gamma log n (Rigollet Thm 7), over a (rho, gamma) grid, with the critical "
+        "curve gamma = 1/(1 - rho).",
+    )
+    long.add_argument("--n", type=_positive, default=1e9, help="number of tokens (1e9)")
+    long.add_argument("--gamma-max", type=_positive, default=10.0, help="largest gamma (10)")
+    long.add_argument("--points", type=_positive_int, default=200, help="grid size (200)")
+    _add_outputs(long, "long_context")
+    long.set_defaults(run=_long_context)
     return parser
 
 
@@ -501,6 +530,96 @@ def _simulate(args) -> str:
         written.append(str(args.plot))
     lines.append("  wrote " + ", ".join(written))
     return "\n".join(lines)
+
+
+def _normalization(args) -> str:
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import attnflow as af
+
+    if args.d < 2 or args.n < 2:
+        raise ValueError(f"--n and --d must be at least 2; got {args.n}, {args.d}")
+    ts = np.concatenate([[0.0], np.geomspace(0.1, args.t1, 60)])
+    x0 = af.sphere.uniform(jax.random.key(args.seed), args.n, args.d)
+    kernel = af.Softmax(args.beta)
+    schemes = {
+        "Post-LN": (af.PostLN(kernel), "SA"),
+        "Pre-LN": (af.PreLN(kernel), "PreLN"),
+        "Peri-LN": (af.PeriLN(kernel), "PeriLN"),
+        "nGPT": (af.NGPT(kernel, args.alpha), "nGPT"),
+    }
+    off = ~np.eye(args.n, dtype=bool)
+
+    def mean_gap(t, x):
+        theta = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+        return 1 - jnp.sum(jnp.where(off, theta @ theta.T, 0)) / off.sum()
+
+    gaps, predictions, lines = {}, {}, []
+    for name, (field, kind) in schemes.items():
+        gap = af.simulate(field, x0, ts, rtol=1e-9, atol=1e-12, save=mean_gap, max_steps=10**6).xs
+        rho = af.equiangular_rho(ts, args.beta, args.n, kind=kind, alpha=args.alpha)
+        gaps[name], predictions[name] = np.asarray(gap), np.asarray(1 - rho)
+        lines.append(
+            f"  {name}: 1 - mean cosine at t = {args.t1:g}: {gaps[name][-1]:.3g} "
+            f"(equiangular: {predictions[name][-1]:.3g})"
+        )
+    np.savez_compressed(
+        args.out,
+        ts=ts,
+        **{f"gap_{k}": v for k, v in gaps.items()},
+        **{f"equiangular_{k}": v for k, v in predictions.items()},
+        config=json.dumps({k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")}),
+    )
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_normalization
+
+        title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
+        plot_normalization(ts, gaps, predictions, title=title, path=args.plot)
+        written.append(str(args.plot))
+    head = f"attnflow normalization: n = {args.n}, d = {args.d}, beta = {args.beta:g}"
+    return "\n".join([head, *lines, "  wrote " + ", ".join(written)])
+
+
+def _long_context(args) -> str:
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    import attnflow as af
+
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2; got {args.n:g}")
+    rhos = np.linspace(0.0, 1.0, args.points + 2)[1:-1]
+    gammas = np.linspace(0.0, args.gamma_max, args.points)
+    cosine = np.asarray(af.long_context_cosine(args.n, rhos[None, :], gammas[:, None]))
+    np.savez_compressed(
+        args.out,
+        rhos=rhos,
+        gammas=gammas,
+        cosine=cosine,
+        config=json.dumps({"n": args.n, "gamma_max": args.gamma_max, "points": args.points}),
+    )
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_long_context
+
+        plot_long_context(rhos, gammas, cosine, n=args.n, path=args.plot)
+        written.append(str(args.plot))
+    rho = 0.5
+    limits = [float(af.long_context_cosine(args.n, rho, g / (1 - rho))) for g in (0.5, 1.0, 2.0)]
+    return "\n".join(
+        [
+            f"attnflow long-context: n = {args.n:.3g}, {args.points} x {args.points} grid",
+            f"  rho = 0.5, gamma = 1, 2, 4 (critical 2): output cosine {limits[0]:.6f}, "
+            f"{limits[1]:.6f}, {limits[2]:.6f} (limits 1, 0.8, 0.5)",
+            "  wrote " + ", ".join(written),
+        ]
+    )
 
 
 def main(argv=None) -> int:
