@@ -150,3 +150,20 @@ def test_equiangular_late_time_rates():
         af.equiangular_rho(ts, 1.0, 8, kind="LayerNorm")
     with pytest.raises(ValueError, match="r0 must be positive"):
         af.equiangular_rho(ts, 1.0, 8, kind="PreLN", r0=0.0)
+
+
+def test_every_scheme_runs_in_the_sweep_engine(getkey):
+    """A sweep over beta for each scheme equals a plain loop of `simulate` (same tokens)."""
+    x0 = af.sphere.uniform(getkey(), 5, 3)
+    betas = jnp.array([0.5, 2.0, 4.0])
+    ts = jnp.array([0.0, 1.0])
+    schemes = (af.PostLN, af.PreLN, af.PeriLN, lambda k: af.NGPT(k, 1.5), af.NoNorm)
+    for scheme in schemes:
+
+        def final(index, scheme=scheme):
+            return {"x": af.simulate(scheme(af.Softmax(betas[index])), x0, ts).xs[-1]}
+
+        chunks = af.sweep.run(final, 3, bytes_per_item=10**4, memory=2 * 10**4, progress=False)
+        swept = np.concatenate([r["x"] for _, _, r in chunks])
+        loop = np.stack([af.simulate(scheme(af.Softmax(b)), x0, ts).xs[-1] for b in betas])
+        np.testing.assert_allclose(swept, loop, rtol=1e-12, atol=1e-14)
