@@ -6,6 +6,7 @@ non-negative, on the sphere) are checked at once when they are concrete; under `
 when the compiled code runs.
 """
 
+import operator
 from collections.abc import Callable
 
 import equinox as eqx
@@ -69,3 +70,16 @@ def check_matrix(a, name: str, shape: tuple[int | None, int | None]) -> jax.Arra
     if a.ndim != 2 or any(s is not None and s != g for s, g in zip(shape, a.shape, strict=True)):
         raise ValueError(f"{name} must have shape {expected}; got shape {a.shape}")
     return a
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """`value` as an int `>= minimum` (Python or NumPy integer, not a bool), else `ValueError`."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError as err:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from err
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
+    return value

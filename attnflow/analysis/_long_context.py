@@ -43,8 +43,8 @@ def long_context_cosine(n: ArrayLike, rho: ArrayLike, gamma: ArrayLike) -> Float
     Broadcasts over `n`, `rho`, `gamma`.
     """
     n, rho, gamma = _inputs(n, rho, gamma)
-    damping = jnp.exp(-gamma * (1 - rho) * jnp.log(n))
-    gap = -jnp.expm1(-gamma * (1 - rho) * jnp.log(n)) / (1 + (n - 1) * damping)  # a - b
+    exponent = gamma * (1 - rho) * jnp.log(n)  # beta (1 - rho)
+    gap = -jnp.expm1(-exponent) / (1 + (n - 1) * jnp.exp(-exponent))  # a - b, no cancellation
     q = gap**2 * (1 - rho)
     m = 1 + (n - 1) * rho
     return (m - q) / (m + (n - 1) * q)

@@ -243,6 +243,7 @@ def _layer_times(t1: float, h: float, saves: int):
     steps = round(t1 / h)
     if steps < 1 or abs(t1 / h - steps) > 1e-6:
         raise ValueError(f"--t1 must be a whole number of layers of h = {h:g}; got {t1:g}")
+    # spread the saves over the layers of [0, t1]
     if saves < 2:
         raise ValueError(f"--saves must be at least 2; got {saves}")
     return np.unique(np.linspace(0, steps, min(saves, steps + 1)).round()) * h
@@ -259,13 +260,13 @@ def _partial(args) -> Path:
 
 
 def _save(path: Path, config: dict, **arrays) -> None:
-    """Write the npz atomically (a temporary file, then a rename)."""
+    """Write the npz with its configuration (JSON), atomically, as the sweep store does."""
     import numpy as np
 
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        np.savez_compressed(file, **arrays, config=json.dumps(config, sort_keys=True))
-    temporary.replace(path)
+    from ..sweep._store import atomic_write
+
+    text = json.dumps(config, sort_keys=True)
+    atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))
 
 
 def _sweep_kwargs(args) -> dict:
@@ -485,16 +486,9 @@ def _simulate(args) -> str:
     layers = args.solver.lower() == "layers"
     dt0 = args.dt0 if args.dt0 is not None or not layers else 0.1
     if layers:
-        # Save times must be whole layers: spread the saves over the layers of [0, t1].
         if not dt0 > 0:
             raise ValueError(f"--dt0 must be positive; got {dt0:g}")
-        steps = round(args.t1 / dt0)
-        if steps < 1 or abs(args.t1 / dt0 - steps) > 1e-6:
-            raise ValueError(
-                f"--t1 must be a whole number of layers of h = --dt0 = {dt0:g} with "
-                f"--solver layers; got {args.t1:g}"
-            )
-        ts = np.unique(np.linspace(0, steps, min(args.saves, steps + 1)).round()) * dt0
+        ts = _layer_times(args.t1, dt0, args.saves)  # save times must be whole layers
     else:
         ts = np.linspace(0.0, args.t1, args.saves)
     dtype = jnp.float32 if args.float32 else jnp.float64
@@ -521,7 +515,7 @@ def _simulate(args) -> str:
         lines.append(
             f"  pairwise cosines at t = {ts[-1]:g}: min {off.min():.6f}, mean {off.mean():.6f}"
         )
-    np.savez_compressed(args.out, **data, config=json.dumps(config))
+    _save(args.out, config, **data)
     written = [str(args.out)]
     if args.plot is not None:
         from attnflow.plotting import plot_trajectory
@@ -567,12 +561,12 @@ def _normalization(args) -> str:
             f"  {name}: 1 - mean cosine at t = {args.t1:g}: {gaps[name][-1]:.3g} "
             f"(equiangular: {predictions[name][-1]:.3g})"
         )
-    np.savez_compressed(
+    _save(
         args.out,
+        {k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")},
         ts=ts,
         **{f"gap_{k}": v for k, v in gaps.items()},
         **{f"equiangular_{k}": v for k, v in predictions.items()},
-        config=json.dumps({k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")}),
     )
     written = [str(args.out)]
     if args.plot is not None:
@@ -597,13 +591,8 @@ def _long_context(args) -> str:
     rhos = np.linspace(0.0, 1.0, args.points + 2)[1:-1]
     gammas = np.linspace(0.0, args.gamma_max, args.points)
     cosine = np.asarray(af.long_context_cosine(args.n, rhos[None, :], gammas[:, None]))
-    np.savez_compressed(
-        args.out,
-        rhos=rhos,
-        gammas=gammas,
-        cosine=cosine,
-        config=json.dumps({"n": args.n, "gamma_max": args.gamma_max, "points": args.points}),
-    )
+    config = {"n": args.n, "gamma_max": args.gamma_max, "points": args.points}
+    _save(args.out, config, rhos=rhos, gammas=gammas, cosine=cosine)
     written = [str(args.out)]
     if args.plot is not None:
         from attnflow.plotting import plot_long_context

@@ -51,6 +51,12 @@ class AbstractSphereField(AbstractLayerField):
     """A field on the product of spheres `(S^{d-1})^n`, state of shape `(n, d)`."""
 
 
+def check_kernel(attention) -> None:
+    """Raise unless `attention` is an attention kernel."""
+    if not isinstance(attention, AbstractAttention):
+        raise ValueError(f"attention must be an attention kernel; got {attention!r:.80}")
+
+
 def check_tokens(x0, attention: AbstractAttention, mlp=None):
     """`x0` of shape `(n, d)`, fitting the kernel's weights, finite."""
     if x0.ndim != 2 or x0.shape[0] < 1 or x0.shape[1] < 1:
@@ -91,8 +97,7 @@ class PostLN(AbstractSphereField):
     mlp: FeedForward | None = None
 
     def __check_init__(self):
-        if not isinstance(self.attention, AbstractAttention):
-            raise ValueError(f"attention must be an attention kernel; got {self.attention!r:.80}")
+        check_kernel(self.attention)
         if self.mlp is not None and not isinstance(self.mlp, FeedForward):
             raise ValueError(f"mlp must be a FeedForward or None; got {self.mlp!r:.80}")
 

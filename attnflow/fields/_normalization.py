@@ -24,12 +24,13 @@ from .._types import Points
 from ..sphere import normalize, project
 from ..sphere._sphere import safe_norm
 from ._attention import AbstractAttention
-from ._field import AbstractLayerField, AbstractSphereField, check_on_sphere, check_tokens
-
-
-def _check_kernel(attention) -> None:
-    if not isinstance(attention, AbstractAttention):
-        raise ValueError(f"attention must be an attention kernel; got {attention!r:.80}")
+from ._field import (
+    AbstractLayerField,
+    AbstractSphereField,
+    check_kernel,
+    check_on_sphere,
+    check_tokens,
+)
 
 
 def _nonzero_rows(x0: Points) -> Points:
@@ -47,7 +48,7 @@ class AbstractEuclideanField(AbstractLayerField):
     attention: AbstractAttention
 
     def __check_init__(self):
-        _check_kernel(self.attention)
+        check_kernel(self.attention)
 
     def layer(self, t, x, h):
         return (x + h * self(t, x)).astype(x.dtype)
@@ -95,7 +96,7 @@ class NGPT(AbstractSphereField):
     alpha: Callable | float
 
     def __check_init__(self):
-        _check_kernel(self.attention)
+        check_kernel(self.attention)
         if not callable(self.alpha) and not (
             isinstance(self.alpha, int | float)
             and not isinstance(self.alpha, bool)

@@ -1,22 +1,11 @@
 """Points on the unit sphere `S^{d-1}`, stored as the last axis of an array."""
 
-import operator
-
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from .._checks import positive_int
 from .._types import Angles, Points
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError as err:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from err
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
-    return value
 
 
 def safe_norm(v: Float[Array, "... d"]) -> Float[Array, "..."]:
@@ -32,8 +21,8 @@ def uniform(key: PRNGKeyArray, n: int, d: int, dtype=None) -> Points:
     Normalized standard Gaussian vectors (rotation invariance makes them uniform).
     `dtype` defaults to JAX's default float (float64 when `jax_enable_x64` is on).
     """
-    n = _positive_int(n, "n")
-    d = _positive_int(d, "d")
+    n = positive_int(n, "n")
+    d = positive_int(d, "d")
     g = jax.random.normal(key, (n, d), dtype=dtype or float)
     return normalize(g)
 
@@ -69,7 +58,7 @@ def random_rotation(key: PRNGKeyArray, d: int, dtype=None) -> Float[Array, "d d"
     QR of a Gaussian matrix with the signs of `diag(R)` moved into `Q` (Mezzadri 2007), then
     one column flipped if the determinant is -1.
     """
-    d = _positive_int(d, "d")
+    d = positive_int(d, "d")
     q, r = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype=dtype or float))
     q = q * jnp.where(jnp.diagonal(r) < 0, -1, 1)
     return q.at[:, 0].multiply(jnp.sign(jnp.linalg.det(q)))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import sphere
-from .._checks import as_float_array
+from .._checks import as_float_array, positive_int
 from .._simulate import LAYERS, _layer_indices, _simulate_layers, simulate
 from ..analysis import crossing_time
 from ..fields import SA, USA
@@ -96,12 +96,6 @@ class PhaseDiagram:
         c = self.config
         betas = self.betas if betas is None else np.asarray(betas)
         return np.asarray(crossing_time(jnp.asarray(betas), c["n"], c["delta"], kind=c["kind"]))
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _key_data(key) -> list[int]:
@@ -237,9 +231,9 @@ def phase_diagram(
 def check_study(n, d, samples, kind, delta, dtype, betas, positive: bool):
     """Validate the options every study shares; returns `n, d, samples, dtype, betas`, with
     `betas` a NumPy array of `dtype` of finite values `>= 0` (`> 0` if `positive`)."""
-    n = _positive_int(n, "n", 2)
-    d = _positive_int(d, "d", 2)
-    samples = _positive_int(samples, "samples")
+    n = positive_int(n, "n", 2)
+    d = positive_int(d, "d", 2)
+    samples = positive_int(samples, "samples")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     if not 0 <= delta <= 2:

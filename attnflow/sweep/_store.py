@@ -13,7 +13,7 @@ _CHUNK = re.compile(r"^chunk-(\d{10})-(\d{10})\.npz$")
 MANIFEST = "manifest.json"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, flush it to disk, then rename.
 
     A crash (even `kill -9`) leaves either the old file or the new one, never a torn file.
@@ -60,7 +60,7 @@ class Store:
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             text = json.dumps({"config": self.config, "count": self.count}, indent=1)
-            _atomic_write(manifest, lambda file: file.write(text.encode()))
+            atomic_write(manifest, lambda file: file.write(text.encode()))
         for leftover in self.path.glob(".*.tmp"):  # from a run killed while writing
             leftover.unlink(missing_ok=True)
 
@@ -85,7 +85,7 @@ class Store:
 
     def write(self, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
         """Write the results of items `start:stop` atomically."""
-        _atomic_write(self._file(start, stop), lambda file: np.savez(file, **arrays))
+        atomic_write(self._file(start, stop), lambda file: np.savez(file, **arrays))
 
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
         with np.load(self._file(start, stop)) as data:
