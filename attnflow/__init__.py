@@ -6,7 +6,13 @@ Tokens are particles, depth is time, self-attention is the interaction. See the 
 
 import importlib.metadata
 
-from . import analysis as analysis, sphere as sphere, studies as studies, sweep as sweep
+from . import (
+    analysis as analysis,
+    sphere as sphere,
+    stability as stability,
+    studies as studies,
+    sweep as sweep,
+)
 from ._sde import simulate_sde as simulate_sde
 from ._simulate import Trajectory as Trajectory, ode_solvers as ode_solvers, simulate as simulate
 from .analysis import (

@@ -1,0 +1,380 @@
+"""Equilibria of a vector field (`find_fixed_points`, optimistix) and their linear stability
+(`classify_fixed_point`, eigenvalues of the tangent Jacobian modulo symmetry modes)."""
+
+import dataclasses
+import itertools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+
+from .._checks import as_float_array, check_value, positive_int
+from ..fields import AbstractField
+from ..sphere import normalize
+from ._tangent import jacobian, on_product_of_spheres, tangent_jacobian
+
+SOLVERS = ("newton", "levenberg_marquardt")
+MODULO = (None, "rotations", "rotations+permutations")
+KINDS = ("sink", "source", "saddle", "degenerate")
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPoints:
+    """Distinct equilibria found from a batch of guesses.
+
+    `points`: shape `(m, *state)`, the equilibria (on the sphere for sphere fields).
+    `residuals`: shape `(m,)`, `max |field(t, x)|` at each.
+    `counts`: shape `(m,)`, how many guesses converged to each (up to `tol`, `modulo`).
+    `failed`: how many guesses did not converge (residual above `residual_tol`).
+    """
+
+    points: np.ndarray
+    residuals: np.ndarray
+    counts: np.ndarray
+    failed: int
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPointType:
+    """The linear stability of one equilibrium, modulo its symmetry modes.
+
+    `kind`: `"sink"` (every eigenvalue has real part < -tol), `"source"` (every real part
+    > tol), `"saddle"` (at least one of each sign; centers allowed) or `"degenerate"` (the
+    linearization does not decide: a real part within `tol` of 0 and no saddle).
+    `unstable_dim`, `stable_dim`, `center_dim`: how many eigenvalues have real part `> tol`,
+    `< -tol`, within `tol` of 0 (`unstable_dim` is the dimension of the unstable manifold).
+    `symmetry_dim`: how many zero modes were excluded because they are symmetry directions
+    (rotations of the whole configuration, for a rotation-invariant field).
+    `eigenvalues`: shape `(m,)`, complex, by decreasing real part, symmetry modes excluded.
+    `eigenvectors`: shape `(m, *state)`, complex, tangent to the sphere for sphere fields, each
+    of unit norm (the eigenvector of `eigenvalues[j]` is `eigenvectors[j]`).
+    `residual`: `max |field(t, x)|` at the point.
+    """
+
+    kind: str
+    unstable_dim: int
+    stable_dim: int
+    center_dim: int
+    symmetry_dim: int
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residual: float
+
+
+def _eps(dtype) -> float:
+    return float(jnp.finfo(dtype).eps)
+
+
+def _sphere_residual(field, t, args):
+    """`G(y) = field(normalize(y)) + (|y_i| - 1) y_i / |y_i|`: zero exactly at equilibria on the
+    sphere (the two terms are orthogonal), with the radial directions made regular."""
+
+    def residual(y, _):
+        x = normalize(y)
+        radius = jnp.linalg.norm(y, axis=-1, keepdims=True)
+        return field(t, x, args) + (radius - 1) * x
+
+    return residual
+
+
+@eqx.filter_jit
+def _solve(field, guesses, t, args, solver, least_squares, max_steps, sphere):
+    if sphere:
+        residual = _sphere_residual(field, t, args)
+    else:
+
+        def residual(y, _):
+            return field(t, y, args)
+
+    def one(y0):
+        search = optx.least_squares if least_squares else optx.root_find
+        solution = search(residual, solver, y0, max_steps=max_steps, throw=False)
+        x = normalize(solution.value) if sphere else solution.value
+        return x, jnp.max(jnp.abs(field(t, x, args)))
+
+    return jax.vmap(one)(guesses)
+
+
+def _check_state(field, x, name: str):
+    """`x` as a float array, checked finite (and on the sphere, by `field.check`, for attnflow
+    fields), with `field` returning an array of its shape."""
+    x = as_float_array(x, name)
+    if isinstance(field, AbstractField):
+        try:
+            x = field.check(x)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+    else:
+        x = check_value(x, ~jnp.all(jnp.isfinite(x)), f"{name} must hold only finite numbers")
+    out = jax.eval_shape(lambda y: field(0.0, y, None), x)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != x.shape:
+        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise ValueError(f"field must return an array of {name}'s shape {x.shape}; got {got}")
+    return x
+
+
+def _signature(x: np.ndarray, modulo) -> np.ndarray:
+    """What two equilibria are compared by: the state, its Gram matrix (invariant under
+    rotations), or the sorted pairwise inner products with the sorted Gram spectrum
+    (invariant under rotations and permutations of the tokens)."""
+    if modulo is None:
+        return x.reshape(-1)
+    gram = x @ x.T
+    if modulo == "rotations":
+        return gram.reshape(-1)
+    return np.concatenate([np.sort(gram[np.triu_indices(len(x), 1)]), np.linalg.eigvalsh(gram)])
+
+
+def find_fixed_points(
+    field,
+    guesses,
+    *,
+    t: float = 0.0,
+    args=None,
+    solver: str = "newton",
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 256,
+    residual_tol: float | None = None,
+    tol: float = 1e-6,
+    modulo: str | None = None,
+) -> FixedPoints:
+    """Equilibria `field(t, x) = 0` from a batch of initial guesses, deduplicated.
+
+    Each guess is refined by optimistix, all guesses at once (`jax.vmap`): `solver="newton"`
+    (`optx.Newton` with a least-squares linear solve, since equilibria of symmetric fields come
+    in families where the Jacobian is singular) or `"levenberg_marquardt"` (`optx.least_squares`),
+    or any optimistix root finder or least-squares solver instance. For sphere fields the search
+    runs on the product of spheres: it solves `field(normalize(y)) + (|y_i| - 1) y_i / |y_i| = 0`,
+    whose two terms are orthogonal, so its zeros are the equilibria on the sphere, and the radial
+    directions are regular.
+
+    Arguments:
+        field: a vector field `field(t, x, args)`.
+        guesses: shape `(G, *state)`; for sphere fields, `(G, n, d)` (rows need not be unit).
+        t, args: where the field is evaluated.
+        solver: as above.
+        rtol, atol: the solver's tolerances (default: about `eps^(3/4)` of the dtype).
+        max_steps: the solver's step cap per guess.
+        residual_tol: a guess has converged when `max |field(t, x)| <= residual_tol` (default
+            `sqrt(eps)`); the others are counted in `.failed`.
+        tol: two equilibria are the same when their signatures differ by at most `tol` (max norm).
+        modulo: `None` compares the states; `"rotations"` their Gram matrices `x x^T` (for
+            rotation-invariant fields, `Q = K = V = I`, whose equilibria come in rotation
+            families); `"rotations+permutations"` also identifies relabelings of the tokens, by
+            comparing the sorted pairwise inner products and the Gram spectrum (invariants: two
+            different configurations sharing both would be merged).
+
+    Returns:
+        `FixedPoints` with `.points`, `.residuals`, `.counts` (most visited first) and `.failed`.
+    """
+    if not callable(field):
+        raise ValueError(f"field must be a callable field(t, x, args); got {field!r:.80}")
+    guesses = as_float_array(guesses, "guesses")
+    sphere = on_product_of_spheres(field)
+    if sphere:
+        if guesses.ndim != 3:
+            raise ValueError(
+                f"guesses must have shape (G, n, d) for a sphere field; got shape {guesses.shape}"
+            )
+        check_value(
+            guesses,
+            ~jnp.all(jnp.isfinite(guesses)) | jnp.any(jnp.linalg.norm(guesses, axis=-1) == 0),
+            "guesses must be finite with nonzero rows",
+        )
+        guesses = normalize(guesses)
+    if guesses.ndim < 2 or guesses.shape[0] < 1:
+        raise ValueError(
+            f"guesses must have shape (G, *state) with G >= 1 guesses; got shape {guesses.shape}"
+        )
+    _check_state(field, guesses[0], "guesses[0]")
+    if not bool(jnp.all(jnp.isfinite(guesses))):
+        raise ValueError("guesses must hold only finite numbers")
+    if modulo not in MODULO:
+        raise ValueError(f"modulo must be one of {MODULO}; got {modulo!r}")
+    if modulo is not None and not sphere:
+        raise ValueError(f"modulo={modulo!r} needs a sphere field (tokens of shape (n, d))")
+    eps = _eps(guesses.dtype)
+    rtol = 10 * eps**0.75 if rtol is None else float(rtol)
+    atol = 10 * eps**0.75 if atol is None else float(atol)
+    residual_tol = eps**0.5 if residual_tol is None else float(residual_tol)
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise ValueError(
+                f"solver must be one of {', '.join(SOLVERS)}, or an optimistix solver; "
+                f"got {solver!r}"
+            )
+        least_squares = solver == "levenberg_marquardt"
+        solver = (
+            optx.LevenbergMarquardt(rtol=rtol, atol=atol)
+            if least_squares
+            else optx.Newton(
+                rtol=rtol, atol=atol, linear_solver=lx.AutoLinearSolver(well_posed=False)
+            )
+        )
+    elif isinstance(solver, optx.AbstractRootFinder):
+        least_squares = False
+    elif isinstance(solver, optx.AbstractLeastSquaresSolver):
+        least_squares = True
+    else:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, or an optimistix solver")
+    max_steps = positive_int(max_steps, "max_steps")
+    xs, residuals = _solve(field, guesses, t, args, solver, least_squares, max_steps, sphere)
+    xs, residuals = np.asarray(xs), np.asarray(residuals)
+    good = np.isfinite(residuals) & (residuals <= residual_tol)
+    kept, signatures, counts = [], [], []
+    for i in np.flatnonzero(good)[np.argsort(residuals[good], kind="stable")]:
+        signature = _signature(xs[i], modulo)
+        for j, other in enumerate(signatures):
+            if np.max(np.abs(signature - other)) <= tol:
+                counts[j] += 1
+                break
+        else:
+            kept.append(i)
+            signatures.append(signature)
+            counts.append(1)
+    order = np.argsort(-np.asarray(counts, dtype=int), kind="stable")
+    kept = np.asarray(kept, dtype=int)[order]
+    return FixedPoints(
+        points=xs[kept].reshape(len(kept), *xs.shape[1:]),
+        residuals=residuals[kept],
+        counts=np.asarray(counts, dtype=int)[order],
+        failed=int((~good).sum()),
+    )
+
+
+def rotation_modes(x: jax.Array) -> jax.Array:
+    """The infinitesimal rotations of the configuration `x` (shape `(n, d)`): `E x_i` for the
+    `d (d - 1) / 2` generators `E = e_a e_b^T - e_b e_a^T` of `so(d)`, shape
+    `(d (d - 1) / 2, n, d)`. For a rotation-invariant field they span the tangent space of the
+    family of equilibria obtained by rotating an equilibrium."""
+    d = x.shape[1]
+    modes = []
+    for a, b in itertools.combinations(range(d), 2):
+        modes.append(jnp.zeros_like(x).at[:, a].set(x[:, b]).at[:, b].set(-x[:, a]))
+    if not modes:
+        return jnp.zeros((0, *x.shape), x.dtype)
+    return jnp.stack(modes)
+
+
+def _orthonormal_columns(a: np.ndarray, tol: float) -> np.ndarray:
+    """An orthonormal basis of the column span of `a`, dropping directions below `tol`."""
+    if a.shape[1] == 0:
+        return a
+    u, s, _ = np.linalg.svd(a, full_matrices=False)
+    return u[:, s > tol * max(1.0, s.max(initial=0.0))]
+
+
+def classify_fixed_point(
+    field,
+    x,
+    *,
+    t: float = 0.0,
+    args=None,
+    symmetries="rotations",
+    tol: float | None = None,
+    residual_tol: float | None = None,
+) -> FixedPointType:
+    """The linear stability of the equilibrium `x` of `field`, modulo symmetry modes.
+
+    The Jacobian is taken by `jax.linearize` and restricted to the tangent space of
+    `(S^{d-1})^n` for sphere fields (`tangent_jacobian`: the normal directions, neutral because
+    the flow conserves each `|x_i|`, are excluded). Symmetry modes are then removed: among the
+    candidate directions (`symmetries`: for sphere fields, by default the infinitesimal rotations
+    `rotation_modes(x)`), those the Jacobian maps to zero span a subspace `S` of its kernel,
+    which is invariant, so the eigenvalues of the map induced on the quotient, `C^T J C` with `C`
+    an orthonormal basis of `S^perp`, are the remaining eigenvalues. A single cluster of
+    `Q = K = V = I` attention is thus a sink modulo its `d - 1` rotations (eigenvalue `-1` for
+    SA, `-e^beta` for USA), and the rotations that fix the configuration are not counted.
+
+    Arguments:
+        field: a vector field `field(t, x, args)`.
+        x: the equilibrium (tokens `(n, d)` on the sphere for sphere fields).
+        t, args: where the field is evaluated.
+        symmetries: `"rotations"`, `None` (exclude nothing), or an array of candidate directions
+            of shape `(s, *x.shape)` (e.g. `jnp.ones((1, n))` for the phase shift of `Circle`).
+        tol: eigenvalues with `|Re| <= tol` are centers; also the threshold for "maps to zero"
+            (default `sqrt(eps)` times `max(1, max |J|)`).
+        residual_tol: `ValueError` unless `max |field(t, x)| <= residual_tol` (default
+            `eps^(1/3)`, loose enough for equilibria found in float32).
+
+    Returns:
+        A `FixedPointType` with `.kind`, `.unstable_dim`, `.stable_dim`, `.center_dim`,
+        `.symmetry_dim`, `.eigenvalues`, `.eigenvectors` and `.residual`.
+    """
+    if not callable(field):
+        raise ValueError(f"field must be a callable field(t, x, args); got {field!r:.80}")
+    x = _check_state(field, x, "x")
+    sphere = on_product_of_spheres(field)
+    eps = _eps(x.dtype)
+    residual = float(jnp.max(jnp.abs(field(t, x, args))))
+    residual_tol = eps ** (1 / 3) if residual_tol is None else float(residual_tol)
+    if not residual <= residual_tol:
+        raise ValueError(
+            f"x must be an equilibrium (max |field| <= residual_tol = {residual_tol:.1e}); got "
+            f"max |field| = {residual:.3e}; refine it with find_fixed_points"
+        )
+    if sphere:
+        matrix, basis = _tangent_jacobian(field, x, t, args)
+    else:
+        matrix = _jacobian(field, x, t, args)
+        basis = jnp.eye(x.size, dtype=x.dtype)
+    matrix, basis = np.asarray(matrix, dtype=float), np.asarray(basis, dtype=float)
+    tol = eps**0.5 * max(1.0, float(np.abs(matrix).max(initial=0.0))) if tol is None else tol
+    if isinstance(symmetries, str) and symmetries == "rotations":
+        candidates = rotation_modes(x) if sphere else jnp.zeros((0, *x.shape), x.dtype)
+    elif symmetries is None:
+        candidates = jnp.zeros((0, *x.shape), x.dtype)
+    else:
+        candidates = as_float_array(symmetries, "symmetries")
+        if candidates.ndim != x.ndim + 1 or candidates.shape[1:] != x.shape:
+            raise ValueError(
+                f"symmetries must be 'rotations', None or an array of shape (s, *{x.shape}); "
+                f"got shape {candidates.shape}"
+            )
+    span = _orthonormal_columns(
+        basis.T @ np.asarray(candidates, dtype=float).reshape(len(candidates), -1).T, tol
+    )
+    if span.shape[1]:
+        _, s, vt = np.linalg.svd(matrix @ span)
+        null = vt[: span.shape[1]][np.concatenate([s, np.zeros(span.shape[1] - len(s))]) <= tol]
+        modes = span @ null.T
+    else:
+        modes = span
+    complement = np.linalg.svd(np.eye(len(matrix)) - modes @ modes.T)[0][
+        :, : len(matrix) - modes.shape[1]
+    ]
+    values, vectors = np.linalg.eig(complement.T @ matrix @ complement)
+    order = np.argsort(-values.real, kind="stable")
+    values, vectors = values[order], (basis @ complement @ vectors[:, order]).T
+    unstable = int((values.real > tol).sum())
+    stable = int((values.real < -tol).sum())
+    center = len(values) - unstable - stable
+    if unstable and stable:
+        kind = "saddle"
+    elif center:
+        kind = "degenerate"
+    elif unstable:
+        kind = "source"
+    else:
+        kind = "sink"
+    return FixedPointType(
+        kind=kind,
+        unstable_dim=unstable,
+        stable_dim=stable,
+        center_dim=center,
+        symmetry_dim=int(modes.shape[1]),
+        eigenvalues=values,
+        eigenvectors=vectors.reshape(len(values), *x.shape),
+        residual=residual,
+    )
+
+
+_tangent_jacobian = eqx.filter_jit(tangent_jacobian)
+_jacobian = eqx.filter_jit(jacobian)

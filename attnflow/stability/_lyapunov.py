@@ -1,0 +1,263 @@
+"""`lyapunov_spectrum`: Lyapunov exponents by the Benettin/QR method, tangents by `jax.jvp`."""
+
+import math
+import numbers
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._checks import as_float_array, check_value, positive_int
+from .._simulate import LAYERS, _positive, _solver
+from ..fields import AbstractField, AbstractLayerField
+from ..fields._field import check_finite
+from ..sphere import project
+from ._tangent import on_product_of_spheres
+
+
+class LyapunovSpectrum(eqx.Module):
+    """Lyapunov exponents of one trajectory, with their running estimates.
+
+    `exponents`: shape `(k,)`, largest first, the estimates at the final time `t1`.
+    `history`: shape `(m, k)`, the running estimates (each row largest first) at the times
+    `ts`, shape `(m,)`, the re-orthonormalization times after the transient; plot it to judge
+    convergence (`attnflow.plotting.plot_lyapunov`).
+    `dimension`: the dimension of the space the exponents live on: `n (d - 1)` on the tangent
+    bundle of `(S^{d-1})^n`, the state's size otherwise.
+    """
+
+    exponents: Float[Array, " k"]
+    history: Float[Array, "m k"]
+    ts: Float[Array, " m"]
+    dimension: int = eqx.field(static=True)
+
+
+def _intervals(t0: float, t1: float, every: float, transient: float) -> tuple[int, int]:
+    """`(m, skip)`: `m` equal intervals of length at most `every` from `t0` to `t1`, the first
+    `skip` of which (the transient) are left out of the estimates."""
+    m = max(1, math.ceil((t1 - t0) / every - 1e-9))
+    skip = round(transient / ((t1 - t0) / m))
+    if skip >= m:
+        raise ValueError(
+            f"transient must be shorter than t1 - t0 = {t1 - t0} by at least one "
+            f"re-orthonormalization interval; got transient = {transient}"
+        )
+    return m, skip
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number; got {value!r}")
+    return float(value)
+
+
+def lyapunov_spectrum(
+    field,
+    y0,
+    t1: float,
+    *,
+    k: int | None = None,
+    t0: float = 0.0,
+    transient: float = 0.0,
+    every: float = 1.0,
+    args=None,
+    tangent: bool | None = None,
+    solver="tsit5",
+    dt0: float | None = None,
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    max_steps: int = 100_000,
+    key: jax.Array | None = None,
+) -> LyapunovSpectrum:
+    """The `k` largest Lyapunov exponents of `dy/dt = field(t, y, args)` from `y0`, over `[t0, t1]`.
+
+    The Benettin/QR method: `k` tangent vectors `W` follow the linearized flow
+    `dW/dt = J(t, y) W` (`J W` by `jax.linearize` and `jax.vmap` of its `jvp`: `k` Jacobian-vector
+    products, never the full Jacobian unless `k` is the dimension), integrated by diffrax together
+    with the state. Every `every` time units `W = Q R` is re-orthonormalized (QR) and
+    `log |R_jj|` is added to exponent `j`'s sum; the estimate at time `t` is the sum over
+    `t - t0 - transient`. The largest exponent alone (`k=1`) costs one `jvp` per step.
+
+    Arguments:
+        field: a vector field `field(t, y, args)` on an array state (an attnflow field or any
+            function returning an array of `y`'s shape).
+        y0: the initial state (any shape; `(n, d)` tokens on the sphere for sphere fields).
+        t1: the final time.
+        k: how many exponents (default: all, the dimension).
+        t0: the initial time.
+        transient: time integrated (and re-orthonormalized) before the sums start, so the
+            tangent vectors align with the Lyapunov vectors first.
+        every: the re-orthonormalization interval (the grid is `t0` to `t1` in equal steps of at
+            most `every`; with `solver="layers"`, a whole number of layers).
+        args: passed to `field`.
+        tangent: take the spectrum on the tangent bundle of `(S^{d-1})^n` (default: when `field`
+            is a sphere field, `AbstractSphereField`). The `n` normal directions `x_i`, along
+            which the flow is neutral because it conserves each `|x_i|`, are excluded: tangent
+            vectors start tangent and are projected back onto the tangent space at every QR, so
+            there are `n (d - 1)` exponents in all, not `n d`.
+        solver, dt0, rtol, atol, max_steps: as in `attnflow.simulate` (`max_steps` per interval);
+            `solver="layers"` gives the exponents of the discrete layer map
+            `y <- field.layer(t, y, h)`, `h = dt0`, per unit time.
+        key: a PRNG key for the random initial tangent vectors (default `PRNGKey(0)`).
+
+    Returns:
+        A `LyapunovSpectrum` with `.exponents` (largest first), `.history` and `.ts`.
+
+    Works under `jax.jit` and `jax.vmap` (over `y0` and over array leaves of `field` such as
+    `beta`): the times and `k` are static, values are checked with `eqx.error_if`.
+    Reference: Benettin, Galgani, Giorgilli, Strelcyn, Meccanica 15 (1980).
+    """
+    if not callable(field):
+        raise ValueError(f"field must be a callable field(t, y, args); got {field!r:.80}")
+    y0 = as_float_array(y0, "y0")
+    if isinstance(field, AbstractField):
+        y0 = field.check(y0)
+    else:
+        y0 = check_finite(y0)
+    if y0.ndim == 0:
+        raise ValueError("y0 must be an array with at least one entry; got a scalar")
+    tangent = on_product_of_spheres(field) if tangent is None else bool(tangent)
+    if tangent and (y0.ndim != 2 or y0.shape[1] < 2):
+        raise ValueError(
+            f"tangent=True needs tokens of shape (n, d) with d >= 2; got shape {y0.shape}"
+        )
+    dimension = y0.shape[0] * (y0.shape[1] - 1) if tangent else y0.size
+    k = dimension if k is None else positive_int(k, "k")
+    if k > dimension:
+        raise ValueError(
+            f"k must be at most the dimension {dimension} "
+            f"({'n (d - 1), the tangent bundle' if tangent else 'the size of y0'}); got k = {k}"
+        )
+    t0, t1 = _number(t0, "t0"), _number(t1, "t1")
+    if not t1 > t0:
+        raise ValueError(f"t1 must be greater than t0 = {t0}; got {t1}")
+    every = _positive(every, "every", "the re-orthonormalization interval")
+    transient = _number(transient, "transient")
+    if transient < 0:
+        raise ValueError(f"transient must be >= 0; got {transient}")
+    out = jax.eval_shape(lambda y: field(t0, y, args), y0)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != y0.shape:
+        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise ValueError(f"field must return an array of y0's shape {y0.shape}; got {got}")
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    if isinstance(solver, str) and solver.lower() == LAYERS:
+        if not isinstance(field, AbstractLayerField):
+            raise ValueError(
+                "solver='layers' needs a field with a discrete layer map (AbstractLayerField); "
+                f"got {type(field).__name__}"
+            )
+        h = _positive(dt0, "dt0", "the layer step h of solver='layers'")
+        layers = round((t1 - t0) / h)
+        if abs(layers * h - (t1 - t0)) > 1e-6 * max(1.0, abs(t1 - t0)):
+            raise ValueError(f"t1 - t0 must be a whole number of layers h = {h}; got {t1 - t0}")
+        per = max(1, min(layers, round(every / h)))
+        if layers % per:
+            raise ValueError(
+                f"t1 - t0 = {t1 - t0} must be a whole number of intervals of {per} layers "
+                f"(every = {every}, h = {h})"
+            )
+        m, skip = _intervals(t0, t1, per * h, transient)
+        step = _LayerStep(h, per)
+    else:
+        solver = _solver(solver)
+        if dt0 is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+            raise ValueError(
+                f"dt0 must be given for the fixed-step solver {type(solver).__name__}; got None"
+            )
+        if dt0 is not None:
+            dt0 = _positive(dt0, "dt0", "the step size")
+        step = _ODEStep(
+            solver,
+            dt0,
+            _positive(rtol, "rtol", "relative tolerance"),
+            _positive(atol, "atol", "absolute tolerance"),
+            positive_int(max_steps, "max_steps"),
+        )
+        m, skip = _intervals(t0, t1, every, transient)
+    return _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension)
+
+
+class _ODEStep(eqx.Module):
+    """Advance `(y, W)` over `[ta, tb]` with a diffrax solve of the state and its tangents."""
+
+    solver: diffrax.AbstractSolver
+    dt0: float | None = eqx.field(static=True)
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+
+    def __call__(self, field, args, ta, tb, state):
+        def augmented(t, state, args):
+            y, w = state
+            dy, jvp = jax.linearize(lambda y: field(t, y, args), y)
+            return dy, jax.vmap(jvp)(w)
+
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(augmented),
+            self.solver,
+            t0=ta,
+            t1=tb,
+            dt0=self.dt0,
+            y0=state,
+            args=args,
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=(
+                diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+                if isinstance(self.solver, diffrax.AbstractAdaptiveSolver)
+                else diffrax.ConstantStepSize()
+            ),
+            max_steps=self.max_steps,
+        )
+        return jax.tree.map(lambda a: a[0], solution.ys)
+
+
+class _LayerStep(eqx.Module):
+    """Advance `(y, W)` by `layers` discrete layers of step `h` and their tangent maps."""
+
+    h: float = eqx.field(static=True)
+    layers: int = eqx.field(static=True)
+
+    def __call__(self, field, args, ta, tb, state):
+        def one_layer(j, state):
+            y, w = state
+            t = ta + j * self.h
+            y, jvp = jax.linearize(lambda y: field.layer(t, y, self.h), y)
+            return y, jax.vmap(jvp)(w)
+
+        return jax.lax.fori_loop(0, self.layers, one_layer, state)
+
+
+def _orthonormalize(y, w, tangent: bool):
+    """`(Q, log |diag R|)` for the QR factorization of the tangent vectors `w` (shape `(k, ...)`),
+    projected first onto the tangent space at `y` when `tangent`."""
+    if tangent:
+        w = project(y, w)
+    q, r = jnp.linalg.qr(w.reshape(w.shape[0], -1).T)
+    return q.T.reshape(w.shape), jnp.log(jnp.abs(jnp.diagonal(r)))
+
+
+@eqx.filter_jit
+def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension):
+    w0 = jax.random.normal(key, (k, *y0.shape), y0.dtype)
+    w0, _ = _orthonormalize(y0, w0, tangent)
+    grid = jnp.linspace(t0, t1, m + 1, dtype=y0.dtype)
+
+    def interval(state, j):
+        y, w = step(field, args, grid[j], grid[j + 1], state)
+        w, growth = _orthonormalize(y, w, tangent)
+        return (y, w), growth
+
+    (y1, _), growth = jax.lax.scan(interval, (y0, w0), jnp.arange(m))
+    growth = check_value(
+        growth,
+        ~jnp.all(jnp.isfinite(growth)),
+        "the Lyapunov sums are not finite: the trajectory or its tangents overflowed "
+        "(raise max_steps, lower every, or check the field)",
+    )
+    ts = grid[skip + 1 :]
+    history = jnp.cumsum(growth[skip:], axis=0) / (ts - grid[skip])[:, None]
+    history = -jnp.sort(-history, axis=-1)
+    return LyapunovSpectrum(exponents=history[-1], history=history, ts=ts, dimension=dimension)

@@ -1,0 +1,63 @@
+"""Jacobians of vector fields, and their restriction to the tangent bundle of `(S^{d-1})^n`.
+
+A sphere field `f` (`AbstractSphereField`, state `(n, d)`) has `<x_i, f_i(x)> = 0` for every
+`x`, so its flow keeps each `|x_i|`: the normal directions `x_i` carry a neutral mode of no
+dynamical meaning. Linear stability is therefore taken on the tangent space
+`T_x = {v : <x_i, v_i> = 0 for every i}`, of dimension `n (d - 1)`, through an orthonormal basis
+`B` of it (`tangent_basis`): the tangent Jacobian is `B^T J B`. At an equilibrium `J` maps into
+`T_x` (differentiate `<x_i, f_i(x)> = 0`), so the eigenvalues of `B^T J B` are exactly those of
+`J` on `T_x`.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from ..fields import AbstractSphereField
+
+
+def on_product_of_spheres(field) -> bool:
+    """Whether `field`'s state is `n` tokens on `S^{d-1}` (stability on the tangent bundle)."""
+    return isinstance(field, AbstractSphereField)
+
+
+def token_tangent_basis(x: jax.Array) -> jax.Array:
+    """An orthonormal basis of `x^perp` in `R^d`, shape `(d, d - 1)`, for `x != 0`.
+
+    The last `d - 1` columns of the Householder reflection that maps `x / |x|` to `-s e_0`,
+    `s = sign(x_0)` (`+1` at 0): smooth in `x` away from `x_0 = 0`, and well conditioned.
+    """
+    u = x / jnp.linalg.norm(x)
+    s = jnp.where(u[0] >= 0, 1.0, -1.0).astype(u.dtype)
+    u = u.at[0].add(s)
+    householder = jnp.eye(x.shape[0], dtype=x.dtype) - 2 * jnp.outer(u, u) / jnp.dot(u, u)
+    return householder[:, 1:]
+
+
+def tangent_basis(x: jax.Array) -> jax.Array:
+    """An orthonormal basis of the tangent space of `(S^{d-1})^n` at `x` (shape `(n, d)`).
+
+    Returns a matrix of shape `(n d, n (d - 1))`: column `i (d - 1) + a` is the `a`-th tangent
+    direction of token `i`, zero on the other tokens (rows are `x.reshape(-1)`'s entries).
+    """
+    n, d = x.shape
+    blocks = jax.vmap(token_tangent_basis)(x)  # (n, d, d - 1)
+    eye = jnp.eye(n, dtype=x.dtype)
+    return jnp.einsum("iab,ij->iajb", blocks, eye).reshape(n * d, n * (d - 1))
+
+
+def jacobian(field, x, t=0.0, args=None) -> jax.Array:
+    """The Jacobian of `field(t, ., args)` at `x`, by `jax.jacfwd`, as a `(x.size, x.size)` matrix
+    (rows and columns are `x.reshape(-1)`'s entries)."""
+    x = jnp.asarray(x)
+    flat = jax.jacfwd(lambda y: field(t, y.reshape(x.shape), args).reshape(-1))
+    return flat(x.reshape(-1))
+
+
+def tangent_jacobian(field, x, t=0.0, args=None) -> tuple[jax.Array, jax.Array]:
+    """`(B^T J B, B)`: the Jacobian restricted to the tangent space of `(S^{d-1})^n` at `x`, in
+    the orthonormal basis `B = tangent_basis(x)`; `J v` is computed for the columns `v` of `B`
+    only (`jax.jvp`), never the full `J`."""
+    basis = tangent_basis(x)
+    _, jvp = jax.linearize(lambda y: field(t, y, args), x)
+    image = jax.vmap(lambda v: jvp(v.reshape(x.shape)).reshape(-1), in_axes=1, out_axes=1)(basis)
+    return basis.T @ image, basis
