@@ -1,109 +1,26 @@
 """`attnflow <command> ...`: parse, validate, call the public API, report."""
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from ..studies import WEIGHTS
-
-
-class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line and exit status 2, without the usage block."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _real(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _output(*suffixes: str):
-    def parse(text: str) -> Path:
-        path = Path(text)
-        if path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(
-                f"expected a file name ending in {' or '.join(suffixes)}, got {text!r}"
-            )
-        if not path.parent.is_dir():
-            raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
-        return path
-
-    return parse
-
-
-def _nonnegative(text: str) -> float:
-    value = _real(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _real(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _add_sweep_options(command, *, resume: bool, samples: int, saves: int) -> None:
-    """Options shared by the batched studies."""
-    command.add_argument("--n", type=_positive_int, default=32, help="number of tokens (32)")
-    command.add_argument(
-        "--samples", type=_positive_int, default=samples, help=f"per beta ({samples})"
-    )
-    command.add_argument(
-        "--saves", type=_positive_int, default=saves, help=f"save times in [0, t1] ({saves})"
-    )
-    command.add_argument("--t1", type=_positive, default=30.0, help="final time (30)")
-    command.add_argument("--h", type=_positive, default=0.1, help="layer step (0.1)")
-    command.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    command.add_argument(
-        "--delta",
-        type=_nonnegative,
-        default=1e-3,
-        help="pairs with <x_i, x_j> >= 1 - delta are clustered (1e-3)",
-    )
-    command.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
-    command.add_argument(
-        "--devices", type=_positive_int, default=None, help="shard over this many devices (all)"
-    )
-    command.add_argument(
-        "--memory", type=_positive, default=2.0, help="working memory budget in GiB (2)"
-    )
-    if resume:
-        command.add_argument(
-            "--resume",
-            action="store_true",
-            help="continue an interrupted run of the same command from OUT.partial/",
-        )
-
-
-def _add_outputs(command, name: str) -> None:
-    command.add_argument(
-        "--out", type=_output(".npz"), default=Path(f"{name}.npz"), help=f"data file ({name}.npz)"
-    )
-    command.add_argument(
-        "--plot",
-        type=_output(".png", ".pdf", ".svg"),
-        default=Path(f"{name}.png"),
-        help=f"figure, .png/.pdf/.svg ({name}.png)",
-    )
+from . import _stability
+from ._options import (
+    _add_outputs,
+    _add_sweep_options,
+    _layer_times,
+    _nonnegative,
+    _output,
+    _Parser,
+    _partial,
+    _positive,
+    _positive_int,
+    _real,
+    _save,
+    _sweep_kwargs,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -224,57 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     long.add_argument("--points", type=_positive_int, default=200, help="grid size (200)")
     _add_outputs(long, "long_context")
     long.set_defaults(run=_long_context)
+    _stability.add_commands(commands)
     return parser
-
-
-def _setup(args):
-    """x64 unless --float32; returns the float dtype."""
-    import jax
-
-    if not args.float32:
-        jax.config.update("jax_enable_x64", True)
-    return "float32" if args.float32 else "float64"
-
-
-def _layer_times(t1: float, h: float, saves: int):
-    """`saves` times in `[0, t1]`, rounded to whole layers of `h` (`t1` must be one)."""
-    import numpy as np
-
-    steps = round(t1 / h)
-    if steps < 1 or abs(t1 / h - steps) > 1e-6:
-        raise ValueError(f"--t1 must be a whole number of layers of h = {h:g}; got {t1:g}")
-    # spread the saves over the layers of [0, t1]
-    if saves < 2:
-        raise ValueError(f"--saves must be at least 2; got {saves}")
-    return np.unique(np.linspace(0, steps, min(saves, steps + 1)).round()) * h
-
-
-def _partial(args) -> Path:
-    """The folder of finished chunks next to OUT; refused if it exists and --resume is not set."""
-    partial = args.out.with_name(args.out.name + ".partial")
-    if partial.exists() and not args.resume:
-        raise ValueError(
-            f"{partial} holds an interrupted run: pass --resume to continue it, or delete it"
-        )
-    return partial
-
-
-def _save(path: Path, config: dict, **arrays) -> None:
-    """Write the npz with its configuration (JSON), atomically, as the sweep store does."""
-    import numpy as np
-
-    from ..sweep._store import atomic_write
-
-    text = json.dumps(config, sort_keys=True)
-    atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))
-
-
-def _sweep_kwargs(args) -> dict:
-    return {
-        "devices": args.devices,
-        "memory": int(args.memory * 2**30),
-        "dtype": _setup(args),
-    }
 
 
 def _phase_diagram(args) -> str:

@@ -1,5 +1,10 @@
 """Figures (matplotlib, imported lazily so attnflow itself never needs it)."""
 
+from ._stability import (
+    plot_fixed_points as plot_fixed_points,
+    plot_ftle as plot_ftle,
+    plot_lyapunov as plot_lyapunov,
+)
 from ._studies import (
     plot_figure3 as plot_figure3,
     plot_metastability as plot_metastability,
@@ -13,7 +18,10 @@ from ._variants import (
 
 __all__ = [
     "plot_figure3",
+    "plot_fixed_points",
+    "plot_ftle",
     "plot_long_context",
+    "plot_lyapunov",
     "plot_metastability",
     "plot_normalization",
     "plot_phase_diagram",

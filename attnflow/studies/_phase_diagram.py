@@ -262,7 +262,7 @@ def study_config(study, key, n, d, betas, ts, samples, delta, kind, dtype) -> di
         "betas": betas.tolist(),
         "ts": ts.tolist(),
         "samples": samples,
-        "delta": float(delta),
+        "delta": None if delta is None else float(delta),
         "kind": kind,
         "dtype": np.dtype(dtype).name,
         "version": __version__,

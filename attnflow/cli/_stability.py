@@ -1,0 +1,315 @@
+"""`attnflow lyapunov`, `fixed-points` and `ftle`: stability from the command line."""
+
+import time
+
+from ._options import (
+    _add_outputs,
+    _add_sweep_options,
+    _nonnegative,
+    _partial,
+    _positive,
+    _positive_int,
+    _save,
+    _setup,
+    _sweep_kwargs,
+)
+
+_FLOW_TIMES = (0.0, 1.0, 3.0, 10.0)  # guesses: random tokens, and the flow's states from them
+_MODULO = {"none": None, "rotations": "rotations", "symmetries": "rotations+permutations"}
+
+
+def add_commands(commands) -> None:
+    """Add the stability commands to the `attnflow` subparsers."""
+    lyap = commands.add_parser(
+        "lyapunov",
+        help="the Lyapunov spectrum of SA/USA from uniform tokens, with its convergence plot",
+        description="Lyapunov exponents of n uniform tokens on S^{d-1} under SA or USA with "
+        "Q = K = V = I (Benettin/QR, tangents by jax.jvp), on the tangent bundle of the product "
+        "of spheres: n (d - 1) exponents in all. Prints the spectrum; plots the running "
+        "estimates.",
+    )
+    _add_model_options(lyap, n=32, d=3)
+    lyap.add_argument("--t1", type=_positive, default=100.0, help="final time (100)")
+    lyap.add_argument(
+        "--k", type=_positive_int, default=None, help="how many exponents (all, n (d - 1))"
+    )
+    lyap.add_argument(
+        "--every", type=_positive, default=1.0, help="re-orthonormalization interval (1)"
+    )
+    lyap.add_argument(
+        "--transient", type=_nonnegative, default=0.0, help="time left out of the sums (0)"
+    )
+    lyap.add_argument(
+        "--solver",
+        default="tsit5",
+        help="diffrax solver name, or 'layers' for the discrete transformer (tsit5)",
+    )
+    lyap.add_argument(
+        "--dt0", type=_positive, default=None, help="step; the layer step h for layers (0.1)"
+    )
+    lyap.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
+    _add_outputs(lyap, "lyapunov")
+    lyap.set_defaults(run=_lyapunov)
+
+    fixed = commands.add_parser(
+        "fixed-points",
+        help="equilibria of SA/USA from random guesses, with their stability type",
+        description="Refine random configurations of n tokens on S^{d-1} into equilibria of SA "
+        "or USA with Q = K = V = I (optimistix), deduplicate them, and classify each (sink, "
+        "source, saddle, degenerate) from the eigenvalues of the tangent Jacobian, modulo the "
+        "rotations of the whole configuration.",
+    )
+    _add_model_options(fixed, n=4, d=2)
+    fixed.add_argument(
+        "--guesses",
+        type=_positive_int,
+        default=64,
+        help="random configurations (64); their states under the flow at t = 1, 3, 10 are "
+        "guesses too",
+    )
+    fixed.add_argument(
+        "--solver", choices=["newton", "levenberg_marquardt"], default="newton", help="(newton)"
+    )
+    fixed.add_argument(
+        "--modulo",
+        choices=sorted(_MODULO),
+        default="symmetries",
+        help="identify equilibria up to rotations, or rotations and relabelings (symmetries)",
+    )
+    fixed.add_argument(
+        "--tol", type=_positive, default=1e-6, help="equilibria this close are one (1e-6)"
+    )
+    fixed.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
+    _add_outputs(fixed, "fixed_points")
+    fixed.set_defaults(run=_fixed_points)
+
+    ftle = commands.add_parser(
+        "ftle",
+        help="largest finite-time Lyapunov exponent over (t, beta): where metastability lives",
+        description="For each beta, the largest Lyapunov exponent of many realizations of n "
+        "uniform tokens (the phase diagram's realizations), over each interval of time, through "
+        "the sweep engine. Chunks are written to OUT.partial/ as they finish.",
+    )
+    ftle.add_argument("--d", type=_positive_int, default=2, help="dimension, >= 2 (2)")
+    ftle.add_argument("--beta-min", type=_nonnegative, default=0.5, help="smallest beta (0.5)")
+    ftle.add_argument("--beta-max", type=_nonnegative, default=9.0, help="largest beta (9)")
+    ftle.add_argument("--num-betas", type=_positive_int, default=35, help="betas (35)")
+    ftle.add_argument("--every", type=_positive, default=0.5, help="interval of time (0.5)")
+    ftle.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
+    _add_sweep_options(ftle, resume=True, samples=64, saves=None)
+    _add_outputs(ftle, "ftle")
+    ftle.set_defaults(run=_ftle)
+
+
+def _add_model_options(command, *, n: int, d: int) -> None:
+    command.add_argument("--n", type=_positive_int, default=n, help=f"number of tokens ({n})")
+    command.add_argument("--d", type=_positive_int, default=d, help=f"dimension, >= 2 ({d})")
+    command.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
+    command.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
+    command.add_argument("--seed", type=int, default=0, help="random seed (0)")
+
+
+def _check_tokens(args) -> None:
+    if args.d < 2:
+        raise ValueError(f"--d must be at least 2; got {args.d}")
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1; got {args.n}")
+
+
+def _config(args) -> dict:
+    import attnflow as af
+
+    config = {k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")}
+    return config | {"version": af.__version__}
+
+
+def _rows(values, per_line: int = 8) -> list[str]:
+    return [
+        "    " + " ".join(f"{v:+.5f}" for v in values[i : i + per_line])
+        for i in range(0, len(values), per_line)
+    ]
+
+
+def _lyapunov(args) -> str:
+    dtype = _setup(args)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import attnflow as af
+
+    _check_tokens(args)
+    layers = args.solver.lower() == "layers"
+    dt0 = 0.1 if layers and args.dt0 is None else args.dt0
+    field = {"SA": af.SA, "USA": af.USA}[args.model](jnp.asarray(args.beta, dtype))
+    key, tangents = jax.random.split(jax.random.key(args.seed))
+    x0 = af.sphere.uniform(key, args.n, args.d, dtype=dtype)
+    start = time.perf_counter()
+    spectrum = af.stability.lyapunov_spectrum(
+        field,
+        x0,
+        args.t1,
+        k=args.k,
+        every=args.every,
+        transient=args.transient,
+        solver=args.solver,
+        dt0=dt0,
+        key=tangents,
+    )
+    exponents = np.asarray(spectrum.exponents)
+    elapsed = time.perf_counter() - start
+    _save(
+        args.out,
+        _config(args),
+        exponents=exponents,
+        history=np.asarray(spectrum.history),
+        ts=np.asarray(spectrum.ts),
+        x0=np.asarray(x0),
+    )
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_lyapunov
+
+        title = (
+            f"{args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}: "
+            f"{len(exponents)} of {spectrum.dimension} exponents"
+        )
+        plot_lyapunov(spectrum, title=title, path=args.plot)
+        written.append(str(args.plot))
+    change = np.abs(spectrum.history[-1] - spectrum.history[len(spectrum.history) // 2]).max()
+    return "\n".join(
+        [
+            f"attnflow lyapunov: {args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}, "
+            f"t in [0, {args.t1:g}], solver {args.solver}, {dtype}: {elapsed:.1f} s "
+            "(compilation included)",
+            f"  {len(exponents)} of {spectrum.dimension} exponents (tangent bundle), largest "
+            "first:",
+            *_rows(exponents),
+            f"  sum {exponents.sum():+.6f}; largest change over the second half of the run: "
+            f"{float(change):.2e}",
+            "  wrote " + ", ".join(written),
+        ]
+    )
+
+
+def _fixed_points(args) -> str:
+    dtype = _setup(args)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import attnflow as af
+
+    _check_tokens(args)
+    field = {"SA": af.SA, "USA": af.USA}[args.model](jnp.asarray(args.beta, dtype))
+    starts = af.sphere.uniform(jax.random.key(args.seed), args.guesses * args.n, args.d, dtype)
+    starts = starts.reshape(args.guesses, args.n, args.d)
+    start = time.perf_counter()
+    # random configurations and where the flow takes them: the flow visits the saddles and
+    # ends at the sinks, whose basins of attraction under Newton's method are small
+    flowed = jax.vmap(lambda x0: af.simulate(field, x0, _FLOW_TIMES).xs)(starts)
+    guesses = jnp.concatenate([starts, flowed.reshape(-1, args.n, args.d)])
+    found = af.stability.find_fixed_points(
+        field,
+        guesses,
+        solver=args.solver,
+        tol=args.tol,
+        modulo=_MODULO[args.modulo],
+    )
+    types = [af.stability.classify_fixed_point(field, x) for x in found.points]
+    elapsed = time.perf_counter() - start
+    kinds = np.asarray([t.kind for t in types])
+    _save(
+        args.out,
+        _config(args),
+        points=found.points,
+        residuals=found.residuals,
+        counts=found.counts,
+        kinds=kinds,
+        unstable_dims=np.asarray([t.unstable_dim for t in types], dtype=int),
+        symmetry_dims=np.asarray([t.symmetry_dim for t in types], dtype=int),
+    )
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_fixed_points
+
+        plot_fixed_points(found.points, types, path=args.plot)
+        written.append(str(args.plot))
+    lines = [
+        f"attnflow fixed-points: {args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}, "
+        f"{len(guesses)} guesses, {args.solver}: {len(found)} equilibria (modulo "
+        f"{args.modulo}), {found.failed} guesses did not converge; {elapsed:.1f} s",
+        "    #  type        unstable  symmetry  max Re(lambda)  min cosine  residual  found",
+    ]
+    for i, (x, kind) in enumerate(zip(found.points, types, strict=True)):
+        top = kind.eigenvalues.real.max(initial=-np.inf)
+        cosine = (x @ x.T).min()
+        lines.append(
+            f"  {i:3d}  {kind.kind:<10}  {kind.unstable_dim:8d}  {kind.symmetry_dim:8d}  "
+            f"{top:+14.6f}  {cosine:+10.6f}  {found.residuals[i]:8.1e}  {found.counts[i]:5d}"
+        )
+    lines.append("  wrote " + ", ".join(written))
+    return "\n".join(lines)
+
+
+def _ftle(args) -> str:
+    import shutil
+
+    import jax
+    import numpy as np
+
+    kwargs = _sweep_kwargs(args)
+    import attnflow as af
+
+    if args.d < 2 or args.n < 2:
+        raise ValueError(f"--n and --d must be at least 2; got {args.n}, {args.d}")
+    if args.beta_max < args.beta_min:
+        raise ValueError(
+            f"--beta-max must be >= --beta-min; got {args.beta_max:g} < {args.beta_min:g}"
+        )
+    betas = np.linspace(args.beta_min, args.beta_max, args.num_betas)
+    partial = _partial(args)
+    start = time.perf_counter()
+    diagram = af.studies.ftle_diagram(
+        jax.random.key(args.seed),
+        n=args.n,
+        d=args.d,
+        betas=betas,
+        t1=args.t1,
+        every=args.every,
+        samples=args.samples,
+        h=args.h,
+        kind=args.model,
+        store=partial,
+        **kwargs,
+    )
+    elapsed = time.perf_counter() - start
+    _save(
+        args.out,
+        diagram.config,
+        betas=diagram.betas,
+        ts=diagram.ts,
+        ftle=diagram.ftle,
+        local=diagram.local,
+    )
+    written = [str(args.out)]
+    if args.plot is not None:
+        from attnflow.plotting import plot_ftle
+
+        plot_ftle(diagram, path=args.plot)
+        written.append(str(args.plot))
+    shutil.rmtree(partial)  # only once the data and the figure are written
+    local = diagram.local.mean(axis=1)
+    lines = [
+        f"attnflow ftle: {args.model}, n = {args.n}, d = {args.d}, {args.num_betas} betas in "
+        f"[{args.beta_min:g}, {args.beta_max:g}] x {args.samples} samples, t in [0, "
+        f"{args.t1:g}], h = {args.h:g}: {elapsed:.1f} s"
+    ]
+    for b in np.unique(np.linspace(0, len(betas) - 1, 4).round().astype(int)):
+        positive = diagram.ts[local[b] > 0]
+        last = f"last positive at t = {positive[-1]:g}" if positive.size else "never positive"
+        lines.append(
+            f"  beta = {betas[b]:.3g}: mean local exponent max {local[b].max():+.4f}, {last}"
+        )
+    lines.append("  wrote " + ", ".join(written))
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Figures of stability: Lyapunov convergence, FTLE diagrams, equilibria and their types."""
+
+import numpy as np
+
+from ..stability import FixedPointType, LyapunovSpectrum
+from ..studies import FTLEDiagram
+from ._trajectory import _require_matplotlib
+
+
+def plot_lyapunov(spectrum: LyapunovSpectrum, *, title: str | None = None, path=None):
+    """The running estimates of every exponent against time, to judge convergence.
+
+    Returns the matplotlib `Figure`; saves it if `path` is given.
+    """
+    Figure = _require_matplotlib()
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ts, history = np.asarray(spectrum.ts), np.asarray(spectrum.history)
+    k = history.shape[1]
+    import matplotlib
+
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, k))
+    for j in range(k):
+        ax.plot(ts, history[:, j], color=colors[j], lw=1.5 if j == 0 else 0.8)
+    ax.axhline(0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"running estimate of $\lambda_j$")
+    ax.set_xlim(ts[0], ts[-1])
+    exponents = np.asarray(spectrum.exponents)
+    ax.set_title(
+        title or f"{k} of {spectrum.dimension} exponents; largest {exponents[0]:.4g}",
+        fontsize="medium",
+    )
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_ftle(diagram: FTLEDiagram, *, local: bool = True, path=None):
+    """Heat map over `(t, beta)` of the mean largest finite-time exponent: over each interval
+    (`local=True`: positive where the tokens pass saddles, metastable clusters) or from 0 to t."""
+    Figure = _require_matplotlib()
+    values = (diagram.local if local else diagram.ftle).mean(axis=1)
+    bound = float(np.abs(values).max()) or 1.0
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.pcolormesh(
+        diagram.ts,
+        diagram.betas,
+        values,
+        cmap="RdBu_r",
+        vmin=-bound,
+        vmax=bound,
+        shading="nearest",
+    )
+    label = "local exponent (per interval)" if local else r"FTLE over $[0, t]$"
+    fig.colorbar(image, ax=ax, label=f"mean largest {label}")
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"$\beta$")
+    c = diagram.config
+    ax.set_title(
+        f"{c['kind']}, n = {c['n']}, d = {c['d']}, {c['samples']} samples", fontsize="medium"
+    )
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_fixed_points(points, types: list[FixedPointType], *, path=None):
+    """Each equilibrium (tokens on the circle, or their first two coordinates for `d > 2`) with
+    its type and unstable dimension: one small panel per equilibrium, up to 12."""
+    Figure = _require_matplotlib()
+    shown = min(len(points), 12)
+    columns = min(4, max(shown, 1))
+    rows = max(1, -(-shown // columns))
+    fig = Figure(figsize=(2.4 * columns, 2.5 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    circle = np.linspace(0, 2 * np.pi, 200)
+    for ax, x, kind in zip(axes.flat, points[:shown], types[:shown], strict=False):
+        x = np.asarray(x)
+        ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=0.8)
+        ax.scatter(x[:, 0], x[:, 1], s=30, color="tab:red", zorder=3)
+        ax.set_title(f"{kind.kind}, unstable {kind.unstable_dim}", fontsize="small")
+        ax.set_aspect("equal")
+        ax.set_xlim(-1.15, 1.15)
+        ax.set_ylim(-1.15, 1.15)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[shown:]:
+        ax.set_axis_off()
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig

@@ -1,0 +1,135 @@
+"""`ftle_diagram`: finite-time Lyapunov exponents over `(t, beta)`, to map where the dynamics
+is transiently unstable (metastability) on the phase diagram."""
+
+import dataclasses
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import positive_int
+from .._simulate import LAYERS, _positive
+from ..stability import lyapunov_spectrum
+from ..sweep import DEFAULT_MEMORY, Store, run
+from ._phase_diagram import KINDS, WEIGHTS, check_study, phase_diagram_sample, study_config
+
+
+@dataclasses.dataclass(frozen=True)
+class FTLEDiagram:
+    """The largest finite-time Lyapunov exponent over time and temperature.
+
+    `ftle[b, s, k]`: realization `s` at `beta = betas[b]`, the largest exponent over
+    `[0, ts[k]]` (`(1/t) log` of the growth of the most expanding tangent direction).
+    `local[b, s, k]`: the same over the last interval `[ts[k-1], ts[k]]` only (`ts[-1] = 0`):
+    positive while the tokens pass a saddle, e.g. a metastable configuration of several
+    clusters, and 0 once they rest on the single cluster, whose rotations are neutral.
+    `config` holds every option, as written to disk.
+    """
+
+    betas: np.ndarray
+    ts: np.ndarray
+    ftle: np.ndarray
+    local: np.ndarray
+    config: dict
+
+
+def ftle_diagram(
+    key,
+    *,
+    n: int = 32,
+    d: int = 2,
+    betas,
+    t1: float = 30.0,
+    every: float = 1.0,
+    samples: int = 64,
+    weights: str = "identity",
+    solver: str = LAYERS,
+    h: float = 0.1,
+    kind: str = "SA",
+    dtype=None,
+    memory: int = DEFAULT_MEMORY,
+    devices=None,
+    store: str | Path | None = None,
+    progress: bool = True,
+) -> FTLEDiagram:
+    """The largest finite-time Lyapunov exponent of each realization at each `beta`, over time.
+
+    Realization `s` is `phase_diagram_sample(key, s, ...)`, exactly the tokens (and weights)
+    of `phase_diagram` with the same key, so the two diagrams can be overlaid. Each item runs
+    `stability.lyapunov_spectrum(field, x0, t1, k=1, every=every, ...)` on the tangent bundle
+    of `(S^{d-1})^n`, through the sweep engine (chunked, sharded, resumable with `store`).
+
+    Arguments:
+        key: a JAX random key.
+        n, d: tokens (`n >= 2`) and dimension (`d >= 2`).
+        betas: inverse temperatures (>= 0), shape `(B,)`.
+        t1: the final time; the estimates are at `ts = every, 2 every, ..., t1`.
+        every: the re-orthonormalization (and save) interval; with `solver="layers"` a whole
+            number of layers that divides `t1`.
+        samples: realizations per beta.
+        weights: `"identity"` or a random ensemble (see `phase_diagram`).
+        solver, h: `"layers"` (the discrete transformer of step `h`, as in `phase_diagram`) or a
+            diffrax solver name.
+        kind: `"SA"` or `"USA"`.
+        dtype, memory, devices, store, progress: as in `phase_diagram`.
+
+    Returns:
+        `FTLEDiagram` with `.ftle` and `.local` of shape `(B, samples, T)`.
+    """
+    n, d, samples, dtype, betas = check_study(n, d, samples, kind, 0.0, dtype, betas, False)
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
+    t1 = _positive(t1, "t1", "the final time")
+    every = _positive(every, "every", "the re-orthonormalization interval")
+    layers = isinstance(solver, str) and solver.lower() == LAYERS
+    if layers:
+        h = _positive(h, "h", "the layer step")
+    intervals = positive_int(round(t1 / every), "t1 / every")
+    if abs(intervals * every - t1) > 1e-9 * t1:
+        raise ValueError(f"t1 must be a whole number of intervals every = {every}; got t1 = {t1}")
+    ts = np.linspace(every, t1, intervals).astype(dtype)
+    field_of = KINDS[kind]
+    grid = jnp.asarray(betas)
+
+    def item(index):
+        x0, q, k, v = phase_diagram_sample(
+            key, index % samples, n=n, d=d, weights=weights, dtype=dtype
+        )
+        spectrum = lyapunov_spectrum(
+            field_of(grid[index // samples], q, k, v),
+            x0,
+            t1,
+            k=1,
+            every=every,
+            solver=solver,
+            dt0=h if layers else None,
+        )
+        return {"ftle": spectrum.history[:, 0]}
+
+    config = study_config("ftle", key, n, d, betas, ts, samples, None, kind, dtype)
+    config |= {
+        "t1": t1,
+        "every": every,
+        "weights": weights,
+        "solver": solver if layers else str(solver),
+        "h": h if layers else None,
+    }
+    count = betas.size * samples
+    ftle = np.zeros((count, ts.size), dtype)
+    itemsize = np.dtype(dtype).itemsize
+    chunks = run(
+        item,
+        count,
+        bytes_per_item=itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
+        memory=memory,
+        devices=devices,
+        store=None if store is None else Store(store, config, count),
+        progress=progress,
+        desc=f"FTLE d={d}",
+    )
+    for start, stop, results in chunks:
+        ftle[start:stop] = results["ftle"]
+    ftle = ftle.reshape(betas.size, samples, ts.size)
+    growth = ftle * ts  # log growth over [0, t]
+    local = np.diff(growth, axis=-1, prepend=0) / np.diff(ts, prepend=0)
+    return FTLEDiagram(betas=betas, ts=ts, ftle=ftle, local=local, config=config)
