@@ -17,12 +17,12 @@ from ._attention import AbstractAttention, Softmax, Unnormalized
 from ._feedforward import FeedForward
 
 
-def check_finite(x0):
+def check_finite(x0, name: str = "x0"):
     """`x0`, checked to hold only finite numbers."""
     return check_value(
         x0,
         ~jnp.all(jnp.isfinite(x0)),
-        "x0 must hold only finite numbers",
+        f"{name} must hold only finite numbers",
         lambda: f"; got {int((~jnp.isfinite(x0)).sum())} non-finite entries",
     )
 

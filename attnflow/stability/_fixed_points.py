@@ -13,6 +13,7 @@ import optimistix as optx
 
 from .._checks import as_float_array, check_value, positive_int
 from ..fields import AbstractField
+from ..fields._field import check_finite
 from ..sphere import normalize
 from ._tangent import jacobian, on_product_of_spheres, tangent_jacobian
 
@@ -111,7 +112,7 @@ def _check_state(field, x, name: str):
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
     else:
-        x = check_value(x, ~jnp.all(jnp.isfinite(x)), f"{name} must hold only finite numbers")
+        x = check_finite(x, name)
     out = jax.eval_shape(lambda y: field(0.0, y, None), x)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != x.shape:
         got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
@@ -339,7 +340,7 @@ def classify_fixed_point(
                 f"got shape {candidates.shape}"
             )
     span = _orthonormal_columns(
-        basis.T @ np.asarray(candidates, dtype=float).reshape(len(candidates), -1).T, tol
+        basis.T @ np.asarray(candidates, dtype=float).reshape(len(candidates), x.size).T, tol
     )
     if span.shape[1]:
         _, s, vt = np.linalg.svd(matrix @ span)

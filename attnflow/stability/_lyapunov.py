@@ -100,7 +100,9 @@ def lyapunov_spectrum(
         solver, dt0, rtol, atol, max_steps: as in `attnflow.simulate` (`max_steps` per interval);
             `solver="layers"` gives the exponents of the discrete layer map
             `y <- field.layer(t, y, h)`, `h = dt0`, per unit time.
-        key: a PRNG key for the random initial tangent vectors (default `PRNGKey(0)`).
+        key: a PRNG key for the random initial tangent vectors (default `PRNGKey(1980)`, not
+            0: with the key that drew `y0`, the first tangent vector would be `y0` itself, which
+            the projection onto the tangent space kills).
 
     Returns:
         A `LyapunovSpectrum` with `.exponents` (largest first), `.history` and `.ts`.
@@ -115,7 +117,7 @@ def lyapunov_spectrum(
     if isinstance(field, AbstractField):
         y0 = field.check(y0)
     else:
-        y0 = check_finite(y0)
+        y0 = check_finite(y0, "y0")
     if y0.ndim == 0:
         raise ValueError("y0 must be an array with at least one entry; got a scalar")
     tangent = on_product_of_spheres(field) if tangent is None else bool(tangent)
@@ -142,7 +144,7 @@ def lyapunov_spectrum(
         got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
         raise ValueError(f"field must return an array of y0's shape {y0.shape}; got {got}")
     if key is None:
-        key = jax.random.PRNGKey(0)
+        key = jax.random.PRNGKey(1980)
     if isinstance(solver, str) and solver.lower() == LAYERS:
         if not isinstance(field, AbstractLayerField):
             raise ValueError(
