@@ -183,7 +183,13 @@ def lyapunov_spectrum(
 
 
 class _ODEStep(eqx.Module):
-    """Advance `(y, W)` over `[ta, tb]` with a diffrax solve of the state and its tangents."""
+    """Advance `(y, W)` over `[ta, tb]` with a diffrax solve of the state and its tangents.
+
+    Adaptive solvers start each interval with a first step `dt`, the mean accepted step of the
+    previous interval (`every / 10` at first), instead of restarting diffrax's initial-step
+    heuristic: this saves its extra evaluations and the ramp-up of small steps, about halving
+    the cost at `every = 1`.
+    """
 
     solver: diffrax.AbstractSolver
     dt0: float | None = eqx.field(static=True)
@@ -191,7 +197,17 @@ class _ODEStep(eqx.Module):
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
 
-    def __call__(self, field, args, ta, tb, state):
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.solver, diffrax.AbstractAdaptiveSolver)
+
+    def first_dt(self, every):
+        """The first step of the first interval."""
+        if not self.adaptive:
+            return self.dt0
+        return every / 10 if self.dt0 is None else min(self.dt0, every)
+
+    def __call__(self, field, args, ta, tb, state, dt):
         def augmented(t, state, args):
             y, w = state
             dy, jvp = jax.linearize(lambda y: field(t, y, args), y)
@@ -202,18 +218,20 @@ class _ODEStep(eqx.Module):
             self.solver,
             t0=ta,
             t1=tb,
-            dt0=self.dt0,
+            dt0=dt,
             y0=state,
             args=args,
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=(
                 diffrax.PIDController(rtol=self.rtol, atol=self.atol)
-                if isinstance(self.solver, diffrax.AbstractAdaptiveSolver)
+                if self.adaptive
                 else diffrax.ConstantStepSize()
             ),
             max_steps=self.max_steps,
         )
-        return jax.tree.map(lambda a: a[0], solution.ys)
+        if self.adaptive:
+            dt = (tb - ta) / jnp.maximum(solution.stats["num_accepted_steps"], 1)
+        return jax.tree.map(lambda a: a[0], solution.ys), dt
 
 
 class _LayerStep(eqx.Module):
@@ -222,14 +240,17 @@ class _LayerStep(eqx.Module):
     h: float = eqx.field(static=True)
     layers: int = eqx.field(static=True)
 
-    def __call__(self, field, args, ta, tb, state):
+    def first_dt(self, every):
+        return self.h
+
+    def __call__(self, field, args, ta, tb, state, dt):
         def one_layer(j, state):
             y, w = state
             t = ta + j * self.h
             y, jvp = jax.linearize(lambda y: field.layer(t, y, self.h), y)
             return y, jax.vmap(jvp)(w)
 
-        return jax.lax.fori_loop(0, self.layers, one_layer, state)
+        return jax.lax.fori_loop(0, self.layers, one_layer, state), dt
 
 
 def _orthonormalize(y, w, tangent: bool):
@@ -247,12 +268,14 @@ def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension
     w0, _ = _orthonormalize(y0, w0, tangent)
     grid = jnp.linspace(t0, t1, m + 1, dtype=y0.dtype)
 
-    def interval(state, j):
-        y, w = step(field, args, grid[j], grid[j + 1], state)
+    def interval(carry, j):
+        state, dt = carry
+        (y, w), dt = step(field, args, grid[j], grid[j + 1], state, dt)
         w, growth = _orthonormalize(y, w, tangent)
-        return (y, w), growth
+        return ((y, w), dt), growth
 
-    (y1, _), growth = jax.lax.scan(interval, (y0, w0), jnp.arange(m))
+    dt = jnp.asarray(step.first_dt((t1 - t0) / m), y0.dtype)
+    _, growth = jax.lax.scan(interval, ((y0, w0), dt), jnp.arange(m))
     growth = check_value(
         growth,
         ~jnp.all(jnp.isfinite(growth)),
