@@ -310,3 +310,96 @@ def test_normalization_and_long_context_write_data_and_plots(tmp_path, capsys):
     assert (tmp_path / "l.png").stat().st_size > 10_000
     status, io = run_cli(["long-context", "--n", "1", "--out", str(tmp_path / "x.npz")], capsys)
     assert status == 2 and "--n must be at least 2" in io.err
+
+
+def test_stability_commands_write_data_and_plots(tmp_path, capsys):
+    out = tmp_path / "lyapunov.npz"
+    status, io = run_cli(
+        [
+            "lyapunov",
+            "--n",
+            "4",
+            "--d",
+            "3",
+            "--t1",
+            "20",
+            "--out",
+            str(out),
+            "--plot",
+            str(tmp_path / "lyapunov.png"),
+        ],
+        capsys,
+    )
+    assert status == 0, io.err
+    assert "8 of 8 exponents (tangent bundle), largest first:" in io.out
+    data = np.load(out)
+    assert data["exponents"].shape == (8,) and data["history"].shape == (20, 8)
+    np.testing.assert_allclose(data["history"][-1], data["exponents"])
+    assert (tmp_path / "lyapunov.png").stat().st_size > 0
+
+    out = tmp_path / "fixed.npz"
+    status, io = run_cli(
+        [
+            "fixed-points",
+            "--n",
+            "3",
+            "--d",
+            "2",
+            "--guesses",
+            "16",
+            "--out",
+            str(out),
+            "--plot",
+            str(tmp_path / "fixed.png"),
+        ],
+        capsys,
+    )
+    assert status == 0, io.err
+    data = np.load(out)
+    kinds = data["kinds"].tolist()
+    assert kinds.count("sink") == 1 and "sink" in io.out and "saddle" in io.out
+    assert np.all(data["unstable_dims"][data["kinds"] != "sink"] >= 1)
+    assert (tmp_path / "fixed.png").stat().st_size > 0
+
+    out = tmp_path / "ftle.npz"
+    status, io = run_cli(
+        [
+            "ftle",
+            "--n",
+            "6",
+            "--d",
+            "2",
+            "--num-betas",
+            "3",
+            "--samples",
+            "4",
+            "--t1",
+            "5",
+            "--out",
+            str(out),
+            "--plot",
+            str(tmp_path / "ftle.png"),
+        ],
+        capsys,
+    )
+    assert status == 0, io.err
+    data = np.load(out)
+    assert data["local"].shape == (3, 4, 10)
+    assert json.loads(str(data["config"]))["study"] == "ftle"
+    assert not (tmp_path / "ftle.npz.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lyapunov", "--d", "1"], "--d must be at least 2; got 1"),
+        (["lyapunov", "--n", "2", "--d", "2", "--k", "3"], "k must be at most the dimension 2"),
+        (["lyapunov", "--solver", "rk99"], "solver must be one of"),
+        (["fixed-points", "--modulo", "reflections"], "argument --modulo: invalid choice"),
+        (["ftle", "--every", "0.7"], "t1 must be a whole number of intervals"),
+    ],
+)
+def test_stability_bad_arguments_give_one_line(tmp_path, capsys, argv, message):
+    status, io = run_cli([*argv, "--out", str(tmp_path / "x.npz")], capsys)
+    assert status == 2
+    assert message in io.err and len(io.err.strip().splitlines()) == 1
