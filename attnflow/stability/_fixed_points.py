@@ -12,10 +12,8 @@ import numpy as np
 import optimistix as optx
 
 from .._checks import as_float_array, check_value, positive_int
-from ..fields import AbstractField
-from ..fields._field import check_finite
 from ..sphere import normalize
-from ._tangent import jacobian, on_product_of_spheres, tangent_jacobian
+from ._tangent import check_state, jacobian, on_product_of_spheres, tangent_jacobian
 
 SOLVERS = ("newton", "levenberg_marquardt")
 MODULO = (None, "rotations", "rotations+permutations")
@@ -102,24 +100,6 @@ def _solve(field, guesses, t, args, solver, least_squares, max_steps, sphere):
     return jax.vmap(one)(guesses)
 
 
-def _check_state(field, x, name: str):
-    """`x` as a float array, checked finite (and on the sphere, by `field.check`, for attnflow
-    fields), with `field` returning an array of its shape."""
-    x = as_float_array(x, name)
-    if isinstance(field, AbstractField):
-        try:
-            x = field.check(x)
-        except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
-    else:
-        x = check_finite(x, name)
-    out = jax.eval_shape(lambda y: field(0.0, y, None), x)
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != x.shape:
-        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
-        raise ValueError(f"field must return an array of {name}'s shape {x.shape}; got {got}")
-    return x
-
-
 def _signature(x: np.ndarray, modulo) -> np.ndarray:
     """What two equilibria are compared by: the state, its Gram matrix (invariant under
     rotations), or the sorted pairwise inner products with the sorted Gram spectrum
@@ -194,7 +174,7 @@ def find_fixed_points(
         raise ValueError(
             f"guesses must have shape (G, *state) with G >= 1 guesses; got shape {guesses.shape}"
         )
-    _check_state(field, guesses[0], "guesses[0]")
+    check_state(field, guesses[0], "guesses[0]")
     if not bool(jnp.all(jnp.isfinite(guesses))):
         raise ValueError("guesses must hold only finite numbers")
     if modulo not in MODULO:
@@ -311,7 +291,7 @@ def classify_fixed_point(
     """
     if not callable(field):
         raise ValueError(f"field must be a callable field(t, x, args); got {field!r:.80}")
-    x = _check_state(field, x, "x")
+    x = check_state(field, x, "x", t, args)
     sphere = on_product_of_spheres(field)
     eps = _eps(x.dtype)
     residual = float(jnp.max(jnp.abs(field(t, x, args))))

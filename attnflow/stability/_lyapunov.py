@@ -9,12 +9,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import as_float_array, check_value, positive_int
+from .._checks import check_value, positive_int
 from .._simulate import LAYERS, _positive, _solver
-from ..fields import AbstractField, AbstractLayerField
-from ..fields._field import check_finite
+from ..fields import AbstractLayerField
 from ..sphere import project
-from ._tangent import on_product_of_spheres
+from ._tangent import check_state, on_product_of_spheres
 
 
 class LyapunovSpectrum(eqx.Module):
@@ -113,13 +112,14 @@ def lyapunov_spectrum(
     """
     if not callable(field):
         raise ValueError(f"field must be a callable field(t, y, args); got {field!r:.80}")
-    y0 = as_float_array(y0, "y0")
-    if isinstance(field, AbstractField):
-        y0 = field.check(y0)
-    else:
-        y0 = check_finite(y0, "y0")
-    if y0.ndim == 0:
-        raise ValueError("y0 must be an array with at least one entry; got a scalar")
+    t0, t1 = _number(t0, "t0"), _number(t1, "t1")
+    if not t1 > t0:
+        raise ValueError(f"t1 must be greater than t0 = {t0}; got {t1}")
+    every = _positive(every, "every", "the re-orthonormalization interval")
+    transient = _number(transient, "transient")
+    if transient < 0:
+        raise ValueError(f"transient must be >= 0; got {transient}")
+    y0 = check_state(field, y0, "y0", t0, args)
     tangent = on_product_of_spheres(field) if tangent is None else bool(tangent)
     if tangent and (y0.ndim != 2 or y0.shape[1] < 2):
         raise ValueError(
@@ -132,17 +132,6 @@ def lyapunov_spectrum(
             f"k must be at most the dimension {dimension} "
             f"({'n (d - 1), the tangent bundle' if tangent else 'the size of y0'}); got k = {k}"
         )
-    t0, t1 = _number(t0, "t0"), _number(t1, "t1")
-    if not t1 > t0:
-        raise ValueError(f"t1 must be greater than t0 = {t0}; got {t1}")
-    every = _positive(every, "every", "the re-orthonormalization interval")
-    transient = _number(transient, "transient")
-    if transient < 0:
-        raise ValueError(f"transient must be >= 0; got {transient}")
-    out = jax.eval_shape(lambda y: field(t0, y, args), y0)
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != y0.shape:
-        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
-        raise ValueError(f"field must return an array of y0's shape {y0.shape}; got {got}")
     if key is None:
         key = jax.random.PRNGKey(1980)
     if isinstance(solver, str) and solver.lower() == LAYERS:

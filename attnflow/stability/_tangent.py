@@ -12,12 +12,34 @@ dynamical meaning. Linear stability is therefore taken on the tangent space
 import jax
 import jax.numpy as jnp
 
-from ..fields import AbstractSphereField
+from .._checks import as_float_array
+from ..fields import AbstractField, AbstractSphereField
+from ..fields._field import check_finite
 
 
 def on_product_of_spheres(field) -> bool:
     """Whether `field`'s state is `n` tokens on `S^{d-1}` (stability on the tangent bundle)."""
     return isinstance(field, AbstractSphereField)
+
+
+def check_state(field, x, name: str, t=0.0, args=None) -> jax.Array:
+    """`x` as a float array, checked finite (and on the sphere, by `field.check`, for attnflow
+    fields), with `field(t, x, args)` an array of `x`'s shape; `ValueError` naming `name`."""
+    x = as_float_array(x, name)
+    if isinstance(field, AbstractField):
+        try:
+            x = field.check(x)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+    else:
+        x = check_finite(x, name)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must be an array with at least one entry; got a scalar")
+    out = jax.eval_shape(lambda y: field(t, y, args), x)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != x.shape:
+        got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out).__name__
+        raise ValueError(f"field must return an array of {name}'s shape {x.shape}; got {got}")
+    return x
 
 
 def token_tangent_basis(x: jax.Array) -> jax.Array:
