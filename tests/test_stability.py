@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import equiangular_rate
+from reference import attention_field, equiangular_rate, solve
 
 import attnflow as af
 from attnflow.stability import (
@@ -331,3 +331,49 @@ def test_ftle_diagram_equals_single_runs_and_resumes(tmp_path):
     np.testing.assert_array_equal(again.ftle, diagram.ftle)
     with pytest.raises(ValueError, match="whole number of intervals"):
         af.studies.ftle_diagram(key, **{**kwargs, "every": 0.7})
+
+
+def test_sphere_spectrum_sum_is_the_mean_tangential_divergence(getkey):
+    # Liouville on the product of spheres: the full tangent-bundle spectrum sums to the time
+    # average of div_M f = tr(P J), P = blockdiag(I - x_i x_i^T), computed here with NumPy:
+    # scipy's trajectory of the reference field and a finite-difference Jacobian
+    n, d, beta, t1 = 4, 3, 1.0, 10.0
+    q, k, v = (np.asarray(jax.random.normal(getkey(), (d, d))) / math.sqrt(d) for _ in range(3))
+    x0 = af.sphere.uniform(getkey(), n, d)
+    spectrum = lyapunov_spectrum(af.SA(beta, q, k, v), x0, t1, rtol=1e-10, atol=1e-12, every=0.5)
+
+    def velocity(x):
+        return attention_field(x, beta, q, k, v)
+
+    ts = np.linspace(0.0, t1, 401)
+    xs = solve(velocity, np.asarray(x0), ts)
+    divergence = []
+    for x in xs:
+        jac = np.zeros((n * d, n * d))
+        for c in range(n * d):
+            e = np.zeros(n * d)
+            e[c] = 1e-6
+            jac[:, c] = (
+                velocity(x + e.reshape(n, d)) - velocity(x - e.reshape(n, d))
+            ).ravel() / 2e-6
+        projector = np.kron(np.eye(n), np.eye(d))
+        for i in range(n):
+            block = slice(i * d, (i + 1) * d)
+            projector[block, block] -= np.outer(x[i], x[i])
+        divergence.append(np.trace(projector @ jac))
+    mean = np.trapezoid(divergence, ts) / t1
+    np.testing.assert_allclose(spectrum.exponents.sum(), mean, rtol=1e-6, atol=1e-8)
+
+
+def test_ftle_maps_metastability_on_the_circle():
+    # at beta = 9 tokens on the circle sit in several clusters (saddles with weak unstable
+    # directions) for long times: the exponent over t in [20, 30] is positive for most
+    # realizations; at beta = 1 they have reached the single cluster, whose top exponent is that
+    # of its rotation, 0
+    diagram = af.studies.ftle_diagram(
+        jax.random.key(0), n=16, d=2, betas=[1.0, 9.0], t1=30.0, samples=8, progress=False
+    )
+    growth = diagram.ftle * diagram.ts
+    late = (growth[..., -1] - growth[..., 19]) / 10  # over [20, 30]
+    np.testing.assert_allclose(late[0], 0, atol=1e-6)
+    assert np.median(late[1]) > 1e-4
