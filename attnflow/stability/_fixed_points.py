@@ -174,7 +174,7 @@ def find_fixed_points(
         raise ValueError(
             f"guesses must have shape (G, *state) with G >= 1 guesses; got shape {guesses.shape}"
         )
-    check_state(field, guesses[0], "guesses[0]")
+    check_state(field, guesses[0], "guesses[0]", t, args)
     if not bool(jnp.all(jnp.isfinite(guesses))):
         raise ValueError("guesses must hold only finite numbers")
     if modulo not in MODULO:
