@@ -2,7 +2,7 @@
 finite-difference perturbation method, hand-written in NumPy/SciPy, in one process.
 
 attnflow: `stability.lyapunov_spectrum` (tangent vectors by `jax.jvp`, integrated by diffrax with
-the state, QR every time unit), at its default tolerances.
+the state, QR every 1 or 5 time units).
 Baseline: the method as it is commonly hand-written: the reference trajectory and one perturbed
 trajectory per exponent (`x + eps q_j`, renormalized onto the sphere), all integrated together by
 scipy's `solve_ivp` (one vectorized NumPy right-hand side for all 65 copies), then every time unit
