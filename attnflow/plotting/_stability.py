@@ -68,7 +68,8 @@ def plot_ftle(diagram: FTLEDiagram, *, local: bool = True, path=None):
 
 def plot_fixed_points(points, types: list[FixedPointType], *, path=None):
     """Each equilibrium (tokens on the circle, or their first two coordinates for `d > 2`) with
-    its type and unstable dimension: one small panel per equilibrium, up to 12."""
+    its type and unstable dimension: one small panel per equilibrium, up to 12; tokens at the
+    same place are drawn as one larger dot labelled with their number."""
     Figure = _require_matplotlib()
     shown = min(len(points), 12)
     columns = min(4, max(shown, 1))
@@ -79,7 +80,11 @@ def plot_fixed_points(points, types: list[FixedPointType], *, path=None):
     for ax, x, kind in zip(axes.flat, points[:shown], types[:shown], strict=False):
         x = np.asarray(x)
         ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=0.8)
-        ax.scatter(x[:, 0], x[:, 1], s=30, color="tab:red", zorder=3)
+        places, sizes = np.unique(np.round(x[:, :2], 6), axis=0, return_counts=True)
+        ax.scatter(places[:, 0], places[:, 1], s=30 * sizes, color="tab:red", zorder=3)
+        for (u, v), size in zip(places, sizes, strict=True):
+            if size > 1:  # tokens at one place: a cluster
+                ax.annotate(f"{size}", (u, v), xytext=(0.8 * u, 0.8 * v), ha="center", va="center")
         ax.set_title(f"{kind.kind}, unstable {kind.unstable_dim}", fontsize="small")
         ax.set_aspect("equal")
         ax.set_xlim(-1.15, 1.15)
