@@ -8,8 +8,10 @@ from pathlib import Path
 from ..studies import WEIGHTS
 from . import _stability
 from ._options import (
+    _add_beta_range,
     _add_outputs,
     _add_sweep_options,
+    _beta_grid,
     _layer_times,
     _nonnegative,
     _output,
@@ -75,9 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "time; the curve Gamma is overlaid. Chunks are written to OUT.partial/ as they finish.",
     )
     phase.add_argument("--d", type=_positive_int, default=32, help="dimension, >= 2 (32)")
-    phase.add_argument("--beta-min", type=_nonnegative, default=0.1, help="smallest beta (0.1)")
-    phase.add_argument("--beta-max", type=_nonnegative, default=9.0, help="largest beta (9)")
-    phase.add_argument("--num-betas", type=_positive_int, default=90, help="betas (90)")
+    _add_beta_range(phase, 0.1, 9.0, 90)
     phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
     phase.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
     _add_sweep_options(phase, resume=True, samples=256, saves=151)
@@ -149,7 +149,6 @@ def _phase_diagram(args) -> str:
     import shutil
 
     import jax
-    import numpy as np
 
     kwargs = _sweep_kwargs(args)
     import attnflow as af
@@ -158,12 +157,8 @@ def _phase_diagram(args) -> str:
         raise ValueError(f"--d must be at least 2; got {args.d}")
     if args.n < 2:
         raise ValueError(f"--n must be at least 2; got {args.n}")
-    if args.beta_max < args.beta_min:
-        raise ValueError(
-            f"--beta-max must be >= --beta-min; got {args.beta_max:g} < {args.beta_min:g}"
-        )
     ts = _layer_times(args.t1, args.h, args.saves)
-    betas = np.linspace(args.beta_min, args.beta_max, args.num_betas)
+    betas = _beta_grid(args)
     partial = _partial(args)
     start = time.perf_counter()
     diagram = af.phase_diagram(

@@ -92,6 +92,28 @@ def _add_sweep_options(command, *, resume: bool, samples: int, saves: int | None
         )
 
 
+def _add_beta_range(command, low: float, high: float, count: int) -> None:
+    """--beta-min, --beta-max, --num-betas: an evenly spaced grid of inverse temperatures."""
+    command.add_argument(
+        "--beta-min", type=_nonnegative, default=low, help=f"smallest beta ({low:g})"
+    )
+    command.add_argument(
+        "--beta-max", type=_nonnegative, default=high, help=f"largest beta ({high:g})"
+    )
+    command.add_argument("--num-betas", type=_positive_int, default=count, help=f"betas ({count})")
+
+
+def _beta_grid(args):
+    """The betas of `_add_beta_range`'s options, checked to be in order."""
+    import numpy as np
+
+    if args.beta_max < args.beta_min:
+        raise ValueError(
+            f"--beta-max must be >= --beta-min; got {args.beta_max:g} < {args.beta_min:g}"
+        )
+    return np.linspace(args.beta_min, args.beta_max, args.num_betas)
+
+
 def _add_outputs(command, name: str) -> None:
     command.add_argument(
         "--out", type=_output(".npz"), default=Path(f"{name}.npz"), help=f"data file ({name}.npz)"

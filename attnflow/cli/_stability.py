@@ -3,8 +3,10 @@
 import time
 
 from ._options import (
+    _add_beta_range,
     _add_outputs,
     _add_sweep_options,
+    _beta_grid,
     _nonnegative,
     _partial,
     _positive,
@@ -91,9 +93,7 @@ def add_commands(commands) -> None:
         "the sweep engine. Chunks are written to OUT.partial/ as they finish.",
     )
     ftle.add_argument("--d", type=_positive_int, default=2, help="dimension, >= 2 (2)")
-    ftle.add_argument("--beta-min", type=_nonnegative, default=0.5, help="smallest beta (0.5)")
-    ftle.add_argument("--beta-max", type=_nonnegative, default=9.0, help="largest beta (9)")
-    ftle.add_argument("--num-betas", type=_positive_int, default=35, help="betas (35)")
+    _add_beta_range(ftle, 0.5, 9.0, 35)
     ftle.add_argument("--every", type=_positive, default=0.5, help="interval of time (0.5)")
     ftle.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
     _add_sweep_options(ftle, resume=True, samples=64, saves=None)
@@ -263,11 +263,7 @@ def _ftle(args) -> str:
 
     if args.d < 2 or args.n < 2:
         raise ValueError(f"--n and --d must be at least 2; got {args.n}, {args.d}")
-    if args.beta_max < args.beta_min:
-        raise ValueError(
-            f"--beta-max must be >= --beta-min; got {args.beta_max:g} < {args.beta_min:g}"
-        )
-    betas = np.linspace(args.beta_min, args.beta_max, args.num_betas)
+    betas = _beta_grid(args)
     partial = _partial(args)
     start = time.perf_counter()
     diagram = af.studies.ftle_diagram(
