@@ -355,7 +355,7 @@ def _simulate(args) -> str:
     else:
         ts = np.linspace(0.0, args.t1, args.saves)
     dtype = jnp.float32 if args.float32 else jnp.float64
-    field = {"SA": af.SA, "USA": af.USA}[args.model](jnp.asarray(args.beta, dtype))
+    field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     x0 = af.sphere.uniform(jax.random.key(args.seed), args.n, args.d, dtype=dtype)
     start = time.perf_counter()
     traj = af.simulate(field, x0, ts, solver=args.solver, dt0=dt0)

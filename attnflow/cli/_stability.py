@@ -141,7 +141,7 @@ def _lyapunov(args) -> str:
     _check_tokens(args)
     layers = args.solver.lower() == "layers"
     dt0 = 0.1 if layers and args.dt0 is None else args.dt0
-    field = {"SA": af.SA, "USA": af.USA}[args.model](jnp.asarray(args.beta, dtype))
+    field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     key, tangents = jax.random.split(jax.random.key(args.seed))
     x0 = af.sphere.uniform(key, args.n, args.d, dtype=dtype)
     start = time.perf_counter()
@@ -201,7 +201,7 @@ def _fixed_points(args) -> str:
     import attnflow as af
 
     _check_tokens(args)
-    field = {"SA": af.SA, "USA": af.USA}[args.model](jnp.asarray(args.beta, dtype))
+    field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     starts = af.sphere.uniform(jax.random.key(args.seed), args.guesses * args.n, args.d, dtype)
     starts = starts.reshape(args.guesses, args.n, args.d)
     start = time.perf_counter()

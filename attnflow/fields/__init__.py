@@ -14,6 +14,7 @@ from ._circle import Circle as Circle
 from ._energy import energy as energy, log_energy as log_energy
 from ._feedforward import FeedForward as FeedForward
 from ._field import (
+    KINDS as KINDS,
     SA as SA,
     USA as USA,
     AbstractField as AbstractField,

@@ -134,3 +134,6 @@ def USA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
     With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (SCIENCE.md section 3).
     """
     return PostLN(Unnormalized(beta, Q, K, V))
+
+
+KINDS = {"SA": SA, "USA": USA}  # the post-LN dynamics by name: KINDS[kind](beta, Q, K, V)

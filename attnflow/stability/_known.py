@@ -10,7 +10,7 @@ import numpy as np
 from .. import sphere
 from .._checks import positive_int
 from ..analysis._equiangular import _check, _speed_over_gap
-from ..fields import SA, USA
+from ..fields import KINDS
 from ._fixed_points import classify_fixed_point, find_fixed_points
 
 
@@ -89,7 +89,7 @@ def known_results(
         raise ValueError(
             f"known_results needs n <= d for the simplex's symmetric direction; got n={n}, d={d}"
         )
-    field = {"SA": SA, "USA": USA}[kind](beta)
+    field = KINDS[kind](beta)
     results = []
 
     sink = -1.0 if kind == "SA" else -math.exp(beta)
@@ -125,7 +125,7 @@ def known_results(
     )
 
     key = jax.random.PRNGKey(0) if key is None else key
-    zero = {"SA": SA, "USA": USA}[kind](0.0)
+    zero = KINDS[kind](0.0)
     starts = sphere.uniform(key, guesses * n, 2).reshape(guesses, n, 2)
     found = find_fixed_points(zero, starts, modulo="rotations+permutations")
     types = [classify_fixed_point(zero, p) for p in found.points]

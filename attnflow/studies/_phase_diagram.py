@@ -14,14 +14,13 @@ from .. import sphere
 from .._checks import as_float_array, positive_int
 from .._simulate import LAYERS, _layer_indices, _simulate_layers, simulate
 from ..analysis import crossing_time
-from ..fields import SA, USA
+from ..fields import KINDS
 from ..sweep import DEFAULT_MEMORY, Store, item_key, run
 
 # Items per device in a chunk, at most: a chunk stops when its last item has clustered, so
 # chunks of one beta's realizations stop together (128 loses nothing to kernel overheads).
 _LARGEST = 128
 WEIGHTS = ("identity", "ginibre_psd", "goe_psd", "ginibre_qk", "goe_qk")
-KINDS = {"SA": SA, "USA": USA}
 
 
 def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None):
