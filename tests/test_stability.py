@@ -377,3 +377,22 @@ def test_ftle_maps_metastability_on_the_circle():
     late = (growth[..., -1] - growth[..., 19]) / 10  # over [20, 30]
     np.testing.assert_allclose(late[0], 0, atol=1e-6)
     assert np.median(late[1]) > 1e-4
+
+
+def test_sinkhorn_has_only_a_reverse_rule_and_still_linearizes(getkey):
+    # ott-jax differentiates Sinkhorn implicitly (custom_vjp, no forward mode): the Jacobian
+    # falls back to jacrev; at the cluster the plan is uniform, so the spectrum is SA's, -1
+    field = af.PostLN(af.Sinkhorn(1.0))
+    x = af.sphere.uniform(getkey(), 3, 3)
+    velocity = jax.jit(lambda y: field(0.0, y))
+    eps, fd = 1e-6, np.zeros((9, 9))
+    for c in range(9):
+        e = np.zeros(9)
+        e[c] = eps
+        fd[:, c] = np.asarray(velocity(x + e.reshape(3, 3)) - velocity(x - e.reshape(3, 3))).ravel()
+    np.testing.assert_allclose(jacobian(field, x), fd / (2 * eps), atol=1e-6)
+    result = classify_fixed_point(field, af.stability.cluster(3, 3))
+    assert result.kind == "sink" and result.symmetry_dim == 2
+    np.testing.assert_allclose(result.eigenvalues, -1.0, atol=1e-8)
+    spectrum = lyapunov_spectrum(field, x, 2.0, k=2)
+    assert np.all(np.isfinite(spectrum.exponents))

@@ -264,15 +264,16 @@ def classify_fixed_point(
 ) -> FixedPointType:
     """The linear stability of the equilibrium `x` of `field`, modulo symmetry modes.
 
-    The Jacobian is taken by `jax.linearize` and restricted to the tangent space of
-    `(S^{d-1})^n` for sphere fields (`tangent_jacobian`: the normal directions, neutral because
-    the flow conserves each `|x_i|`, are excluded). Symmetry modes are then removed: among the
-    candidate directions (`symmetries`: for sphere fields, by default the infinitesimal rotations
-    `rotation_modes(x)`), those the Jacobian maps to zero span a subspace `S` of its kernel,
-    which is invariant, so the eigenvalues of the map induced on the quotient, `C^T J C` with `C`
-    an orthonormal basis of `S^perp`, are the remaining eigenvalues. A single cluster of
-    `Q = K = V = I` attention is thus a sink modulo its `d - 1` rotations (eigenvalue `-1` for
-    SA, `-e^beta` for USA), and the rotations that fix the configuration are not counted.
+    The Jacobian is taken by `jax.linearize` (see `value_and_jvps`) and restricted to the
+    tangent space of `(S^{d-1})^n` for sphere fields (`tangent_jacobian`: the normal
+    directions, neutral because the flow conserves each `|x_i|`, are excluded). Symmetry modes
+    are then removed: among the candidate directions (`symmetries`: for sphere fields, by
+    default the infinitesimal rotations `rotation_modes(x)`), those the Jacobian maps to zero
+    span a subspace `S` of its kernel, which is invariant, so the eigenvalues of the map induced
+    on the quotient, `C^T J C` with `C` an orthonormal basis of `S^perp`, are the remaining
+    eigenvalues. A single cluster of `Q = K = V = I` attention is thus a sink modulo its `d - 1`
+    rotations (eigenvalue `-1` for SA, `-e^beta` for USA), and the rotations that fix the
+    configuration are not counted.
 
     Arguments:
         field: a vector field `field(t, x, args)`.

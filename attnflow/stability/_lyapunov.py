@@ -13,7 +13,7 @@ from .._checks import check_value, positive_int
 from .._simulate import LAYERS, _positive, _solver
 from ..fields import AbstractLayerField
 from ..sphere import project
-from ._tangent import check_state, on_product_of_spheres
+from ._tangent import check_state, on_product_of_spheres, value_and_jvps
 
 
 class LyapunovSpectrum(eqx.Module):
@@ -74,10 +74,12 @@ def lyapunov_spectrum(
 
     The Benettin/QR method: `k` tangent vectors `W` follow the linearized flow
     `dW/dt = J(t, y) W` (`J W` by `jax.linearize` and `jax.vmap` of its `jvp`: `k` Jacobian-vector
-    products, never the full Jacobian unless `k` is the dimension), integrated by diffrax together
-    with the state. Every `every` time units `W = Q R` is re-orthonormalized (QR) and
-    `log |R_jj|` is added to exponent `j`'s sum; the estimate at time `t` is the sum over
-    `t - t0 - transient`. The largest exponent alone (`k=1`) costs one `jvp` per step.
+    products, never the full Jacobian unless `k` is the dimension; fields with only a
+    reverse-mode rule, such as `Sinkhorn`, fall back to the full Jacobian by `jax.jacrev`),
+    integrated by diffrax together with the state. Every `every` time units `W = Q R` is
+    re-orthonormalized (QR) and `log |R_jj|` is added to exponent `j`'s sum; the estimate at
+    time `t` is the sum over `t - t0 - transient`. The largest exponent alone (`k=1`) costs one
+    `jvp` per step.
 
     Arguments:
         field: a vector field `field(t, y, args)` on an array state (an attnflow field or any
@@ -199,8 +201,7 @@ class _ODEStep(eqx.Module):
     def __call__(self, field, args, ta, tb, state, dt):
         def augmented(t, state, args):
             y, w = state
-            dy, jvp = jax.linearize(lambda y: field(t, y, args), y)
-            return dy, jax.vmap(jvp)(w)
+            return value_and_jvps(lambda y: field(t, y, args), y, w)
 
         solution = diffrax.diffeqsolve(
             diffrax.ODETerm(augmented),
@@ -236,8 +237,7 @@ class _LayerStep(eqx.Module):
         def one_layer(j, state):
             y, w = state
             t = ta + j * self.h
-            y, jvp = jax.linearize(lambda y: field.layer(t, y, self.h), y)
-            return y, jax.vmap(jvp)(w)
+            return value_and_jvps(lambda y: field.layer(t, y, self.h), y, w)
 
         return jax.lax.fori_loop(0, self.layers, one_layer, state), dt
 

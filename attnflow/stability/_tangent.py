@@ -67,19 +67,44 @@ def tangent_basis(x: jax.Array) -> jax.Array:
     return jnp.einsum("iab,ij->iajb", blocks, eye).reshape(n * d, n * (d - 1))
 
 
+def value_and_jvps(f, y, ws):
+    """`(f(y), J w for each w in ws)`: the value of `f` at `y` and its Jacobian-vector products
+    with the stacked tangents `ws` (shape `(k, *y.shape)`).
+
+    By `jax.linearize` and a `vmap` of its `jvp` (forward mode). A function that only has a
+    reverse-mode rule (a `jax.custom_vjp`, such as `Sinkhorn` attention through ott-jax's implicit
+    differentiation) cannot be differentiated in forward mode; for it the full Jacobian is built
+    by `jax.jacrev` (`y.size` vector-Jacobian products) and multiplied with the tangents.
+    """
+    try:
+        value, jvp = jax.linearize(f, y)
+        return value, jax.vmap(jvp)(ws)
+    except TypeError as err:
+        if "custom_vjp" not in str(err):
+            raise
+    matrix = jax.jacrev(lambda z: f(z.reshape(y.shape)).reshape(-1))(y.reshape(-1))
+    return f(y), (ws.reshape(len(ws), -1) @ matrix.T).reshape(ws.shape)
+
+
 def jacobian(field, x, t=0.0, args=None) -> jax.Array:
-    """The Jacobian of `field(t, ., args)` at `x`, by `jax.jacfwd`, as a `(x.size, x.size)` matrix
-    (rows and columns are `x.reshape(-1)`'s entries)."""
+    """The Jacobian of `field(t, ., args)` at `x`, by `jax.jacfwd` (`jax.jacrev` for fields
+    with only a reverse-mode rule, see `value_and_jvps`), as a `(x.size, x.size)` matrix (rows
+    and columns are `x.reshape(-1)`'s entries)."""
     x = jnp.asarray(x)
-    flat = jax.jacfwd(lambda y: field(t, y.reshape(x.shape), args).reshape(-1))
-    return flat(x.reshape(-1))
+    flat = lambda y: field(t, y.reshape(x.shape), args).reshape(-1)  # noqa: E731
+    try:
+        return jax.jacfwd(flat)(x.reshape(-1))
+    except TypeError as err:
+        if "custom_vjp" not in str(err):
+            raise
+    return jax.jacrev(flat)(x.reshape(-1))
 
 
 def tangent_jacobian(field, x, t=0.0, args=None) -> tuple[jax.Array, jax.Array]:
     """`(B^T J B, B)`: the Jacobian restricted to the tangent space of `(S^{d-1})^n` at `x`, in
     the orthonormal basis `B = tangent_basis(x)`; `J v` is computed for the columns `v` of `B`
-    only (`jax.jvp`), never the full `J`."""
+    only (`value_and_jvps`: `jax.jvp`), never the full `J`."""
     basis = tangent_basis(x)
-    _, jvp = jax.linearize(lambda y: field(t, y, args), x)
-    image = jax.vmap(lambda v: jvp(v.reshape(x.shape)).reshape(-1), in_axes=1, out_axes=1)(basis)
-    return basis.T @ image, basis
+    columns = basis.T.reshape(-1, *x.shape)
+    _, image = value_and_jvps(lambda y: field(t, y, args), x, columns)
+    return basis.T @ image.reshape(len(columns), -1).T, basis
