@@ -396,3 +396,28 @@ def test_sinkhorn_has_only_a_reverse_rule_and_still_linearizes(getkey):
     np.testing.assert_allclose(result.eigenvalues, -1.0, atol=1e-8)
     spectrum = lyapunov_spectrum(field, x, 2.0, k=2)
     assert np.all(np.isfinite(spectrum.exponents))
+
+
+@pytest.mark.parametrize("solver", ["tsit5", "layers"])
+def test_exponents_are_differentiable_in_beta(getkey, solver):
+    # reverse mode through the QR intervals (diffrax's checkpointed adjoint, or the layer scan),
+    # against central differences: a search over beta with optax can use the gradient
+    x0 = af.sphere.uniform(getkey(), 5, 3)
+
+    def total(beta):
+        spectrum = lyapunov_spectrum(
+            af.SA(beta),
+            x0,
+            3.0,
+            k=2,
+            rtol=1e-10,
+            atol=1e-12,
+            solver=solver,
+            dt0=0.1 if solver == "layers" else None,
+        )
+        return spectrum.exponents.sum()
+
+    eps = 1e-5
+    np.testing.assert_allclose(
+        jax.grad(total)(2.0), (total(2.0 + eps) - total(2.0 - eps)) / (2 * eps), rtol=1e-6
+    )

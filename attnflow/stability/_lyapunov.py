@@ -109,7 +109,9 @@ def lyapunov_spectrum(
         A `LyapunovSpectrum` with `.exponents` (largest first), `.history` and `.ts`.
 
     Works under `jax.jit` and `jax.vmap` (over `y0` and over array leaves of `field` such as
-    `beta`): the times and `k` are static, values are checked with `eqx.error_if`.
+    `beta`): the times and `k` are static, values are checked with `eqx.error_if`. The exponents
+    are differentiable in reverse mode (through diffrax's checkpointed adjoint and the QRs), so
+    `jax.grad` of an exponent with respect to `beta` or weights can drive an optax search.
     Reference: Benettin, Galgani, Giorgilli, Strelcyn, Meccanica 15 (1980).
     """
     if not callable(field):
