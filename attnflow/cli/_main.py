@@ -20,8 +20,8 @@ from ._options import (
     _positive,
     _positive_int,
     _real,
-    _save,
     _sweep_kwargs,
+    _write,
 )
 
 
@@ -179,13 +179,13 @@ def _phase_diagram(args) -> str:
     arrays = {"betas": diagram.betas, "ts": diagram.ts, "prob": diagram.prob}
     if args.weights == "identity":
         arrays["gamma"] = diagram.gamma()
-    _save(args.out, diagram.config, **arrays)
-    written = [str(args.out)]
-    if args.plot is not None:
+
+    def draw(path):
         from attnflow.plotting import plot_phase_diagram
 
-        plot_phase_diagram(diagram, path=args.plot)
-        written.append(str(args.plot))
+        plot_phase_diagram(diagram, path=path)
+
+    wrote = _write(args, diagram.config, draw, **arrays)
     shutil.rmtree(partial)  # only once the data and the figure are written
     items = args.num_betas * args.samples
     return "\n".join(
@@ -195,7 +195,7 @@ def _phase_diagram(args) -> str:
             f"{args.beta_max:g}] x {args.samples} samples, t in [0, {ts[-1]:g}], h = {args.h:g}"
             f": {elapsed:.1f} s ({items / elapsed:.0f} samples/s)",
             *_boundary(diagram),
-            "  wrote " + ", ".join(written),
+            wrote,
         ]
     )
 
@@ -255,27 +255,28 @@ def _figure3(args) -> str:
         lines.append(f"  d = {d}: {time.perf_counter() - start:.1f} s")
     config = {"dims": list(args.dims), **diagrams[0].config}
     config.pop("d")
-    _save(
-        args.out,
+
+    def draw(path):
+        from attnflow.plotting import plot_figure3
+
+        plot_figure3(diagrams, path=path)
+
+    wrote = _write(
+        args,
         config,
+        draw,
         dims=np.asarray(args.dims),
         betas=betas,
         ts=diagrams[0].ts,
         prob=np.stack([p.prob for p in diagrams]),
         gamma=diagrams[0].gamma(),
     )
-    written = [str(args.out)]
-    if args.plot is not None:
-        from attnflow.plotting import plot_figure3
-
-        plot_figure3(diagrams, path=args.plot)
-        written.append(str(args.plot))
     shutil.rmtree(partial)  # only once the data and the figure are written
     head = (
         f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "
         f"t in [0, {ts[-1]:g}], h = {args.h:g}, d in {args.dims}"
     )
-    return "\n".join([head, *lines, "  wrote " + ", ".join(written)])
+    return "\n".join([head, *lines, wrote])
 
 
 def _metastability(args) -> str:
@@ -300,22 +301,23 @@ def _metastability(args) -> str:
         **kwargs,
     )
     elapsed = time.perf_counter() - start
-    _save(
-        args.out,
+
+    def draw(path):
+        from attnflow.plotting import plot_metastability
+
+        snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
+        plot_metastability(study, snapshots=snapshots, path=path)
+
+    wrote = _write(
+        args,
         study.config,
+        draw,
         betas=study.betas,
         ts=study.ts,
         clusters=study.clusters,
         energy=study.energy,
         xs=study.xs,
     )
-    written = [str(args.out)]
-    if args.plot is not None:
-        from attnflow.plotting import plot_metastability
-
-        snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
-        plot_metastability(study, snapshots=snapshots, path=args.plot)
-        written.append(str(args.plot))
     lines = [
         f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
         f"t in [0, {study.ts[-1]:g}], h = {args.h:g}: {elapsed:.1f} s"
@@ -326,7 +328,7 @@ def _metastability(args) -> str:
             f"{v}: {c / args.samples:.0%}" for v, c in zip(values, counts, strict=True)
         )
         lines.append(f"  beta = {beta:g}: clusters at t = {study.ts[-1]:g}: {share}")
-    lines.append("  wrote " + ", ".join(written))
+    lines.append(wrote)
     return "\n".join(lines)
 
 
@@ -378,14 +380,13 @@ def _simulate(args) -> str:
         lines.append(
             f"  pairwise cosines at t = {ts[-1]:g}: min {off.min():.6f}, mean {off.mean():.6f}"
         )
-    _save(args.out, config, **data)
-    written = [str(args.out)]
-    if args.plot is not None:
+
+    def draw(path):
         from attnflow.plotting import plot_trajectory
 
-        plot_trajectory(traj, args.beta, path=args.plot)
-        written.append(str(args.plot))
-    lines.append("  wrote " + ", ".join(written))
+        plot_trajectory(traj, args.beta, path=path)
+
+    lines.append(_write(args, config, draw, **data))
     return "\n".join(lines)
 
 
@@ -424,22 +425,23 @@ def _normalization(args) -> str:
             f"  {name}: 1 - mean cosine at t = {args.t1:g}: {gaps[name][-1]:.3g} "
             f"(equiangular: {predictions[name][-1]:.3g})"
         )
-    _save(
-        args.out,
+
+    def draw(path):
+        from attnflow.plotting import plot_normalization
+
+        title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
+        plot_normalization(ts, gaps, predictions, title=title, path=path)
+
+    wrote = _write(
+        args,
         {k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")},
+        draw,
         ts=ts,
         **{f"gap_{k}": v for k, v in gaps.items()},
         **{f"equiangular_{k}": v for k, v in predictions.items()},
     )
-    written = [str(args.out)]
-    if args.plot is not None:
-        from attnflow.plotting import plot_normalization
-
-        title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
-        plot_normalization(ts, gaps, predictions, title=title, path=args.plot)
-        written.append(str(args.plot))
     head = f"attnflow normalization: n = {args.n}, d = {args.d}, beta = {args.beta:g}"
-    return "\n".join([head, *lines, "  wrote " + ", ".join(written)])
+    return "\n".join([head, *lines, wrote])
 
 
 def _long_context(args) -> str:
@@ -455,13 +457,13 @@ def _long_context(args) -> str:
     gammas = np.linspace(0.0, args.gamma_max, args.points)
     cosine = np.asarray(af.long_context_cosine(args.n, rhos[None, :], gammas[:, None]))
     config = {"n": args.n, "gamma_max": args.gamma_max, "points": args.points}
-    _save(args.out, config, rhos=rhos, gammas=gammas, cosine=cosine)
-    written = [str(args.out)]
-    if args.plot is not None:
+
+    def draw(path):
         from attnflow.plotting import plot_long_context
 
-        plot_long_context(rhos, gammas, cosine, n=args.n, path=args.plot)
-        written.append(str(args.plot))
+        plot_long_context(rhos, gammas, cosine, n=args.n, path=path)
+
+    wrote = _write(args, config, draw, rhos=rhos, gammas=gammas, cosine=cosine)
     rho = 0.5
     limits = [float(af.long_context_cosine(args.n, rho, g / (1 - rho))) for g in (0.5, 1.0, 2.0)]
     return "\n".join(
@@ -469,7 +471,7 @@ def _long_context(args) -> str:
             f"attnflow long-context: n = {args.n:.3g}, {args.points} x {args.points} grid",
             f"  rho = 0.5, gamma = 1, 2, 4 (critical 2): output cosine {limits[0]:.6f}, "
             f"{limits[1]:.6f}, {limits[2]:.6f} (limits 1, 0.8, 0.5)",
-            "  wrote " + ", ".join(written),
+            wrote,
         ]
     )
 

@@ -168,6 +168,16 @@ def _save(path: Path, config: dict, **arrays) -> None:
     atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))
 
 
+def _write(args, config: dict, draw, **arrays) -> str:
+    """Write the npz (`_save`) and, if --plot was given, the figure by `draw(path)`; returns the
+    report line naming what was written."""
+    _save(args.out, config, **arrays)
+    if args.plot is None:
+        return f"  wrote {args.out}"
+    draw(args.plot)
+    return f"  wrote {args.out}, {args.plot}"
+
+
 def _sweep_kwargs(args) -> dict:
     return {
         "devices": args.devices,

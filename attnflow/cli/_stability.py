@@ -11,9 +11,9 @@ from ._options import (
     _partial,
     _positive,
     _positive_int,
-    _save,
     _setup,
     _sweep_kwargs,
+    _write,
 )
 
 _FLOW_TIMES = (0.0, 1.0, 3.0, 10.0)  # guesses: random tokens, and the flow's states from them
@@ -158,24 +158,25 @@ def _lyapunov(args) -> str:
     )
     exponents = np.asarray(spectrum.exponents)
     elapsed = time.perf_counter() - start
-    _save(
-        args.out,
-        _config(args),
-        exponents=exponents,
-        history=np.asarray(spectrum.history),
-        ts=np.asarray(spectrum.ts),
-        x0=np.asarray(x0),
-    )
-    written = [str(args.out)]
-    if args.plot is not None:
+
+    def draw(path):
         from attnflow.plotting import plot_lyapunov
 
         title = (
             f"{args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}: "
             f"{len(exponents)} of {spectrum.dimension} exponents"
         )
-        plot_lyapunov(spectrum, title=title, path=args.plot)
-        written.append(str(args.plot))
+        plot_lyapunov(spectrum, title=title, path=path)
+
+    wrote = _write(
+        args,
+        _config(args),
+        draw,
+        exponents=exponents,
+        history=np.asarray(spectrum.history),
+        ts=np.asarray(spectrum.ts),
+        x0=np.asarray(x0),
+    )
     change = np.abs(spectrum.history[-1] - spectrum.history[len(spectrum.history) // 2]).max()
     return "\n".join(
         [
@@ -187,7 +188,7 @@ def _lyapunov(args) -> str:
             *_rows(exponents),
             f"  sum {exponents.sum():+.6f}; largest change over the second half of the run: "
             f"{float(change):.2e}",
-            "  wrote " + ", ".join(written),
+            wrote,
         ]
     )
 
@@ -219,9 +220,16 @@ def _fixed_points(args) -> str:
     types = [af.stability.classify_fixed_point(field, x) for x in found.points]
     elapsed = time.perf_counter() - start
     kinds = np.asarray([t.kind for t in types])
-    _save(
-        args.out,
+
+    def draw(path):
+        from attnflow.plotting import plot_fixed_points
+
+        plot_fixed_points(found.points, types, path=path)
+
+    wrote = _write(
+        args,
         _config(args),
+        draw,
         points=found.points,
         residuals=found.residuals,
         counts=found.counts,
@@ -229,12 +237,6 @@ def _fixed_points(args) -> str:
         unstable_dims=np.asarray([t.unstable_dim for t in types], dtype=int),
         symmetry_dims=np.asarray([t.symmetry_dim for t in types], dtype=int),
     )
-    written = [str(args.out)]
-    if args.plot is not None:
-        from attnflow.plotting import plot_fixed_points
-
-        plot_fixed_points(found.points, types, path=args.plot)
-        written.append(str(args.plot))
     lines = [
         f"attnflow fixed-points: {args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}, "
         f"{len(guesses)} guesses, {args.solver}: {len(found)} equilibria (modulo "
@@ -248,7 +250,7 @@ def _fixed_points(args) -> str:
             f"  {i:3d}  {kind.kind:<10}  {kind.unstable_dim:8d}  {kind.symmetry_dim:8d}  "
             f"{top:+14.6f}  {cosine:+10.6f}  {found.residuals[i]:8.1e}  {found.counts[i]:5d}"
         )
-    lines.append("  wrote " + ", ".join(written))
+    lines.append(wrote)
     return "\n".join(lines)
 
 
@@ -280,20 +282,21 @@ def _ftle(args) -> str:
         **kwargs,
     )
     elapsed = time.perf_counter() - start
-    _save(
-        args.out,
+
+    def draw(path):
+        from attnflow.plotting import plot_ftle
+
+        plot_ftle(diagram, path=path)
+
+    wrote = _write(
+        args,
         diagram.config,
+        draw,
         betas=diagram.betas,
         ts=diagram.ts,
         ftle=diagram.ftle,
         local=diagram.local,
     )
-    written = [str(args.out)]
-    if args.plot is not None:
-        from attnflow.plotting import plot_ftle
-
-        plot_ftle(diagram, path=args.plot)
-        written.append(str(args.plot))
     shutil.rmtree(partial)  # only once the data and the figure are written
     local = diagram.local.mean(axis=1)
     lines = [
@@ -307,5 +310,5 @@ def _ftle(args) -> str:
         lines.append(
             f"  beta = {betas[b]:.3g}: mean local exponent max {local[b].max():+.4f}, {last}"
         )
-    lines.append("  wrote " + ", ".join(written))
+    lines.append(wrote)
     return "\n".join(lines)
