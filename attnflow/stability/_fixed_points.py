@@ -11,7 +11,7 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
-from .._checks import as_float_array, check_value, positive_int
+from .._checks import as_float_array, positive_int
 from ..sphere import normalize
 from ._tangent import check_state, jacobian, on_product_of_spheres, tangent_jacobian
 
@@ -159,24 +159,21 @@ def find_fixed_points(
         raise ValueError(f"field must be a callable field(t, x, args); got {field!r:.80}")
     guesses = as_float_array(guesses, "guesses")
     sphere = on_product_of_spheres(field)
-    if sphere:
-        if guesses.ndim != 3:
-            raise ValueError(
-                f"guesses must have shape (G, n, d) for a sphere field; got shape {guesses.shape}"
-            )
-        check_value(
-            guesses,
-            ~jnp.all(jnp.isfinite(guesses)) | jnp.any(jnp.linalg.norm(guesses, axis=-1) == 0),
-            "guesses must be finite with nonzero rows",
+    if sphere and guesses.ndim != 3:
+        raise ValueError(
+            f"guesses must have shape (G, n, d) for a sphere field; got shape {guesses.shape}"
         )
-        guesses = normalize(guesses)
     if guesses.ndim < 2 or guesses.shape[0] < 1:
         raise ValueError(
             f"guesses must have shape (G, *state) with G >= 1 guesses; got shape {guesses.shape}"
         )
-    check_state(field, guesses[0], "guesses[0]", t, args)
     if not bool(jnp.all(jnp.isfinite(guesses))):
         raise ValueError("guesses must hold only finite numbers")
+    if sphere:
+        if bool(jnp.any(jnp.linalg.norm(guesses, axis=-1) == 0)):
+            raise ValueError("guesses must have nonzero rows (tokens are normalized onto S^{d-1})")
+        guesses = normalize(guesses)
+    check_state(field, guesses[0], "guesses[0]", t, args)
     if modulo not in MODULO:
         raise ValueError(f"modulo must be one of {MODULO}; got {modulo!r}")
     if modulo is not None and not sphere:
