@@ -14,7 +14,12 @@ from . import (
     sweep as sweep,
 )
 from ._sde import simulate_sde as simulate_sde
-from ._simulate import Trajectory as Trajectory, ode_solvers as ode_solvers, simulate as simulate
+from ._simulate import (
+    STATUS as STATUS,
+    Trajectory as Trajectory,
+    ode_solvers as ode_solvers,
+    simulate as simulate,
+)
 from .analysis import (
     crossing_time as crossing_time,
     equiangular_rho as equiangular_rho,

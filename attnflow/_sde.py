@@ -80,4 +80,4 @@ def _simulate_sde(field, x0, ts, kappa, key, dt0, save, max_steps) -> Trajectory
         saveat=diffrax.SaveAt(ts=ts, fn=lambda t, x, args: statistic(t, normalize(x))),
         max_steps=max_steps,
     )
-    return Trajectory(ts=ts, xs=solution.ys)
+    return Trajectory(ts=ts, xs=solution.ys, status=jnp.zeros((), jnp.int32))

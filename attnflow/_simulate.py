@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, PyTree
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from ._checks import as_float_array, check_value, is_traced
 from .fields import AbstractField, AbstractLayerField
@@ -22,11 +22,24 @@ class Trajectory(eqx.Module):
 
     `ts`: the save times, shape `(T,)`. `xs`: the state at each save time, shape `(T, n, d)`
     (`(T, n)` for angle fields), or, when `simulate` was given `save`, the statistic
-    `save(t, x)` stacked along a leading axis of length `T`.
+    `save(t, x)` stacked along a leading axis of length `T`. `status`: an int32 scalar, 0 when
+    the run succeeded, otherwise the index of its failure in `STATUS` (with `throw=False`).
     """
 
     ts: Float[Array, " T"]
     xs: PyTree
+    status: Int[Array, ""]
+
+
+# What `Trajectory.status` means; `throw=False` reports these instead of raising.
+STATUS = ("ok", "solver failed (max_steps reached or step size too small)", "non-finite state")
+SOLVER_FAILED, NON_FINITE = 1, 2
+
+
+def state_status(x, status=0) -> Array:
+    """`status` (0 by default), or `NON_FINITE` if it is 0 and the state `x` is not finite."""
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(x)]))
+    return jnp.where((status == 0) & ~finite, NON_FINITE, status).astype(jnp.int32)
 
 
 @functools.cache
@@ -98,6 +111,7 @@ def simulate(
     atol: float = 1e-8,
     save: Callable[[Array, Array], PyTree] | None = None,
     max_steps: int = 100_000,
+    throw: bool = True,
 ) -> Trajectory:
     """Evolve the tokens `x0` under `field` and return them at the times `ts`.
 
@@ -117,9 +131,16 @@ def simulate(
         save: optional statistic `save(t, x)`; if given, `Trajectory.xs` holds its values at
             the save times instead of the states, so a sweep never stores whole trajectories.
         max_steps: cap on the steps of an adaptive solve (diffrax raises past it).
+        throw: raise when the solve fails (the default); `False` returns the failure as data
+            instead, in `Trajectory.status` (see `STATUS`), as sweeps do: the save times after
+            a failed ODE solve hold `inf`, and a non-finite state is reported, never hidden.
 
     Returns:
-        A `Trajectory` with `.ts` (shape `(T,)`) and `.xs` (`(T, n, d)`, or `save`'s output).
+        A `Trajectory` with `.ts` (shape `(T,)`), `.xs` (`(T, n, d)`, or `save`'s output) and
+        `.status` (0 when the run succeeded).
+
+    `rtol`, `atol` and `dt0` are passed to the compiled code as arrays: new values do not
+    recompile.
 
     On the sphere: ODE solvers integrate the field as it is, with no projection of the state;
     its velocity is orthogonal to each token, so each norm is a first integral and drifts only
@@ -148,7 +169,15 @@ def simulate(
         if is_traced(ts):
             raise ValueError("ts must be concrete (not traced) with solver='layers'")
         steps = _layer_indices(np.asarray(ts), h)
-        return _simulate_layers(field, x0, ts, steps, h, save)
+        trajectory = _simulate_layers(field, x0, ts, steps, h, save)
+        if not throw:
+            return trajectory
+        return check_value(
+            trajectory,
+            trajectory.status != 0,
+            "the layers produced non-finite tokens (an overflow in the field); "
+            "pass throw=False to get them with Trajectory.status instead",
+        )
     solver = _solver(solver)
     rtol = _positive(rtol, "rtol", "relative tolerance")
     atol = _positive(atol, "atol", "absolute tolerance")
@@ -160,11 +189,17 @@ def simulate(
         )
     if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer; got {max_steps!r}")
-    return _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps))
+    if not isinstance(throw, bool):
+        raise ValueError(f"throw must be True or False; got {throw!r}")
+    rtol, atol = (jnp.asarray(tol, x0.dtype) for tol in (rtol, atol))
+    dt0 = None if dt0 is None else jnp.asarray(dt0, x0.dtype)
+    return _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps), throw)
 
 
 @eqx.filter_jit
-def _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, max_steps) -> Trajectory:
+def _simulate_ode(
+    field, x0, ts, solver, dt0, rtol, atol, save, max_steps, throw=True
+) -> Trajectory:
     if isinstance(solver, diffrax.AbstractAdaptiveSolver):
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
     else:
@@ -183,8 +218,10 @@ def _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, max_steps) -> Tr
         saveat=saveat,
         stepsize_controller=controller,
         max_steps=max_steps,
+        throw=throw,
     )
-    return Trajectory(ts=ts, xs=solution.ys)
+    failed = jnp.where(solution.result == diffrax.RESULTS.successful, 0, SOLVER_FAILED)
+    return Trajectory(ts=ts, xs=solution.ys, status=failed.astype(jnp.int32))
 
 
 @eqx.filter_jit
@@ -206,7 +243,8 @@ def _simulate_layers(
         return field.layer(k.astype(x.dtype) * h, x, h), None
 
     if until is not None:
-        return Trajectory(ts=ts, xs=_layers_until(one_layer, statistic, until, x0, ts, steps, h))
+        xs, last = _layers_until(one_layer, statistic, until, x0, ts, steps, h)
+        return Trajectory(ts=ts, xs=xs, status=state_status(last))
     offsets = np.asarray(steps) - steps[0]
     block = int(np.gcd.reduce(np.diff(offsets)))
 
@@ -216,9 +254,10 @@ def _simulate_layers(
         return x, statistic((start + block).astype(x.dtype) * h, x)
 
     first = statistic(ts[0], x0)
-    _, rest = jax.lax.scan(one_block, x0, jnp.arange(offsets[-1] // block))
+    last, rest = jax.lax.scan(one_block, x0, jnp.arange(offsets[-1] // block))
     stats = jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest)
-    return Trajectory(ts=ts, xs=jax.tree.map(lambda s: s[offsets // block], stats))
+    xs = jax.tree.map(lambda s: s[offsets // block], stats)
+    return Trajectory(ts=ts, xs=xs, status=state_status(last))
 
 
 def _layers_until(one_layer, statistic, until, x0, ts, steps, h):
@@ -227,6 +266,7 @@ def _layers_until(one_layer, statistic, until, x0, ts, steps, h):
     A `while_loop` over save times with a `fori_loop` of layers inside: under `vmap` it runs
     until the last item stops, so it pays off on chunks of similar items. Reverse-mode
     differentiation does not go through it; the `scan` path of `_simulate_layers` does.
+    Returns the statistics and the last state computed.
     """
     steps = jnp.asarray(steps)
     first = statistic(ts[0], x0)
@@ -243,10 +283,11 @@ def _layers_until(one_layer, statistic, until, x0, ts, steps, h):
         stats = jax.tree.map(lambda buffer, s: buffer.at[i + 1].set(s), stats, stat)
         return i + 1, x, stats, until(stat)
 
-    last, _, stats, _ = jax.lax.while_loop(running, step, (0, x0, stats, until(first)))
-    return jax.tree.map(
+    last, x, stats, _ = jax.lax.while_loop(running, step, (0, x0, stats, until(first)))
+    held = jax.tree.map(
         lambda s: jnp.where(
             (jnp.arange(len(ts)) > last).reshape(-1, *[1] * (s.ndim - 1)), s[last], s
         ),
         stats,
     )
+    return held, x

@@ -108,16 +108,24 @@ def test_two_runs_resuming_one_folder_at_once_with_different_chunks_cannot_both_
     by side, and a later resume added both (a probability reached 2)."""
     path = tmp_path / "s"
     first = run(
-        toy, 10, bytes_per_item=100, memory=300, store=Store(path, CONFIG, 10), progress=False
+        toy,
+        10,
+        batch=1,
+        bytes_per_item=100,
+        memory=300,
+        store=Store(path, CONFIG, 10),
+        progress=False,
     )
     assert next(first)[:2] == (0, 3)  # the first run holds the folder from here on
     with pytest.raises(ValueError, match="another attnflow run is writing to"):
-        run(toy, 10, bytes_per_item=100, memory=500, store=Store(path, CONFIG, 10))
+        run(toy, 10, batch=1, bytes_per_item=100, memory=500, store=Store(path, CONFIG, 10))
     rest = list(first)
     assert [(a, b) for a, b, _ in rest] == [(3, 6), (6, 9), (9, 10)]
     del first, rest
     with Store(path, CONFIG, 10) as store:
-        got = list(run(toy, 10, bytes_per_item=100, memory=500, store=store, progress=False))
+        got = list(
+            run(toy, 10, batch=1, bytes_per_item=100, memory=500, store=store, progress=False)
+        )
     np.testing.assert_array_equal(
         np.concatenate([r["square"] for *_, r in got]), np.arange(10) ** 2
     )
@@ -278,11 +286,21 @@ def test_a_chunk_damaged_after_opening_is_never_read(tmp_path):
 def test_run_recomputes_a_damaged_chunk(tmp_path, capfd):
     path = tmp_path / "s"
     list(
-        run(toy, 10, bytes_per_item=100, memory=300, store=Store(path, CONFIG, 10), progress=False)
+        run(
+            toy,
+            10,
+            batch=1,
+            bytes_per_item=100,
+            memory=300,
+            store=Store(path, CONFIG, 10),
+            progress=False,
+        )
     )
     chunk(path, 3, 6).write_bytes(bytes(100))
     with Store(path, CONFIG, 10) as store:
-        got = list(run(toy, 10, bytes_per_item=100, memory=300, store=store, progress=False))
+        got = list(
+            run(toy, 10, batch=1, bytes_per_item=100, memory=300, store=store, progress=False)
+        )
     assert [(a, b) for a, b, _ in got] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     np.testing.assert_array_equal(
         np.concatenate([r["square"] for *_, r in got]), np.arange(10) ** 2

@@ -16,8 +16,9 @@ import pytest
 import attnflow as af
 from attnflow.sweep import Store, chunk_size, run
 
-# A small phase diagram with several chunks (about 4.4 kB per item, so 20 kB holds 4 items).
-SMALL = dict(n=6, d=3, betas=[0.5, 3.0, 8.0], ts=[0.0, 1.0, 2.0, 4.0, 8.0, 12.0], samples=8)
+# A small phase diagram with several chunks (about 4.4 kB per item, so 20 kB holds 4 items,
+# rounded up to one batch of 16: five chunks of 72 items).
+SMALL = dict(n=6, d=3, betas=[0.5, 3.0, 8.0], ts=[0.0, 1.0, 2.0, 4.0, 8.0, 12.0], samples=24)
 
 
 def toy(index):
@@ -25,7 +26,7 @@ def toy(index):
 
 
 def test_run_yields_every_item_in_order_in_chunks_of_the_budget():
-    chunks = list(run(toy, 10, bytes_per_item=100, memory=300, progress=False))
+    chunks = list(run(toy, 10, batch=1, bytes_per_item=100, memory=300, progress=False))
     assert [(start, stop) for start, stop, _ in chunks] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     squares = np.concatenate([r["square"] for _, _, r in chunks])
     np.testing.assert_array_equal(squares, np.arange(10) ** 2)
@@ -35,7 +36,7 @@ def test_run_yields_every_item_in_order_in_chunks_of_the_budget():
 def test_an_underestimated_item_is_caught_by_xla_memory_analysis():
     """Each item outputs 8000 bytes but claims 1: chunks still fit 100 kB (12 items)."""
     big = lambda i: {"big": jnp.ones(1000) * i}  # noqa: E731
-    chunks = list(run(big, 100, bytes_per_item=1, memory=100_000, progress=False))
+    chunks = list(run(big, 100, batch=1, bytes_per_item=1, memory=100_000, progress=False))
     assert max(stop - start for start, stop, _ in chunks) == 12
     np.testing.assert_array_equal(np.concatenate([r["big"][:, 0] for *_, r in chunks]), range(100))
 
@@ -139,13 +140,13 @@ def test_resume_recomputes_nothing_and_gives_the_same_result(tmp_path, monkeypat
 def test_a_different_configuration_is_refused(tmp_path):
     key, store = jax.random.key(3), tmp_path / "store"
     af.phase_diagram(key, **SMALL, store=store, progress=False)
-    with pytest.raises(ValueError, match=r"samples: 8 there, 9 now"):
-        af.phase_diagram(key, **{**SMALL, "samples": 9}, store=store, progress=False)
+    with pytest.raises(ValueError, match=r"samples: 24 there, 25 now"):
+        af.phase_diagram(key, **{**SMALL, "samples": 25}, store=store, progress=False)
     with pytest.raises(ValueError, match="key"):
         af.phase_diagram(jax.random.key(4), **SMALL, store=store, progress=False)
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["config"]["version"] == af.__version__
-    assert manifest["config"]["samples"] == 8
+    assert manifest["config"]["samples"] == 24
 
 
 def test_kill_9_while_running_loses_nothing(tmp_path):

@@ -69,6 +69,7 @@ def lyapunov_spectrum(
     atol: float = 1e-8,
     max_steps: int = 100_000,
     key: jax.Array | None = None,
+    throw: bool = True,
 ) -> LyapunovSpectrum:
     """The `k` largest Lyapunov exponents of `dy/dt = field(t, y, args)` from `y0`, over `[t0, t1]`.
 
@@ -104,6 +105,8 @@ def lyapunov_spectrum(
         key: a PRNG key for the random initial tangent vectors (default `PRNGKey(1980)`, not
             0: with the key that drew `y0`, the first tangent vector would be `y0` itself, which
             the projection onto the tangent space kills).
+        throw: raise when a solve fails or the sums are not finite (the default); `False`
+            returns non-finite estimates instead, for sweeps that record failures as data.
 
     Returns:
         A `LyapunovSpectrum` with `.exponents` (largest first), `.history` and `.ts`.
@@ -138,6 +141,8 @@ def lyapunov_spectrum(
         )
     if key is None:
         key = jax.random.PRNGKey(1980)
+    if not isinstance(throw, bool):
+        raise ValueError(f"throw must be True or False; got {throw!r}")
     if isinstance(solver, str) and solver.lower() == LAYERS:
         if not isinstance(field, AbstractLayerField):
             raise ValueError(
@@ -167,12 +172,13 @@ def lyapunov_spectrum(
         step = _ODEStep(
             solver,
             dt0,
-            _positive(rtol, "rtol", "relative tolerance"),
-            _positive(atol, "atol", "absolute tolerance"),
+            jnp.asarray(_positive(rtol, "rtol", "relative tolerance"), y0.dtype),
+            jnp.asarray(_positive(atol, "atol", "absolute tolerance"), y0.dtype),
             positive_int(max_steps, "max_steps"),
+            throw,
         )
         m, skip = _intervals(t0, t1, every, transient)
-    return _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension)
+    return _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension, throw)
 
 
 class _ODEStep(eqx.Module):
@@ -186,9 +192,10 @@ class _ODEStep(eqx.Module):
 
     solver: diffrax.AbstractSolver
     dt0: float | None = eqx.field(static=True)
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
+    rtol: Array  # arrays, not static: new tolerances do not recompile
+    atol: Array
     max_steps: int = eqx.field(static=True)
+    throw: bool = eqx.field(static=True, default=True)
 
     @property
     def adaptive(self) -> bool:
@@ -220,6 +227,7 @@ class _ODEStep(eqx.Module):
                 else diffrax.ConstantStepSize()
             ),
             max_steps=self.max_steps,
+            throw=self.throw,
         )
         if self.adaptive:
             dt = (tb - ta) / jnp.maximum(solution.stats["num_accepted_steps"], 1)
@@ -254,7 +262,7 @@ def _orthonormalize(y, w, tangent: bool):
 
 
 @eqx.filter_jit
-def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension):
+def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension, throw=True):
     w0 = jax.random.normal(key, (k, *y0.shape), y0.dtype)
     w0, _ = _orthonormalize(y0, w0, tangent)
     grid = jnp.linspace(t0, t1, m + 1, dtype=y0.dtype)
@@ -267,12 +275,13 @@ def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension
 
     dt = jnp.asarray(step.first_dt((t1 - t0) / m), y0.dtype)
     _, growth = jax.lax.scan(interval, ((y0, w0), dt), jnp.arange(m))
-    growth = check_value(
-        growth,
-        ~jnp.all(jnp.isfinite(growth)),
-        "the Lyapunov sums are not finite: the trajectory or its tangents overflowed "
-        "(raise max_steps, lower every, or check the field)",
-    )
+    if throw:
+        growth = check_value(
+            growth,
+            ~jnp.all(jnp.isfinite(growth)),
+            "the Lyapunov sums are not finite: the trajectory or its tangents overflowed "
+            "(raise max_steps, lower every, or check the field)",
+        )
     ts = grid[skip + 1 :]
     history = jnp.cumsum(growth[skip:], axis=0) / (ts - grid[skip])[:, None]
     history = -jnp.sort(-history, axis=-1)

@@ -2,16 +2,19 @@
 is transiently unstable (metastability) on the phase diagram."""
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
 from .._checks import positive_int
-from .._simulate import LAYERS, _positive
+from .._simulate import LAYERS, _positive, state_status
 from ..stability import lyapunov_spectrum
-from ..sweep import DEFAULT_MEMORY, Store, run
-from ._phase_diagram import KINDS, WEIGHTS, check_study, phase_diagram_sample, study_config
+from ..sweep import DEFAULT_MEMORY, run
+from ._common import check_study, make_field, model, report, study_config
+from ._phase_diagram import WEIGHTS, _open, phase_diagram_sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +26,8 @@ class FTLEDiagram:
     `local[b, s, k]`: the same over the last interval `[ts[k-1], ts[k]]` only (`ts[-1] = 0`):
     positive while the tokens pass a saddle, e.g. a metastable configuration of several
     clusters, and 0 once they rest on the single cluster, whose rotations are neutral.
+    `status[b, s]`: 0 when the item's exponents are finite (see `attnflow.STATUS`); a failed
+    item's rows are NaN, never read as data, and reported by a `RuntimeWarning`.
     `config` holds every option, as written to disk.
     """
 
@@ -31,6 +36,39 @@ class FTLEDiagram:
     ftle: np.ndarray
     local: np.ndarray
     config: dict
+    status: np.ndarray
+
+
+class FTLEItem(eqx.Module):
+    """One item of `ftle_diagram`: the static configuration, hashable (compiled once); the
+    traced values `betas` and `key` come in `args`."""
+
+    n: int = eqx.field(static=True)
+    d: int = eqx.field(static=True)
+    samples: int = eqx.field(static=True)
+    weights: str = eqx.field(static=True)
+    kind: Callable = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+    every: float = eqx.field(static=True)
+    solver: str = eqx.field(static=True)
+    h: float | None = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def __call__(self, index, args):
+        x0, q, k, v = phase_diagram_sample(
+            args["key"],
+            index % self.samples,
+            n=self.n,
+            d=self.d,
+            weights=self.weights,
+            dtype=self.dtype,
+        )
+        field = make_field(self.kind, args["betas"][index // self.samples], q, k, v)
+        spectrum = lyapunov_spectrum(
+            field, x0, self.t1, k=1, every=self.every, solver=self.solver, dt0=self.h, throw=False
+        )
+        ftle = spectrum.history[:, 0]
+        return {"ftle": ftle, "status": state_status(ftle)}
 
 
 def ftle_diagram(
@@ -45,7 +83,7 @@ def ftle_diagram(
     weights: str = "identity",
     solver: str = LAYERS,
     h: float = 0.1,
-    kind: str = "SA",
+    kind="SA",
     dtype=None,
     memory: int = DEFAULT_MEMORY,
     devices=None,
@@ -70,7 +108,8 @@ def ftle_diagram(
         weights: `"identity"` or a random ensemble (see `phase_diagram`).
         solver, h: `"layers"` (the discrete transformer of step `h`, as in `phase_diagram`) or a
             diffrax solver name.
-        kind: `"SA"` or `"USA"`.
+        kind: a model of `attnflow.studies.MODELS` by name, or a callable
+            `(beta, Q, K, V) -> field` (see `phase_diagram`).
         dtype, memory, devices, store, progress: as in `phase_diagram`.
 
     Returns:
@@ -88,24 +127,18 @@ def ftle_diagram(
     if abs(intervals * every - t1) > 1e-9 * t1:
         raise ValueError(f"t1 must be a whole number of intervals every = {every}; got t1 = {t1}")
     ts = np.linspace(every, t1, intervals).astype(dtype)
-    field_of = KINDS[kind]
-    grid = jnp.asarray(betas)
-
-    def item(index):
-        x0, q, k, v = phase_diagram_sample(
-            key, index % samples, n=n, d=d, weights=weights, dtype=dtype
-        )
-        spectrum = lyapunov_spectrum(
-            field_of(grid[index // samples], q, k, v),
-            x0,
-            t1,
-            k=1,
-            every=every,
-            solver=solver,
-            dt0=h if layers else None,
-        )
-        return {"ftle": spectrum.history[:, 0]}
-
+    item = FTLEItem(
+        n=n,
+        d=d,
+        samples=samples,
+        weights=weights,
+        kind=model(kind)[0],
+        t1=t1,
+        every=every,
+        solver=LAYERS if layers else solver,
+        h=h if layers else None,
+        dtype=dtype.name,
+    )
     config = study_config("ftle", key, n, d, betas, ts, samples, None, kind, dtype)
     config |= {
         "t1": t1,
@@ -116,20 +149,26 @@ def ftle_diagram(
     }
     count = betas.size * samples
     ftle = np.zeros((count, ts.size), dtype)
+    status = np.zeros(count, np.int8)
     itemsize = np.dtype(dtype).itemsize
-    chunks = run(
-        item,
-        count,
-        bytes_per_item=itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
-        memory=memory,
-        devices=devices,
-        store=None if store is None else Store(store, config, count),
-        progress=progress,
-        desc=f"FTLE d={d}",
-    )
-    for start, stop, results in chunks:
-        ftle[start:stop] = results["ftle"]
-    ftle = ftle.reshape(betas.size, samples, ts.size)
+    with _open(store, config, count) as opened:
+        chunks = run(
+            item,
+            count,
+            args={"betas": jnp.asarray(betas), "key": key},
+            bytes_per_item=itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
+            memory=memory,
+            devices=devices,
+            store=opened,
+            progress=progress,
+            desc=f"FTLE d={d}",
+        )
+        for start, stop, results in chunks:
+            ftle[start:stop] = results["ftle"]
+            status[start:stop] = results["status"]
+    status = status.reshape(betas.size, samples)
+    ftle = np.where((status == 0)[..., None], ftle.reshape(betas.size, samples, ts.size), np.nan)
     growth = ftle * ts  # log growth over [0, t]
     local = np.diff(growth, axis=-1, prepend=0) / np.diff(ts, prepend=0)
-    return FTLEDiagram(betas=betas, ts=ts, ftle=ftle, local=local, config=config)
+    report(status, betas)
+    return FTLEDiagram(betas=betas, ts=ts, ftle=ftle, local=local, config=config, status=status)

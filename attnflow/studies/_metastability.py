@@ -1,18 +1,20 @@
 """`metastability`: clusters that live long before merging, on the circle (GLPR Fig. 4)."""
 
 import dataclasses
+import math
+from collections.abc import Callable
 
-import jax
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from .. import sphere
 from .._checks import as_float_array
 from .._simulate import LAYERS, _layer_indices, _simulate_layers
 from ..analysis import count_clusters
 from ..fields import energy
-from ..sweep import DEFAULT_MEMORY, item_key, run
-from ._phase_diagram import KINDS, check_study, study_config
+from ..sweep import DEFAULT_MEMORY, run
+from ._common import check_study, directions, make_field, model, report, study_config
+from ._phase_diagram import phase_diagram_sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +23,9 @@ class Metastability:
 
     `clusters[b, s, k]`: the number of clusters (`count_clusters` with `delta`) of realization
     `s` at `beta = betas[b]` and time `ts[k]`; `energy[b, s, k]`: its `E_beta`; `xs[b]`: the
-    whole trajectory of realization 0, shape `(T, n, 2)` on the circle (for pictures).
+    whole trajectory of realization 0, shape `(T, n, d)` (for pictures). `status[b, s]`: 0 when
+    the run ended with finite tokens (see `attnflow.STATUS`); failed items are reported by a
+    `RuntimeWarning`, and their rows should not be read as data.
     """
 
     betas: np.ndarray
@@ -30,10 +34,46 @@ class Metastability:
     energy: np.ndarray
     xs: np.ndarray
     config: dict
+    status: np.ndarray
+
+
+class MetastabilityItem(eqx.Module):
+    """One item of `metastability`: the static configuration, hashable (compiled once); the
+    traced values `betas`, `key`, `delta`, `ts` come in `args`."""
+
+    n: int = eqx.field(static=True)
+    d: int = eqx.field(static=True)
+    samples: int = eqx.field(static=True)
+    kind: Callable = eqx.field(static=True)
+    steps: tuple[int, ...] = eqx.field(static=True)
+    h: float = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def tokens(self, key, sample):
+        """Realization `sample`: the tokens of `phase_diagram_sample` with identity weights."""
+        return phase_diagram_sample(key, sample, n=self.n, d=self.d, dtype=self.dtype)[0]
+
+    def trajectory(self, beta, x0, ts, save):
+        field = make_field(self.kind, beta, None, None, None)
+
+        def statistic(t, x):
+            return save(t, directions(field, x))
+
+        return _simulate_layers(field, x0, ts, self.steps, self.h, statistic)
+
+    def __call__(self, index, args):
+        beta = args["betas"][index // self.samples]
+        x0 = self.tokens(args["key"], index % self.samples)
+
+        def save(t, x):
+            return {"clusters": count_clusters(x, args["delta"]), "energy": energy(x, beta)}
+
+        trajectory = self.trajectory(beta, x0, args["ts"], save)
+        return {**trajectory.xs, "status": trajectory.status}
 
 
 def metastability(
-    key: jax.Array,
+    key,
     *,
     n: int = 32,
     d: int = 2,
@@ -42,7 +82,7 @@ def metastability(
     samples: int = 256,
     delta: float = 1e-3,
     h: float = 0.1,
-    kind: str = "SA",
+    kind="SA",
     dtype=None,
     memory: int = DEFAULT_MEMORY,
     devices=None,
@@ -50,37 +90,47 @@ def metastability(
 ) -> Metastability:
     """Runs of `n` uniform tokens on `S^{d-1}` (the circle by default), `Q = K = V = I`,
     discrete layers of step `h`, at each `beta > 0`, with the number of clusters and the energy
-    at each save time (`ts`, default `0, 0.1, ..., 30`). Realization `s` starts from
-    `sphere.uniform(jax.random.fold_in(key, s), n, d)`, the same for every beta.
+    at each save time (`ts`, default `0, 0.1, ..., 30`). Realization `s` starts from the tokens
+    of `phase_diagram_sample(key, s, n=n, d=d)`: the same realizations as `phase_diagram` and
+    `ftle_diagram` with the same key, for every beta.
+
+    `kind`: any model of `attnflow.studies.MODELS` or a callable `(beta, Q, K, V) -> field`
+    (clusters and energies of the schemes in `R^d` are measured on the directions).
 
     At large beta the cluster count sits on plateaus while the energy climbs a staircase: the
     tokens gather fast into a few clusters that then merge slowly, one at a time.
     """
     n, d, samples, dtype, betas = check_study(n, d, samples, kind, delta, dtype, betas, True)
-    if not h > 0:
-        raise ValueError(f"h must be positive; got {h}")
+    if not (isinstance(h, float | int) and math.isfinite(h) and h > 0):
+        raise ValueError(f"h must be a finite positive number; got {h!r}")
     ts = np.arange(301) * h if ts is None else np.asarray(as_float_array(ts, "ts"), dtype=dtype)
-    steps = _layer_indices(ts, h)
-    field_of = KINDS[kind]
-    grid = jnp.asarray(betas)
-
-    def trajectory(beta, x0, save):
-        return _simulate_layers(field_of(beta), x0, jnp.asarray(ts), steps, h, save).xs
-
-    def item(index):
-        beta = grid[index // samples]
-        x0 = sphere.uniform(item_key(key, index % samples), n, d, dtype)
-        return trajectory(
-            beta, x0, lambda t, x: {"clusters": count_clusters(x, delta), "energy": energy(x, beta)}
-        )
-
+    ts = ts.astype(dtype)
+    item = MetastabilityItem(
+        n=n,
+        d=d,
+        samples=samples,
+        kind=model(kind)[0],
+        steps=_layer_indices(ts, h),
+        h=float(h),
+        dtype=dtype.name,
+    )
+    args = {
+        "betas": jnp.asarray(betas),
+        "key": key,
+        "delta": jnp.asarray(delta, dtype),
+        "ts": jnp.asarray(ts),
+    }
+    config = study_config("metastability", key, n, d, betas, ts, samples, delta, kind, dtype)
+    config |= {"solver": LAYERS, "h": float(h)}
     count = betas.size * samples
     clusters = np.zeros((count, ts.size), np.int32)
     energies = np.zeros((count, ts.size), dtype)
+    status = np.zeros(count, np.int8)
     itemsize = np.dtype(dtype).itemsize
     chunks = run(
         item,
         count,
+        args=args,
         bytes_per_item=itemsize * (12 * n * d + 10 * n * n + 2 * ts.size),
         memory=memory,
         devices=devices,
@@ -90,11 +140,14 @@ def metastability(
     for start, stop, results in chunks:
         clusters[start:stop] = results["clusters"]
         energies[start:stop] = results["energy"]
-    x0 = sphere.uniform(item_key(key, 0), n, d, dtype)
-    xs = np.stack([np.asarray(trajectory(beta, x0, None)) for beta in grid])
-    config = study_config("metastability", key, n, d, betas, ts, samples, delta, kind, dtype)
-    config |= {"solver": LAYERS, "h": float(h)}
+        status[start:stop] = results["status"]
+    x0 = item.tokens(key, 0)
+    xs = np.stack(
+        [np.asarray(item.trajectory(beta, x0, args["ts"], lambda t, x: x).xs) for beta in betas]
+    )
     shape = (betas.size, samples, ts.size)
+    status = status.reshape(betas.size, samples)
+    report(status, betas)
     return Metastability(
         betas=betas,
         ts=ts,
@@ -102,4 +155,5 @@ def metastability(
         energy=energies.reshape(shape),
         xs=xs,
         config=config,
+        status=status,
     )

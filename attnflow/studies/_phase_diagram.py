@@ -3,24 +3,32 @@ Figs. 3 and 5)."""
 
 import dataclasses
 import math
-import numbers
+from collections.abc import Callable
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import sphere
-from .._checks import as_float_array, positive_int
-from .._simulate import LAYERS, _layer_indices, _simulate_layers, simulate
+from .._checks import as_float_array
+from .._simulate import LAYERS, _layer_indices, _simulate_layers, simulate, state_status
 from ..analysis import crossing_time
-from ..fields import KINDS
 from ..sweep import DEFAULT_MEMORY, Store, item_key, run
+from ._common import check_study, directions, make_field, model, report, study_config
 
-# Items per device in a chunk, at most: a chunk stops when its last item has clustered, so
-# chunks of one beta's realizations stop together (128 loses nothing to kernel overheads).
+# Items per device in a chunk, at most: a batch stops when its last item has clustered, so
+# chunks of one beta's realizations stop together.
 _LARGEST = 128
-WEIGHTS = ("identity", "ginibre_psd", "goe_psd", "ginibre_qk", "goe_qk")
+WEIGHTS = (
+    "identity",
+    "ginibre_psd",
+    "goe_psd",
+    "ginibre_qk",
+    "goe_qk",
+    "ginibre_qk_published",
+)
 
 
 def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None):
@@ -30,6 +38,12 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
     - interaction `ginibre`: `Q^T K = G1 G2 / sqrt(d)`; `goe`: `Q^T K = (G + G^T) / sqrt(2)`;
     - value `psd`: `V = G3 G3^T / sqrt(d)`; `qk`: `V = Q^T K / sqrt(d)` (Ginibre) or
       `Q^T K / sqrt(d + 1)` (GOE), the scales of the code published with GLPR.
+    `"ginibre_qk_published"` is the Ginibre `qk` ensemble as that code computes it: it applies
+    the value matrix to row vectors, `x_j^T V`, which is `V^T x_j` in attnflow's convention
+    (`V x_j`), so its value matrix is `(Q^T K)^T / sqrt(d)`. For the symmetric ensembles (GOE,
+    `psd`) the two conventions agree; for Ginibre `qk` they give different dynamics (at
+    `beta = 5`, `t = 15`, `n = 32`, `d = 64`, P(clustered pair) is about 0.20 with `V = Q^T K`
+    and 0.40 with its transpose; see the README).
     Returned as `Q = (Q^T K)^T`, `K = None` (identity), which gives the same logits
     `<Q x_i, K x_j> = x_i^T (Q^T K) x_j`. `"identity"` gives `(None, None, None)`.
     """
@@ -39,7 +53,7 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
         return None, None, None
     dtype = dtype or jnp.result_type(float)
     k1, k2, k3 = jax.random.split(key, 3)
-    interaction, value = weights.split("_")
+    interaction, value, *published = weights.split("_")
     g1 = jax.random.normal(k1, (d, d), dtype)
     if interaction == "ginibre":
         qk = g1 @ jax.random.normal(k2, (d, d), dtype) / math.sqrt(d)
@@ -50,11 +64,14 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
         v = g3 @ g3.T / math.sqrt(d)
     else:  # the scale of the GLPR code: sqrt(d) (Ginibre), sqrt(d + 1) (GOE)
         v = qk / math.sqrt(d if interaction == "ginibre" else d + 1)
+    if published:  # the GLPR code's row-vector convention: x_j^T V = (V^T x_j)^T
+        v = v.T
     return qk.T, None, v
 
 
 def phase_diagram_sample(key: jax.Array, index, *, n: int, d: int, weights="identity", dtype=None):
-    """Realization `index` of a phase diagram: `(x0, Q, K, V)`.
+    """Realization `index` of a phase diagram (and of `metastability` and `ftle_diagram`):
+    `(x0, Q, K, V)`.
 
     Its key is `jax.random.fold_in(key, index)`, split in two: uniform tokens on `S^{d-1}` from
     the first, `random_weights` from the second. Every `beta` uses the same realizations.
@@ -78,37 +95,92 @@ def span_coordinates(x: jax.Array) -> jax.Array:
 class PhaseDiagram:
     """Mean fraction of clustered pairs over time and temperature.
 
-    `prob[b, k]`: over the realizations, the mean fraction of pairs `i != j` with
-    `<x_i(ts[k]), x_j(ts[k])> >= 1 - delta` at `beta = betas[b]`. `config` holds every option
-    (and the seed), as written to disk.
+    `prob[b, k]`: over the realizations that succeeded, the mean fraction of pairs `i != j`
+    with `<x_i(ts[k]), x_j(ts[k])> >= 1 - delta` at `beta = betas[b]` (NaN where every
+    realization of that beta failed). `status[b, s]`: 0 when realization `s` at `betas[b]`
+    ran to the end with finite tokens, otherwise the index of its failure in
+    `attnflow.STATUS` (a solver that hit `max_steps`, a non-finite state); failed items are
+    left out of `prob`, never counted as unclustered, and `phase_diagram` warns about them.
+    `config` holds every option (and the seed), as written to disk.
     """
 
     betas: np.ndarray
     ts: np.ndarray
     prob: np.ndarray
     config: dict
+    status: np.ndarray
+
+    @property
+    def failed(self) -> np.ndarray:
+        """The `(beta index, sample)` pairs of the failed items, shape `(F, 2)`."""
+        return np.argwhere(self.status != 0)
 
     def gamma(self, betas=None) -> np.ndarray:
         """The curve `Gamma` at `betas` (default `self.betas`): the time at which the
         equiangular solution with `rho(0) = 0` reaches `1 - delta` (GLPR Thm 6.9: the limit
-        of the boundary as `d` grows)."""
+        of the boundary as `d` grows). Defined for SA and USA (ValueError otherwise)."""
         c = self.config
         betas = self.betas if betas is None else np.asarray(betas)
         return np.asarray(crossing_time(jnp.asarray(betas), c["n"], c["delta"], kind=c["kind"]))
-
-
-def _key_data(key) -> list[int]:
-    if isinstance(key, numbers.Integral):
-        raise ValueError("key must be a JAX random key, e.g. jax.random.key(0); got an int")
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return np.asarray(key).ravel().tolist()
 
 
 def close_pair_count(x: jax.Array, delta) -> jax.Array:
     """Number of ordered pairs `i != j` with `<x_i, x_j> >= 1 - delta` (int32)."""
     close = x @ x.T >= 1 - delta
     return (jnp.sum(close) - jnp.sum(jnp.diagonal(close))).astype(jnp.int32)
+
+
+class PhaseItem(eqx.Module):
+    """One item of a phase diagram, `(index, args) -> {"close": (T,), "status": ()}`: the static
+    configuration (sizes, model, solver), hashable, so the sweep engine compiles it once and
+    reuses the executable; `args` holds the traced values: `betas`, `key`, `delta`, `ts`."""
+
+    n: int = eqx.field(static=True)
+    d: int = eqx.field(static=True)
+    samples: int = eqx.field(static=True)
+    weights: str = eqx.field(static=True)
+    kind: Callable = eqx.field(static=True)
+    solver: str = eqx.field(static=True)
+    steps: tuple[int, ...] | None = eqx.field(static=True)
+    h: float | None = eqx.field(static=True)
+    reduce: bool = eqx.field(static=True)
+    stop_early: bool = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def __call__(self, index, args):
+        beta = args["betas"][index // self.samples]
+        x0, q, k, v = phase_diagram_sample(
+            args["key"],
+            index % self.samples,
+            n=self.n,
+            d=self.d,
+            weights=self.weights,
+            dtype=self.dtype,
+        )
+        if self.reduce:
+            x0 = span_coordinates(x0)
+        field = make_field(self.kind, beta, q, k, v)
+        delta, ts = args["delta"], args["ts"]
+
+        def statistic(t, x):
+            return {"close": close_pair_count(directions(field, x), delta)}
+
+        if self.steps is not None:
+            all_close = self.n * (self.n - 1)
+            until = (lambda s: s["close"] == all_close) if self.stop_early else None
+            trajectory = _simulate_layers(field, x0, ts, self.steps, self.h, statistic, until)
+            return {"close": trajectory.xs["close"], "status": trajectory.status}
+
+        # diffrax fills its save buffer with inf before writing, so save a float count.
+        def float_count(t, x):
+            return statistic(t, x)["close"].astype(x.dtype)
+
+        trajectory = simulate(field, x0, ts, solver=self.solver, save=float_count, throw=False)
+        finite = jnp.isfinite(trajectory.xs)
+        return {
+            "close": jnp.where(finite, trajectory.xs, -1).astype(jnp.int32),
+            "status": state_status(trajectory.xs, trajectory.status),
+        }
 
 
 def phase_diagram(
@@ -123,7 +195,7 @@ def phase_diagram(
     weights: str = "identity",
     solver: str = LAYERS,
     h: float = 0.1,
-    kind: str = "SA",
+    kind="SA",
     dtype=None,
     memory: int = DEFAULT_MEMORY,
     devices=None,
@@ -139,12 +211,15 @@ def phase_diagram(
         betas: inverse temperatures (>= 0), shape `(B,)`. ts: save times, shape `(T,)`;
             multiples of `h` with `solver="layers"`; the runs start at `ts[0]`.
         samples: realizations per beta.
-        delta: pairs with `<x_i, x_j> >= 1 - delta` count as clustered.
+        delta: pairs with `<x_i, x_j> >= 1 - delta` count as clustered (measured on the
+            directions `x_i / |x_i|` for the schemes in `R^d`, Pre-LN and Peri-LN).
         weights: `"identity"` (`Q = K = V = I`) or a random ensemble drawn per realization,
             see `random_weights`.
         solver: `"layers"` (the discrete transformer with step `h`, as in GLPR) or a diffrax
             solver name (then `h` is ignored and the ODE is solved adaptively).
-        kind: `"SA"` or `"USA"`.
+        kind: a model of `attnflow.studies.MODELS` by name (`"SA"`, `"USA"`, `"PreLN"`,
+            `"PeriLN"`, `"nGPT"`, `"Sinkhorn"`, `"CausalSA"`, `"Hardmax"`, `"MultiHead"`), or a
+            callable `(beta, Q, K, V) -> field` (with `Q = K = V = None` for identity weights).
         dtype: float dtype of the computation (JAX's default float: float64 with x64 on).
         memory: peak working memory of the sweep, in bytes (2 GiB); it sets the chunk size.
         devices: how many (or which) JAX devices to shard the realizations over (all).
@@ -152,53 +227,57 @@ def phase_diagram(
             configuration is resumed, one with another configuration is refused.
         progress: a tqdm progress bar.
 
-    Exact shortcuts, both for `weights="identity"` only: for `d > n` the tokens are evolved in
-    coordinates of the span of `x0` (`span_coordinates`; inner products are unchanged), and with
-    `solver="layers"` a chunk stops as soon as all its pairs have clustered. Both rest on `V = I`:
-    each layer maps a token to a nonnegative combination of tokens, and if all inner products
-    are `>= rho >= 0` then so are those of `normalize(sum_k W_ik x_k)` with `W >= 0`, because
-    `<u_i, u_j> >= rho (sum W_i)(sum W_j) >= rho |u_i| |u_j|`. So a fully clustered
-    configuration stays fully clustered (with `delta <= 1`) and the rest of its row is 1.
+    Returns a `PhaseDiagram`; items that failed (see its `status`) are left out of `prob` and
+    reported by a `RuntimeWarning`. Compiled once per static configuration: a second call with
+    other `betas` (of the same length), another key or `delta` reuses the executable.
+
+    Exact shortcuts, for `weights="identity"` and the models of `MODELS` only (a callable
+    `kind` gets none): for `d > n` the tokens are evolved in coordinates of the span of `x0`
+    (`span_coordinates`; inner products are unchanged), and with `solver="layers"` a batch
+    stops as soon as all its pairs have clustered. Both rest on `V = I` and on attention
+    weights that depend only on inner products: each layer maps a token to a nonnegative
+    combination of tokens (of directions, for Pre-LN and Peri-LN), and if all inner products
+    of unit vectors are `>= rho >= 0` then so are those of `normalize(sum_k W_ik x_k)` with
+    `W >= 0`, because `<u_i, u_j> >= rho (sum W_i)(sum W_j) >= rho |u_i| |u_j|`. So a fully
+    clustered configuration stays fully clustered (with `delta <= 1`) and the rest of its row
+    is 1.
     """
     n, d, samples, dtype, betas = check_study(n, d, samples, kind, delta, dtype, betas, False)
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
     ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
-    if ts.ndim != 1 or ts.size < 2 or not np.all(np.diff(ts) > 0):
+    if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) > 0):
         raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
     layers = isinstance(solver, str) and solver.lower() == LAYERS
     if layers:
-        if not h > 0:
-            raise ValueError(f"h must be positive; got {h}")
+        if not (isinstance(h, float | int) and math.isfinite(h) and h > 0):
+            raise ValueError(f"h must be a finite positive number; got {h!r}")
         steps = _layer_indices(ts, h)
+    elif not isinstance(solver, str):
+        raise ValueError(f"solver must be 'layers' or a diffrax solver name; got {solver!r}")
+    factory, name, proved = model(kind)
     identity = weights == "identity"
-    reduce = identity and d > n
+    reduce = identity and proved and d > n
     width = n if reduce else d
-    stop_early = identity and layers and delta <= 1
-    field_of = KINDS[kind]
-    all_close = n * (n - 1)
-    grid = jnp.asarray(betas)
-
-    def statistic(t, x):
-        return {"close": close_pair_count(x, delta)}
-
-    def item(index):
-        beta = grid[index // samples]
-        x0, q, k, v = phase_diagram_sample(
-            key, index % samples, n=n, d=d, weights=weights, dtype=dtype
-        )
-        if reduce:
-            x0 = span_coordinates(x0)
-        field = field_of(beta, q, k, v)
-        if layers:
-            until = (lambda s: s["close"] == all_close) if stop_early else None
-            trajectory = _simulate_layers(field, x0, ts, steps, h, statistic, until)
-            return trajectory.xs
-        # diffrax fills its save buffer with inf before writing, so save a float count.
-        float_count = lambda t, x: close_pair_count(x, delta).astype(x.dtype)  # noqa: E731
-        counts = simulate(field, x0, ts, solver=solver, save=float_count).xs
-        return {"close": counts.astype(jnp.int32)}
-
+    item = PhaseItem(
+        n=n,
+        d=d,
+        samples=samples,
+        weights=weights,
+        kind=factory,
+        solver=LAYERS if layers else solver,
+        steps=steps if layers else None,
+        h=float(h) if layers else None,
+        reduce=reduce,
+        stop_early=identity and proved and layers and delta <= 1,
+        dtype=dtype.name,
+    )
+    args = {
+        "betas": jnp.asarray(betas),
+        "key": key,
+        "delta": jnp.asarray(delta, dtype),
+        "ts": jnp.asarray(ts),
+    }
     itemsize = np.dtype(dtype).itemsize
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
     bytes_per_item = itemsize * working + 8 * ts.size
@@ -210,59 +289,41 @@ def phase_diagram(
     }
     count = betas.size * samples
     totals = np.zeros((betas.size, ts.size), np.int64)
-    chunks = run(
-        item,
-        count,
-        bytes_per_item=bytes_per_item,
-        memory=memory,
-        largest=_LARGEST,
-        devices=devices,
-        store=None if store is None else Store(store, config, count),
-        progress=progress,
-        desc=f"phase diagram d={d}",
-    )
-    for start, stop, results in chunks:
-        np.add.at(totals, np.arange(start, stop) // samples, results["close"])
-    prob = totals / (samples * all_close)
-    return PhaseDiagram(betas=betas, ts=ts, prob=prob, config=config)
-
-
-def check_study(n, d, samples, kind, delta, dtype, betas, positive: bool):
-    """Validate the options every study shares; returns `n, d, samples, dtype, betas`, with
-    `betas` a NumPy array of `dtype` of finite values `>= 0` (`> 0` if `positive`)."""
-    n = positive_int(n, "n", 2)
-    d = positive_int(d, "d", 2)
-    samples = positive_int(samples, "samples")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    if not 0 <= delta <= 2:
-        raise ValueError(f"delta must lie in [0, 2]; got {delta}")
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be a floating dtype; got {dtype}")
-    betas = np.asarray(as_float_array(betas, "betas"), dtype=dtype)
-    low, bound = (betas > 0, "> 0") if positive else (betas >= 0, ">= 0")
-    if betas.ndim != 1 or betas.size < 1 or not np.all(np.isfinite(betas) & low):
-        raise ValueError(
-            f"betas must be a non-empty 1-D array of finite values {bound}; got {betas}"
+    status = np.zeros(count, np.int8)
+    with _open(store, config, count) as opened:
+        chunks = run(
+            item,
+            count,
+            args=args,
+            bytes_per_item=bytes_per_item,
+            memory=memory,
+            largest=_LARGEST,
+            devices=devices,
+            store=opened,
+            progress=progress,
+            desc=f"phase diagram {name} d={d}",
         )
-    return n, d, samples, dtype, betas
+        for start, stop, results in chunks:
+            ok = results["status"] == 0
+            status[start:stop] = results["status"]
+            rows = np.arange(start, stop)[ok] // samples
+            np.add.at(totals, rows, results["close"][ok])
+    status = status.reshape(betas.size, samples)
+    succeeded = (status == 0).sum(axis=1)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = np.where(succeeded > 0, totals / (succeeded * n * (n - 1)), np.nan)
+    report(status, betas)
+    return PhaseDiagram(betas=betas, ts=ts, prob=prob, config=config, status=status)
 
 
-def study_config(study, key, n, d, betas, ts, samples, delta, kind, dtype) -> dict:
-    """The configuration a study records (JSON-ready), with its seed and the package version."""
-    from .. import __version__
+class _NoStore:
+    def __enter__(self):
+        return None
 
-    return {
-        "study": study,
-        "key": _key_data(key),
-        "n": n,
-        "d": d,
-        "betas": betas.tolist(),
-        "ts": ts.tolist(),
-        "samples": samples,
-        "delta": None if delta is None else float(delta),
-        "kind": kind,
-        "dtype": np.dtype(dtype).name,
-        "version": __version__,
-    }
+    def __exit__(self, *exception):
+        return None
+
+
+def _open(store, config: dict, count: int):
+    """The `Store` at `store` (a context manager that holds its lock), or none."""
+    return _NoStore() if store is None else Store(store, config, count)
