@@ -166,6 +166,7 @@ def test_phase_diagram_resume(tmp_path, capsys, monkeypatch):
     options, and continued with --resume to the same result as an uninterrupted run."""
     out, partial = tmp_path / "pd.npz", tmp_path / "pd.npz.partial"
     argv = ["phase-diagram", *TINY, "--d", "3", "--memory", "1e-5", "--out", str(out)]
+    argv[argv.index("--samples") + 1] = "40"  # 120 items: several chunks of one batch (16)
     argv += ["--plot", str(tmp_path / "pd.png")]
     assert run_cli(argv, capsys)[0] == 0  # tiny chunks
     with np.load(out) as data:
@@ -189,9 +190,9 @@ def test_phase_diagram_resume(tmp_path, capsys, monkeypatch):
     status, io = run_cli(argv, capsys)
     assert status == 2 and "holds an interrupted run: pass --resume" in io.err
     other = [*argv, "--resume"]
-    other[other.index("--samples") + 1] = "5"
+    other[other.index("--samples") + 1] = "41"
     status, io = run_cli(other, capsys)
-    assert status == 2 and "samples: 4 there, 5 now" in io.err
+    assert status == 2 and "samples: 40 there, 41 now" in io.err
     assert len(io.err.strip().splitlines()) == 1
     status, io = run_cli([*argv, "--resume"], capsys)
     assert status == 0, io.err

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_value
 from .._types import Angles, Points
 
 
@@ -15,15 +15,20 @@ def _points(x) -> Array:
     return x
 
 
-def _check_delta(delta) -> None:
-    if not 0 <= delta <= 2:
-        raise ValueError(f"delta must lie in [0, 2]; got {delta}")
+def _check_delta(delta):
+    """`delta` checked to lie in [0, 2] (when traced, as sweeps pass it, under jit)."""
+    delta = as_float_array(delta, "delta")
+    if delta.ndim != 0:
+        raise ValueError(f"delta must be a scalar; got shape {delta.shape}")
+    return check_value(
+        delta, ~((delta >= 0) & (delta <= 2)), "delta must lie in [0, 2]", lambda: f"; got {delta}"
+    )
 
 
 def close_pairs(x: Points, delta: float = 1e-3) -> Bool[Array, "n n"]:
     """The graph `<x_i, x_j> >= 1 - delta` (with the diagonal)."""
     x = _points(x)
-    _check_delta(delta)
+    delta = _check_delta(delta)
     return x @ x.T >= 1 - delta
 
 

@@ -5,13 +5,16 @@ import sys
 import time
 from pathlib import Path
 
-from ..studies import WEIGHTS
+from ..studies import MODELS, WEIGHTS
 from . import _stability
 from ._options import (
     _add_beta_range,
     _add_outputs,
     _add_sweep_options,
     _beta_grid,
+    _check_outputs,
+    _config,
+    _finished,
     _layer_times,
     _nonnegative,
     _output,
@@ -79,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     phase.add_argument("--d", type=_positive_int, default=32, help="dimension, >= 2 (32)")
     _add_beta_range(phase, 0.1, 9.0, 90)
     phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
-    phase.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
+    phase.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
     _add_sweep_options(phase, resume=True, samples=256, saves=151)
     _add_outputs(phase, "phase_diagram")
     phase.set_defaults(run=_phase_diagram)
@@ -109,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         "angles, the energy staircase, and the distribution of the number of clusters at t1.",
     )
     meta.add_argument("--betas", type=_positive, nargs="+", default=[4.0, 9.0], help="(4 9)")
+    meta.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
     _add_sweep_options(meta, resume=False, samples=256, saves=301)
     _add_outputs(meta, "metastability")
     meta.set_defaults(run=_metastability)
@@ -146,8 +150,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _phase_diagram(args) -> str:
-    import shutil
-
     import jax
 
     kwargs = _sweep_kwargs(args)
@@ -177,7 +179,8 @@ def _phase_diagram(args) -> str:
     )
     elapsed = time.perf_counter() - start
     arrays = {"betas": diagram.betas, "ts": diagram.ts, "prob": diagram.prob}
-    if args.weights == "identity":
+    arrays["status"] = diagram.status
+    if _has_gamma(diagram):
         arrays["gamma"] = diagram.gamma()
 
     def draw(path):
@@ -186,7 +189,7 @@ def _phase_diagram(args) -> str:
         plot_phase_diagram(diagram, path=path)
 
     wrote = _write(args, diagram.config, draw, **arrays)
-    shutil.rmtree(partial)  # only once the data and the figure are written
+    _finished(partial)  # only once the data and the figure are written
     items = args.num_betas * args.samples
     return "\n".join(
         [
@@ -200,12 +203,17 @@ def _phase_diagram(args) -> str:
     )
 
 
+def _has_gamma(diagram) -> bool:
+    """Whether the curve Gamma (the equiangular reduction) describes this diagram."""
+    return diagram.config["weights"] == "identity" and diagram.config["kind"] in ("SA", "USA")
+
+
 def _boundary(diagram) -> list[str]:
     """A few lines: where P(clustered pair) first reaches 1/2, against Gamma."""
     import numpy as np
 
     picks = np.unique(np.linspace(0, len(diagram.betas) - 1, 4).round().astype(int))
-    gamma = diagram.gamma() if diagram.config["weights"] == "identity" else None
+    gamma = diagram.gamma() if _has_gamma(diagram) else None
     lines = []
     for b in picks:
         above = np.nonzero(diagram.prob[b] >= 0.5)[0]
@@ -220,8 +228,6 @@ def _boundary(diagram) -> list[str]:
 
 
 def _figure3(args) -> str:
-    import shutil
-
     import jax
     import numpy as np
 
@@ -269,9 +275,10 @@ def _figure3(args) -> str:
         betas=betas,
         ts=diagrams[0].ts,
         prob=np.stack([p.prob for p in diagrams]),
+        status=np.stack([p.status for p in diagrams]),
         gamma=diagrams[0].gamma(),
     )
-    shutil.rmtree(partial)  # only once the data and the figure are written
+    _finished(partial)  # only once the data and the figure are written
     head = (
         f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "
         f"t in [0, {ts[-1]:g}], h = {args.h:g}, d in {args.dims}"
@@ -298,6 +305,7 @@ def _metastability(args) -> str:
         samples=args.samples,
         delta=args.delta,
         h=args.h,
+        kind=args.model,
         **kwargs,
     )
     elapsed = time.perf_counter() - start
@@ -317,6 +325,7 @@ def _metastability(args) -> str:
         clusters=study.clusters,
         energy=study.energy,
         xs=study.xs,
+        status=study.status,
     )
     lines = [
         f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
@@ -363,8 +372,7 @@ def _simulate(args) -> str:
     traj = af.simulate(field, x0, ts, solver=args.solver, dt0=dt0)
     traj.xs.block_until_ready()
     elapsed = time.perf_counter() - start
-    config = {k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")}
-    config |= {"dt0": dt0, "version": af.__version__}
+    config = _config(args) | {"dt0": dt0, "version": af.__version__}
     data = {"ts": np.asarray(traj.ts), "xs": np.asarray(traj.xs), "x0": np.asarray(x0)}
     lines = [
         f"attnflow simulate: {args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}, "
@@ -434,7 +442,7 @@ def _normalization(args) -> str:
 
     wrote = _write(
         args,
-        {k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")},
+        _config(args),
         draw,
         ts=ts,
         **{f"gap_{k}": v for k, v in gaps.items()},
@@ -477,13 +485,63 @@ def _long_context(args) -> str:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad arguments)."""
+    """Run the command line; returns the exit status (0 ok, 2 bad arguments or a failed run,
+    130 interrupted). Every error is one line on stderr, never a traceback."""
+    import warnings
+
+    from ..studies import SweepFailureWarning
+
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        print(args.run(args))
-    except (ValueError, ImportError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"attnflow {args.command}: error: {message}", file=sys.stderr)
+        _check_outputs(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SweepFailureWarning)
+            print(args.run(args))
+        for warning in caught:  # failed items of a sweep: reported, the user decides
+            if issubclass(warning.category, SweepFailureWarning):
+                print(f"attnflow {args.command}: warning: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+    except KeyboardInterrupt:
+        print(f"attnflow {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
+    except (ValueError, ImportError, OSError) as err:
+        _discard_empty_partial(args)
+        print(f"attnflow {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        where = f" ({err.filename})" if err.filename else ""
+        return f"cannot write the output: {err.strerror}{where}; choose a writable location"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _resume_hint(args) -> str:
+    partial = getattr(args, "_partial", None)
+    if partial is not None and any(partial.glob("chunk-*.npz")):
+        return (
+            f"; the finished chunks are kept in {partial}/: run the same command with "
+            "--resume to continue"
+        )
+    _discard_empty_partial(args)
+    return ""
+
+
+def _discard_empty_partial(args) -> None:
+    """Remove the chunk folder of a run that made it and finished no chunk in it."""
+    import shutil
+
+    partial = getattr(args, "_partial", None)
+    if (
+        partial is not None
+        and getattr(args, "_new_partial", False)
+        and partial.is_dir()
+        and not any(partial.glob("chunk-*.npz"))
+    ):
+        shutil.rmtree(partial, ignore_errors=True)

@@ -124,6 +124,30 @@ def _add_outputs(command, name: str) -> None:
         default=Path(f"{name}.png"),
         help=f"figure, .png/.pdf/.svg ({name}.png)",
     )
+    command.add_argument("--no-plot", action="store_true", help="write the data only, no figure")
+
+
+def _check_outputs(args) -> None:
+    """Before any computation: --no-plot applied, matplotlib present when a figure is asked
+    for, and the output files not folders."""
+    import importlib.util
+
+    if getattr(args, "no_plot", False):
+        args.plot = None
+    for option in ("out", "plot"):
+        path = getattr(args, option, None)
+        if path is not None and path.is_dir():
+            raise ValueError(f"--{option} {path} is a folder; give a file name")
+    if getattr(args, "plot", None) is not None and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError(
+            f"--plot {args.plot} needs matplotlib: pip install 'attnflow[plot]', or pass --no-plot"
+        )
+
+
+def _config(args) -> dict:
+    """The options of a command, JSON-ready, as recorded in its data file."""
+    skip = ("run", "out", "plot", "no_plot")
+    return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
 
 
 def _setup(args):
@@ -149,13 +173,35 @@ def _layer_times(t1: float, h: float, saves: int):
 
 
 def _partial(args) -> Path:
-    """The folder of finished chunks next to OUT; refused if it exists and --resume is not set."""
+    """The folder of finished chunks next to OUT; refused if it exists and --resume is not set.
+
+    Remembered in `args._partial` (and whether this run made it, `args._new_partial`), so that
+    `main` can say how to resume after an interruption, and remove a folder that a failed run
+    made and left without any finished chunk."""
+    import sys
+
     partial = args.out.with_name(args.out.name + ".partial")
+    if partial.exists() and not partial.is_dir():
+        raise ValueError(f"{partial} is a file, where the run keeps its chunks; move it away")
     if partial.exists() and not args.resume:
         raise ValueError(
             f"{partial} holds an interrupted run: pass --resume to continue it, or delete it"
         )
+    if args.resume and not partial.exists():
+        print(
+            f"attnflow {args.command}: nothing to resume ({partial} does not exist); "
+            "starting a new run",
+            file=sys.stderr,
+        )
+    args._partial, args._new_partial = partial, not partial.exists()
     return partial
+
+
+def _finished(partial: Path) -> None:
+    """Remove the chunks of a run whose data and figure are written."""
+    import shutil
+
+    shutil.rmtree(partial)
 
 
 def _save(path: Path, config: dict, **arrays) -> None:

@@ -2,11 +2,14 @@
 
 import time
 
+from ..studies import MODELS
 from ._options import (
     _add_beta_range,
     _add_outputs,
     _add_sweep_options,
     _beta_grid,
+    _config,
+    _finished,
     _nonnegative,
     _partial,
     _positive,
@@ -95,7 +98,7 @@ def add_commands(commands) -> None:
     ftle.add_argument("--d", type=_positive_int, default=2, help="dimension, >= 2 (2)")
     _add_beta_range(ftle, 0.5, 9.0, 35)
     ftle.add_argument("--every", type=_positive, default=0.5, help="interval of time (0.5)")
-    ftle.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
+    ftle.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
     _add_sweep_options(ftle, resume=True, samples=64, saves=None)
     _add_outputs(ftle, "ftle")
     ftle.set_defaults(run=_ftle)
@@ -116,11 +119,10 @@ def _check_tokens(args) -> None:
         raise ValueError(f"--n must be at least 1; got {args.n}")
 
 
-def _config(args) -> dict:
+def _versioned_config(args) -> dict:
     import attnflow as af
 
-    config = {k: v for k, v in vars(args).items() if k not in ("run", "out", "plot")}
-    return config | {"version": af.__version__}
+    return _config(args) | {"version": af.__version__}
 
 
 def _rows(values, per_line: int = 8) -> list[str]:
@@ -170,7 +172,7 @@ def _lyapunov(args) -> str:
 
     wrote = _write(
         args,
-        _config(args),
+        _versioned_config(args),
         draw,
         exponents=exponents,
         history=np.asarray(spectrum.history),
@@ -228,7 +230,7 @@ def _fixed_points(args) -> str:
 
     wrote = _write(
         args,
-        _config(args),
+        _versioned_config(args),
         draw,
         points=found.points,
         residuals=found.residuals,
@@ -255,8 +257,6 @@ def _fixed_points(args) -> str:
 
 
 def _ftle(args) -> str:
-    import shutil
-
     import jax
     import numpy as np
 
@@ -296,8 +296,9 @@ def _ftle(args) -> str:
         ts=diagram.ts,
         ftle=diagram.ftle,
         local=diagram.local,
+        status=diagram.status,
     )
-    shutil.rmtree(partial)  # only once the data and the figure are written
+    _finished(partial)  # only once the data and the figure are written
     local = diagram.local.mean(axis=1)
     lines = [
         f"attnflow ftle: {args.model}, n = {args.n}, d = {args.d}, {args.num_betas} betas in "

@@ -156,8 +156,12 @@ def failures(status: np.ndarray, betas: np.ndarray) -> str | None:
     )
 
 
+class SweepFailureWarning(RuntimeWarning):
+    """Some items of a study failed; they are recorded in its `status` and left out."""
+
+
 def report(status: np.ndarray, betas: np.ndarray) -> None:
-    """Warn (RuntimeWarning) when some items of a study failed."""
+    """Warn (`SweepFailureWarning`) when some items of a study failed."""
     line = failures(status, betas)
     if line is not None:
-        warnings.warn(line, RuntimeWarning, stacklevel=3)
+        warnings.warn(line, SweepFailureWarning, stacklevel=3)
