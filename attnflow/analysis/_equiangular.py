@@ -1,7 +1,10 @@
 """The equiangular reduction: the common cosine `rho(t)` of tokens whose pairwise inner products
 are all equal (SCIENCE.md section 5; Geshkovski et al. Theorem 6.8)."""
 
+import math
+
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -19,6 +22,19 @@ def _check(n, kind: str, kinds=KINDS) -> None:
         raise ValueError(f"n must be an integer >= 2; got {n!r}")
 
 
+def _softmax_weights(rho, beta, n: int):
+    """`(a, b)`: the softmax weight `a = e^{beta (1 - rho)} b` of a token on itself and `b =
+    1 / (e^{beta (1 - rho)} + n - 1)` on each other one, for `n` tokens of common cosine `rho`.
+
+    Both from one log-sum-exp: no overflow for large `beta` (nor `inf * 0` in a gradient, as
+    `simplex_rate` takes at `beta = 1e3`), and no cancellation in `a` (`1 - (n-1) b` loses
+    digits when `a` is small).
+    """
+    gap = beta * (1 - rho)
+    log_z = jnp.logaddexp(gap, math.log(n - 1))
+    return jnp.exp(gap - log_z), jnp.exp(-log_z)
+
+
 def _speed_over_gap(rho, beta, n: int, kind: str):
     """`(d rho/dt) / (1 - rho)`, written without overflow for large `beta`.
 
@@ -27,7 +43,7 @@ def _speed_over_gap(rho, beta, n: int, kind: str):
     """
     growth = 2 * (1 + (n - 1) * rho)
     if kind == "SA":
-        return growth / (jnp.exp(beta * (1 - rho)) + n - 1)
+        return growth * _softmax_weights(rho, beta, n)[1]
     return growth * jnp.exp(beta * rho) / n
 
 
@@ -45,8 +61,7 @@ def _rates(u, r, t, beta, n: int, kind: str, alpha):
     rho = -jnp.expm1(-u)
     if kind == "USA":
         return _speed_over_gap(rho, beta, n, kind), jnp.zeros_like(r)
-    b = 1 / (jnp.exp(beta * (1 - rho)) + n - 1)
-    a = 1 - (n - 1) * b
+    a, b = _softmax_weights(rho, beta, n)
     along = a + (n - 1) * b * rho
     size = jnp.sqrt(a**2 + 2 * a * b * (n - 1) * rho + b**2 * (n - 1) * (1 + (n - 2) * rho))
     speed, dr = {
@@ -56,6 +71,49 @@ def _rates(u, r, t, beta, n: int, kind: str, alpha):
         "nGPT": (size / (alpha(t) if callable(alpha) else alpha), 0.0),
     }[kind]
     return 2 * b * (1 + (n - 1) * rho) / speed, jnp.zeros_like(r) + dr
+
+
+def _tolerances(dtype, atol: float) -> tuple[float, float]:
+    """`(rtol, atol)` of the diffrax solves: `rtol = 1e-12` and the given float64 `atol`, no
+    tighter than `eps` and `1e-4 eps` of `dtype` (float32: `1.2e-7`, `1.2e-11`).
+
+    A tolerance far below the rounding error can never be met (the steps would shrink until
+    `max_steps`); one at `eps` can, since Dopri8's error estimate is a combination of the
+    stages, whose rounding is relative to the step's increment, not to the state. `10 eps`
+    would be safer still but leaves float32 results off by up to 2e-4; `eps` keeps them within
+    about 1e-5 of the float64 solution.
+    """
+    eps = float(jnp.finfo(dtype).eps)
+    return max(1e-12, eps), max(atol, 1e-4 * eps)
+
+
+@eqx.filter_jit
+def _solve_equiangular(ts, beta, rho0, r0, alpha, n: int, kind: str):
+    """`(rho, r)` at `ts` for every entry of `beta`, compiled once per `(n, kind, dtype,
+    shapes)` (and per callable `alpha`); `ts`, `beta`, `rho0`, `r0` and a number `alpha` are
+    traced arrays, so new values reuse the compiled solve."""
+    rtol, atol = _tolerances(ts.dtype, 1e-12)
+    y0 = jnp.stack([-jnp.log1p(-rho0), r0])
+
+    def one(b):
+        term = diffrax.ODETerm(
+            lambda t, y, args: jnp.stack(_rates(y[0], y[1], t, b, n, kind, alpha))
+        )
+        solution = diffrax.diffeqsolve(
+            term,
+            diffrax.Dopri8(),
+            ts[0],
+            ts[-1],
+            None,
+            y0,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=100_000,
+        )
+        return -jnp.expm1(-solution.ys[:, 0]), solution.ys[:, 1]
+
+    rho, r = jax.vmap(one)(beta.reshape(-1))
+    return rho.reshape(*beta.shape, ts.shape[0]), r.reshape(*beta.shape, ts.shape[0])
 
 
 def equiangular(
@@ -73,9 +131,15 @@ def equiangular(
     `alpha`, a positive number or `alpha(t)`); all tokens start with cosine `rho0` and radius
     `r0` (the radius moves only for Pre-LN and Peri-LN). See `_rates` for the scalar ODEs,
     derived from the table of SCIENCE.md section 2. Solved with diffrax (Dopri8, rtol 1e-12
-    in float64) in `u = -log(1 - rho)`, which keeps the late phase (`1 - rho ~ e^{-2t}` for
-    Post-LN, `~ t^{-2}` for Pre-LN and Peri-LN) resolved to full relative precision. `beta` may
-    be an array: the results then have shape `beta.shape + (len(ts),)`.
+    in float64, `eps` in float32: see `_tolerances`) in `u = -log(1 - rho)`, which keeps
+    the late phase (`1 - rho ~ e^{-2t}` for Post-LN, `~ t^{-2}` for Pre-LN and Peri-LN)
+    resolved to full relative precision. `beta` may be an array: the results then have shape
+    `beta.shape + (len(ts),)`, in the dtype of `ts` and `beta` promoted together (float32
+    inputs give float32 results; Python floats follow JAX's default float).
+
+    The solve is compiled once per `(n, kind, dtype, shapes)`: `ts`, `beta`, `rho0`, `r0` and a
+    number `alpha` are traced, so new values do not recompile. A callable `alpha` is static
+    (hashed): a new callable compiles anew.
     """
     _check(n, kind, SCHEMES)
     ts = as_float_array(ts, "ts")
@@ -89,27 +153,10 @@ def equiangular(
         raise ValueError(f"r0 must be positive; got {r0}")
     if not callable(alpha) and not alpha > 0:
         raise ValueError(f"alpha must be a positive number or a callable alpha(t); got {alpha}")
-    y0 = jnp.stack([-jnp.log1p(-jnp.asarray(rho0, ts.dtype)), jnp.asarray(r0, ts.dtype)])
-
-    def one(b):
-        term = diffrax.ODETerm(
-            lambda t, y, args: jnp.stack(_rates(y[0], y[1], t, b, n, kind, alpha))
-        )
-        solution = diffrax.diffeqsolve(
-            term,
-            diffrax.Dopri8(),
-            ts[0],
-            ts[-1],
-            None,
-            y0,
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-12),
-            max_steps=100_000,
-        )
-        return -jnp.expm1(-solution.ys[:, 0]), solution.ys[:, 1]
-
-    rho, r = jax.vmap(one)(beta.reshape(-1))
-    return rho.reshape(*beta.shape, ts.shape[0]), r.reshape(*beta.shape, ts.shape[0])
+    dtype = jnp.result_type(ts, beta)
+    ts, beta, rho0, r0 = (jnp.asarray(a, dtype) for a in (ts, beta, rho0, r0))
+    alpha = alpha if callable(alpha) else jnp.asarray(alpha, dtype)
+    return _solve_equiangular(ts, beta, rho0, r0, alpha, n, kind)
 
 
 def equiangular_rho(
@@ -122,12 +169,35 @@ def equiangular_rho(
     alpha=1.0,
 ) -> Float[Array, "... T"]:
     """The common cosine `rho(t)` at the times `ts` (from `rho(ts[0]) = rho0`); see
-    `equiangular` for the kinds and the method.
+    `equiangular` for the kinds, the method and the dtypes.
 
     SA: `d rho/dt = 2 e^{beta rho} (1 - rho)(1 + (n-1) rho) / (e^beta + (n-1) e^{beta rho})`;
     USA: `(2/n) e^{beta rho} (1 - rho)(1 + (n-1) rho)` (SCIENCE.md section 5).
     """
     return equiangular(ts, beta, n, rho0, kind, r0, alpha)[0]
+
+
+@eqx.filter_jit
+def _solve_crossing_time(beta, delta, rho0, n: int, kind: str):
+    """`crossing_time` for every entry of `beta`, compiled once per `(n, kind, dtype, shape)`:
+    `beta`, `delta` and `rho0` are traced arrays."""
+    rtol, atol = _tolerances(beta.dtype, 1e-14)
+
+    def one(b):
+        term = diffrax.ODETerm(lambda u, t, args: 1 / _speed_over_gap(-jnp.expm1(-u), b, n, kind))
+        solution = diffrax.diffeqsolve(
+            term,
+            diffrax.Dopri8(),
+            -jnp.log1p(-rho0),
+            -jnp.log(delta),
+            None,
+            jnp.zeros((), beta.dtype),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=100_000,
+        )
+        return solution.ys[-1]
+
+    return jax.vmap(one)(beta.reshape(-1)).reshape(beta.shape)
 
 
 def crossing_time(
@@ -138,8 +208,11 @@ def crossing_time(
     This traces the phase-transition curve `Gamma = {(t, beta) : rho_beta(t) = 1 - delta}`
     (SCIENCE.md section 5; Geshkovski et al. Theorem 6.9). Since `rho` increases, `t` is the
     integral of `dt/du = 1 / speed_over_gap` over `u = -log(1 - rho)` from `-log(1 - rho0)` to
-    `-log(delta)`, computed with diffrax (Dopri8, rtol 1e-12): no root finding, relative
-    accuracy about 1e-10 in float64. Vectorized over `beta` (any shape).
+    `-log(delta)`, computed with diffrax (Dopri8, rtol 1e-12 in float64, `eps` in float32: see
+    `_tolerances`): no root finding, relative accuracy about 1e-10 in float64 and 1e-5 in
+    float32. Vectorized over `beta` (any shape), in `beta`'s dtype (float32 `beta` gives float32
+    times; a Python float follows JAX's default float). Compiled once per `(n, kind, dtype,
+    beta.shape)`: new values of `beta`, `delta` or `rho0` do not recompile.
     """
     _check(n, kind)
     if not 0 < delta < 1 - rho0:
@@ -150,22 +223,5 @@ def crossing_time(
             f"moves); got {rho0}"
         )
     beta = check_beta(beta, scalar=False)
-    dtype = beta.dtype
-    u0 = -jnp.log1p(-jnp.asarray(rho0, dtype))
-    u1 = -jnp.log(jnp.asarray(delta, dtype))
-
-    def one(b):
-        term = diffrax.ODETerm(lambda u, t, args: 1 / _speed_over_gap(-jnp.expm1(-u), b, n, kind))
-        solution = diffrax.diffeqsolve(
-            term,
-            diffrax.Dopri8(),
-            u0,
-            u1,
-            None,
-            jnp.zeros((), dtype),
-            stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-14),
-            max_steps=100_000,
-        )
-        return solution.ys[-1]
-
-    return jax.vmap(one)(beta.reshape(-1)).reshape(beta.shape)
+    beta, delta, rho0 = (jnp.asarray(a, beta.dtype) for a in (beta, delta, rho0))
+    return _solve_crossing_time(beta, delta, rho0, n, kind)

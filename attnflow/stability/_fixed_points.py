@@ -43,11 +43,13 @@ class FixedPoints:
 class FixedPointType:
     """The linear stability of one equilibrium, modulo its symmetry modes.
 
-    `kind`: `"sink"` (every eigenvalue has real part < -tol), `"source"` (every real part
-    > tol), `"saddle"` (at least one of each sign; centers allowed) or `"degenerate"` (the
-    linearization does not decide: a real part within `tol` of 0 and no saddle).
-    `unstable_dim`, `stable_dim`, `center_dim`: how many eigenvalues have real part `> tol`,
-    `< -tol`, within `tol` of 0 (`unstable_dim` is the dimension of the unstable manifold).
+    `kind`: `"sink"` (every eigenvalue has real part `< -tol S`), `"source"` (every real part
+    `> tol S`), `"saddle"` (at least one of each sign; centers allowed) or
+    `"degenerate"` (the linearization does not decide: a real part within `tol S` of 0 and no
+    saddle); `S = max(1, |J|)`, `|J|` the spectral norm of the (tangent) Jacobian, see
+    `classify_fixed_point`.
+    `unstable_dim`, `stable_dim`, `center_dim`: how many eigenvalues have real part `> tol S`,
+    `< -tol S`, within `tol S` of 0 (`unstable_dim` is the dimension of the unstable manifold).
     `symmetry_dim`: how many zero modes were excluded because they are symmetry directions
     (rotations of the whole configuration, for a rotation-invariant field).
     `eigenvalues`: shape `(m,)`, complex, by decreasing real part, symmetry modes excluded.
@@ -68,6 +70,11 @@ class FixedPointType:
 
 def _eps(dtype) -> float:
     return float(jnp.finfo(dtype).eps)
+
+
+def _log_max(dtype) -> float:
+    """`log` of the largest finite number of `dtype`: where `e^beta` overflows."""
+    return float(np.log(jnp.finfo(dtype).max))
 
 
 def _sphere_residual(field, t, args):
@@ -241,12 +248,13 @@ def rotation_modes(x: jax.Array) -> jax.Array:
     return jnp.stack(modes)
 
 
-def _orthonormal_columns(a: np.ndarray, tol: float) -> np.ndarray:
-    """An orthonormal basis of the column span of `a`, dropping directions below `tol`."""
+def _orthonormal_columns(a: np.ndarray, rtol: float) -> np.ndarray:
+    """An orthonormal basis of the column span of `a`, dropping the directions whose singular
+    value is at most `rtol` times the largest (a relative rank, whatever the scale of `a`)."""
     if a.shape[1] == 0:
         return a
     u, s, _ = np.linalg.svd(a, full_matrices=False)
-    return u[:, s > tol * max(1.0, s.max(initial=0.0))]
+    return u[:, s > rtol * s.max(initial=0.0)]
 
 
 def classify_fixed_point(
@@ -272,16 +280,36 @@ def classify_fixed_point(
     rotations (eigenvalue `-1` for SA, `-e^beta` for USA), and the rotations that fix the
     configuration are not counted.
 
+    Every threshold is relative to the scale `S = max(1, |J|)` (`|J|` the spectral norm of the
+    tangent Jacobian; 1, that of unit tokens with order-one attention outputs, is a floor for
+    fields whose Jacobian is small only because large terms cancel, such as attention at the
+    regular simplex), the scale of the rounding errors of `J`: a matrix known to relative
+    accuracy `eps` has eigenvalues known to about `eps S` (Bauer-Fike), so an eigenvalue with
+    `|Re| <= tol S` has no reliable sign and is a center, and a unit candidate direction `v`
+    with `|J v| <= tol S` is a symmetry mode. Thresholds that do not grow with `|J|` fail both
+    ways: at `beta = 100` USA's cluster has eigenvalues `-e^100` and symmetry modes computed as
+    about `1e27` (rounding errors of size `eps e^100`), far from 0 in absolute terms yet
+    clearly `-S` and `0` relative to `S`. Per-eigenvalue relative thresholds would give those
+    rounding errors a sign.
+    A field or Jacobian that is not representable in `x`'s dtype at `x` (non-finite entries,
+    e.g. USA's `e^beta` for `beta` above about 709 in float64, 88 in float32) raises
+    `ValueError` rather than returning an arbitrary classification.
+
     Arguments:
         field: a vector field `field(t, x, args)`.
         x: the equilibrium (tokens `(n, d)` on the sphere for sphere fields).
         t, args: where the field is evaluated.
         symmetries: `"rotations"`, `None` (exclude nothing), or an array of candidate directions
             of shape `(s, *x.shape)` (e.g. `jnp.ones((1, n))` for the phase shift of `Circle`).
-        tol: eigenvalues with `|Re| <= tol` are centers; also the threshold for "maps to zero"
-            (default `sqrt(eps)` times `max(1, max |J|)`).
-        residual_tol: `ValueError` unless `max |field(t, x)| <= residual_tol` (default
-            `eps^(1/3)`, loose enough for equilibria found in float32).
+        tol: relative, in `[0, 1)`: eigenvalues with `|Re| <= tol S` are centers, and
+            candidate directions `v` with `|J v| <= tol S |v|` are symmetry modes (candidates
+            are first reduced to an orthonormal basis of their span, dropping directions below
+            `tol` times the largest); default `sqrt(eps)` of `x`'s dtype (`1.5e-8` in float64,
+            `3.5e-4` in float32).
+        residual_tol: `ValueError` unless `max |field(t, x)| <= residual_tol S` (default
+            `eps^(1/3)`, loose enough for equilibria found in float32; relative to `S` since a
+            field of scale `S`, such as USA's `e^beta`, rounds to about `eps S` at an
+            equilibrium).
 
     Returns:
         A `FixedPointType` with `.kind`, `.unstable_dim`, `.stable_dim`, `.center_dim`,
@@ -292,12 +320,16 @@ def classify_fixed_point(
     x = check_state(field, x, "x", t, args)
     sphere = on_product_of_spheres(field)
     eps = _eps(x.dtype)
-    residual = float(jnp.max(jnp.abs(field(t, x, args))))
+    tol = eps**0.5 if tol is None else float(tol)
+    if not 0 <= tol < 1:
+        raise ValueError(f"tol must lie in [0, 1) (it is relative to max(1, |J|)); got {tol}")
     residual_tol = eps ** (1 / 3) if residual_tol is None else float(residual_tol)
-    if not residual <= residual_tol:
+    residual = float(jnp.max(jnp.abs(field(t, x, args))))
+    if not np.isfinite(residual):
         raise ValueError(
-            f"x must be an equilibrium (max |field| <= residual_tol = {residual_tol:.1e}); got "
-            f"max |field| = {residual:.3e}; refine it with find_fixed_points"
+            f"field(t, x) is not representable in {x.dtype} at x (max |field| = {residual}): "
+            f"no linear stability can be computed there (USA's e^beta, for example, overflows "
+            f"for beta above about {_log_max(x.dtype):.0f} in {x.dtype})"
         )
     if sphere:
         matrix, basis = _tangent_jacobian(field, x, t, args)
@@ -305,7 +337,21 @@ def classify_fixed_point(
         matrix = _jacobian(field, x, t, args)
         basis = jnp.eye(x.size, dtype=x.dtype)
     matrix, basis = np.asarray(matrix, dtype=float), np.asarray(basis, dtype=float)
-    tol = eps**0.5 * max(1.0, float(np.abs(matrix).max(initial=0.0))) if tol is None else tol
+    norm = float(np.linalg.norm(matrix, 2)) if np.all(np.isfinite(matrix)) else np.inf
+    if not norm <= float(jnp.finfo(x.dtype).max):
+        raise ValueError(
+            f"the Jacobian of field at x is not representable in {x.dtype} (non-finite entries "
+            f"or norm): its eigenvalues, and the stability of x, cannot be computed in this "
+            f"dtype (USA's Jacobian at a cluster, -e^beta, overflows for beta above about "
+            f"{_log_max(x.dtype):.0f} in {x.dtype})"
+        )
+    scale = max(1.0, norm)
+    if not residual <= residual_tol * scale:
+        raise ValueError(
+            f"x must be an equilibrium (max |field| <= residual_tol max(1, |J|) = "
+            f"{residual_tol * scale:.1e}); got max |field| = {residual:.3e}; refine it with "
+            f"find_fixed_points"
+        )
     if isinstance(symmetries, str) and symmetries == "rotations":
         candidates = rotation_modes(x) if sphere else jnp.zeros((0, *x.shape), x.dtype)
     elif symmetries is None:
@@ -322,7 +368,8 @@ def classify_fixed_point(
     )
     if span.shape[1]:
         _, s, vt = np.linalg.svd(matrix @ span)
-        null = vt[: span.shape[1]][np.concatenate([s, np.zeros(span.shape[1] - len(s))]) <= tol]
+        s = np.concatenate([s, np.zeros(span.shape[1] - len(s))])
+        null = vt[: span.shape[1]][s <= tol * scale]
         modes = span @ null.T
     else:
         modes = span
@@ -332,8 +379,8 @@ def classify_fixed_point(
     values, vectors = np.linalg.eig(complement.T @ matrix @ complement)
     order = np.argsort(-values.real, kind="stable")
     values, vectors = values[order], (basis @ complement @ vectors[:, order]).T
-    unstable = int((values.real > tol).sum())
-    stable = int((values.real < -tol).sum())
+    unstable = int((values.real > tol * scale).sum())
+    stable = int((values.real < -tol * scale).sum())
     center = len(values) - unstable - stable
     if unstable and stable:
         kind = "saddle"

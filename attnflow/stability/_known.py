@@ -11,7 +11,7 @@ from .. import sphere
 from .._checks import positive_int
 from ..analysis._equiangular import _check, _speed_over_gap
 from ..fields import KINDS
-from ._fixed_points import classify_fixed_point, find_fixed_points
+from ._fixed_points import _log_max, classify_fixed_point, find_fixed_points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,11 @@ def known_results(
 
     Returns one `KnownResult` per check, for a table in a notebook:
     `[(r.name, r.predicted, r.computed, r.holds) for r in known_results()]`.
+
+    Computed in JAX's default float. For USA, `beta` must leave `e^beta` representable in it
+    (`beta` below about 709 in float64, 88 in float32; the Jacobian, of size `beta e^beta`
+    before cancellations, a little less): beyond, `ValueError` (from here or from
+    `classify_fixed_point`), not a meaningless table.
     """
     n, d, guesses = (
         positive_int(n, "n", 2),
@@ -89,11 +94,17 @@ def known_results(
         raise ValueError(
             f"known_results needs n <= d for the simplex's symmetric direction; got n={n}, d={d}"
         )
+    x = cluster(n, d)
+    if kind == "USA" and not beta < _log_max(x.dtype):
+        raise ValueError(
+            f"beta must be below log(max float) = {_log_max(x.dtype):.1f} for kind='USA' in "
+            f"{x.dtype}: the cluster's eigenvalue -e^beta is not representable; got beta={beta!r}"
+        )
     field = KINDS[kind](beta)
     results = []
 
     sink = -1.0 if kind == "SA" else -math.exp(beta)
-    c = classify_fixed_point(field, cluster(n, d))
+    c = classify_fixed_point(field, x)
     error = float(np.max(np.abs(c.eigenvalues - sink)))
     results.append(
         KnownResult(
