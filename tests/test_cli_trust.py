@@ -5,19 +5,9 @@ import importlib.util
 
 import numpy as np
 import pytest
+from test_cli import TINY, run_cli
 
 import attnflow as af
-from attnflow.cli import main
-
-TINY = ["--n", "6", "--num-betas", "3", "--samples", "4", "--t1", "2", "--saves", "5"]
-
-
-def run_cli(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr()
 
 
 def test_ctrl_c_prints_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):

@@ -2,7 +2,6 @@
 is transiently unstable (metastability) on the phase diagram."""
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 import equinox as eqx
@@ -13,8 +12,8 @@ from .._checks import positive_int
 from .._simulate import LAYERS, _positive, state_status
 from ..stability import lyapunov_spectrum
 from ..sweep import DEFAULT_MEMORY, run
-from ._common import check_study, make_field, model, report, study_config
-from ._phase_diagram import WEIGHTS, _open, phase_diagram_sample
+from ._common import check_study, model, report, study_config
+from ._phase_diagram import WEIGHTS, AbstractStudyItem, _open
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,31 +38,17 @@ class FTLEDiagram:
     status: np.ndarray
 
 
-class FTLEItem(eqx.Module):
-    """One item of `ftle_diagram`: the static configuration, hashable (compiled once); the
-    traced values `betas` and `key` come in `args`."""
+class FTLEItem(AbstractStudyItem):
+    """One item of `ftle_diagram`: `{"ftle": (T,), "status": ()}`, the running estimates of
+    the largest exponent; `args` holds `betas` and `key`."""
 
-    n: int = eqx.field(static=True)
-    d: int = eqx.field(static=True)
-    samples: int = eqx.field(static=True)
-    weights: str = eqx.field(static=True)
-    kind: Callable = eqx.field(static=True)
     t1: float = eqx.field(static=True)
     every: float = eqx.field(static=True)
     solver: str = eqx.field(static=True)
     h: float | None = eqx.field(static=True)
-    dtype: str = eqx.field(static=True)
 
     def __call__(self, index, args):
-        x0, q, k, v = phase_diagram_sample(
-            args["key"],
-            index % self.samples,
-            n=self.n,
-            d=self.d,
-            weights=self.weights,
-            dtype=self.dtype,
-        )
-        field = make_field(self.kind, args["betas"][index // self.samples], q, k, v)
+        field, x0 = self.realization(index, args)
         spectrum = lyapunov_spectrum(
             field, x0, self.t1, k=1, every=self.every, solver=self.solver, dt0=self.h, throw=False
         )

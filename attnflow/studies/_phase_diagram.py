@@ -1,6 +1,7 @@
 """`phase_diagram`: when do tokens cluster, over temperatures and random initializations (GLPR
 Figs. 3 and 5)."""
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable
@@ -130,25 +131,22 @@ def close_pair_count(x: jax.Array, delta) -> jax.Array:
     return (jnp.sum(close) - jnp.sum(jnp.diagonal(close))).astype(jnp.int32)
 
 
-class PhaseItem(eqx.Module):
-    """One item of a phase diagram, `(index, args) -> {"close": (T,), "status": ()}`: the static
-    configuration (sizes, model, solver), hashable, so the sweep engine compiles it once and
-    reuses the executable; `args` holds the traced values: `betas`, `key`, `delta`, `ts`."""
+class AbstractStudyItem(eqx.Module):
+    """Item `index` of a study over `(beta, realization)` pairs, `(index, args) -> results`:
+    `beta = args["betas"][index // samples]` and realization `index % samples` of
+    `phase_diagram_sample(args["key"], ...)`. The fields are the static configuration,
+    hashable, so the sweep engine compiles an item once and reuses the executable; `args`
+    holds the traced values."""
 
     n: int = eqx.field(static=True)
     d: int = eqx.field(static=True)
     samples: int = eqx.field(static=True)
     weights: str = eqx.field(static=True)
     kind: Callable = eqx.field(static=True)
-    solver: str = eqx.field(static=True)
-    steps: tuple[int, ...] | None = eqx.field(static=True)
-    h: float | None = eqx.field(static=True)
-    reduce: bool = eqx.field(static=True)
-    stop_early: bool = eqx.field(static=True)
     dtype: str = eqx.field(static=True)
 
-    def __call__(self, index, args):
-        beta = args["betas"][index // self.samples]
+    def realization(self, index, args, reduce: bool = False):
+        """`(field, x0)` of item `index`; `x0` in span coordinates when `reduce`."""
         x0, q, k, v = phase_diagram_sample(
             args["key"],
             index % self.samples,
@@ -157,9 +155,27 @@ class PhaseItem(eqx.Module):
             weights=self.weights,
             dtype=self.dtype,
         )
-        if self.reduce:
+        if reduce:
             x0 = span_coordinates(x0)
-        field = make_field(self.kind, beta, q, k, v)
+        return make_field(self.kind, args["betas"][index // self.samples], q, k, v), x0
+
+    @abc.abstractmethod
+    def __call__(self, index, args) -> dict:
+        """The item's results: a dict of arrays, with an int `"status"` (0 = ok)."""
+
+
+class PhaseItem(AbstractStudyItem):
+    """One item of a phase diagram: `{"close": (T,), "status": ()}`, the close-pair counts at
+    the save times; `args` holds `betas`, `key`, `delta`, `ts`."""
+
+    solver: str = eqx.field(static=True)
+    steps: tuple[int, ...] | None = eqx.field(static=True)
+    h: float | None = eqx.field(static=True)
+    reduce: bool = eqx.field(static=True)
+    stop_early: bool = eqx.field(static=True)
+
+    def __call__(self, index, args):
+        field, x0 = self.realization(index, args, self.reduce)
         delta, ts = args["delta"], args["ts"]
 
         def statistic(t, x):
