@@ -6,6 +6,8 @@ non-negative, on the sphere) are checked at once when they are concrete; under `
 when the compiled code runs.
 """
 
+import math
+import numbers
 import operator
 from collections.abc import Callable
 
@@ -48,6 +50,29 @@ def check_value(x, bad, message: str, detail: Callable[[], str] | None = None):
     return x
 
 
+def check_finite(x, name: str = "x0"):
+    """`x`, checked to hold only finite numbers (`ValueError` naming `name`, with the count)."""
+    return check_value(
+        x,
+        ~jnp.all(jnp.isfinite(x)),
+        f"{name} must hold only finite numbers",
+        lambda: f"; got {int((~jnp.isfinite(x)).sum())} non-finite entries",
+    )
+
+
+def positive_number(value, name: str, what: str | None = None) -> float:
+    """`value` as a float: a finite real number `> 0` (not a bool), else `ValueError`.
+
+    For static options (step sizes, tolerances, layer durations); `what` says what it is.
+    """
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and value > 0 and math.isfinite(value)):
+        about = f" ({what})" if what else ""
+        note = " (not finite)" if real and not math.isfinite(value) else ""
+        raise ValueError(f"{name} must be a positive number{about}; got {value!r}{note}")
+    return float(value)
+
+
 def check_beta(beta, name: str = "beta", scalar: bool = True) -> jax.Array:
     """`beta` as a float array (0-d if `scalar`), every entry checked finite and non-negative."""
     beta = as_float_array(beta, name)
@@ -62,14 +87,20 @@ def check_beta(beta, name: str = "beta", scalar: bool = True) -> jax.Array:
 
 
 def check_matrix(a, name: str, shape: tuple[int | None, int | None]) -> jax.Array | None:
-    """`a` as a float matrix whose shape matches `shape` (None: any size); None passes."""
+    """`a` as a finite float matrix whose shape matches `shape` (None: any size); None passes."""
     if a is None:
         return None
     a = as_float_array(a, name)
+    check_shape(a, name, shape)
+    return check_finite(a, name)
+
+
+def check_shape(a, name: str, shape: tuple[int | None, ...]) -> None:
+    """Raise unless `a` has `len(shape)` axes whose sizes match `shape` (None: any size)."""
     expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-    if a.ndim != 2 or any(s is not None and s != g for s, g in zip(shape, a.shape, strict=True)):
+    sizes = zip(shape, a.shape, strict=False)
+    if a.ndim != len(shape) or any(s is not None and s != g for s, g in sizes):
         raise ValueError(f"{name} must have shape {expected}; got shape {a.shape}")
-    return a
 
 
 def positive_int(value, name: str, minimum: int = 1) -> int:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
-from ._checks import as_float_array, check_value, is_traced
+from ._checks import as_float_array, check_value, is_traced, positive_number
 from .fields import AbstractField, AbstractLayerField
 
 LAYERS = "layers"
@@ -69,9 +69,8 @@ def _solver(solver) -> diffrax.AbstractSolver:
 
 
 def _positive(value, name: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be a positive number ({what}); got {value!r}")
-    return float(value)
+    """`value` as a float, checked to be a finite real number > 0 (`ValueError` if not)."""
+    return positive_number(value, name, what)
 
 
 def _check_times(ts: Array) -> Array:
@@ -193,6 +192,15 @@ def simulate(
         raise ValueError(f"throw must be True or False; got {throw!r}")
     rtol, atol = (jnp.asarray(tol, x0.dtype) for tol in (rtol, atol))
     dt0 = None if dt0 is None else jnp.asarray(dt0, x0.dtype)
+    if throw:  # e.g. USA beyond beta ~ 709: the velocity overflows, only the layers do not
+        x0 = check_value(
+            x0,
+            ~jnp.all(jnp.isfinite(eqx.filter_jit(field)(ts[0], x0))),
+            f"the velocity of the field at x0 is not finite in {x0.dtype} (the weights "
+            "e^{beta <x_i, x_j>} of unnormalized attention, USA, overflow beyond beta about "
+            f"{np.log(np.finfo(x0.dtype).max):.0f}); use solver='layers' (computed in log "
+            "scale) or a smaller beta",
+        )
     return _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps), throw)
 
 

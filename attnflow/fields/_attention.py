@@ -3,18 +3,67 @@
 A kernel maps `(t, x)` with `x` of shape `(n, d)` to an array of the same shape. Normalization
 schemes (`PostLN`, ...) wrap a kernel to give a vector field; see `_field.py`.
 Notation and formulas: `../shared/SCIENCE.md`, sections 1-2.
+
+Kernels whose output grows like `e^beta` (`Unnormalized`) also give it in log scale,
+`scaled(t, x) = (s, u)` with output `e^{s_i} u_i` and `u` bounded, so that a layer
+`normalize(x_i + h e^{s_i} u_i)` is computed exactly however large `e^{s_i}` is.
 """
 
 import abc
+import functools
 from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._checks import check_beta, check_matrix
+from .._checks import as_float_array, check_beta, check_matrix, check_shape, positive_number
 from .._types import Points, Scalar
+
+LogScale = Float[Array, " n"] | None  # `None` stands for 0: the output is `u` itself
+
+
+def exp_overflows(log_scale: Float[Array, "*batch"]) -> Bool[Array, "*batch"]:
+    """Where `exp(log_scale)` is not representable in the dtype of `log_scale` (with a margin
+    of `e`)."""
+    return log_scale > float(np.log(jnp.finfo(log_scale.dtype).max)) - 1
+
+
+def scale_by_exp(log_scale: Float[Array, "*batch"], v: Float[Array, "*batch d"]):
+    """`exp(log_scale)[..., None] * v`, finite whenever the product is representable.
+
+    Where `exp(log_scale)` alone would overflow, each entry is `sign(v) exp(log_scale +
+    log abs(v))`: finite if the product is, `+-inf` if not, `0` where `v = 0` (never
+    `inf * 0 = NaN`). Elsewhere it is the plain product, with its exact derivatives.
+    """
+    big = exp_overflows(log_scale)
+    direct = jnp.exp(jnp.where(big, 0, log_scale))[..., None] * v
+    nonzero = v != 0
+    log_abs = jnp.log(jnp.where(nonzero, jnp.abs(v), 1))
+    huge = jnp.exp(jnp.where(big, log_scale, 0)[..., None] + log_abs)
+    return jnp.where(big[..., None], jnp.where(nonzero, jnp.sign(v) * huge, 0), direct)
+
+
+def unnormalized_weights(
+    logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None = None
+) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
+    """`(log(Z_i / n_i), softmax rows)`: the weights `exp(logits_ij) / n_i` in log scale.
+
+    `Z_i = sum_j exp(logits_ij)` and `n_i` count the `j` allowed by `mask` (all by default).
+    One pass of `exp` over the max-shifted logits gives both; masked weights are exactly 0.
+    """
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))  # cancels exactly
+    e = jnp.exp(logits - top)
+    z = jnp.sum(e, axis=-1, keepdims=True)
+    if mask is None:
+        log_count = float(np.log(logits.shape[-1]))
+    else:
+        log_count = jnp.log(jnp.sum(mask, axis=-1, dtype=logits.dtype))
+    return top[..., 0] + jnp.log(z[..., 0]) - log_count, e / z
 
 
 def attention_weights(
@@ -23,16 +72,13 @@ def attention_weights(
     """Row weights `exp(logits_ij) / Z_i` (normalized) or `exp(logits_ij) / n_i` (not), over
     the `j` allowed by `mask` (all by default; `n_i` counts them, `n` without a mask).
 
-    Max-shifted softmax for the normalized weights; the unnormalized ones go through the
-    log-sum-exp `log Z_i` and are `(Z_i / n_i)` times a softmax row: finite whenever their
-    true value is representable. Masked weights are exactly 0.
+    Max-shifted softmax for the normalized weights; the unnormalized ones are `(Z_i / n_i)`
+    times a softmax row (`unnormalized_weights`, `scale_by_exp`): finite whenever their true
+    value is representable. Masked weights are exactly 0.
     """
     if normalized:  # max-shifted: one pass of exp, the same stability as a log-sum-exp
         return jax.nn.softmax(logits, axis=-1, where=mask)
-    log_z = jax.nn.logsumexp(logits, axis=-1, keepdims=True, where=mask)
-    count = logits.shape[-1] if mask is None else jnp.sum(mask, axis=-1, keepdims=True)
-    weights = jnp.exp(logits - log_z + (log_z - jnp.log(count)))
-    return weights if mask is None else jnp.where(mask, weights, 0.0)
+    return scale_by_exp(*unnormalized_weights(logits, mask))
 
 
 def check_width(x: Points, d: int | None, owner: str) -> None:
@@ -49,6 +95,15 @@ class AbstractAttention(eqx.Module):
     @abc.abstractmethod
     def __call__(self, t: Scalar, x: Points) -> Points:
         """The attention output at time `t` for tokens `x`."""
+
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        """The output in log scale, `(s, u)` with `self(t, x) = exp(s)[:, None] * u`.
+
+        `s` has shape `(n,)`, or is `None` for 0 (kernels whose output is bounded, the
+        default: `(None, self(t, x))`); `u` is bounded by the values `max_j abs(V x_j)` (or
+        their sum over heads), so `u` and `s` are finite even where `exp(s)` overflows.
+        """
+        return None, self(t, x)
 
     @abc.abstractmethod
     def check(self, x: Points) -> None:
@@ -74,8 +129,12 @@ class AbstractDotProductAttention(AbstractAttention):
     def __init__(self, beta: Scalar, Q=None, K=None, V=None, causal: bool = False):
         self.beta = check_beta(beta)
         Q, K, V = (
-            check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V"))
+            None if a is None else as_float_array(a, name)
+            for a, name in ((Q, "Q"), (K, "K"), (V, "V"))
         )
+        for a, name in ((Q, "Q"), (K, "K"), (V, "V")):
+            if a is not None:
+                check_shape(a, name, (None, None))
         widths = [a.shape[1] for a in (Q, K, V) if a is not None]
         d = widths[0] if widths else None
         if (Q is None) != (K is None):
@@ -86,9 +145,10 @@ class AbstractDotProductAttention(AbstractAttention):
                     f"is the identity (None); got shape {given.shape}"
                 )
         m = Q.shape[0] if Q is not None else d
-        self.Q = check_matrix(Q, "Q", (m, d))
-        self.K = check_matrix(K, "K", (m, d))
-        self.V = check_matrix(V, "V", (d, d))
+        self.Q, self.K, self.V = (
+            check_matrix(a, name, shape)  # the shapes, then finite entries
+            for a, name, shape in ((Q, "Q", (m, d)), (K, "K", (m, d)), (V, "V", (d, d)))
+        )
         self.d = d
         if not isinstance(causal, bool):
             raise ValueError(f"causal must be True or False; got {causal!r}")
@@ -97,21 +157,30 @@ class AbstractDotProductAttention(AbstractAttention):
     @abc.abstractmethod
     def _weights(
         self, logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None
-    ) -> Float[Array, "n n"]:
-        """Attention weights `A_ij` from the logits `beta <Q x_i, K x_j>`, zero where the
+    ) -> tuple[LogScale, Float[Array, "n n"]]:
+        """Attention weights `A_ij = exp(s_i) W_ij` from the logits `beta <Q x_i, K x_j>`, as
+        `(s, W)` with rows of `W` summing to at most 1 (`s = None` for 0); zero where the
         `mask` (if any) is False."""
 
-    def weights(self, x: Points) -> Float[Array, "n n"]:
-        """The attention matrix `A` (shape `(n, n)`) for tokens `x`."""
+    def _scaled_weights(self, x: Points) -> tuple[LogScale, Float[Array, "n n"]]:
         queries = x if self.Q is None else x @ self.Q.T
         keys = x if self.K is None else x @ self.K.T
         n = x.shape[0]
         mask = jnp.tril(jnp.ones((n, n), bool)) if self.causal else None
         return self._weights(self.beta * (queries @ keys.T), mask)
 
+    def weights(self, x: Points) -> Float[Array, "n n"]:
+        """The attention matrix `A` (shape `(n, n)`) for tokens `x`."""
+        log_scale, w = self._scaled_weights(x)
+        return w if log_scale is None else scale_by_exp(log_scale, w)
+
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        log_scale, w = self._scaled_weights(x)
+        return log_scale, w @ (x if self.V is None else x @ self.V.T)
+
     def __call__(self, t: Scalar, x: Points) -> Points:
-        values = x if self.V is None else x @ self.V.T
-        return self.weights(x) @ values
+        log_scale, u = self.scaled(t, x)
+        return u if log_scale is None else scale_by_exp(log_scale, u)
 
     def check(self, x: Points) -> None:
         check_width(x, self.d, "attention")
@@ -124,20 +193,26 @@ class Softmax(AbstractDotProductAttention):
     """
 
     def _weights(self, logits, mask):
-        return attention_weights(logits, normalized=True, mask=mask)
+        return None, jax.nn.softmax(logits, axis=-1, where=mask)
 
 
 class Unnormalized(AbstractDotProductAttention):
     """Unnormalized attention: `A_ij = exp(beta <Q x_i, K x_j>) / n` (USA, SCIENCE.md section 2);
     with `causal=True`, `/ (i + 1)`, the number of tokens token `i` attends to.
 
-    The weights grow like `e^beta`; they are computed as `(Z_i / n)` times softmax weights and
-    are finite whenever their true value is representable (`beta` up to about 700 in float64,
-    88 in float32, for unit tokens and `Q = K = I`).
+    The weights grow like `e^beta`. They are kept in log scale, `A_ij = (Z_i / n) W_ij` with
+    `W` the softmax weights (`scaled` gives `log(Z_i / n)` and `W V x`), so:
+
+    - the discrete layers (`PostLN.layer`, `solver="layers"`) are exact and finite for any
+      `beta` (tested up to `1e3` in float32 and float64);
+    - the weights, the output and the Post-LN velocity `(Z_i / n) P_{x_i}(W V x)_i` are finite
+      whenever their true value is representable: for unit tokens and `Q = K = I`, `Z_i / n`
+      is about `e^beta / n`, representable up to `beta` about 709 in float64 and 88 in float32.
+      Beyond, they are `+-inf` (never NaN), and `simulate` refuses an ODE solver.
     """
 
     def _weights(self, logits, mask):
-        return attention_weights(logits, normalized=False, mask=mask)
+        return unnormalized_weights(logits, mask)
 
 
 class Hardmax(AbstractDotProductAttention):
@@ -157,7 +232,7 @@ class Hardmax(AbstractDotProductAttention):
         if mask is not None:
             logits = jnp.where(mask, logits, -jnp.inf)
         best = logits == jnp.max(logits, axis=-1, keepdims=True)
-        return best / jnp.sum(best, axis=-1, keepdims=True)
+        return None, best / jnp.sum(best, axis=-1, keepdims=True)
 
 
 class Sinkhorn(AbstractDotProductAttention):
@@ -169,18 +244,24 @@ class Sinkhorn(AbstractDotProductAttention):
     vmap-able): row and column sums are 1 to `tol` (max absolute error) within `max_iter`
     iterations. If it has not converged, calling the kernel raises (an `EquinoxRuntimeError`
     under `jit`) instead of returning inexact weights.
+
+    `tol=None` (the default) is resolved from the dtype of the logits at call time: `1e-9` in
+    float64, `100 eps` (about `1.2e-5`) in float32, the sums' resolution there. In float32 the
+    sums are resolved to about `beta eps` only, so `beta` beyond about 50 needs a larger `tol`.
+    Sinkhorn converges slowly when the weights are nearly block diagonal (well-separated
+    clusters at large `beta`, e.g. 8 random tokens of `S^2` at `beta = 10`): raise `max_iter`.
     """
 
-    tol: float = eqx.field(static=True)
+    tol: float | None = eqx.field(static=True)
     max_iter: int = eqx.field(static=True)
 
-    def __init__(self, beta: Scalar, Q=None, K=None, V=None, *, tol=1e-9, max_iter=1000):
+    def __init__(self, beta: Scalar, Q=None, K=None, V=None, *, tol=None, max_iter=1000):
         super().__init__(beta, Q, K, V)
-        if not (isinstance(tol, float | int) and tol > 0):
-            raise ValueError(f"tol must be a positive number; got {tol!r}")
+        if tol is not None:
+            tol = positive_number(tol, "tol", "the max abs error of the row and column sums")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
-        self.tol, self.max_iter = float(tol), max_iter
+        self.tol, self.max_iter = tol, max_iter
 
     def _weights(self, logits, mask):
         from ott.geometry import geometry
@@ -188,16 +269,24 @@ class Sinkhorn(AbstractDotProductAttention):
         from ott.solvers.linear import sinkhorn
 
         n = logits.shape[-1]
+        tol = default_tol(logits.dtype) if self.tol is None else self.tol
         problem = linear_problem.LinearProblem(geometry.Geometry(cost_matrix=-logits, epsilon=1.0))
-        # ott's threshold is on the L1 error of the marginals of the plan (which sum to 1).
-        solver = sinkhorn.Sinkhorn(threshold=self.tol / n, max_iterations=self.max_iter)
+        # ott's threshold bounds the 2-norm of the error of the column marginal of the plan
+        # (entries 1 / n; its rows are exact after the last update): below tol / n, every
+        # column sum of `n * plan` is within tol of 1.
+        solver = sinkhorn.Sinkhorn(threshold=tol / n, norm_error=2, max_iterations=self.max_iter)
         out = solver(problem)
-        return eqx.error_if(
+        return None, eqx.error_if(
             n * out.matrix,
             ~out.converged,
-            f"Sinkhorn attention did not converge to tol = {self.tol:g} within "
+            f"Sinkhorn attention did not converge to tol = {tol:g} within "
             f"max_iter = {self.max_iter} iterations; raise max_iter or tol",
         )
+
+
+def default_tol(dtype) -> float:
+    """Sinkhorn's default `tol` in `dtype`: `1e-9`, or `100 eps` where that is larger."""
+    return max(1e-9, 100 * float(jnp.finfo(dtype).eps))
 
 
 class MultiHead(AbstractAttention):
@@ -217,8 +306,21 @@ class MultiHead(AbstractAttention):
             )
         self.heads = heads
 
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        """Heads in log scale share the largest log scale `s = max_h s_h`, and
+        `u = sum_h exp(s_h - s) u_h` (heads without one count as `s_h = 0`)."""
+        parts = [head.scaled(t, x) for head in self.heads]
+        if all(log_scale is None for log_scale, _ in parts):
+            return None, sum(u for _, u in parts)
+        logs = [jnp.zeros(u.shape[:-1], u.dtype) if s is None else s for s, u in parts]
+        top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, logs))  # cancels exactly
+        return top, sum(
+            jnp.exp(s - top)[..., None] * u for s, (_, u) in zip(logs, parts, strict=True)
+        )
+
     def __call__(self, t: Scalar, x: Points) -> Points:
-        return sum(head(t, x) for head in self.heads)
+        log_scale, u = self.scaled(t, x)
+        return u if log_scale is None else scale_by_exp(log_scale, u)
 
     def check(self, x: Points) -> None:
         for head in self.heads:
@@ -242,8 +344,7 @@ class PerLayer(AbstractAttention):
         layers = tuple(layers)
         if not layers or not all(isinstance(layer, AbstractAttention) for layer in layers):
             raise ValueError("layers must be a non-empty sequence of attention kernels")
-        if not (isinstance(h, int | float) and h > 0):
-            raise ValueError(f"h must be a positive number (the layer duration); got {h!r}")
+        h = positive_number(h, "h", "the layer duration")
         structures = {jax.tree.structure(layer) for layer in layers}
         if len(structures) != 1:
             raise ValueError(
@@ -251,7 +352,7 @@ class PerLayer(AbstractAttention):
                 f"got {len(structures)} different structures"
             )
         self.layers = jax.tree.map(lambda *leaves: jnp.stack(leaves), *layers)
-        self.h = float(h)
+        self.h = h
         self.num_layers = len(layers)
 
     def layer(self, t: Scalar) -> AbstractAttention:
@@ -264,6 +365,9 @@ class PerLayer(AbstractAttention):
 
     def __call__(self, t: Scalar, x: Points) -> Points:
         return self.layer(t)(t, x)
+
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        return self.layer(t).scaled(t, x)
 
     def check(self, x: Points) -> None:
         self.layers.check(x)

@@ -24,7 +24,9 @@ class Circle(AbstractField):
 
     def __init__(self, beta: Scalar, normalized: bool = True):
         self.beta = check_beta(beta)
-        self.normalized = bool(normalized)
+        if not isinstance(normalized, bool):
+            raise ValueError(f"normalized must be True or False; got {normalized!r}")
+        self.normalized = normalized
 
     def __call__(self, t, theta: Angles, args=None) -> Angles:
         diff = theta[:, None] - theta[None, :]

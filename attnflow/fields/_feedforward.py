@@ -6,7 +6,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float
 
-from .._checks import as_float_array, check_matrix
+from .._checks import as_float_array, check_finite, check_matrix
 from .._types import Points
 from ._attention import check_width
 
@@ -16,7 +16,8 @@ class FeedForward(eqx.Module):
 
     Added inside the tangent projection of a sphere field; in discrete time it is applied by
     Lie-Trotter splitting, after the attention step (SCIENCE.md section 2). `sigma` defaults to
-    ReLU and is static.
+    ReLU and is static. `w`, `a`, `b` must be finite (`ValueError` naming the argument; an
+    `EquinoxRuntimeError` under `jit`).
     """
 
     w: Float[Array, "d p"]
@@ -31,6 +32,7 @@ class FeedForward(eqx.Module):
         self.b = as_float_array(b, "b")
         if self.b.shape != (p,):
             raise ValueError(f"b must have shape ({p},); got shape {self.b.shape}")
+        self.b = check_finite(self.b, "b")
         if not callable(sigma):
             raise ValueError(f"sigma must be callable; got {sigma!r}")
         self.sigma = sigma

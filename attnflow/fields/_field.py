@@ -7,24 +7,15 @@ also defines the discrete transformer layer it is the continuous-time limit of (
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
-from .._checks import check_value
+from .._checks import check_finite, check_value
 from .._types import Points, Scalar
 from ..sphere import normalize, on_sphere, project
-from ..sphere._sphere import default_atol
-from ._attention import AbstractAttention, Softmax, Unnormalized
+from ..sphere._sphere import default_atol, safe_norm
+from ._attention import AbstractAttention, Softmax, Unnormalized, exp_overflows, scale_by_exp
 from ._feedforward import FeedForward
-
-
-def check_finite(x0, name: str = "x0"):
-    """`x0`, checked to hold only finite numbers."""
-    return check_value(
-        x0,
-        ~jnp.all(jnp.isfinite(x0)),
-        f"{name} must hold only finite numbers",
-        lambda: f"; got {int((~jnp.isfinite(x0)).sum())} non-finite entries",
-    )
 
 
 class AbstractField(eqx.Module):
@@ -91,6 +82,12 @@ class PostLN(AbstractSphereField):
     Discrete time (`layer`): the attention output is added and the result renormalized,
     `x_i <- normalize(x_i + h attention_i(x))`, then the same for the feed-forward term
     (Lie-Trotter splitting). SCIENCE.md section 2.
+
+    Kernels in log scale (`Unnormalized`: `attention_i = e^{s_i} u_i`, see
+    `AbstractAttention.scaled`): the velocity is `e^{s_i} P_{x_i} u_i` (`scaled_velocity`),
+    finite whenever it is representable and resolved, and the layer is
+    `normalize(e^{-m_i} x_i + e^{log h + s_i - m_i} u_i)` with `m_i = max(0, log h + s_i)`: the
+    same point, computed without overflow for any `s_i`.
     """
 
     attention: AbstractAttention
@@ -102,19 +99,46 @@ class PostLN(AbstractSphereField):
             raise ValueError(f"mlp must be a FeedForward or None; got {self.mlp!r:.80}")
 
     def __call__(self, t, x, args=None):
-        v = self.attention(t, x)
+        log_scale, u = self.attention.scaled(t, x)
+        if log_scale is None:
+            v = u if self.mlp is None else u + self.mlp(x)
+            return project(x, v).astype(x.dtype)
+        v = scaled_velocity(log_scale, x, u)
         if self.mlp is not None:
-            v = v + self.mlp(x)
-        return project(x, v).astype(x.dtype)
+            v = v + project(x, self.mlp(x))
+        return v.astype(x.dtype)
 
     def layer(self, t, x, h):
-        y = normalize(x + h * self.attention(t, x))
+        log_scale, u = self.attention.scaled(t, x)
+        if log_scale is None:
+            y = normalize(x + h * u)
+        else:  # normalize(x + h e^s u), both terms divided by e^m <= max(1, h e^s)
+            log_step = jnp.log(h) + log_scale
+            m = jax.lax.stop_gradient(jnp.maximum(0, log_step))  # cancels exactly
+            y = normalize(jnp.exp(-m)[..., None] * x + jnp.exp(log_step - m)[..., None] * u)
         if self.mlp is not None:
             y = normalize(y + h * self.mlp(y))
         return y.astype(x.dtype)
 
     def check(self, x0):
         return check_on_sphere(check_tokens(x0, self.attention, self.mlp))
+
+
+def scaled_velocity(log_scale, x: Points, u: Points) -> Points:
+    """`e^{s_i} P_{x_i} u_i` (`s = log_scale`), finite whenever it is representable.
+
+    `P_{x_i} u_i` is known to the rounding error of `u_i`, about `eps abs(u_i)`, so the product
+    is too, to `e^{s_i} eps abs(u_i)`. Where `e^{s_i}` overflows that error is unbounded in
+    practice: such rows are returned only if the projection is resolved
+    (`abs(P u_i) > sqrt(eps) abs(u_i)`, half the digits right), and `+inf` otherwise (with
+    `Unnormalized` attention at large `beta`, a token whose neighbours' weights vanish in
+    rounding next to its own `e^beta`), so that `simulate` refuses rather than integrate a
+    velocity that is not known.
+    """
+    p = project(x, u)
+    unresolved = safe_norm(p) <= jnp.sqrt(jnp.finfo(u.dtype).eps) * safe_norm(u)
+    lost = exp_overflows(log_scale) & unresolved
+    return jnp.where(lost[..., None], jnp.inf, scale_by_exp(log_scale, p))
 
 
 def SA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
@@ -132,6 +156,8 @@ def USA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
 
     `dx_i/dt = P_{x_i}((1/n) sum_j exp(beta <Q x_i, K x_j>) V x_j)`: `Z_i` replaced by `n`.
     With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (SCIENCE.md section 3).
+    The layers (`solver="layers"`) are computed in log scale, finite for any `beta`; the
+    velocity overflows beyond `beta` about 709 in float64, 88 in float32 (see `Unnormalized`).
     """
     return PostLN(Unnormalized(beta, Q, K, V))
 

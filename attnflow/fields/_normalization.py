@@ -13,16 +13,24 @@ section 2 ("Normalization schemes", after Rigollet 2025 and Karagodin et al. 202
 
 (the last column is the same flow written for `x = r theta`; `abs` is the Euclidean norm).
 `NoNorm` is pure attention in `R^d`, `dx_i/dt = attention_i(x)`, with no normalization at all.
+
+Peri-LN and nGPT move each token along the direction `A_i / abs(A_i)` of its attention output;
+where `A_i = 0` (e.g. an antipodal pair, or a regular simplex, at `beta = 0`, or `V = 0`) the
+direction is undefined and the token is at rest: velocity 0, and a layer leaves it unchanged
+(gradients there are finite). This is for `A_i = 0` exactly in floating point: an `A_i` of the
+size of rounding errors (a simplex whose mean rounds to `1e-17`) still has a direction, that of
+a nearby configuration, as the flow is discontinuous there.
 """
 
+import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 from .._checks import check_value
-from .._types import Points
+from .._types import Points, Scalar
 from ..sphere import normalize, project
-from ..sphere._sphere import safe_norm
 from ._attention import AbstractAttention
 from ._field import (
     AbstractLayerField,
@@ -31,6 +39,25 @@ from ._field import (
     check_on_sphere,
     check_tokens,
 )
+
+
+def direction(a: Points) -> Points:
+    """`a_i / abs(a_i)` for each row, and 0 where `a_i = 0`.
+
+    Divided by `max_k abs(a_ik)` first, so tiny or huge rows neither underflow nor overflow in
+    `abs(a_i)^2`; gradient-safe (no NaN, also at `a_i = 0`, where the gradient is 0).
+    """
+    top = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1, keepdims=True))  # cancels
+    nonzero = top > 0
+    b = a / jnp.where(nonzero, top, 1)
+    size = jnp.sqrt(jnp.where(nonzero, jnp.sum(b * b, axis=-1, keepdims=True), 1))  # >= 1
+    return jnp.where(nonzero, b / size, 0)
+
+
+def attention_direction(attention: AbstractAttention, t: Scalar, x: Points) -> Points:
+    """`direction(attention(t, x))`, from the kernel's log scale form (exact however large
+    the output: the scale drops out)."""
+    return direction(attention.scaled(t, x)[1])
 
 
 def _nonzero_rows(x0: Points) -> Points:
@@ -68,10 +95,11 @@ class PreLN(AbstractEuclideanField):
 
 class PeriLN(AbstractEuclideanField):
     """Peri-LN: `dx_i/dt = A_i / abs(A_i)` with `A = attention(x / abs(x))`: the block's output
-    is normalized too, so each token moves at unit speed (`1 - rho ~ t^{-2}`)."""
+    is normalized too, so each token moves at unit speed (`1 - rho ~ t^{-2}`), or not at all
+    where `A_i = 0` (velocity 0 there: the limit is defined so, see the module docstring)."""
 
     def __call__(self, t, x, args=None):
-        return normalize(self.attention(t, normalize(x))).astype(x.dtype)
+        return attention_direction(self.attention, t, normalize(x)).astype(x.dtype)
 
 
 class NoNorm(AbstractEuclideanField):
@@ -87,9 +115,10 @@ class NoNorm(AbstractEuclideanField):
 class NGPT(AbstractSphereField):
     """nGPT on the sphere: `dx_i/dt = alpha(t) P_{x_i}(A_i / abs(A_i))`, `A = attention(x)`.
 
-    `alpha`: a positive number or a schedule `alpha(t) -> positive scalar` (the step size per
-    unit depth); non-positive values raise (an `EquinoxRuntimeError` under `jit`). Discrete
-    layer: `x_i <- normalize(x_i + h alpha(t) A_i / abs(A_i))`.
+    `alpha`: a finite positive number or a schedule `alpha(t) -> positive scalar` (the step
+    size per unit depth); non-positive or non-finite values raise (an `EquinoxRuntimeError`
+    under `jit`). Discrete layer: `x_i <- normalize(x_i + h alpha(t) A_i / abs(A_i))`. Where
+    `A_i = 0` the token is at rest: velocity 0 and a layer leaves it unchanged.
     """
 
     attention: AbstractAttention
@@ -97,22 +126,24 @@ class NGPT(AbstractSphereField):
 
     def __check_init__(self):
         check_kernel(self.attention)
+        number = isinstance(self.alpha, int | float) and not isinstance(self.alpha, bool)
         if not callable(self.alpha) and not (
-            isinstance(self.alpha, int | float)
-            and not isinstance(self.alpha, bool)
-            and self.alpha > 0
+            number and self.alpha > 0 and math.isfinite(self.alpha)
         ):
+            note = " (not finite)" if number and not math.isfinite(self.alpha) else ""
             raise ValueError(
-                f"alpha must be a positive number or a callable alpha(t); got {self.alpha!r}"
+                f"alpha must be a positive number or a callable alpha(t); got {self.alpha!r}{note}"
             )
 
     def _step(self, t, x):
-        alpha = self.alpha(t) if callable(self.alpha) else self.alpha
+        alpha = jnp.asarray(self.alpha(t) if callable(self.alpha) else self.alpha)
         alpha = check_value(
-            jnp.asarray(alpha, x.dtype), ~(jnp.asarray(alpha) > 0), "alpha(t) must be positive"
+            alpha.astype(x.dtype),
+            ~(jnp.isfinite(alpha) & (alpha > 0)),
+            "alpha(t) must be positive and finite",
+            lambda: f"; got {alpha}",
         )
-        a = self.attention(t, x)
-        return alpha * a / safe_norm(a)[..., None]
+        return alpha * attention_direction(self.attention, t, x)
 
     def __call__(self, t, x, args=None):
         return project(x, self._step(t, x)).astype(x.dtype)
