@@ -32,7 +32,11 @@ class Trajectory(eqx.Module):
 
 
 # What `Trajectory.status` means; `throw=False` reports these instead of raising.
-STATUS = ("ok", "solver failed (max_steps reached or step size too small)", "non-finite state")
+STATUS = (
+    "ok",
+    "solver failed (max_steps reached or step size too small)",
+    "non-finite state (an overflow, or attention that did not converge)",
+)
 SOLVER_FAILED, NON_FINITE = 1, 2
 
 

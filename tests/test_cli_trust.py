@@ -122,8 +122,8 @@ def test_failed_items_are_reported_in_one_line(tmp_path, capsys, monkeypatch):
     assert status == 0, io.err
     lines = [line for line in io.err.splitlines() if "warning" in line]
     assert lines == [
-        "attnflow phase-diagram: warning: 4 of 12 items failed (4 non-finite state) at "
-        "beta = 9; they are left out of the averages (see .status)"
+        "attnflow phase-diagram: warning: 4 of 12 items failed (4 non-finite state (an "
+        "overflow, or attention that did not converge)) at beta = 9; they are left out of the averages (see .status)"
     ]
     with np.load(out) as data:
         assert (data["status"][2] == 2).all() and np.isnan(data["prob"][2]).all()

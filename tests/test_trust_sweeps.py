@@ -107,7 +107,7 @@ def test_a_failed_item_is_data_not_a_crash_and_never_counted(tmp_path):
     reported by a warning; the other betas are exactly the plain SA values."""
     key, betas = jax.random.key(1), [0.5, 3.0, 8.0]
     options = dict(n=5, d=3, betas=betas, ts=TS, samples=16, progress=False)
-    with pytest.warns(SweepFailureWarning, match=r"16 of 48 items failed \(16 non-finite state\)"):
+    with pytest.warns(SweepFailureWarning, match=r"16 of 48 items failed \(16 non-finite state"):
         diagram = af.phase_diagram(key, **options, kind=explode_above_five, store=tmp_path / "s")
     assert (diagram.status[:2] == 0).all() and (diagram.status[2] == 2).all()
     assert diagram.failed.shape == (16, 2) and (diagram.failed[:, 0] == 2).all()
@@ -141,7 +141,7 @@ def test_an_ode_item_that_fails_is_recorded_not_raised():
 def test_every_model_in_the_phase_diagram_equals_a_plain_loop(kind):
     """The sweep (with its exact shortcuts: span coordinates for d > n, early stops) against a
     plain loop of `simulate` on the full tokens; close pairs measured on directions."""
-    key, betas = jax.random.key(4), [0.5, 4.0]
+    key, betas = jax.random.key(4), [0.5, 2.5]
     n, d, samples = 4, 6, 3
     diagram = af.phase_diagram(
         key, n=n, d=d, betas=betas, ts=TS, samples=samples, kind=kind, progress=False
@@ -150,6 +150,29 @@ def test_every_model_in_the_phase_diagram_equals_a_plain_loop(kind):
     np.testing.assert_allclose(diagram.prob, expected.mean(axis=1) / (n * (n - 1)), atol=1e-12)
     assert (diagram.status == 0).all()
     assert diagram.config["kind"] == kind
+
+
+def test_sinkhorn_that_does_not_converge_is_a_failed_item_not_a_crash():
+    """Exactly the items whose Sinkhorn raises in a plain `simulate` are failed in the sweep."""
+
+    def slow(beta, Q=None, K=None, V=None, throw=False):
+        return af.PostLN(af.Sinkhorn(beta, Q, K, V, max_iter=2, throw=throw))
+
+    key, betas, samples = jax.random.key(4), [1.0, 4.0], 3
+    with pytest.warns(SweepFailureWarning, match="of 6 items failed"):
+        diagram = af.phase_diagram(
+            key, n=4, d=3, betas=betas, ts=TS, samples=samples, kind=slow, progress=False
+        )
+    assert set(np.unique(diagram.status)) <= {0, 2} and (diagram.status == 2).any()
+    for b, beta in enumerate(betas):
+        for s in range(samples):
+            x0 = phase_diagram_sample(key, s, n=4, d=3)[0]
+            field = slow(jnp.asarray(beta), throw=True)
+            if diagram.status[b, s] == 0:
+                af.simulate(field, x0, TS, solver="layers", dt0=0.1)
+            else:
+                with pytest.raises(Exception, match="Sinkhorn attention did not converge"):
+                    af.simulate(field, x0, TS, solver="layers", dt0=0.1)
 
 
 def test_a_callable_kind_gets_no_shortcut_and_the_same_answer():

@@ -243,7 +243,9 @@ class Sinkhorn(AbstractDotProductAttention):
     Sinkhorn (stable for large `beta`, differentiable by implicit differentiation, jit- and
     vmap-able): row and column sums are 1 to `tol` (max absolute error) within `max_iter`
     iterations. If it has not converged, calling the kernel raises (an `EquinoxRuntimeError`
-    under `jit`) instead of returning inexact weights.
+    under `jit`) instead of returning inexact weights; with `throw=False` (as in sweeps, which
+    record failures as data) the weights are NaN instead, so the run reports a non-finite
+    state.
 
     `tol=None` (the default) is resolved from the dtype of the logits at call time: `1e-9` in
     float64, `100 eps` (about `1.2e-5`) in float32, the sums' resolution there. In float32 the
@@ -254,14 +256,19 @@ class Sinkhorn(AbstractDotProductAttention):
 
     tol: float | None = eqx.field(static=True)
     max_iter: int = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
 
-    def __init__(self, beta: Scalar, Q=None, K=None, V=None, *, tol=None, max_iter=1000):
+    def __init__(
+        self, beta: Scalar, Q=None, K=None, V=None, *, tol=None, max_iter=1000, throw=True
+    ):
         super().__init__(beta, Q, K, V)
         if tol is not None:
             tol = positive_number(tol, "tol", "the max abs error of the row and column sums")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
-        self.tol, self.max_iter = tol, max_iter
+        if not isinstance(throw, bool):
+            raise ValueError(f"throw must be True or False; got {throw!r}")
+        self.tol, self.max_iter, self.throw = tol, max_iter, throw
 
     def _weights(self, logits, mask):
         from ott.geometry import geometry
@@ -276,6 +283,8 @@ class Sinkhorn(AbstractDotProductAttention):
         # column sum of `n * plan` is within tol of 1.
         solver = sinkhorn.Sinkhorn(threshold=tol / n, norm_error=2, max_iterations=self.max_iter)
         out = solver(problem)
+        if not self.throw:
+            return None, jnp.where(out.converged, n * out.matrix, jnp.nan)
         return None, eqx.error_if(
             n * out.matrix,
             ~out.converged,
