@@ -1,6 +1,8 @@
 import itertools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
@@ -11,3 +13,23 @@ def getkey():
     """A function returning a fresh PRNG key at each call, deterministic per test."""
     counter = itertools.count()
     return lambda: jax.random.key(next(counter))
+
+
+@pytest.fixture(params=[jnp.float32, jnp.float64], ids=["float32", "float64"])
+def dtype(request):
+    """The float dtype of a test's inputs: float32 (JAX's default) and float64."""
+    return request.param
+
+
+def tol(dtype) -> float:
+    """The tolerance of a result computed in `dtype`: `sqrt(eps)` (float32 `3.5e-4`, float64
+    `1.5e-8`), half the digits, as `attnflow.sphere.on_sphere` uses. Scale it by the size of
+    the quantity or the number of operations where a test needs to."""
+    return float(np.finfo(jnp.dtype(dtype)).eps) ** 0.5
+
+
+def ode_tol(dtype) -> float:
+    """`rtol = atol` for ODE solves in `dtype` that are compared against float64 references:
+    `eps^(3/4)` (float32 `6.4e-6`, float64 `1.8e-12`), a few hundred times above the rounding
+    of one step (so the solve can meet it) and far below `tol(dtype)` (so it is negligible)."""
+    return tol(dtype) ** 1.5

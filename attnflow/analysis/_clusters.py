@@ -33,10 +33,12 @@ def close_pairs(x: Points, delta: float = 1e-3) -> Bool[Array, "n n"]:
 
 
 def pair_fraction(x: Points, delta: float = 1e-3) -> Float[Array, ""]:
-    """The fraction of pairs `i != j` with `<x_i, x_j> >= 1 - delta` (GLPR Fig. 3's statistic)."""
+    """The fraction of pairs `i != j` with `<x_i, x_j> >= 1 - delta` (GLPR Fig. 3's statistic),
+    in the dtype of `x` (float32 tokens give a float32 fraction, also with x64 on)."""
+    x = _points(x)
     close = close_pairs(x, delta)
     n = close.shape[0]
-    return (jnp.sum(close) - jnp.trace(close)) / (n * (n - 1))
+    return ((jnp.sum(close) - jnp.trace(close)) / (n * (n - 1))).astype(x.dtype)
 
 
 def count_clusters(x: Points, delta: float = 1e-3) -> Int[Array, ""]:
