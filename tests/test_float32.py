@@ -1004,8 +1004,9 @@ def test_sinkhorn_stability_in_float32():
     strict=True,
     raises=ValueError,
     reason="stability/_fixed_points.py (not this task's file) with optimistix 0.1.0: "
-    "find_fixed_points(solver='levenberg_marquardt') on float32 guesses with x64 on (the "
-    "test session, `attnflow fixed-points --float32 --solver levenberg_marquardt`) raises "
+    "find_fixed_points(solver='levenberg_marquardt') on float32 guesses with x64 on (this "
+    "test session, a notebook that enabled x64, or main(['fixed-points', '--float32', "
+    "'--solver', 'levenberg_marquardt']) in such a process) raises "
     "'Vector and operator structures do not match': the damping lm_param = 1 / step_size is "
     "float64 (the trust region's Python-float step size), so the damped operator "
     "[J; sqrt(lambda) I] outputs float64 next to float32; with x64 off it works",
