@@ -8,6 +8,19 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop the compiled programs after each test module. XLA keeps every executable mapped in
+    memory (about 3 mappings each) while JAX's caches (and the sweep engine's) hold it; the
+    whole suite compiles tens of thousands, past Linux's default `vm.max_map_count` (65530),
+    where the compiler segfaults. Releasing them per module keeps the count low."""
+    yield
+    import attnflow as af
+
+    af.sweep.clear_cache()
+    jax.clear_caches()
+
+
 @pytest.fixture
 def getkey():
     """A function returning a fresh PRNG key at each call, deterministic per test."""

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import textwrap
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -699,12 +698,6 @@ def test_ftle_diagram(dtype):
             np.testing.assert_allclose(ftle[b, s], expected, rtol=0, atol=tol(dtype))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="studies/_ftle.py (not this task's file): `local = np.diff(growth, prepend=0) / "
-    "np.diff(ts, prepend=0)` promotes float32 to float64 (the int 0 prepended), so "
-    "FTLEDiagram.local is float64 next to a float32 .ftle",
-)
 def test_ftle_local_exponents_keep_the_dtype():
     """The configuration of test_ftle_diagram in float32 (compiled there already)."""
     diagram = af.studies.ftle_diagram(
@@ -974,17 +967,6 @@ def test_defaults_with_x64_off():
     assert out == {name: ["float32", True] for name in out} and len(out) == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=eqx.EquinoxRuntimeError,
-    reason="fields/_attention.py (not this task's file): Sinkhorn's reverse-mode rule (ott-jax "
-    "implicit differentiation, default ImplicitDiff: lineax NormalCG on the Schur complement, "
-    "which is singular along the constant shift of the potentials) returns NaN in float32 for "
-    "most states: 'A linear solver returned non-finite (NaN or inf) output', so "
-    "jax.jacrev, stability.jacobian and lyapunov_spectrum of PostLN(Sinkhorn) fail in float32 "
-    "(x64 on or off); float64 is fine. ImplicitDiff(solver_kwargs={'ridge_kernel': 1.0}) "
-    "(balanced problem, tau_a = tau_b = 1) gives Jacobians within 2e-6 of float64's",
-)
 def test_sinkhorn_stability_in_float32():
     """The largest exponent of the Sinkhorn layers (k = 1, the jacrev path of
     `value_and_jvps`) against Benettin's method on the NumPy Sinkhorn layer in float64."""

@@ -273,7 +273,7 @@ class Sinkhorn(AbstractDotProductAttention):
     def _weights(self, logits, mask):
         from ott.geometry import geometry
         from ott.problems.linear import linear_problem
-        from ott.solvers.linear import sinkhorn
+        from ott.solvers.linear import implicit_differentiation, sinkhorn
 
         n = logits.shape[-1]
         tol = default_tol(logits.dtype) if self.tol is None else self.tol
@@ -281,7 +281,13 @@ class Sinkhorn(AbstractDotProductAttention):
         # ott's threshold bounds the 2-norm of the error of the column marginal of the plan
         # (entries 1 / n; its rows are exact after the last update): below tol / n, every
         # column sum of `n * plan` is within tol of 1.
-        solver = sinkhorn.Sinkhorn(threshold=tol / n, norm_error=2, max_iterations=self.max_iter)
+        # Reverse mode (implicit differentiation): the linear system is singular along the
+        # constant shift of the potentials; a ridge on the kernel block (valid for balanced
+        # problems) keeps it solvable in float32, where the default solve returns NaN.
+        implicit = implicit_differentiation.ImplicitDiff(solver_kwargs={"ridge_kernel": 1.0})
+        solver = sinkhorn.Sinkhorn(
+            threshold=tol / n, norm_error=2, max_iterations=self.max_iter, implicit_diff=implicit
+        )
         out = solver(problem)
         if not self.throw:
             return None, jnp.where(out.converged, n * out.matrix, jnp.nan)

@@ -154,6 +154,7 @@ def ftle_diagram(
     status = status.reshape(betas.size, samples)
     ftle = np.where((status == 0)[..., None], ftle.reshape(betas.size, samples, ts.size), np.nan)
     growth = ftle * ts  # log growth over [0, t]
-    local = np.diff(growth, axis=-1, prepend=0) / np.diff(ts, prepend=0)
+    zero = np.zeros((), dtype)  # an int 0 would promote float32 to float64
+    local = np.diff(growth, axis=-1, prepend=zero) / np.diff(ts, prepend=zero)
     report(status, betas)
     return FTLEDiagram(betas=betas, ts=ts, ftle=ftle, local=local, config=config, status=status)

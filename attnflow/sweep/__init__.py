@@ -4,6 +4,7 @@ sharded over devices, written to a resumable store, with a progress bar."""
 from ._engine import (
     DEFAULT_MEMORY as DEFAULT_MEMORY,
     chunk_size as chunk_size,
+    clear_cache as clear_cache,
     item_key as item_key,
     run as run,
     select_devices as select_devices,

@@ -155,6 +155,12 @@ def run(
     return chunks()
 
 
+def clear_cache() -> None:
+    """Forget the executables `run` keeps for later calls (with `jax.clear_caches()`, this
+    releases their memory)."""
+    _COMPILED.clear()
+
+
 def _batched(fn, batch: int, with_args: bool):
     """A chunk of indices (one device's share) -> stacked results: `jax.vmap(fn)` over
     `batch` items at a time, `lax.map` over the batches."""
