@@ -51,7 +51,8 @@ def simulate_sde(
     dt0 = _positive(dt0, "dt0", "the step size")
     if save is not None and not callable(save):
         raise ValueError(f"save must be a callable save(t, x) or None; got {save!r}")
-    return _simulate_sde(field, x0, ts, float(kappa), key, dt0, save, int(max_steps))
+    kappa = jnp.asarray(kappa, x0.dtype)  # a value, not part of the program: no recompilation
+    return _simulate_sde(field, x0, ts, kappa, key, dt0, save, int(max_steps))
 
 
 @eqx.filter_jit
