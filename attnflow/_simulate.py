@@ -208,6 +208,21 @@ def simulate(
     return _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps), throw)
 
 
+def rejectable(field):
+    """`field` with every non-finite velocity made NaN, for diffrax's adaptive step control.
+
+    A trial stage of a step that is too long can leave the range of the field (USA's weights
+    `e^{beta <x_i, x_j>}` off the sphere); diffrax rejects a step whose error is NaN and shrinks
+    it, but an `inf` error (the field's `+-inf` where the velocity overflows) drives the next
+    step size to 0 and the time to NaN. The states the solver accepts are unchanged."""
+
+    def velocity(t, y, args):
+        v = field(t, y, args)
+        return jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, jnp.nan), v)
+
+    return velocity
+
+
 @eqx.filter_jit
 def _simulate_ode(
     field, x0, ts, solver, dt0, rtol, atol, save, max_steps, throw=True
@@ -221,7 +236,7 @@ def _simulate_ode(
     else:
         saveat = diffrax.SaveAt(ts=ts, fn=lambda t, y, args: save(t, y))
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
+        diffrax.ODETerm(rejectable(field)),
         solver,
         t0=ts[0],
         t1=ts[-1],

@@ -227,3 +227,15 @@ def test_published_ginibre_qk_is_the_transposed_value_matrix():
     for symmetric in ("goe_qk", "ginibre_psd"):  # the conventions agree
         v = random_weights(key, 5, symmetric)[2]
         np.testing.assert_allclose(v, v.T, atol=1e-12)
+
+
+def test_usa_ode_recovers_from_trial_steps_that_leave_the_range():
+    """A first step too long for USA at beta = 9 sends a stage far off the sphere, where the
+    velocity overflows (+-inf): diffrax must reject and shrink the step (it does for NaN, while
+    inf drove the step to 0 and the time to NaN: every step rejected, the solve failed)."""
+    x0 = phase_diagram_sample(jax.random.key(0), 1, n=16, d=3)[0]
+    ts = jnp.linspace(0.0, 2.0, 3)
+    trajectory = af.simulate(af.USA(9.0), x0, ts)
+    assert trajectory.status == 0 and np.all(np.isfinite(trajectory.xs))
+    spectrum = af.stability.lyapunov_spectrum(af.USA(9.0), x0, 1.0, k=1)
+    assert np.all(np.isfinite(spectrum.exponents))
