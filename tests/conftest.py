@@ -8,17 +8,28 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 
+def _memory_mappings() -> int:
+    """How many memory mappings this process holds (Linux); a large number elsewhere."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+    except OSError:
+        return 1 << 30
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_code():
-    """Drop the compiled programs after each test module. XLA keeps every executable mapped in
-    memory (about 3 mappings each) while JAX's caches (and the sweep engine's) hold it; the
-    whole suite compiles tens of thousands, past Linux's default `vm.max_map_count` (65530),
-    where the compiler segfaults. Releasing them per module keeps the count low."""
+    """Drop the compiled programs after a test module once they are many. XLA keeps every
+    executable mapped in memory (about 3 mappings each) while JAX's caches (and the sweep
+    engine's) hold it; the whole suite compiles tens of thousands, past Linux's default
+    `vm.max_map_count` (65530), where the compiler segfaults. Releasing them past 20000
+    mappings keeps the count low and recompiles little."""
     yield
-    import attnflow as af
+    if _memory_mappings() > 20_000:
+        import attnflow as af
 
-    af.sweep.clear_cache()
-    jax.clear_caches()
+        af.sweep.clear_cache()
+        jax.clear_caches()
 
 
 @pytest.fixture
