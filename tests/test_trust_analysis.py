@@ -165,7 +165,7 @@ def test_equiangular_in_float32_and_closed_forms_at_beta_zero(n, kind):
     np.testing.assert_allclose(r32, r64, rtol=3e-5)
 
 
-@pytest.mark.parametrize("n", [2, 32, 1024])
+@pytest.mark.parametrize("n", [2, 32, pytest.param(1024, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["SA", "USA"])
 def test_crossing_time_in_float32(n, kind):
     betas = np.arange(10.0).reshape(2, 5)
