@@ -141,6 +141,17 @@ def study_config(study, key, n, d, betas, ts, samples, delta, kind, dtype) -> di
     }
 
 
+def study_args(key, betas, dtype, delta=None, ts=None) -> dict:
+    """The traced values of a study's items (`betas`, `key`, and `delta`, `ts` if given):
+    arrays, so new values reuse the compiled items."""
+    args = {"betas": jnp.asarray(betas), "key": key}
+    if delta is not None:
+        args["delta"] = jnp.asarray(delta, dtype)
+    if ts is not None:
+        args["ts"] = jnp.asarray(ts)
+    return args
+
+
 def failures(status: np.ndarray, betas: np.ndarray) -> str | None:
     """One line describing the failed items of a `(betas, samples)` status array, or None."""
     failed = status != 0

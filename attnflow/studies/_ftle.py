@@ -5,14 +5,13 @@ import dataclasses
 from pathlib import Path
 
 import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 
 from .._checks import positive_int
 from .._simulate import LAYERS, _positive, state_status
 from ..stability import lyapunov_spectrum
 from ..sweep import DEFAULT_MEMORY, run
-from ._common import check_study, model, report, study_config
+from ._common import check_study, model, report, study_args, study_config
 from ._phase_diagram import WEIGHTS, AbstractStudyItem, _open
 
 
@@ -140,7 +139,7 @@ def ftle_diagram(
         chunks = run(
             item,
             count,
-            args={"betas": jnp.asarray(betas), "key": key},
+            args=study_args(key, betas, dtype),
             bytes_per_item=itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
             memory=memory,
             devices=devices,

@@ -5,7 +5,6 @@ import math
 from collections.abc import Callable
 
 import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 
 from .._checks import as_float_array
@@ -13,7 +12,15 @@ from .._simulate import LAYERS, _layer_indices, _simulate_layers
 from ..analysis import count_clusters
 from ..fields import energy
 from ..sweep import DEFAULT_MEMORY, run
-from ._common import check_study, directions, make_field, model, report, study_config
+from ._common import (
+    check_study,
+    directions,
+    make_field,
+    model,
+    report,
+    study_args,
+    study_config,
+)
 from ._phase_diagram import phase_diagram_sample
 
 
@@ -114,12 +121,7 @@ def metastability(
         h=float(h),
         dtype=dtype.name,
     )
-    args = {
-        "betas": jnp.asarray(betas),
-        "key": key,
-        "delta": jnp.asarray(delta, dtype),
-        "ts": jnp.asarray(ts),
-    }
+    args = study_args(key, betas, dtype, delta, ts)
     config = study_config("metastability", key, n, d, betas, ts, samples, delta, kind, dtype)
     config |= {"solver": LAYERS, "h": float(h)}
     count = betas.size * samples

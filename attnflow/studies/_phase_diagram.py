@@ -17,7 +17,15 @@ from .._checks import as_float_array
 from .._simulate import LAYERS, _layer_indices, _simulate_layers, simulate, state_status
 from ..analysis import crossing_time
 from ..sweep import DEFAULT_MEMORY, Store, item_key, run
-from ._common import check_study, directions, make_field, model, report, study_config
+from ._common import (
+    check_study,
+    directions,
+    make_field,
+    model,
+    report,
+    study_args,
+    study_config,
+)
 
 # Items per device in a chunk, at most: a batch stops when its last item has clustered, so
 # chunks of one beta's realizations stop together.
@@ -288,12 +296,7 @@ def phase_diagram(
         stop_early=identity and proved and layers and delta <= 1,
         dtype=dtype.name,
     )
-    args = {
-        "betas": jnp.asarray(betas),
-        "key": key,
-        "delta": jnp.asarray(delta, dtype),
-        "ts": jnp.asarray(ts),
-    }
+    args = study_args(key, betas, dtype, delta, ts)
     itemsize = np.dtype(dtype).itemsize
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
     bytes_per_item = itemsize * working + 8 * ts.size
