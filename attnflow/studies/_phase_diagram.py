@@ -2,6 +2,7 @@
 Figs. 3 and 5)."""
 
 import abc
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -335,14 +336,6 @@ def phase_diagram(
     return PhaseDiagram(betas=betas, ts=ts, prob=prob, config=config, status=status)
 
 
-class _NoStore:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exception):
-        return None
-
-
 def _open(store, config: dict, count: int):
     """The `Store` at `store` (a context manager that holds its lock), or none."""
-    return _NoStore() if store is None else Store(store, config, count)
+    return contextlib.nullcontext() if store is None else Store(store, config, count)

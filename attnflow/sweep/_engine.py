@@ -1,5 +1,6 @@
 """`run`: evaluate a per-item function over many items, chunked, sharded, stored, with progress."""
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 
@@ -113,8 +114,9 @@ def run(
     size = chunk_size(count, bytes_per_item, int(memory), len(devices), largest, batch)
     mesh = jax.sharding.Mesh(np.asarray(devices), (_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
-    if args is not None:
-        args = jax.device_put(args, NamedSharding(mesh, PartitionSpec()))
+    if args is None:  # fn(index): one calling convention below
+        fn, args = _IndexOnly(fn), ()
+    args = jax.device_put(args, NamedSharding(mesh, PartitionSpec()))
     size, compiled = _compiled(fn, args, size, batch, int(memory), mesh)
     todo = [(0, count)] if store is None else store.missing()
     written = [] if store is None else store.chunks()
@@ -141,7 +143,7 @@ def run(
                     continue
                 indices = np.minimum(np.arange(start, start + size), stop - 1).astype(np.int32)
                 local = jax.make_array_from_callback((size,), sharding, indices.__getitem__)
-                results = compiled(local) if args is None else compiled(local, args)
+                results = compiled(local, args)
                 if jax.process_count() > 1:  # several hosts: every process gets every result
                     from jax.experimental import multihost_utils
 
@@ -161,15 +163,23 @@ def clear_cache() -> None:
     _COMPILED.clear()
 
 
-def _batched(fn, batch: int, with_args: bool):
+@dataclasses.dataclass(frozen=True)
+class _IndexOnly:
+    """`fn(index)` called as `fn(index, args)`; hashable by `fn`, so it caches like `fn`."""
+
+    fn: Callable
+
+    def __call__(self, index, args):
+        return self.fn(index)
+
+
+def _batched(fn, batch: int):
     """A chunk of indices (one device's share) -> stacked results: `jax.vmap(fn)` over
     `batch` items at a time, `lax.map` over the batches."""
 
-    def one_batch(indices, args):
-        return jax.vmap(fn if not with_args else lambda i: fn(i, args))(indices)
-
-    def chunk(indices, args=None):
-        out = jax.lax.map(lambda b: one_batch(b, args), indices.reshape(-1, batch))
+    def chunk(indices, args):
+        one_batch = jax.vmap(lambda i: fn(i, args))
+        out = jax.lax.map(one_batch, indices.reshape(-1, batch))
         return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 
     return chunk
@@ -197,13 +207,11 @@ def _compile_within(fn, args, size: int, batch: int, memory: int, mesh):
     device, times the devices) exceeds `memory`, shrink the chunk in proportion and compile
     again. The estimate `bytes_per_item` is meant to make that rare: one compilation."""
     devices = mesh.devices.size
-    with_args = args is not None
-    specs = (PartitionSpec(_AXIS), PartitionSpec()) if with_args else PartitionSpec(_AXIS)
     program = jax.jit(
         jax.shard_map(
-            _batched(fn, batch, with_args),
+            _batched(fn, batch),
             mesh=mesh,
-            in_specs=specs,
+            in_specs=(PartitionSpec(_AXIS), PartitionSpec()),
             out_specs=PartitionSpec(_AXIS),
             check_vma=False,  # equinox's runtime checks (eqx.error_if) are not vma-typed
         )
@@ -212,7 +220,7 @@ def _compile_within(fn, args, size: int, batch: int, memory: int, mesh):
     while True:
         sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
         shape = jax.ShapeDtypeStruct((size,), jnp.int32, sharding=sharding)
-        compiled = (program.lower(shape, args) if with_args else program.lower(shape)).compile()
+        compiled = program.lower(shape, args).compile()
         analysis = compiled.memory_analysis()
         if analysis is None or size == step:  # the backend does not say, or cannot shrink
             return size, compiled
