@@ -8,6 +8,7 @@ import importlib.metadata
 
 from . import (
     analysis as analysis,
+    optimize as optimize,
     sphere as sphere,
     stability as stability,
     studies as studies,

@@ -115,6 +115,7 @@ def simulate(
     save: Callable[[Array, Array], PyTree] | None = None,
     max_steps: int = 100_000,
     throw: bool = True,
+    adjoint="checkpoint",
 ) -> Trajectory:
     """Evolve the tokens `x0` under `field` and return them at the times `ts`.
 
@@ -137,6 +138,15 @@ def simulate(
         throw: raise when the solve fails (the default); `False` returns the failure as data
             instead, in `Trajectory.status` (see `STATUS`), as sweeps do: the save times after
             a failed ODE solve hold `inf`, and a non-finite state is reported, never hidden.
+        adjoint: how reverse-mode derivatives (`jax.grad`) go through an ODE solve:
+            `"checkpoint"` (the default, diffrax's `RecursiveCheckpointAdjoint`: the derivative
+            of the numerical solution itself, exact to rounding, with binomial checkpointing
+            of the steps), `"backsolve"` (diffrax's `BacksolveAdjoint`: the continuous adjoint
+            equations solved backwards in time, memory independent of the number of steps,
+            but only as accurate as the solver's tolerances), or a diffrax adjoint instance.
+            The layers (`solver="layers"`) are always differentiated through the layer loop,
+            rematerialized (`jax.checkpoint`) so that the `n x n` attention matrices of a
+            layer are recomputed, not stored, and only the tokens at save times are kept.
 
     Returns:
         A `Trajectory` with `.ts` (shape `(T,)`), `.xs` (`(T, n, d)`, or `save`'s output) and
@@ -152,7 +162,9 @@ def simulate(
 
     `simulate` is jit-compiled (one compilation per field structure, shapes, solver and
     options), works under `jax.vmap` over `x0` and over array leaves of the field such as
-    `beta`, and is differentiable (reverse mode through diffrax's checkpointed adjoint).
+    `beta`, and is differentiable with respect to `x0` and every array leaf of the field
+    (`beta`, `Q`, `K`, `V`, per-layer weights), in reverse mode (see `adjoint`); the gradients
+    are tested against central finite differences. `docs`: README, "Gradients through the flow".
     """
     if not isinstance(field, AbstractField):
         raise ValueError(
@@ -171,6 +183,11 @@ def simulate(
         h = _positive(dt0, "dt0", "the layer step h of solver='layers'")
         if is_traced(ts):
             raise ValueError("ts must be concrete (not traced) with solver='layers'")
+        if not (isinstance(adjoint, str) and adjoint == "checkpoint"):
+            raise ValueError(
+                "adjoint applies to ODE solvers; solver='layers' is differentiated through its "
+                f"rematerialized layer loop (leave adjoint='checkpoint'); got {adjoint!r}"
+            )
         steps = _layer_indices(np.asarray(ts), h)
         trajectory = _simulate_layers(field, x0, ts, steps, h, save)
         if not throw:
@@ -182,6 +199,7 @@ def simulate(
             "pass throw=False to get them with Trajectory.status instead",
         )
     solver = _solver(solver)
+    adjoint = _adjoint(adjoint)
     rtol = _positive(rtol, "rtol", "relative tolerance")
     atol = _positive(atol, "atol", "absolute tolerance")
     if dt0 is not None:
@@ -205,38 +223,63 @@ def simulate(
             f"{np.log(np.finfo(x0.dtype).max):.0f}); use solver='layers' (computed in log "
             "scale) or a smaller beta",
         )
-    return _simulate_ode(field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps), throw)
+    return _simulate_ode(
+        field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps), throw, adjoint
+    )
 
 
-def rejectable(field):
+ADJOINTS = {
+    "checkpoint": diffrax.RecursiveCheckpointAdjoint,
+    "backsolve": diffrax.BacksolveAdjoint,
+}
+
+
+def _adjoint(adjoint) -> diffrax.AbstractAdjoint:
+    if isinstance(adjoint, diffrax.AbstractAdjoint):
+        return adjoint
+    if not isinstance(adjoint, str) or adjoint not in ADJOINTS:
+        raise ValueError(
+            f"adjoint must be one of {', '.join(map(repr, ADJOINTS))} or a diffrax adjoint; "
+            f"got {adjoint!r}"
+        )
+    return ADJOINTS[adjoint]()
+
+
+class Rejectable(eqx.Module):
     """`field` with every non-finite velocity made NaN, for diffrax's adaptive step control.
 
     A trial stage of a step that is too long can leave the range of the field (USA's weights
     `e^{beta <x_i, x_j>}` off the sphere); diffrax rejects a step whose error is NaN and shrinks
     it, but an `inf` error (the field's `+-inf` where the velocity overflows) drives the next
-    step size to 0 and the time to NaN. The states the solver accepts are unchanged."""
+    step size to 0 and the time to NaN. The states the solver accepts are unchanged.
 
-    def velocity(t, y, args):
-        v = field(t, y, args)
+    A Module, not a closure, so that the field's parameters are leaves of the diffrax term:
+    the backsolve adjoint differentiates with respect to the term, not its closures."""
+
+    field: Callable
+
+    def __call__(self, t, y, args):
+        v = self.field(t, y, args)
         return jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, jnp.nan), v)
-
-    return velocity
 
 
 @eqx.filter_jit
 def _simulate_ode(
-    field, x0, ts, solver, dt0, rtol, atol, save, max_steps, throw=True
+    field, x0, ts, solver, dt0, rtol, atol, save, max_steps, throw=True, adjoint=None
 ) -> Trajectory:
     if isinstance(solver, diffrax.AbstractAdaptiveSolver):
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
     else:
         controller = diffrax.ConstantStepSize()
-    if save is None:
+    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    # The backsolve adjoint saves states only: a statistic is then taken afterwards.
+    save_after = save is not None and isinstance(adjoint, diffrax.BacksolveAdjoint)
+    if save is None or save_after:
         saveat = diffrax.SaveAt(ts=ts)
     else:
         saveat = diffrax.SaveAt(ts=ts, fn=lambda t, y, args: save(t, y))
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(rejectable(field)),
+        diffrax.ODETerm(Rejectable(field)),
         solver,
         t0=ts[0],
         t1=ts[-1],
@@ -246,9 +289,11 @@ def _simulate_ode(
         stepsize_controller=controller,
         max_steps=max_steps,
         throw=throw,
+        adjoint=adjoint,
     )
     failed = jnp.where(solution.result == diffrax.RESULTS.successful, 0, SOLVER_FAILED)
-    return Trajectory(ts=ts, xs=solution.ys, status=failed.astype(jnp.int32))
+    xs = jax.vmap(save)(ts, solution.ys) if save_after else solution.ys
+    return Trajectory(ts=ts, xs=xs, status=failed.astype(jnp.int32))
 
 
 @eqx.filter_jit
@@ -266,6 +311,7 @@ def _simulate_layers(
     """
     statistic = (lambda t, x: x) if save is None else save
 
+    @jax.checkpoint  # reverse mode recomputes a layer's attention matrix instead of storing it
     def one_layer(x, k):
         return field.layer(k.astype(x.dtype) * h, x, h), None
 
@@ -275,6 +321,7 @@ def _simulate_layers(
     offsets = np.asarray(steps) - steps[0]
     block = int(np.gcd.reduce(np.diff(offsets)))
 
+    @jax.checkpoint  # reverse mode keeps the tokens at block ends only, not at every layer
     def one_block(x, b):
         start = steps[0] + b * block
         x, _ = jax.lax.scan(one_layer, x, start + jnp.arange(block))

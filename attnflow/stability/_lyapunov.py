@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_value, positive_int
-from .._simulate import LAYERS, _positive, _solver, rejectable
+from .._simulate import LAYERS, Rejectable, _positive, _solver
 from ..fields import AbstractLayerField
 from ..sphere import project
 from ._tangent import check_state, on_product_of_spheres, value_and_jvps
@@ -213,7 +213,7 @@ class _ODEStep(eqx.Module):
             return value_and_jvps(lambda y: field(t, y, args), y, w)
 
         solution = diffrax.diffeqsolve(
-            diffrax.ODETerm(rejectable(augmented)),
+            diffrax.ODETerm(Rejectable(augmented)),
             self.solver,
             t0=ta,
             t1=tb,

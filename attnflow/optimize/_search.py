@@ -1,0 +1,340 @@
+"""`search`: an optax loop over the parameters of a loss, compiled once, resumable."""
+
+import functools
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int, PyTree
+from tqdm.auto import tqdm
+
+from .._checks import positive_int
+
+# Optimizers by name, with the learning rate used when none is given.
+OPTIMIZERS = {
+    "adam": 1e-2,
+    "adamw": 1e-2,
+    "adabelief": 1e-2,
+    "lion": 1e-3,
+    "rmsprop": 1e-2,
+    "sgd": 1e-2,
+    "lbfgs": None,  # a line search chooses the step
+}
+_FORMAT = "attnflow-search/1"
+
+
+class SearchWarning(UserWarning):
+    """A search stopped early because its loss or gradient was not finite."""
+
+
+class SearchResult(eqx.Module):
+    """The outcome of `search`.
+
+    `params`: the parameters with the lowest loss seen (the initial ones included), of the
+    structure of the initial `params`. `loss`: that loss. `history`: the loss of the
+    parameters after each step, `history[k] = loss(params_k)` for `k = 0..K` (`params_0` the
+    initial ones, `K` the number of steps taken). `best`: the index `k` of `params` in it.
+    """
+
+    params: PyTree
+    loss: Float[Array, ""]
+    history: Float[Array, " K"]
+    best: Int[Array, ""]
+
+
+@functools.cache
+def optimizer(name: str, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """The optax optimizer `name` (see `OPTIMIZERS`) with `learning_rate` (a default if None).
+
+    Cached: the same name and rate give the same object, so a second search with it reuses
+    the compiled step. `"lbfgs"` takes no learning rate (its line search sets the step).
+    """
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer must be an optax GradientTransformation or one of "
+            f"{', '.join(map(repr, OPTIMIZERS))}; got {name!r}"
+        )
+    if name == "lbfgs":
+        if learning_rate is not None:
+            raise ValueError("the 'lbfgs' optimizer takes no learning rate (a line search sets it)")
+        return optax.lbfgs()
+    rate = OPTIMIZERS[name] if learning_rate is None else learning_rate
+    if not (isinstance(rate, float | int) and not isinstance(rate, bool) and 0 < rate < np.inf):
+        raise ValueError(f"learning_rate must be a positive number; got {learning_rate!r}")
+    return getattr(optax, name)(float(rate))
+
+
+def _as_optimizer(opt) -> optax.GradientTransformation:
+    if isinstance(opt, optax.GradientTransformation):
+        return opt
+    return optimizer(opt)
+
+
+def _as_params(params) -> PyTree:
+    """`params` with float leaves (Python floats, NumPy arrays) as JAX arrays, checked finite."""
+
+    def convert(leaf):
+        if isinstance(leaf, float) or (
+            isinstance(leaf, np.ndarray | np.floating) and np.issubdtype(leaf.dtype, np.floating)
+        ):
+            return jnp.asarray(leaf)
+        return leaf
+
+    params = jax.tree.map(convert, params)
+    leaves = jax.tree_util.tree_leaves_with_path(eqx.filter(params, eqx.is_inexact_array))
+    if not leaves:
+        raise ValueError(
+            "params must hold at least one floating-point array (the leaves to optimize); "
+            f"got {params!r:.100}"
+        )
+    for path, leaf in leaves:
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(
+                f"params must be finite; params{jax.tree_util.keystr(path)} holds "
+                f"{int((~jnp.isfinite(leaf)).sum())} non-finite entries"
+            )
+    return params
+
+
+def _check_loss(loss, params) -> None:
+    if not callable(loss):
+        raise ValueError(f"loss must be a callable loss(params) -> scalar; got {loss!r:.80}")
+    out = eqx.filter_eval_shape(loss, params)
+    if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()):
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"loss must return a scalar; got {shape}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"loss must return a real floating-point scalar; got dtype {out.dtype}")
+
+
+@eqx.filter_jit
+def _value(loss, params):
+    return loss(params)
+
+
+@eqx.filter_jit
+def _step(loss, opt, params, state):
+    """One optimizer step: `(params, state, loss(params), finite)`, the update not applied
+    when the loss or its gradient is not finite."""
+    trainable, static = eqx.partition(params, eqx.is_inexact_array)
+
+    def value_fn(trainable):
+        return loss(eqx.combine(trainable, static))
+
+    value, grads = jax.value_and_grad(value_fn)(trainable)
+    if isinstance(opt, optax.GradientTransformationExtraArgs):
+        updates, new_state = opt.update(
+            grads, state, trainable, value=value, grad=grads, value_fn=value_fn
+        )
+    else:
+        updates, new_state = opt.update(grads, state, trainable)
+    finite = jnp.isfinite(value) & jnp.all(
+        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    )
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    new_params = eqx.apply_updates(params, updates)
+    return keep(new_params, params), keep(new_state, state), value, finite
+
+
+class _State(eqx.Module):
+    """What a checkpoint holds: enough to continue exactly where the search stopped."""
+
+    params: PyTree
+    opt_state: PyTree
+    best_params: PyTree
+    history: Array
+
+
+def _fingerprint(params, loss0) -> str:
+    """Identifies a search by its initial parameters and their loss (the loss function and its
+    data), so that a checkpoint is never resumed by a different search."""
+    digest = hashlib.sha256(str(jax.tree.structure(params)).encode())
+    for leaf in jax.tree.leaves(eqx.filter(params, eqx.is_array)):
+        digest.update(np.asarray(leaf).tobytes())
+    digest.update(np.asarray(loss0).tobytes())
+    return digest.hexdigest()
+
+
+def _save(path: Path, header: dict, state: _State) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as f:
+        f.write((json.dumps(header) + "\n").encode())
+        eqx.tree_serialise_leaves(f, state)
+    os.replace(temporary, path)
+
+
+def _load(path: Path, fingerprint: str, like: _State) -> tuple[dict, _State] | None:
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise ValueError(f"checkpoint must be a file path; {path} is not a file")
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.readline())
+            if header.get("format") != _FORMAT:
+                raise ValueError("not an attnflow search checkpoint")
+            if header["fingerprint"] != fingerprint:
+                raise ValueError(
+                    f"checkpoint {path} belongs to another search (different initial params, "
+                    "loss or data); delete it or choose another path"
+                )
+            like = eqx.tree_at(
+                lambda s: s.history, like, jnp.zeros(header["evaluated"], like.history.dtype)
+            )
+            state = eqx.tree_deserialise_leaves(f, like)
+    except ValueError as err:
+        if "another search" in str(err):
+            raise
+        raise ValueError(f"checkpoint {path} is damaged or not a search checkpoint: {err}") from err
+    except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as err:
+        raise ValueError(f"checkpoint {path} is damaged or not a search checkpoint: {err}") from err
+    return header, state
+
+
+def search(
+    loss: Callable[[PyTree], Float[Array, ""]],
+    params: PyTree,
+    optimizer: optax.GradientTransformation | str,
+    *,
+    steps: int,
+    checkpoint: str | os.PathLike | None = None,
+    patience: int | None = None,
+    progress: bool = True,
+    checkpoint_every: int = 10,
+) -> SearchResult:
+    """Minimize `loss(params)` with an optax optimizer: `steps` gradient steps, compiled once.
+
+    Arguments:
+        loss: a function of `params` returning a real scalar; differentiable in its
+            floating-point array leaves (typically through `attnflow.simulate`).
+        params: the initial parameters, any pytree (an array, a tuple, a field such as
+            `attnflow.SA(beta, Q, K, V)`); its floating-point array leaves are optimized,
+            everything else is held fixed. Checked finite.
+        optimizer: an `optax.GradientTransformation` (e.g. `optax.adam(1e-2)`), or a name
+            from `OPTIMIZERS` with its default learning rate (see `optimizer`). Optimizers
+            that need the loss itself (`optax.lbfgs`, line searches) get it.
+        steps: the number of optimizer steps (at most; see `patience`).
+        checkpoint: a file path. Every `checkpoint_every` steps, when the search stops, and on
+            Ctrl-C, the state (parameters, optimizer state, history) is written there
+            atomically with `equinox` serialization; a later call with the same `loss`,
+            initial `params` and `optimizer` resumes from it to the same result as an
+            uninterrupted search. A checkpoint of another search is refused (it is matched by
+            a fingerprint of the initial parameters and their loss).
+        patience: stop once the best loss has not improved for this many steps (None: never).
+        progress: show a tqdm bar with the current and best loss.
+
+    Returns:
+        A `SearchResult` with the best parameters seen, their loss, and the loss history.
+
+    The step (`value_and_grad` of `loss`, then the optimizer update) is one `equinox.filter_jit`
+    function of `loss` and `optimizer` (static) and the parameters (traced): a second search
+    with the same loss and optimizer objects compiles nothing. If the loss or its gradient
+    becomes non-finite, the search stops there with a `SearchWarning` and returns the best
+    parameters before it; a non-finite loss at the initial parameters is a `ValueError`.
+    """
+    steps = positive_int(steps, "steps")
+    if patience is not None:
+        patience = positive_int(patience, "patience")
+    checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False; got {progress!r}")
+    opt = _as_optimizer(optimizer)
+    params = _as_params(params)
+    _check_loss(loss, params)
+    loss0 = _value(loss, params)
+    if not bool(jnp.isfinite(loss0)):
+        raise ValueError(f"loss must be finite at the initial params; got {float(loss0)}")
+    fingerprint = _fingerprint(params, loss0)
+    opt_state = opt.init(eqx.filter(params, eqx.is_inexact_array))
+    header = {
+        "format": _FORMAT,
+        "fingerprint": fingerprint,
+        "taken": 0,
+        "best": 0,
+        "since_best": 0,
+        "stopped": False,
+    }
+    history = [float(loss0)]
+    path = None if checkpoint is None else Path(checkpoint)
+    best_params = params
+    if path is not None:
+        loaded = _load(
+            path, fingerprint, _State(params, opt_state, params, jnp.asarray(history, loss0.dtype))
+        )
+        if loaded is not None:
+            header, state = loaded
+            params, opt_state, best_params = state.params, state.opt_state, state.best_params
+            history = [float(v) for v in np.asarray(state.history)]
+    taken, best, since_best, stopped = (
+        header[k] for k in ("taken", "best", "since_best", "stopped")
+    )
+
+    def write():
+        if path is not None:
+            header.update(
+                taken=taken,
+                best=best,
+                since_best=since_best,
+                stopped=stopped,
+                evaluated=len(history),
+            )
+            _save(
+                path,
+                header,
+                _State(params, opt_state, best_params, jnp.asarray(history, loss0.dtype)),
+            )
+
+    def record(value: float, at: Array) -> None:
+        """`value = loss(params_taken)`; `at` the params it belongs to."""
+        nonlocal best, best_params, since_best
+        del history[taken:]
+        history.append(value)
+        if value < history[best] or taken == 0:
+            best, best_params, since_best = taken, at, 0
+        else:
+            since_best = taken - best
+
+    bar = tqdm(
+        total=steps, initial=min(taken, steps), desc="search", disable=not progress, leave=False
+    )
+    try:
+        while taken < steps and not stopped:
+            new_params, new_state, value, finite = _step(loss, opt, params, opt_state)
+            record(float(value), params)
+            if not bool(finite):
+                warnings.warn(
+                    f"the loss or its gradient is not finite at step {taken} (loss "
+                    f"{float(value)}); the search stopped there and returns the best params "
+                    "before it",
+                    SearchWarning,
+                    stacklevel=2,
+                )
+                stopped = True
+                break
+            if patience is not None and since_best >= patience:
+                stopped = True
+                break
+            params, opt_state = new_params, new_state
+            taken += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]:.4g}", best=f"{history[best]:.4g}", refresh=False)
+            if taken % checkpoint_every == 0:
+                write()
+        if taken == steps and not stopped:  # the loss of the last params, not yet evaluated
+            record(float(_value(loss, params)), params)
+        write()
+    except KeyboardInterrupt:
+        write()
+        raise
+    finally:
+        bar.close()
+    history = jnp.asarray(history, loss0.dtype)
+    return SearchResult(best_params, history[best], history, jnp.asarray(best))
