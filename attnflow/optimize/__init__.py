@@ -6,7 +6,11 @@ trajectories with `fit_trajectory`, and run the worked searches of the `attnflow
 """
 
 from ..fields import energy as energy, log_energy as log_energy
-from ._fit import fit_trajectory as fit_trajectory, identifiable as identifiable
+from ._fit import (
+    fit_trajectory as fit_trajectory,
+    identifiable as identifiable,
+    velocity_guess as velocity_guess,
+)
 from ._objectives import (
     soft_cluster_count as soft_cluster_count,
     soft_collapse_time as soft_collapse_time,
