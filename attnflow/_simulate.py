@@ -171,6 +171,8 @@ def simulate(
             f"field must be an attnflow vector field (AbstractField); got {field!r:.80}"
         )
     x0 = field.check(as_float_array(x0, "x0"))
+    # Concrete save times stay known under an outer jax.jit (the layers need them).
+    concrete_ts = None if is_traced(ts) else np.asarray(ts, dtype=np.float64)
     ts = _check_times(as_float_array(ts, "ts").astype(x0.dtype))
     if save is not None and not callable(save):
         raise ValueError(f"save must be a callable save(t, x) or None; got {save!r}")
@@ -181,14 +183,14 @@ def simulate(
                 f"got {type(field).__name__}"
             )
         h = _positive(dt0, "dt0", "the layer step h of solver='layers'")
-        if is_traced(ts):
+        if concrete_ts is None:
             raise ValueError("ts must be concrete (not traced) with solver='layers'")
         if not (isinstance(adjoint, str) and adjoint == "checkpoint"):
             raise ValueError(
                 "adjoint applies to ODE solvers; solver='layers' is differentiated through its "
                 f"rematerialized layer loop (leave adjoint='checkpoint'); got {adjoint!r}"
             )
-        steps = _layer_indices(np.asarray(ts), h)
+        steps = _layer_indices(concrete_ts, h)
         trajectory = _simulate_layers(field, x0, ts, steps, h, save)
         if not throw:
             return trajectory
@@ -200,6 +202,9 @@ def simulate(
         )
     solver = _solver(solver)
     adjoint = _adjoint(adjoint)
+    if isinstance(adjoint, diffrax.BacksolveAdjoint):
+        # Its adjoint state holds the weights' cotangents beside the tokens': one dtype.
+        field = jax.tree.map(lambda a: a.astype(x0.dtype) if eqx.is_inexact_array(a) else a, field)
     rtol = _positive(rtol, "rtol", "relative tolerance")
     atol = _positive(atol, "atol", "absolute tolerance")
     if dt0 is not None:

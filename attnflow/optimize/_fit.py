@@ -18,14 +18,15 @@ from ._search import SearchResult, search
 
 
 def identifiable(field: PostLN) -> tuple:
-    """The combinations `(beta Q^T K, V)` of a dot-product attention field that its flow
-    determines; `None` stands for the identity, as in the field.
+    """The combinations `(beta Q^T K, V)` of a dot-product attention field (shapes `(d, d)`)
+    that its flow determines.
 
     The field depends on `beta`, `Q` and `K` only through the logits
     `beta <Q x_i, K x_j> = beta x_i^T (Q^T K) x_j`, so every `(beta', Q', K')` with
     `beta' Q'^T K' = beta Q^T K` gives the same velocity at every configuration, hence the same
     trajectories: `beta`, `Q` and `K` separately can never be recovered from tokens, only the
-    `d x d` matrix `beta Q^T K`. `V` is determined (for tokens whose differences span `R^d`).
+    `d x d` matrix `beta Q^T K`. `V` is determined by the flow (for tokens whose differences
+    span `R^d`; tested by recovering it).
     """
     attention = getattr(field, "attention", None)
     if not isinstance(attention, AbstractDotProductAttention):
@@ -33,24 +34,13 @@ def identifiable(field: PostLN) -> tuple:
             f"field must be a dot-product attention field such as attnflow.SA(beta, Q, K, V); "
             f"got {type(field).__name__}"
         )
-    d = attention.d
-    q = attention.Q
-    k = attention.K
-    if q is None and k is None:
-        logits = None if d is None else jnp.eye(d)
-    else:
-        logits = (jnp.eye(k.shape[1]) if q is None else q).T @ (
-            jnp.eye(q.shape[1]) if k is None else k
+    if attention.d is None:
+        raise ValueError(
+            "the field has Q = K = V = identity, of no fixed dimension: pass V = jnp.eye(d)"
         )
-    A = attention.beta * (jnp.eye(_width(field)) if logits is None else logits)
-    return A, attention.V
-
-
-def _width(field) -> int:
-    d = field.attention.d
-    if d is None:
-        raise ValueError("the field has Q = K = V = identity: give its dimension by passing V")
-    return d
+    eye = jnp.eye(attention.d, dtype=attention.beta.dtype)
+    Q, K, V = (eye if a is None else a for a in (attention.Q, attention.K, attention.V))
+    return attention.beta * Q.T @ K, V
 
 
 def _tolerances(dtype, rtol, atol):

@@ -267,7 +267,9 @@ def search(
     best_params = params
     if path is not None:
         loaded = _load(
-            path, fingerprint, _State(params, opt_state, params, jnp.asarray(history, loss0.dtype))
+            path,
+            fingerprint,
+            _State(params, opt_state, params, jax.device_put(np.asarray(history, loss0.dtype))),
         )
         if loaded is not None:
             header, state = loaded
@@ -289,7 +291,9 @@ def search(
             _save(
                 path,
                 header,
-                _State(params, opt_state, best_params, jnp.asarray(history, loss0.dtype)),
+                _State(
+                    params, opt_state, best_params, jax.device_put(np.asarray(history, loss0.dtype))
+                ),
             )
 
     def record(value: float, at: Array) -> None:
@@ -336,5 +340,6 @@ def search(
         raise
     finally:
         bar.close()
-    history = jnp.asarray(history, loss0.dtype)
-    return SearchResult(best_params, history[best], history, jnp.asarray(best))
+    # device_put of NumPy: no compilation for a history of a new length
+    history = np.asarray(history, loss0.dtype)
+    return SearchResult(best_params, *jax.device_put((history[best], history, np.asarray(best))))
