@@ -115,6 +115,11 @@ def _check_loss(loss, params) -> None:
         raise ValueError(f"loss must return a real floating-point scalar; got dtype {out.dtype}")
 
 
+def _array(values, dtype) -> Array:
+    """A list of floats as a JAX array, with no compilation for a new length."""
+    return jax.device_put(np.asarray(values, dtype))
+
+
 @eqx.filter_jit
 def _value(loss, params):
     return loss(params)
