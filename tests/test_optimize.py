@@ -286,6 +286,19 @@ def test_search_stops_on_a_non_finite_loss():
     assert np.isfinite(float(result.loss))
 
 
+def test_search_stops_when_a_check_inside_the_loss_fails(getkey):
+    """sgd with a large rate steps beta below 0, which SA refuses at run time."""
+    x0 = af.sphere.uniform(getkey(), 4, 3)
+
+    def loss(beta):
+        xs = af.simulate(af.SA(beta), x0, TS, solver="layers", dt0=0.5).xs
+        return beta + jnp.sum(xs[-1, 0])  # d/dbeta about 1: the step goes far below 0
+
+    with pytest.warns(opt.SearchWarning, match="the loss raised at step 1 .*beta must be"):
+        result = opt.search(loss, 0.1, optax.sgd(1e3), steps=5, progress=False)
+    assert float(result.params) == pytest.approx(0.1)
+
+
 def test_search_in_float32():
     start = jnp.zeros(3, jnp.float32)
     result = opt.search(lambda p: jnp.sum((p - 1.0) ** 2), start, "adam", steps=300, progress=False)

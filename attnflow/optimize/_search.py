@@ -115,6 +115,12 @@ def _check_loss(loss, params) -> None:
         raise ValueError(f"loss must return a real floating-point scalar; got dtype {out.dtype}")
 
 
+def _message(err: Exception) -> str:
+    """The message of an `equinox.EquinoxRuntimeError`, without its stack and advice."""
+    lines = [line for line in str(err).splitlines() if "EquinoxRuntimeError:" in line]
+    return lines[0].split("EquinoxRuntimeError:", 1)[1].strip() if lines else str(err)[:200]
+
+
 def _array(values, dtype) -> Array:
     """A list of floats as a JAX array, with no compilation for a new length."""
     return jax.device_put(np.asarray(values, dtype))
@@ -242,8 +248,9 @@ def search(
     The step (`value_and_grad` of `loss`, then the optimizer update) is one `equinox.filter_jit`
     function of `loss` and `optimizer` (static) and the parameters (traced): a second search
     with the same loss and optimizer objects compiles nothing. If the loss or its gradient
-    becomes non-finite, the search stops there with a `SearchWarning` and returns the best
-    parameters before it; a non-finite loss at the initial parameters is a `ValueError`.
+    becomes non-finite, or a runtime check inside it fails (a line search trying `beta < 0`),
+    the search stops there with a `SearchWarning` and returns the best parameters before it;
+    a non-finite loss at the initial parameters is a `ValueError`.
     """
     steps = positive_int(steps, "steps")
     if patience is not None:
@@ -316,7 +323,19 @@ def search(
     )
     try:
         while taken < steps and not stopped:
-            new_params, new_state, value, finite = _step(loss, opt, params, opt_state)
+            try:
+                new_params, new_state, value, finite = _step(loss, opt, params, opt_state)
+            except eqx.EquinoxRuntimeError as err:  # a check inside the loss (e.g. beta < 0)
+                if taken == 0:
+                    raise
+                warnings.warn(
+                    f"the loss raised at step {taken} ({_message(err)}); the search stopped "
+                    "there and returns the best params before it",
+                    SearchWarning,
+                    stacklevel=2,
+                )
+                stopped = True
+                break
             record(float(value), params)
             if not bool(finite):
                 warnings.warn(
