@@ -325,17 +325,21 @@ def test_search_bad_input():
 # ---------------------------------------------------------------- fit_trajectory
 
 
-def test_fit_trajectory_recovers_the_identifiable_parameters(getkey):
+def test_fit_trajectory_recovers_the_identifiable_parameters(getkey, dtype):
     """A synthetic SA trajectory with random non-square Q, K and random V (n = 8, d = 3):
-    `beta Q^T K` and `V` recovered to 1e-3 relative; the fit predicts held-out later times."""
+    `beta Q^T K` and `V` recovered to 1e-3 relative; the fit predicts held-out later times.
+    (float32: a float32 recording, the fit returned in float32.)"""
     x0, Q, K, V = _problem(getkey, n=8, d=3, m=5)
     true = af.SA(1.3, Q, K, V)
     ts = jnp.linspace(0.0, 3.0, 16)
     xs = af.simulate(true, x0, ts, rtol=1e-12, atol=1e-12).xs
-    result = opt.fit_trajectory(ts[:11], xs[:11], progress=False)
+    result = opt.fit_trajectory(ts[:11].astype(dtype), xs[:11].astype(dtype), progress=False)
     fitted, expected = opt.identifiable(result.params), opt.identifiable(true)
     for a, b in zip(fitted, expected, strict=True):
+        assert a.dtype == dtype
         assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) < 1e-3
+    if dtype == jnp.float32:
+        return
     held_out = af.simulate(result.params, x0, ts, rtol=1e-10, atol=1e-10).xs[11:]
     np.testing.assert_allclose(held_out, xs[11:], atol=1e-6)
 

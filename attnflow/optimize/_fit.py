@@ -13,6 +13,7 @@ import scipy.interpolate
 from .._checks import as_float_array, check_finite, positive_int, positive_number
 from .._simulate import simulate
 from ..fields import KINDS, AbstractDotProductAttention, PostLN
+from ..sphere import normalize
 from ._objectives import trajectory_loss
 from ._search import SearchResult, search
 
@@ -125,7 +126,19 @@ def _levenberg_marquardt(shooting, params, steps: int, rtol: float) -> SearchRes
     """Minimize the shooting residuals by Levenberg-Marquardt (optimistix): a Gauss-Newton
     method, which converges in tens of steps on these small least-squares problems where
     first-order methods crawl along the ill-conditioned directions."""
-    solution = _solve_least_squares(shooting, params, steps, rtol)
+    dtype = shooting.xs.dtype
+    if jax.config.jax_enable_x64 and dtype != jnp.float64:
+        # optimistix mixes its float64 damping into float32 operators when x64 is on (its
+        # own float32 path works with x64 off): solve in float64, return in the data's dtype.
+        wide = jax.tree.map(
+            lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, (shooting, params)
+        )
+        # back on the sphere to float64 rounding (float32 tokens are off by 1e-7)
+        wide = eqx.tree_at(lambda w: w[0].xs, wide, normalize(wide[0].xs))
+        solution = _solve_least_squares(*wide, steps, rtol)
+        solution = jax.tree.map(lambda a: a.astype(dtype), solution)
+    else:
+        solution = _solve_least_squares(shooting, params, steps, rtol)
     losses = jnp.stack([shooting(params), shooting(solution)])
     best = jnp.argmin(losses)
     chosen = jax.tree.map(lambda a, b: jnp.where(best == 0, a, b), params, solution)
