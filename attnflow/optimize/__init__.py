@@ -23,3 +23,11 @@ from ._search import (
     optimizer as optimizer,
     search as search,
 )
+from ._worked import (
+    Recovery as Recovery,
+    SmallestBeta as SmallestBeta,
+    ValueForGroups as ValueForGroups,
+    recover_parameters as recover_parameters,
+    smallest_beta as smallest_beta,
+    value_for_groups as value_for_groups,
+)

@@ -1,5 +1,10 @@
 """Figures (matplotlib, imported lazily so attnflow itself never needs it)."""
 
+from ._optimize import (
+    plot_recovery as plot_recovery,
+    plot_smallest_beta as plot_smallest_beta,
+    plot_value_groups as plot_value_groups,
+)
 from ._stability import (
     plot_fixed_points as plot_fixed_points,
     plot_ftle as plot_ftle,
@@ -25,5 +30,8 @@ __all__ = [
     "plot_metastability",
     "plot_normalization",
     "plot_phase_diagram",
+    "plot_recovery",
+    "plot_smallest_beta",
     "plot_trajectory",
+    "plot_value_groups",
 ]

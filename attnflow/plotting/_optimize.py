@@ -1,0 +1,179 @@
+"""Figures of the worked parameter searches: the loss curve and what the answer does."""
+
+import numpy as np
+
+from ..optimize import Recovery, SmallestBeta, ValueForGroups
+from ._trajectory import _require_matplotlib
+
+
+def _loss_curve(ax, search, *, log: bool = True) -> None:
+    """The loss after each step, the best one marked."""
+    history = np.asarray(search.history)
+    steps = np.arange(len(history))
+    best = int(search.best)
+    style = "o-" if len(history) <= 2 else "-"  # a solver that reports its ends only
+    (ax.semilogy if log and np.all(history > 0) else ax.plot)(steps, history, style, color="C0")
+    ax.plot(best, history[best], "o", color="C3", label=f"best, step {best}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("search", fontsize="medium")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+
+
+def _tokens(fig, spec, x, colors, title: str):
+    """Tokens on the circle (`d = 2`) or the sphere (first three coordinates, renormalized),
+    colored by `colors` (integers)."""
+    x = np.asarray(x)
+    cmap = "tab10" if colors.max() < 10 else "viridis"
+    if x.shape[-1] == 2:
+        ax = fig.add_subplot(spec)
+        circle = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=1)
+        ax.scatter(x[:, 0], x[:, 1], c=colors, cmap=cmap, vmin=0, vmax=9, s=22, zorder=3)
+        ax.set_aspect("equal")
+    else:
+        ax = fig.add_subplot(spec, projection="3d")
+        u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 24), np.linspace(0, np.pi, 12))
+        ax.plot_wireframe(
+            np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.5
+        )
+        p = x[:, :3] / np.linalg.norm(x[:, :3], axis=-1, keepdims=True)
+        ax.scatter(*p.T, c=colors, cmap=cmap, vmin=0, vmax=9, s=22, depthshade=False)
+        ax.set_box_aspect((1, 1, 1), zoom=1.3)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize="small")
+    return ax
+
+
+def _cluster_labels(x, delta: float) -> np.ndarray:
+    """The cluster of each token (connected components of `<x_i, x_j> >= 1 - delta`)."""
+    from scipy.sparse.csgraph import connected_components
+
+    x = np.asarray(x)
+    return connected_components(x @ x.T >= 1 - delta, directed=False)[1]
+
+
+def plot_smallest_beta(result: SmallestBeta, *, samples: int = 4, path=None):
+    """The search of `smallest_beta`: its loss curve, the `beta` schedule (for a schedule),
+    and the tokens at `t1` under the answer from up to `samples` initial states, colored by
+    their sharp cluster, each titled with its cluster count.
+
+    Returns the matplotlib `Figure`; saves it if `path` is given.
+    """
+    Figure = _require_matplotlib()
+    beta = np.asarray(result.beta)
+    shown = min(samples, len(result.xs))
+    panels = 1 + (beta.ndim == 1) + shown
+    fig = Figure(figsize=(3.3 * panels, 3.4), layout="constrained")
+    grid = fig.add_gridspec(1, panels)
+    _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
+    if beta.ndim == 1:
+        ax = fig.add_subplot(grid[0, 1])
+        ts = np.arange(len(beta)) * result.h
+        ax.step(ts, beta, where="post", color="C2", label="per layer")
+        ax.axhline(beta.mean(), color="C2", ls="--", lw=1, label=f"mean {beta.mean():.3g}")
+        ax.set_xlabel("t (layer start)")
+        ax.set_ylabel(r"$\beta$")
+        ax.set_title(r"$\beta$ schedule", fontsize="medium")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    for s in range(shown):
+        labels = _cluster_labels(result.xs[s], result.delta)
+        count = int(result.clusters[s])
+        mark = "ok" if count >= result.k else f"< {result.k}"
+        sizes = " + ".join(map(str, sorted(np.bincount(labels), reverse=True)[:6]))
+        title = f"{count} clusters ({mark}): {sizes}{' + ...' if count > 6 else ''}"
+        _tokens(fig, grid[0, panels - shown + s], result.xs[s], labels, title)
+    answer = f"mean beta = {beta.mean():.4g}" if beta.ndim else f"beta = {float(beta):.4g}"
+    verdict = "holds" if result.holds else "FAILS"
+    fig.suptitle(
+        f"at least {result.k} clusters up to t = {result.t1:g}: {answer}; sharp check "
+        f"(delta = {result.delta:g}) {verdict} on {len(result.xs)} initial states",
+        fontsize="medium",
+    )
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_value_groups(result: ValueForGroups, *, path=None):
+    """The search of `value_for_groups`: its loss curve, the tokens at `t = 0` and at `t1`
+    colored by their prescribed group, and `V`.
+
+    Returns the matplotlib `Figure`; saves it if `path` is given.
+    """
+    Figure = _require_matplotlib()
+    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    grid = fig.add_gridspec(1, 4)
+    _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
+    labels = np.asarray(result.labels)
+    _tokens(fig, grid[0, 1], result.x0, labels, "t = 0, colored by group")
+    verdict = "clusters = groups" if result.matches else "clusters != groups"
+    _tokens(
+        fig,
+        grid[0, 2],
+        result.xs,
+        labels,
+        f"t = {result.t1:g}: {int(result.count)} clusters, {verdict}",
+    )
+    ax = fig.add_subplot(grid[0, 3])
+    V = np.asarray(result.V)
+    bound = float(np.abs(V).max()) or 1.0
+    image = ax.imshow(V, cmap="RdBu_r", vmin=-bound, vmax=bound)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("V", fontsize="medium")
+    fig.suptitle(
+        f"value matrix for {labels.max() + 1} groups, beta = {result.beta:g}: within groups "
+        f"min cosine {float(result.same_min):.6f}, between max {float(result.apart_max):.3f}",
+        fontsize="medium",
+    )
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_recovery(result: Recovery, *, path=None):
+    """The fit of `recover_parameters`: its loss, the fitted entries of `beta Q^T K` and `V`
+    against the true ones, and the held-out prediction error over time.
+
+    Returns the matplotlib `Figure`; saves it if `path` is given.
+    """
+    from ..optimize import identifiable
+
+    Figure = _require_matplotlib()
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    grid = fig.add_gridspec(1, 3)
+    _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
+    ax = fig.add_subplot(grid[0, 1])
+    for (true, fitted), name, color in zip(
+        zip(identifiable(result.true), identifiable(result.fitted), strict=True),
+        (r"$\beta Q^T K$", "$V$"),
+        ("C0", "C1"),
+        strict=True,
+    ):
+        ax.plot(np.ravel(true), np.ravel(fitted), "o", color=color, label=name, ms=5)
+    low, high = ax.get_xlim()
+    ax.plot([low, high], [low, high], color="0.6", lw=0.8, zorder=0)
+    ax.set_xlabel("true entry")
+    ax.set_ylabel("fitted entry")
+    ax.set_title(
+        f"relative errors {float(result.logits_error):.1e}, {float(result.value_error):.1e}",
+        fontsize="medium",
+    )
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    ax = fig.add_subplot(grid[0, 2])
+    ts = np.asarray(result.ts)
+    gap = np.asarray(result.held_fitted) - np.asarray(result.held_true)
+    error = np.sqrt(np.mean(np.sum(gap**2, axis=-1), axis=-1))
+    ax.semilogy(ts[1:], np.maximum(error[1:], 1e-300), color="C3")
+    ax.set_xlabel("t")
+    ax.set_ylabel("RMS distance")
+    ax.set_title("held-out tokens: fitted vs true flow", fontsize="medium")
+    ax.grid(alpha=0.3)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
