@@ -10,8 +10,12 @@ from scipy.special import i0e, i1e
 import attnflow as af
 
 
-def order_parameter_over_time(kappa, n=1600, seed=1):
-    """Tokens on the circle at beta = 0 (noisy Kuramoto), from a near-synchronized start."""
+def order_parameter_over_time(kappa, n=1000, seed=1):
+    """Tokens on the circle at beta = 0 (noisy Kuramoto), from a near-synchronized start.
+
+    n = 1000 (0.4x the time of n = 1600). Measured at n = 900: at kappa = 3 the time mean is
+    within 0.01 of the mean-field value for seeds 1-4 (tolerance 0.02); at kappa = 1.5 it is
+    0.065 (bound 0.1), and fluctuations shrink as n grows."""
     start = jnp.array([1.0, 0.0]) + 0.1 * jax.random.normal(jax.random.key(0), (n, 2))
     x0 = af.sphere.normalize(start)
     ts = jnp.linspace(0.0, 30.0, 61)
