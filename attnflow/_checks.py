@@ -25,8 +25,10 @@ def is_traced(x) -> bool:
 def as_float_array(x, name: str) -> jax.Array:
     """`x` as a floating-point JAX array (integers are promoted to the default float)."""
     try:
+        if isinstance(x, str | bytes):  # numpy would parse a string as a dtype
+            raise TypeError
         a = jnp.asarray(x)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(
             f"{name} must be an array of real numbers; got {type(x).__name__}"
         ) from err

@@ -146,7 +146,10 @@ def simulate(
             but only as accurate as the solver's tolerances), or a diffrax adjoint instance.
             The layers (`solver="layers"`) are always differentiated through the layer loop,
             rematerialized (`jax.checkpoint`) so that the `n x n` attention matrices of a
-            layer are recomputed, not stored, and only the tokens at save times are kept.
+            layer are recomputed, not stored: the tokens at the ends of blocks of layers (the
+            gcd of the gaps between save times) are kept, plus those of one block during the
+            backward pass. With `save` and `"backsolve"`, the states at the save times are
+            stored and the statistic taken afterwards (diffrax's backsolve saves states only).
 
     Returns:
         A `Trajectory` with `.ts` (shape `(T,)`), `.xs` (`(T, n, d)`, or `save`'s output) and
@@ -164,15 +167,14 @@ def simulate(
     options), works under `jax.vmap` over `x0` and over array leaves of the field such as
     `beta`, and is differentiable with respect to `x0` and every array leaf of the field
     (`beta`, `Q`, `K`, `V`, per-layer weights), in reverse mode (see `adjoint`); the gradients
-    are tested against central finite differences. `docs`: README, "Gradients through the flow".
+    are tested against central finite differences (README, "Gradients and parameter searches").
     """
     if not isinstance(field, AbstractField):
         raise ValueError(
             f"field must be an attnflow vector field (AbstractField); got {field!r:.80}"
         )
     x0 = field.check(as_float_array(x0, "x0"))
-    # Concrete save times stay known under an outer jax.jit (the layers need them).
-    concrete_ts = None if is_traced(ts) else np.asarray(ts, dtype=np.float64)
+    given_ts = ts  # concrete save times stay known under an outer jax.jit (for the layers)
     ts = _check_times(as_float_array(ts, "ts").astype(x0.dtype))
     if save is not None and not callable(save):
         raise ValueError(f"save must be a callable save(t, x) or None; got {save!r}")
@@ -183,14 +185,14 @@ def simulate(
                 f"got {type(field).__name__}"
             )
         h = _positive(dt0, "dt0", "the layer step h of solver='layers'")
-        if concrete_ts is None:
+        if is_traced(given_ts):
             raise ValueError("ts must be concrete (not traced) with solver='layers'")
         if not (isinstance(adjoint, str) and adjoint == "checkpoint"):
             raise ValueError(
                 "adjoint applies to ODE solvers; solver='layers' is differentiated through its "
                 f"rematerialized layer loop (leave adjoint='checkpoint'); got {adjoint!r}"
             )
-        steps = _layer_indices(concrete_ts, h)
+        steps = _layer_indices(np.asarray(given_ts, dtype=np.float64), h)
         trajectory = _simulate_layers(field, x0, ts, steps, h, save)
         if not throw:
             return trajectory

@@ -959,6 +959,16 @@ X64_OFF = textwrap.dedent(
     record("crossing_time", af.crossing_time(jnp.array([2.0, 9.0]), 6))  # gamma's compilation
     record("equiangular_rho", af.equiangular_rho(jnp.linspace(0.0, 30.0, 31), 9.0, 32))
     record("lyapunov_spectrum", af.stability.lyapunov_spectrum(af.SA(1.0), x0[:4], 10.0).exponents)
+    # attnflow.optimize: a gradient search through simulate, and a fit (native float32 LM)
+    from attnflow import optimize as opt
+    ts = jnp.linspace(0.0, 2.0, 6)
+    def loss(beta):
+        xs = af.simulate(af.SA(beta), x0[:6], ts).xs
+        return (opt.soft_collapse_time(ts, xs, 0.5, 0.1) - 1.0) ** 2
+    record("search", opt.search(loss, 1.0, "adam", steps=3, progress=False).history)
+    recording = af.simulate(af.SA(1.0, V=jnp.eye(3)), x0[:5], ts).xs
+    fit = opt.fit_trajectory(ts, recording, steps=3, progress=False)
+    record("fit_trajectory", opt.identifiable(fit.params)[0])
     print(json.dumps(out))
     """
 )
@@ -975,7 +985,7 @@ def test_defaults_with_x64_off():
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out.pop("phase_diagram.prob") == [True]  # integer counts averaged on the host
-    assert out == {name: ["float32", True] for name in out} and len(out) == 8
+    assert out == {name: ["float32", True] for name in out} and len(out) == 10
 
 
 def test_sinkhorn_stability_in_float32():

@@ -173,6 +173,18 @@ def test_soft_collapse_time_tends_to_the_equiangular_crossing_time(dtype):
     assert float(opt.soft_collapse_time(ts[:50], xs[:50], delta, 1e-5)) == pytest.approx(0.49)
 
 
+def test_objectives_bad_input(getkey):
+    xs = jnp.stack([af.sphere.uniform(getkey(), 4, 3)] * 3)
+    with pytest.raises(ValueError, match="ts must be finite and strictly increasing"):
+        opt.soft_collapse_time(jnp.asarray([0.0, 2.0, 1.0]), xs)
+    with pytest.raises(ValueError, match="xs must have shape \\(T, n, d\\) with T = len"):
+        opt.soft_collapse_time(jnp.arange(4.0), xs)
+    with pytest.raises(ValueError, match="delta must be at most 2"):
+        opt.soft_cluster_count(xs[0], delta=3.0)
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        opt.soft_cluster_count(xs[0], delta=0.1, temperature=0.0)
+
+
 def test_trajectory_loss_and_energy(getkey):
     x0 = af.sphere.uniform(getkey(), 5, 3)
     a = af.simulate(af.SA(1.0), x0, TS)
@@ -217,70 +229,112 @@ def test_search_compiles_once():
         if "backend_compile" in event:
             compiles.append(event)
 
+    def loss(p):  # a new function: never compiled before this test
+        return jnp.sum((p["a"] - 1.0) ** 4) + p["b"] ** 2
+
     first = {"a": jnp.zeros(3), "b": jnp.asarray(0.0)}
     second = {"a": jnp.ones(3), "b": jnp.asarray(2.0)}
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        opt.search(_quadratic, first, "adam", steps=3, progress=False)
+        opt.search(loss, first, "adam", steps=3, progress=False)
         assert compiles  # the listener hears compilations
         before = len(compiles)
-        opt.search(_quadratic, second, "adam", steps=5, progress=False)
+        opt.search(loss, second, "adam", steps=5, progress=False)
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert len(compiles) == before
 
 
-def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+def _counting_bar(monkeypatch, fail_after=None, error=KeyboardInterrupt):
+    """Patch the search's tqdm to count the steps taken, raising `error` after `fail_after`."""
+    import tqdm.auto
+
     import attnflow.optimize._search as search_module
 
-    start = {"a": jnp.zeros(3), "b": jnp.asarray(0.0)}
-    path = tmp_path / "search.eqx"
-    whole = opt.search(_quadratic, start, "adam", steps=25, progress=False)
+    taken = []
 
-    real_tqdm = search_module.tqdm
-
-    class Interrupting(real_tqdm):  # Ctrl-C after the 7th step
-        steps = 0
-
+    class Bar(tqdm.auto.tqdm):
         def update(self, k=1):
-            Interrupting.steps += k
-            if Interrupting.steps > 7:
-                raise KeyboardInterrupt
+            if fail_after is not None and len(taken) >= fail_after:
+                raise error("interrupted")
+            taken.append(k)
             super().update(k)
 
-    monkeypatch.setattr(search_module, "tqdm", Interrupting)
-    with pytest.raises(KeyboardInterrupt):
-        opt.search(
-            _quadratic, start, "adam", steps=25, checkpoint=path, checkpoint_every=3, progress=False
-        )
-    monkeypatch.setattr(search_module, "tqdm", real_tqdm)
-    assert path.exists()
-    resumed = opt.search(_quadratic, start, "adam", steps=25, checkpoint=path, progress=False)
-    np.testing.assert_array_equal(resumed.history, whole.history)
-    np.testing.assert_array_equal(resumed.params["a"], whole.params["a"])
-    # a finished search resumes to its result without stepping
+    monkeypatch.setattr(search_module, "tqdm", Bar)
+    return taken
+
+
+def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+    start = {"a": jnp.zeros(3), "b": jnp.asarray(0.0)}
+    whole = opt.search(_quadratic, start, "adam", steps=25, progress=False)
+    for error, saved in ((KeyboardInterrupt, 8), (RuntimeError, 6)):
+        # the 8th step done, Ctrl-C writes it at once; another failure leaves the last
+        # periodic checkpoint (every 3 steps: 6)
+        path = tmp_path / f"{error.__name__}.eqx"
+        _counting_bar(monkeypatch, fail_after=7, error=error)
+        with pytest.raises(error):
+            opt.search(
+                _quadratic,
+                start,
+                "adam",
+                steps=25,
+                checkpoint=path,
+                checkpoint_every=3,
+                progress=False,
+            )
+        taken = _counting_bar(monkeypatch)
+        resumed = opt.search(_quadratic, start, "adam", steps=25, checkpoint=path, progress=False)
+        assert len(taken) == 25 - saved  # resumed, not restarted
+        np.testing.assert_array_equal(resumed.history, whole.history)
+        np.testing.assert_array_equal(resumed.params["a"], whole.params["a"])
+        assert int(resumed.best) == int(whole.best)
+    # a finished search returns its result without stepping; more steps continue it
+    taken = _counting_bar(monkeypatch)
     again = opt.search(_quadratic, start, "adam", steps=25, checkpoint=path, progress=False)
+    assert not taken
     np.testing.assert_array_equal(again.history, whole.history)
-    # another search's checkpoint is refused, a damaged one is reported
+    longer = opt.search(_quadratic, start, "adam", steps=30, checkpoint=path, progress=False)
+    assert len(taken) == 5
+    np.testing.assert_array_equal(
+        longer.history, opt.search(_quadratic, start, "adam", steps=30, progress=False).history
+    )
+    with pytest.raises(ValueError, match="holds a search of 30 steps, more than steps=10"):
+        opt.search(_quadratic, start, "adam", steps=10, checkpoint=path, progress=False)
+    # another search's checkpoint is refused: other initial params, or another optimizer
     with pytest.raises(ValueError, match="belongs to another search"):
         opt.search(
             _quadratic,
             {"a": jnp.ones(3), "b": jnp.asarray(0.0)},
             "adam",
-            steps=5,
+            steps=30,
             checkpoint=path,
             progress=False,
         )
+    with pytest.raises(ValueError, match="belongs to another search"):
+        opt.search(_quadratic, start, optax.adam(0.5), steps=30, checkpoint=path, progress=False)
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(ValueError, match="damaged"):
         opt.search(_quadratic, start, "adam", steps=30, checkpoint=path, progress=False)
+
+
+def test_search_holds_non_array_leaves_fixed():
+    """Ints, strings and functions in params are held fixed, never converted."""
+
+    def loss(p):
+        return jnp.sum(p["act"](p["w"][: p["k"]] - 1.0) ** 2) if p["name"] == "x" else 0.0
+
+    start = {"w": jnp.zeros(3), "k": 2, "name": "x", "act": jnp.tanh}
+    result = opt.search(loss, start, "adam", steps=5, progress=False)
+    assert result.params["k"] == 2 and result.params["name"] == "x"
+    assert result.params["act"] is jnp.tanh
+    assert float(result.params["w"][2]) == 0.0  # unused entry: zero gradient
 
 
 def test_search_stops_on_a_non_finite_loss():
     def loss(x):  # finite at the start, NaN once x passes 1
         return jnp.where(x < 1.0, (x - 2.0) ** 2, jnp.nan)
 
-    with pytest.warns(opt.SearchWarning, match="not finite at step"):
+    with pytest.warns(opt.SearchWarning, match="not finite .* at step 1"):
         result = opt.search(loss, 0.0, optax.sgd(0.3), steps=50, progress=False)
     assert float(result.params) < 1.0
     assert np.isfinite(float(result.loss))
@@ -294,7 +348,7 @@ def test_search_stops_when_a_check_inside_the_loss_fails(getkey):
         xs = af.simulate(af.SA(beta), x0, TS, solver="layers", dt0=0.5).xs
         return beta + jnp.sum(xs[-1, 0])  # d/dbeta about 1: the step goes far below 0
 
-    with pytest.warns(opt.SearchWarning, match="the loss raised at step 1 .*beta must be"):
+    with pytest.warns(opt.SearchWarning, match="the loss raised .beta must be .* at step 1"):
         result = opt.search(loss, 0.1, optax.sgd(1e3), steps=5, progress=False)
     assert float(result.params) == pytest.approx(0.1)
 
@@ -314,8 +368,12 @@ def test_search_bad_input():
         opt.search(_quadratic, {"a": jnp.asarray([0.0, jnp.nan]), "b": 0.0}, "adam", steps=3)
     with pytest.raises(ValueError, match="steps must be an integer >= 1; got 0"):
         opt.search(_quadratic, {"a": good, "b": 0.0}, "adam", steps=0)
-    with pytest.raises(ValueError, match="optimizer must be an optax GradientTransformation"):
-        opt.search(_quadratic, {"a": good, "b": 0.0}, "newton", steps=3)
+    for bad in ("newton", ["adam"], None):
+        with pytest.raises(ValueError, match="optimizer must be an optax GradientTransformation"):
+            opt.search(_quadratic, {"a": good, "b": 0.0}, bad, steps=3)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number"):
+        opt.optimizer("adam", jnp.asarray([0.1, 0.2]))
+    assert opt.optimizer("adam", np.float32(0.5)) is opt.optimizer("adam", 0.5)  # cached
     with pytest.raises(ValueError, match="at least one floating-point array"):
         opt.search(lambda p: jnp.asarray(0.0), {"k": 3}, "adam", steps=3)
     with pytest.raises(ValueError, match="finite at the initial params"):
@@ -368,3 +426,7 @@ def test_fit_trajectory_bad_input(getkey):
         opt.fit_trajectory(jnp.arange(3.0), xs, kind="sa")
     with pytest.raises(ValueError, match="xs must hold only finite numbers"):
         opt.fit_trajectory(jnp.arange(3.0), xs.at[0, 0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="ts must hold at least two strictly increasing"):
+        opt.fit_trajectory(jnp.asarray([0.0, 2.0, 1.0]), xs)
+    with pytest.raises(ValueError, match="xs must lie on the unit sphere"):
+        opt.fit_trajectory(jnp.arange(3.0), 2 * xs)

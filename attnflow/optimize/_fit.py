@@ -1,6 +1,7 @@
 """`fit_trajectory`: the idealized flow fitted to a recorded token trajectory."""
 
 import functools
+import warnings
 
 import equinox as eqx
 import jax
@@ -10,12 +11,12 @@ import optax
 import optimistix as optx
 import scipy.interpolate
 
-from .._checks import as_float_array, check_finite, positive_int, positive_number
+from .._checks import as_float_array, check_finite, is_traced, positive_int, positive_number
 from .._simulate import simulate
 from ..fields import KINDS, AbstractDotProductAttention, PostLN
 from ..sphere import normalize
 from ._objectives import trajectory_loss
-from ._search import SearchResult, search
+from ._search import SearchResult, SearchWarning, search
 
 
 def identifiable(field: PostLN) -> tuple:
@@ -42,6 +43,31 @@ def identifiable(field: PostLN) -> tuple:
     eye = jnp.eye(attention.d, dtype=attention.beta.dtype)
     Q, K, V = (eye if a is None else a for a in (attention.Q, attention.K, attention.V))
     return attention.beta * Q.T @ K, V
+
+
+def _recording(ts, xs):
+    """`(ts, xs)` checked: `xs` of shape `(T, n, d)`, finite and on the sphere, `ts` of shape
+    `(T,)`, strictly increasing, `T >= 2`; both concrete (a recording is data)."""
+    xs = check_finite(as_float_array(xs, "xs"), "xs")
+    if xs.ndim != 3:
+        raise ValueError(f"xs must have shape (T, n, d); got shape {xs.shape}")
+    ts = as_float_array(ts, "ts").astype(xs.dtype)
+    if ts.shape != xs.shape[:1]:
+        raise ValueError(f"ts must have shape ({xs.shape[0]},) to match xs; got shape {ts.shape}")
+    if is_traced((ts, xs)):
+        raise ValueError("ts and xs must be concrete arrays (a recording), not traced")
+    if xs.shape[0] < 2 or not np.all(np.diff(np.asarray(ts)) > 0):
+        raise ValueError(
+            f"ts must hold at least two strictly increasing times; got {np.asarray(ts)}"
+        )
+    norms = np.linalg.norm(np.asarray(xs), axis=-1)
+    worst = float(np.max(np.abs(norms - 1)))
+    if worst > np.finfo(xs.dtype).eps ** 0.5:
+        raise ValueError(
+            f"xs must lie on the unit sphere (every token of norm 1); the farthest is off by "
+            f"{worst:.2g}: use attnflow.sphere.normalize"
+        )
+    return ts, xs
 
 
 def _tolerances(dtype, rtol, atol):
@@ -75,7 +101,8 @@ def fit_trajectory(
     Arguments:
         ts: the recording times, shape `(T,)`, strictly increasing.
         xs: the recorded tokens, shape `(T, n, d)`, on the unit sphere.
-        kind: the dynamics, a name of `attnflow.fields.KINDS` (`"SA"` or `"USA"`).
+        kind: the dynamics, a name of `attnflow.fields.KINDS` (`"SA"` or `"USA"`); not used
+            when `init` is given (the field is then `init`'s).
         init: the field to start from (its floating-point leaves are all fitted). Default:
             `kind(beta=1, Q=I, K=L, V)` with `beta` and `Q` held fixed, so that the fitted
             parameters are exactly the identifiable ones, `L = beta Q^T K` and `V` (see
@@ -97,12 +124,7 @@ def fit_trajectory(
         `.V`); `identifiable(result.params)` gives `(beta Q^T K, V)`, the only combinations a
         trajectory determines.
     """
-    xs = check_finite(as_float_array(xs, "xs"), "xs")
-    if xs.ndim != 3:
-        raise ValueError(f"xs must have shape (T, n, d); got shape {xs.shape}")
-    ts = as_float_array(ts, "ts").astype(xs.dtype)
-    if ts.shape != xs.shape[:1]:
-        raise ValueError(f"ts must have shape ({xs.shape[0]},) to match xs; got shape {ts.shape}")
+    ts, xs = _recording(ts, xs)
     steps = positive_int(steps, "steps")
     rtol, atol = _tolerances(xs.dtype, rtol, atol)
     if init is None:
@@ -140,9 +162,16 @@ def _levenberg_marquardt(shooting, params, steps: int, rtol: float) -> SearchRes
     else:
         solution = _solve_least_squares(shooting, params, steps, rtol)
     losses = jnp.stack([shooting(params), shooting(solution)])
-    best = jnp.argmin(losses)
-    chosen = jax.tree.map(lambda a, b: jnp.where(best == 0, a, b), params, solution)
-    return SearchResult(chosen, losses[best], losses, best)
+    if not bool(jnp.isfinite(losses[1])):
+        warnings.warn(
+            "Levenberg-Marquardt ended at parameters whose flow fails (non-finite loss); "
+            "returning the starting point",
+            SearchWarning,
+            stacklevel=3,
+        )
+    best = int(jnp.argmin(jnp.where(jnp.isfinite(losses), losses, jnp.inf)))
+    chosen = params if best == 0 else solution
+    return SearchResult(chosen, losses[best], losses, jnp.asarray(best))
 
 
 @eqx.filter_jit
@@ -209,13 +238,14 @@ def velocity_guess(ts, xs, kind: str = "SA", key=None):
     The trajectory loss has spurious local minima (a fit started from uniform attention,
     `L = 0`, stalls in one for about a third of random SA problems with `n = 8`, `d = 3`), so
     the fit starts from a cheaper problem solved globally enough: match the velocities
-    `v_i(t_k)`, estimated from the recording by second-order finite differences, with
+    `v_i(t_k)`, estimated as the derivative of a cubic spline through the recording, with
     `P_{x_i}(V u_i)`, `u_i = sum_j A_ij(L) x_j`. For fixed `L` this is linear least squares in
     `V`, so `V` is eliminated (variable projection) and only `L` is searched, by Adam from 64
     starts of increasing scale at once (`jax.vmap`); the best one is returned. Its accuracy is
-    that of the finite differences (about `h^2` for a recording step `h`): the trajectory fit
+    that of the spline's derivative (about `h^3` for a recording step `h`): the trajectory fit
     then removes that error.
     """
+    ts, xs = _recording(ts, xs)
     key = jax.random.key(0) if key is None else key
     spline = scipy.interpolate.CubicSpline(np.asarray(ts), np.asarray(xs), axis=0)
     velocities = jnp.asarray(spline.derivative()(np.asarray(ts)), xs.dtype)
@@ -259,6 +289,8 @@ class _Shooting(eqx.Module):
 
         def interval(x, t0, t1):
             ts = jnp.stack([t0, t1])
-            return simulate(field, x, ts, rtol=self.rtol, atol=self.atol).xs[-1]
+            # throw=False: a trial step whose flow fails gives inf, which the optimizer rejects
+            run = simulate(field, x, ts, rtol=self.rtol, atol=self.atol, throw=False)
+            return run.xs[-1]
 
         return jax.vmap(interval)(self.xs[:-1], self.ts[:-1], self.ts[1:])

@@ -10,7 +10,7 @@ as `temperature -> 0`.
 import jax
 import jax.numpy as jnp
 
-from .._checks import as_float_array, check_shape, positive_number
+from .._checks import as_float_array, check_shape, check_value, positive_number
 from .._types import Array, Float
 
 
@@ -23,6 +23,8 @@ def _tokens(x, name: str = "x") -> Array:
 
 def _temperature(delta: float, temperature: float | None) -> tuple[float, float]:
     delta = positive_number(delta, "delta", "the cluster radius 1 - <x_i, x_j>")
+    if delta > 2:
+        raise ValueError(f"delta must be at most 2 (1 - <x_i, x_j> lies in [0, 2]); got {delta}")
     if temperature is None:
         return delta, delta / 4
     return delta, positive_number(temperature, "temperature", "the smoothing width")
@@ -82,6 +84,12 @@ def soft_collapse_time(
         raise ValueError(
             f"xs must have shape (T, n, d) with T = len(ts) = {ts.shape[0]}; got shape {xs.shape}"
         )
+    ts = check_value(
+        ts,
+        jnp.any(jnp.diff(ts) <= 0) | ~jnp.all(jnp.isfinite(ts)),
+        "ts must be finite and strictly increasing",
+        lambda: f"; got {ts}",
+    )
     delta, temperature = _temperature(delta, temperature)
     n = xs.shape[-2]
     pairs = jnp.triu(jnp.ones((n, n), bool), 1)

@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import json
+import numbers
 import os
 import warnings
 from collections.abc import Callable
@@ -32,7 +33,8 @@ _FORMAT = "attnflow-search/1"
 
 
 class SearchWarning(UserWarning):
-    """A search stopped early because its loss or gradient was not finite."""
+    """A search stopped early: its loss or gradient was not finite, or a check inside the loss
+    failed at run time."""
 
 
 class SearchResult(eqx.Module):
@@ -41,7 +43,9 @@ class SearchResult(eqx.Module):
     `params`: the parameters with the lowest loss seen (the initial ones included), of the
     structure of the initial `params`. `loss`: that loss. `history`: the loss of the
     parameters after each step, `history[k] = loss(params_k)` for `k = 0..K` (`params_0` the
-    initial ones, `K` the number of steps taken). `best`: the index `k` of `params` in it.
+    initial ones, `K` the number of steps taken; `K + 1` entries, or fewer when a failure
+    stopped the search before its last parameters were evaluated). `best`: the index `k` of
+    `params` in it.
     """
 
     params: PyTree
@@ -50,7 +54,6 @@ class SearchResult(eqx.Module):
     best: Int[Array, ""]
 
 
-@functools.cache
 def optimizer(name: str, learning_rate: float | None = None) -> optax.GradientTransformation:
     """The optax optimizer `name` (see `OPTIMIZERS`) with `learning_rate` (a default if None).
 
@@ -60,21 +63,32 @@ def optimizer(name: str, learning_rate: float | None = None) -> optax.GradientTr
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(
             f"optimizer must be an optax GradientTransformation or one of "
-            f"{', '.join(map(repr, OPTIMIZERS))}; got {name!r}"
+            f"{', '.join(map(repr, OPTIMIZERS))}; got {name!r:.80}"
         )
     if name == "lbfgs":
         if learning_rate is not None:
             raise ValueError("the 'lbfgs' optimizer takes no learning rate (a line search sets it)")
-        return optax.lbfgs()
+        return _named(name, None)
     rate = OPTIMIZERS[name] if learning_rate is None else learning_rate
-    if not (isinstance(rate, float | int) and not isinstance(rate, bool) and 0 < rate < np.inf):
-        raise ValueError(f"learning_rate must be a positive number; got {learning_rate!r}")
-    return getattr(optax, name)(float(rate))
+    real = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
+    if not (real and 0 < rate < np.inf):
+        raise ValueError(f"learning_rate must be a positive number; got {learning_rate!r:.80}")
+    return _named(name, float(rate))
+
+
+@functools.cache
+def _named(name: str, rate: float | None) -> optax.GradientTransformation:
+    return optax.lbfgs() if rate is None else getattr(optax, name)(rate)
 
 
 def _as_optimizer(opt) -> optax.GradientTransformation:
     if isinstance(opt, optax.GradientTransformation):
         return opt
+    if not isinstance(opt, str):
+        raise ValueError(
+            "optimizer must be an optax GradientTransformation or one of "
+            f"{', '.join(map(repr, OPTIMIZERS))}; got {opt!r:.80}"
+        )
     return optimizer(opt)
 
 
@@ -127,14 +141,10 @@ def _array(values, dtype) -> Array:
 
 
 @eqx.filter_jit
-def _value(loss, params):
-    return loss(params)
-
-
-@eqx.filter_jit
 def _step(loss, opt, params, state):
-    """One optimizer step: `(params, state, loss(params), finite)`, the update not applied
-    when the loss or its gradient is not finite."""
+    """One optimizer step from `params`: `(new params, new state, loss(params), finite)`, with
+    `finite` telling whether the loss and its gradient are finite. The only compiled function
+    of a search (the loss of the last parameters is the value of one more step)."""
     trainable, static = eqx.partition(params, eqx.is_inexact_array)
 
     def value_fn(trainable):
@@ -150,9 +160,7 @@ def _step(loss, opt, params, state):
     finite = jnp.isfinite(value) & jnp.all(
         jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
     )
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-    new_params = eqx.apply_updates(params, updates)
-    return keep(new_params, params), keep(new_state, state), value, finite
+    return eqx.apply_updates(params, updates), new_state, value, finite
 
 
 class _State(eqx.Module):
@@ -164,13 +172,18 @@ class _State(eqx.Module):
     history: Array
 
 
-def _fingerprint(params, loss0) -> str:
-    """Identifies a search by its initial parameters and their loss (the loss function and its
-    data), so that a checkpoint is never resumed by a different search."""
-    digest = hashlib.sha256(str(jax.tree.structure(params)).encode())
-    for leaf in jax.tree.leaves(eqx.filter(params, eqx.is_array)):
-        digest.update(np.asarray(leaf).tobytes())
-    digest.update(np.asarray(loss0).tobytes())
+def _fingerprint(params, loss0, first) -> str:
+    """Identifies a search by its initial parameters, their loss (the loss function and its
+    data) and the parameters after its first step (the optimizer and its hyperparameters), so
+    that a checkpoint is never resumed by a different search. Only array values, their
+    shapes and their paths in the tree enter: it is the same in every process."""
+    digest = hashlib.sha256()
+    for tree in (params, loss0, first):
+        leaves, _ = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, eqx.is_array))
+        for path, leaf in leaves:
+            leaf = np.asarray(leaf)
+            digest.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape}".encode())
+            digest.update(leaf.tobytes())
     return digest.hexdigest()
 
 
@@ -198,7 +211,7 @@ def _load(path: Path, fingerprint: str, like: _State) -> tuple[dict, _State] | N
                     "loss or data); delete it or choose another path"
                 )
             like = eqx.tree_at(
-                lambda s: s.history, like, jnp.zeros(header["evaluated"], like.history.dtype)
+                lambda s: s.history, like, _array(np.zeros(header["evaluated"]), like.history.dtype)
             )
             state = eqx.tree_deserialise_leaves(f, like)
     except ValueError as err:
@@ -235,10 +248,13 @@ def search(
         steps: the number of optimizer steps (at most; see `patience`).
         checkpoint: a file path. Every `checkpoint_every` steps, when the search stops, and on
             Ctrl-C, the state (parameters, optimizer state, history) is written there
-            atomically with `equinox` serialization; a later call with the same `loss`,
-            initial `params` and `optimizer` resumes from it to the same result as an
-            uninterrupted search. A checkpoint of another search is refused (it is matched by
-            a fingerprint of the initial parameters and their loss).
+            atomically with `equinox` serialization; a later call (in any process) with the
+            same `loss`, initial `params` and `optimizer` resumes from it to the same result,
+            bit for bit, as an uninterrupted search, and a finished one returns its result
+            without stepping. A checkpoint of another search is refused: it is matched by a
+            fingerprint of the initial parameters, their loss, and the parameters after the
+            first step (which tell the optimizer and its learning rate apart). `steps` may
+            grow on resume, not shrink below the steps already taken; `patience` applies anew.
         patience: stop once the best loss has not improved for this many steps (None: never).
         progress: show a tqdm bar with the current and best loss.
 
@@ -246,8 +262,9 @@ def search(
         A `SearchResult` with the best parameters seen, their loss, and the loss history.
 
     The step (`value_and_grad` of `loss`, then the optimizer update) is one `equinox.filter_jit`
-    function of `loss` and `optimizer` (static) and the parameters (traced): a second search
-    with the same loss and optimizer objects compiles nothing. If the loss or its gradient
+    function of `loss` and `optimizer` (static) and the parameters (traced), the only function
+    a search compiles: a second search with the same loss and optimizer objects (named
+    optimizers are cached) compiles nothing. If the loss or its gradient
     becomes non-finite, or a runtime check inside it fails (a line search trying `beta < 0`),
     the search stops there with a `SearchWarning` and returns the best parameters before it;
     a non-finite loss at the initial parameters is a `ValueError`.
@@ -261,109 +278,89 @@ def search(
     opt = _as_optimizer(optimizer)
     params = _as_params(params)
     _check_loss(loss, params)
-    loss0 = _value(loss, params)
+    opt_state = opt.init(eqx.filter(params, eqx.is_inexact_array))
+    first = _step(loss, opt, params, opt_state)
+    loss0 = first[2]
     if not bool(jnp.isfinite(loss0)):
         raise ValueError(f"loss must be finite at the initial params; got {float(loss0)}")
-    fingerprint = _fingerprint(params, loss0)
-    opt_state = opt.init(eqx.filter(params, eqx.is_inexact_array))
-    header = {
-        "format": _FORMAT,
-        "fingerprint": fingerprint,
-        "taken": 0,
-        "best": 0,
-        "since_best": 0,
-        "stopped": False,
-    }
-    history = [float(loss0)]
+    if not bool(first[3]):
+        raise ValueError("the gradient of the loss must be finite at the initial params")
+    dtype = loss0.dtype
+    header = {"format": _FORMAT, "fingerprint": _fingerprint(params, loss0, first[0])}
+    history, best, best_params, failed = [float(loss0)], 0, params, False
+    current = (params, opt_state, 0)  # assigned at once: a Ctrl-C never splits it
     path = None if checkpoint is None else Path(checkpoint)
-    best_params = params
     if path is not None:
-        loaded = _load(
-            path,
-            fingerprint,
-            _State(params, opt_state, params, jax.device_put(np.asarray(history, loss0.dtype))),
-        )
+        like = _State(params, opt_state, params, _array(history, dtype))
+        loaded = _load(path, header["fingerprint"], like)
         if loaded is not None:
             header, state = loaded
-            params, opt_state, best_params = state.params, state.opt_state, state.best_params
+            if header["taken"] > steps:
+                raise ValueError(
+                    f"checkpoint {path} holds a search of {header['taken']} steps, more than "
+                    f"steps={steps}; pass steps >= {header['taken']} to continue it"
+                )
+            current = (state.params, state.opt_state, header["taken"])
+            best, best_params, failed = header["best"], state.best_params, header["failed"]
             history = [float(v) for v in np.asarray(state.history)]
-    taken, best, since_best, stopped = (
-        header[k] for k in ("taken", "best", "since_best", "stopped")
-    )
+    pending = first if current[2] == 0 else None  # the first step is already computed
 
     def write():
         if path is not None:
-            header.update(
-                taken=taken,
-                best=best,
-                since_best=since_best,
-                stopped=stopped,
-                evaluated=len(history),
-            )
-            _save(
-                path,
-                header,
-                _State(
-                    params, opt_state, best_params, jax.device_put(np.asarray(history, loss0.dtype))
-                ),
-            )
+            params, opt_state, taken = current
+            header.update(taken=taken, best=best, failed=failed, evaluated=len(history))
+            _save(path, header, _State(params, opt_state, best_params, _array(history, dtype)))
 
-    def record(value: float, at: Array) -> None:
-        """`value = loss(params_taken)`; `at` the params it belongs to."""
-        nonlocal best, best_params, since_best
-        del history[taken:]
+    def record(index: int, value: float, at) -> None:
+        """`value = loss(params_index)`; `at` those params."""
+        nonlocal best, best_params
+        del history[index:]
         history.append(value)
-        if value < history[best] or taken == 0:
-            best, best_params, since_best = taken, at, 0
-        else:
-            since_best = taken - best
+        if best >= index:  # re-evaluated after a resume: this very entry
+            best = -1
+        if np.isfinite(value) and (best < 0 or value < history[best]):
+            best, best_params = index, at
 
-    bar = tqdm(
-        total=steps, initial=min(taken, steps), desc="search", disable=not progress, leave=False
-    )
+    def stop(reason: str) -> None:
+        nonlocal failed
+        failed = True
+        warnings.warn(
+            f"{reason} at step {current[2]}; the search stopped there and returns the best "
+            "params before it",
+            SearchWarning,
+            stacklevel=3,
+        )
+
+    bar = tqdm(total=steps, initial=current[2], desc="search", disable=not progress, leave=False)
     try:
-        while taken < steps and not stopped:
+        while not failed:
+            params, opt_state, taken = current
+            stalled = patience is not None and taken - best >= patience
+            if stalled or (taken == steps and len(history) > taken):
+                break  # done: the last params are evaluated
             try:
-                new_params, new_state, value, finite = _step(loss, opt, params, opt_state)
+                step = pending if pending is not None else _step(loss, opt, params, opt_state)
             except eqx.EquinoxRuntimeError as err:  # a check inside the loss (e.g. beta < 0)
-                if taken == 0:
-                    raise
-                warnings.warn(
-                    f"the loss raised at step {taken} ({_message(err)}); the search stopped "
-                    "there and returns the best params before it",
-                    SearchWarning,
-                    stacklevel=2,
-                )
-                stopped = True
+                stop(f"the loss raised ({_message(err)})")
                 break
-            record(float(value), params)
+            pending = None
+            new_params, new_state, value, finite = step
+            record(taken, float(value), params)
             if not bool(finite):
-                warnings.warn(
-                    f"the loss or its gradient is not finite at step {taken} (loss "
-                    f"{float(value)}); the search stopped there and returns the best params "
-                    "before it",
-                    SearchWarning,
-                    stacklevel=2,
-                )
-                stopped = True
+                stop(f"the loss or its gradient is not finite (loss {float(value)})")
                 break
-            if patience is not None and since_best >= patience:
-                stopped = True
-                break
-            params, opt_state = new_params, new_state
-            taken += 1
+            if taken == steps:
+                break  # the last params evaluated; no step beyond `steps`
+            current = (new_params, new_state, taken + 1)
             bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]:.4g}", best=f"{history[best]:.4g}", refresh=False)
-            if taken % checkpoint_every == 0:
+            bar.set_postfix(loss=f"{float(value):.4g}", best=f"{history[best]:.4g}", refresh=False)
+            if (taken + 1) % checkpoint_every == 0:
                 write()
-        if taken == steps and not stopped:  # the loss of the last params, not yet evaluated
-            record(float(_value(loss, params)), params)
         write()
     except KeyboardInterrupt:
         write()
         raise
     finally:
         bar.close()
-    # device_put of NumPy: no compilation for a history of a new length
-    history = np.asarray(history, loss0.dtype)
+    history = np.asarray(history, dtype)  # NumPy, then device_put: no compilation
     return SearchResult(best_params, *jax.device_put((history[best], history, np.asarray(best))))
