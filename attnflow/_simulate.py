@@ -204,7 +204,7 @@ def simulate(
         )
     solver = _solver(solver)
     adjoint = _adjoint(adjoint)
-    if isinstance(adjoint, diffrax.BacksolveAdjoint):
+    if _backsolve(adjoint):
         # Its adjoint state holds the weights' cotangents beside the tokens': one dtype.
         field = jax.tree.map(lambda a: a.astype(x0.dtype) if eqx.is_inexact_array(a) else a, field)
     rtol = _positive(rtol, "rtol", "relative tolerance")
@@ -235,13 +235,11 @@ def simulate(
     )
 
 
-ADJOINTS = {
-    "checkpoint": diffrax.RecursiveCheckpointAdjoint,
-    "backsolve": diffrax.BacksolveAdjoint,
-}
+ADJOINTS = ("checkpoint", "backsolve")
 
 
-def _adjoint(adjoint) -> diffrax.AbstractAdjoint:
+def _adjoint(adjoint) -> diffrax.AbstractAdjoint | str:
+    """A diffrax adjoint as given, or a name of `ADJOINTS` (built in `_simulate_ode`)."""
     if isinstance(adjoint, diffrax.AbstractAdjoint):
         return adjoint
     if not isinstance(adjoint, str) or adjoint not in ADJOINTS:
@@ -249,7 +247,15 @@ def _adjoint(adjoint) -> diffrax.AbstractAdjoint:
             f"adjoint must be one of {', '.join(map(repr, ADJOINTS))} or a diffrax adjoint; "
             f"got {adjoint!r}"
         )
-    return ADJOINTS[adjoint]()
+    return adjoint
+
+
+def _backsolve(adjoint) -> bool:
+    return (
+        adjoint == "backsolve"
+        if isinstance(adjoint, str)
+        else isinstance(adjoint, diffrax.BacksolveAdjoint)
+    )
 
 
 class Rejectable(eqx.Module):
@@ -278,7 +284,16 @@ def _simulate_ode(
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
     else:
         controller = diffrax.ConstantStepSize()
-    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    name = adjoint if isinstance(adjoint, str) else None
+    if adjoint is None or name == "checkpoint":
+        adjoint = diffrax.RecursiveCheckpointAdjoint()
+    elif name == "backsolve" and isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        # Step control on the tokens and their adjoint only, not on the weights' adjoints
+        # (integrals that feed nothing back): a seminorm, Kidger, Chen, Lyons 2021.
+        backward = diffrax.PIDController(rtol=rtol, atol=atol, norm=diffrax.adjoint_rms_seminorm)
+        adjoint = diffrax.BacksolveAdjoint(stepsize_controller=backward)
+    elif name == "backsolve":
+        adjoint = diffrax.BacksolveAdjoint()
     # The backsolve adjoint saves states only: a statistic is then taken afterwards.
     save_after = save is not None and isinstance(adjoint, diffrax.BacksolveAdjoint)
     if save is None or save_after:

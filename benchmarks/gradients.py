@@ -56,21 +56,8 @@ def save_times(T: float) -> np.ndarray:
 
 
 def layers_trajectory(field, x0, ts: np.ndarray, save):
-    """`simulate(solver="layers")`, traceable by an outer `jax.jit`.
-
-    `simulate` refuses concrete `ts` under an outer `jax.jit` with solver="layers" (its time
-    check turns them into a tracer first: reported, not fixed here); the same layer loop is
-    then called directly, and `main` checks its gradient against the public call's.
-    """
-    try:
-        return af.simulate(field, x0, ts, solver="layers", dt0=H, save=save)
-    except ValueError as err:
-        if "concrete" not in str(err):
-            raise
-    from attnflow._simulate import _layer_indices, _simulate_layers
-
-    ts_array = jnp.asarray(ts, x0.dtype)
-    return _simulate_layers(field, x0, ts_array, _layer_indices(ts, H), H, save)
+    """`simulate(solver="layers")`; concrete `ts` keep it traceable by an outer `jax.jit`."""
+    return af.simulate(field, x0, ts, solver="layers", dt0=H, save=save)
 
 
 def make_loss(method: str, Q, K, e, ts=None, rtol=1e-6, atol=1e-8, **options):
