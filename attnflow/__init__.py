@@ -8,6 +8,7 @@ import importlib.metadata
 
 from . import (
     analysis as analysis,
+    meanfield as meanfield,
     optimize as optimize,
     sphere as sphere,
     stability as stability,

@@ -1,0 +1,9 @@
+"""The mean-field limit (SCIENCE.md section 4): densities instead of tokens, on the circle."""
+
+from ._circle import (
+    CircleDensity as CircleDensity,
+    growth_rate as growth_rate,
+    predicted_clusters as predicted_clusters,
+    smallest_grid as smallest_grid,
+    solve_circle as solve_circle,
+)

@@ -1,0 +1,153 @@
+"""The circle's mean-field PDE against closed forms (Ott-Antonsen at beta = 0), its own
+linearization (growth rates), invariants (mass, the uniform density), and particles."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attnflow as af
+from attnflow import meanfield as mf
+
+
+def wrapped_cauchy(theta, r, psi=0.0):
+    return (1 - r**2) / (2 * np.pi * (1 - 2 * r * np.cos(theta - psi) + r**2))
+
+
+@pytest.mark.parametrize("kind", ["SA", "USA"])
+def test_ott_antonsen_at_beta_zero(kind):
+    """At beta = 0 both kinds are the Kuramoto model with K = 1 (identical oscillators): a
+    wrapped Cauchy density stays wrapped Cauchy (Ott-Antonsen), its order parameter solving
+    r' = r (1 - r^2) / 2, so r(t) = r0 e^{t/2} / sqrt(1 - r0^2 + r0^2 e^t)."""
+    r0 = 0.3
+    ts = jnp.linspace(0.0, 3.0, 7)
+    sol = mf.solve_circle(
+        lambda th: wrapped_cauchy(th, r0),
+        ts,
+        beta=0.0,
+        kind=kind,
+        grid=256,
+        rtol=1e-11,
+        atol=1e-13,
+    )
+    exact = r0 * np.exp(ts / 2) / np.sqrt(1 - r0**2 + r0**2 * np.exp(ts))
+    np.testing.assert_allclose(sol.order_parameter(), exact, atol=1e-6)
+    densities = np.stack([wrapped_cauchy(np.asarray(sol.theta), r) for r in exact])
+    np.testing.assert_allclose(sol.density, densities, atol=1e-6)
+    np.testing.assert_allclose(sol.mass(), 1.0, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["SA", "USA"])
+@pytest.mark.parametrize("beta", [0.5, 2.0, 5.0])
+def test_growth_rates_of_small_modes(kind, beta):
+    """A mode-k perturbation of size 1e-7 of the uniform density grows at `growth_rate`."""
+    M = 2 * mf.smallest_grid(beta)
+    theta = 2 * np.pi * np.arange(M) / M
+    for k in (1, 2, 3):
+        rate = float(mf.growth_rate(k, beta, kind))
+        t1 = 1.0 / max(rate, 1.0)  # the mode grows by e at most: it stays linear
+        rho0 = 1 / (2 * np.pi) + 1e-7 * np.cos(k * theta)
+        sol = mf.solve_circle(
+            rho0, jnp.asarray([0.0, t1]), beta=beta, kind=kind, rtol=1e-12, atol=1e-18
+        )
+        amplitude = np.abs(np.fft.fft(np.asarray(sol.density))[:, k])
+        assert np.log(amplitude[1] / amplitude[0]) / t1 == pytest.approx(rate, rel=1e-5)
+
+
+def test_growth_rate_limits_and_noise():
+    # beta -> 0: Kuramoto's 1/2 for k = 1, nothing for k >= 2; noise damps k^2 / kappa
+    assert mf.growth_rate(1, 0.0) == pytest.approx(0.5)
+    assert mf.growth_rate(1, 1e-6, "USA") == pytest.approx(0.5, rel=1e-5)
+    assert mf.growth_rate(2, 0.0) == 0.0
+    assert mf.growth_rate(2, 3.0, kappa=4.0) == pytest.approx(mf.growth_rate(2, 3.0) - 1.0)
+    # the fastest-growing mode moves up with beta (more clusters at lower temperature)
+    counts = [mf.predicted_clusters(b) for b in (1.0, 4.0, 9.0, 25.0)]
+    assert counts == sorted(counts) and counts[0] == 1 and counts[-1] > counts[1]
+
+
+def test_mass_and_the_uniform_density():
+    M = mf.smallest_grid(4.0) * 2
+    theta = 2 * np.pi * np.arange(M) / M
+    uniform = mf.solve_circle(np.full(M, 1 / (2 * np.pi)), jnp.linspace(0, 5, 3), beta=4.0)
+    np.testing.assert_allclose(uniform.density, 1 / (2 * np.pi), rtol=0, atol=1e-15)
+    bumpy = 1 + 0.3 * np.cos(2 * theta) + 0.2 * np.sin(3 * theta)
+    bumpy = bumpy / (bumpy.sum() * 2 * np.pi / M)
+    sol = mf.solve_circle(bumpy, jnp.linspace(0, 3, 4), beta=4.0, kappa=2.0)
+    np.testing.assert_allclose(sol.mass(), 1.0, rtol=0, atol=1e-13)
+    assert float(jnp.min(sol.min_density)) > 0
+
+
+def test_spectral_convergence_in_the_grid():
+    """A smooth solution: the error against a fine grid falls by orders of magnitude with
+    each doubling (spectral convergence)."""
+    beta, ts = 2.0, jnp.asarray([0.0, 1.0])
+
+    def initial(theta):
+        rho = np.exp(np.cos(theta - 0.3) + 0.5 * np.sin(2 * theta))
+        return rho / (rho.sum() * 2 * np.pi / theta.shape[0])
+
+    def solve(M):
+        return np.asarray(
+            mf.solve_circle(initial, ts, beta=beta, grid=M, rtol=1e-12, atol=1e-14).density[-1]
+        )
+
+    fine = solve(256)
+    errors = [np.abs(solve(M) - fine[:: 256 // M]).max() for M in (32, 64)]
+    assert errors[1] < 1e-3 * errors[0] and errors[1] < 1e-8
+
+
+def test_pde_velocity_is_the_particle_velocity():
+    """The PDE's velocity at test angles equals the angular velocity of the Cartesian USA
+    field (d = 2, Q = K = V = I) for many particles sampled from the density."""
+    from attnflow.meanfield._circle import _bessel_ratios, _velocity
+
+    beta, M, n = 1.5, 64, 4000
+    theta = 2 * np.pi * np.arange(M) / M
+    rho = np.exp(np.cos(theta - 1.0))
+    rho = rho / (rho.sum() * 2 * np.pi / M)
+    ratios = _bessel_ratios(beta, M)
+    q = 2 * np.pi * ratios / beta * np.exp(beta) * __import__("scipy").special.ive(0, beta)
+    v_pde = np.asarray(_velocity(jnp.asarray(rho), jnp.asarray(ratios), jnp.asarray(q), "USA"))
+    # particles at the quantiles of the (fine-grid) distribution
+    fine = np.linspace(0, 2 * np.pi, 200001)[:-1]
+    density = np.exp(np.cos(fine - 1.0))
+    cdf = np.cumsum(density) / density.sum()
+    angles = np.interp((np.arange(n) + 0.5) / n, cdf, fine)
+    cloud = np.stack([np.cos(angles), np.sin(angles)], -1)
+    probes = np.stack([np.cos(theta), np.sin(theta)], -1)
+    x = jnp.asarray(np.concatenate([cloud, probes]))
+    # the probes' own part of the field (USA averages over all n + M tokens) taken out exactly
+    own = np.asarray(af.USA(beta)(0.0, jnp.asarray(probes))) * M / (n + M)
+    v = (np.asarray(af.USA(beta)(0.0, x))[n:] - own) * (n + M) / n
+    tangent = np.stack([-np.sin(theta), np.cos(theta)], -1)
+    angular = np.sum(v * tangent, -1)
+    np.testing.assert_allclose(angular, v_pde, atol=2e-3 * np.abs(v_pde).max())
+
+
+def test_bad_input():
+    M = 64
+    good = np.full(M, 1 / (2 * np.pi))
+    ts = jnp.asarray([0.0, 1.0])
+    with pytest.raises(ValueError, match="non-negative"):
+        mf.solve_circle(good - 0.2, ts, beta=1.0)
+    with pytest.raises(ValueError, match="must integrate to 1"):
+        mf.solve_circle(2 * good, ts, beta=1.0)
+    with pytest.raises(ValueError, match="kappa must be a positive number"):
+        mf.solve_circle(good, ts, beta=1.0, kappa=0.0)
+    with pytest.raises(ValueError, match="too coarse to resolve exp.beta cos theta. at beta = 40"):
+        mf.solve_circle(good, ts, beta=40.0)
+    with pytest.raises(ValueError, match="kind must be one of 'SA', 'USA'"):
+        mf.solve_circle(good, ts, beta=1.0, kind="sa")
+    with pytest.raises(ValueError, match="beta must be finite and >= 0"):
+        mf.solve_circle(good, ts, beta=-1.0)
+
+
+def test_float32():
+    """float32 densities give float32 solutions, with float32 accuracy (Ott-Antonsen)."""
+    r0, ts = 0.3, jnp.linspace(0.0, 2.0, 3, dtype=jnp.float32)
+    theta = 2 * np.pi * np.arange(128) / 128
+    rho0 = jnp.asarray(wrapped_cauchy(theta, r0), jnp.float32)
+    sol = mf.solve_circle(rho0, ts, beta=0.0, rtol=1e-6, atol=1e-6)
+    assert sol.density.dtype == jnp.float32
+    exact = r0 * np.exp(ts / 2) / np.sqrt(1 - r0**2 + r0**2 * np.exp(ts))
+    np.testing.assert_allclose(sol.order_parameter(), exact, atol=1e-5)
+    np.testing.assert_allclose(sol.mass(), 1.0, atol=1e-6)
