@@ -131,19 +131,38 @@ def _velocity(rho, ratios, q, kind):
     return numerator / convolution
 
 
+def _minmod(a, b):
+    return jnp.where(a * b > 0, jnp.sign(a) * jnp.minimum(jnp.abs(a), jnp.abs(b)), 0.0)
+
+
 class _Continuity(eqx.Module):
     ratios: Array
     q: Array
     diffusion: Array
     kind: str = eqx.field(static=True)
+    scheme: str = eqx.field(static=True)
 
     def __call__(self, t, rho, args):
         M = rho.shape[-1]
         k = jnp.fft.fftfreq(M, 1.0 / M).astype(rho.dtype)
         k = jnp.where(jnp.abs(k) == M // 2, 0.0, k)  # no derivative of the Nyquist mode
-        flux = rho * _velocity(rho, self.ratios, self.q, self.kind)
-        rhs_hat = -1j * k * jnp.fft.fft(flux) - self.diffusion * k**2 * jnp.fft.fft(rho)
-        return jnp.fft.ifft(rhs_hat).real
+        if self.scheme == "spectral":
+            flux = rho * _velocity(rho, self.ratios, self.q, self.kind)
+            rhs_hat = -1j * k * jnp.fft.fft(flux) - self.diffusion * k**2 * jnp.fft.fft(rho)
+            return jnp.fft.ifft(rhs_hat).real
+        # Finite volumes: the velocity (a convolution of rho with a smooth kernel, so smooth
+        # however sharp rho is) at the faces theta_m + h/2 by a spectral shift; the density
+        # there by minmod-limited linear reconstruction, taken upwind.
+        h = 2 * jnp.pi / M
+        velocity = _velocity(rho, self.ratios, self.q, self.kind)
+        faces = jnp.fft.ifft(jnp.fft.fft(velocity) * jnp.exp(0.5j * k * h)).real
+        up, down = jnp.roll(rho, -1), jnp.roll(rho, 1)
+        slope = _minmod(rho - down, up - rho)
+        left = rho + slope / 2  # at face m + 1/2, from cell m
+        right = up - jnp.roll(slope, -1) / 2  # at face m + 1/2, from cell m + 1
+        flux = jnp.where(faces > 0, faces * left, faces * right)
+        flux = flux - self.diffusion * (up - rho) / h
+        return -(flux - jnp.roll(flux, 1)) / h
 
 
 def solve_circle(
@@ -158,6 +177,7 @@ def solve_circle(
     atol: float = 1e-10,
     solver="tsit5",
     max_steps: int = 1_000_000,
+    scheme: str = "finite-volume",
 ) -> CircleDensity:
     """Solve the continuity equation of the circle's mean-field limit (see the module docstring).
 
@@ -172,19 +192,30 @@ def solve_circle(
         grid: the number of grid points `M` when `rho0` is a function (default 512).
         rtol, atol, solver, max_steps: diffrax's (the method of lines is stiff with noise on
             fine grids: `solver="kvaerno5"` then).
+        scheme: `"finite-volume"` (the default) or `"spectral"`, below.
 
-    The scheme: pseudo-spectral in `theta` (the convolutions and the derivatives by FFT) and
-    adaptive in time (diffrax). It is conservative: `d/dt int rho = -(i k flux^)_0 = 0` exactly,
-    so the mass is conserved to rounding; the uniform density has zero velocity, so it is
-    stationary to rounding; smooth solutions converge spectrally in `M` (tested, and measured
-    in the README). It does not enforce positivity: the smallest density at each save time is
-    returned (`min_density`), and a warning is given when it falls below `-1e-6` (a density
-    too sharp for the grid: refine it). A grid too coarse to resolve `exp(beta cos theta)`
+    The schemes, both conservative (the mass is conserved to rounding) and with the uniform
+    density stationary to rounding (its velocity is zero); the velocity `v[rho]`, a
+    convolution of `rho` with a smooth kernel, is computed by FFT in both; time is adaptive
+    (diffrax):
+    - `"finite-volume"`: cell averages, fluxes `v rho` at the cell faces with `rho`
+      reconstructed by minmod-limited slopes and taken upwind, the noise as a centered flux.
+      Second order where `rho` is smooth, first order at its extrema; it stays non-negative
+      through the concentration into clusters (the mean-field dynamics forms Dirac masses),
+      where a spectral method breaks down.
+    - `"spectral"`: the flux derivative by FFT too. Spectrally accurate for smooth solutions
+      (the Ott-Antonsen test to 1e-8 on 128 points), but it oscillates and fails once the
+      density is too sharp for the grid.
+    Neither enforces positivity exactly: the smallest density at each save time is returned
+    (`min_density`), and a warning is given when it falls below `-1e-6` (refine the grid).
+    A grid too coarse to resolve `exp(beta cos theta)`
     (the Fourier coefficient of the Nyquist mode above `1e-13` of the mean) is a ValueError
     naming the smallest grid that does.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    if scheme not in ("finite-volume", "spectral"):
+        raise ValueError(f"scheme must be 'finite-volume' or 'spectral'; got {scheme!r}")
     beta = float(check_beta(beta))
     if callable(rho0):
         M = positive_int(512 if grid is None else grid, "grid", minimum=8)
@@ -230,7 +261,11 @@ def solve_circle(
     if ts.ndim != 1 or ts.shape[0] < 2 or not np.all(np.diff(np.asarray(ts)) > 0):
         raise ValueError(f"ts must be at least two strictly increasing times; got {ts}")
     term = _Continuity(
-        jnp.asarray(ratios, dtype), jnp.asarray(q, dtype), jnp.asarray(diffusion, dtype), kind
+        jnp.asarray(ratios, dtype),
+        jnp.asarray(q, dtype),
+        jnp.asarray(diffusion, dtype),
+        kind,
+        scheme,
     )
     density = _solve(term, rho0, ts, _solver(solver), rtol, atol, max_steps)
     minimum = jnp.min(density, axis=-1)
