@@ -7,3 +7,9 @@ from ._circle import (
     smallest_grid as smallest_grid,
     solve_circle as solve_circle,
 )
+from ._wasserstein import (
+    COSTS as COSTS,
+    wasserstein as wasserstein,
+    wasserstein_circle as wasserstein_circle,
+    wasserstein_exact as wasserstein_exact,
+)
