@@ -7,6 +7,11 @@ from ._circle import (
     smallest_grid as smallest_grid,
     solve_circle as solve_circle,
 )
+from ._particles import (
+    ParticlesVersusPDE as ParticlesVersusPDE,
+    particles_versus_pde as particles_versus_pde,
+    sample_density as sample_density,
+)
 from ._wasserstein import (
     COSTS as COSTS,
     wasserstein as wasserstein,
