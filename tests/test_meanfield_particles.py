@@ -46,3 +46,37 @@ def test_bad_input():
         mf.particles_versus_pde(
             jax.random.key(0), rho0, jnp.asarray([0.0, 1.0]), beta=1.0, kind="sa"
         )
+
+
+def test_cli_meanfield(tmp_path, capsys):
+    from attnflow.cli import main
+
+    out, plot = tmp_path / "mf.npz", tmp_path / "mf.png"
+    argv = [
+        "meanfield",
+        "--beta",
+        "1",
+        "--grid",
+        "64",
+        "--particles",
+        "32,128",
+        "--t1",
+        "1",
+        "--saves",
+        "3",
+        "--samples",
+        "1",
+        "--out",
+        str(out),
+        "--plot",
+        str(plot),
+    ]
+    assert main(argv) == 0
+    data = np.load(out)
+    assert data["distance"].shape == (2, 1, 3) and data["density"].shape == (3, 64)
+    assert plot.stat().st_size > 0
+    assert "fitted exponent in n" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["meanfield", "--particles", "100", "--out", str(out), "--no-plot"])
+    assert exit_info.value.code == 2
+    assert "at least two positive integers" in capsys.readouterr().err

@@ -21,13 +21,15 @@ class ParticlesVersusPDE(eqx.Module):
     `distance`: `W_p(mu_n(t), rho(t))` for each `n`, sample and save time, shape
     `(N, samples, T)`. `slope`: the fitted exponent `a` of `mean W_p ~ n^a` at each save time,
     shape `(T,)` (about `-1/2` when the sampling error of the initial measure dominates, the
-    `n^{-1/2}` law of empirical measures on the circle).
+    `n^{-1/2}` law of empirical measures on the circle). `angles`: the first sample of the
+    largest `n` at every save time, shape `(T, n)` (for histograms against the density).
     """
 
     pde: CircleDensity
     particles: Array
     distance: Float[Array, "N samples T"]
     slope: Float[Array, " T"]
+    angles: Float[Array, "T n"]
 
     def mean(self) -> Float[Array, "N T"]:
         """The distance averaged over samples."""
@@ -94,4 +96,5 @@ def particles_versus_pde(
     logs = np.log(np.asarray(jnp.mean(distance, axis=1)))  # (N, T)
     x = np.log(np.asarray(counts, dtype=float))
     slope = np.polyfit(x, logs, 1)[0]
-    return ParticlesVersusPDE(pde, jnp.asarray(counts), distance, jnp.asarray(slope))
+    angles = jnp.mod(paths[0], 2 * jnp.pi)  # the largest n (the last), first sample
+    return ParticlesVersusPDE(pde, jnp.asarray(counts), distance, jnp.asarray(slope), angles)

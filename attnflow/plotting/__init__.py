@@ -1,5 +1,6 @@
 """Figures (matplotlib, imported lazily so attnflow itself never needs it)."""
 
+from ._meanfield import plot_meanfield as plot_meanfield
 from ._optimize import (
     plot_recovery as plot_recovery,
     plot_smallest_beta as plot_smallest_beta,
@@ -26,6 +27,7 @@ __all__ = [
     "plot_fixed_points",
     "plot_ftle",
     "plot_long_context",
+    "plot_meanfield",
     "plot_lyapunov",
     "plot_metastability",
     "plot_normalization",
