@@ -182,3 +182,19 @@ def test_float32():
     exact = r0 * np.exp(ts / 2) / np.sqrt(1 - r0**2 + r0**2 * np.exp(ts))
     np.testing.assert_allclose(sol.order_parameter(), exact, atol=1e-5)
     np.testing.assert_allclose(sol.mass(), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["spectral", "finite-volume"])
+def test_noise_damps_modes_at_the_predicted_rate(scheme):
+    """With noise, mode k grows at growth_rate(k, beta, kappa=kappa) = ... - k^2 / kappa."""
+    beta, kappa, k, M = 2.0, 4.0, 2, 256
+    theta = 2 * np.pi * np.arange(M) / M
+    rho0 = 1 / (2 * np.pi) + 1e-7 * np.cos(k * theta)
+    sol = mf.solve_circle(
+        rho0, jnp.asarray([0.0, 0.5]), beta=beta, kappa=kappa, rtol=1e-12, atol=1e-18, scheme=scheme
+    )
+    amplitude = np.abs(np.fft.fft(np.asarray(sol.density))[:, k])
+    rate = np.log(amplitude[1] / amplitude[0]) / 0.5
+    expected = float(mf.growth_rate(k, beta, kappa=kappa))
+    assert expected < float(mf.growth_rate(k, beta))
+    assert rate == pytest.approx(expected, rel=1e-4 if scheme == "spectral" else 2e-2)
