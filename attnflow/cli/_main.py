@@ -614,6 +614,7 @@ def _meanfield(args) -> str:
         particles=args.particles,
         samples=args.samples,
         grid=args.grid,
+        progress=True,
     )
     elapsed = time.perf_counter() - start
     config = {

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+from tqdm.auto import tqdm
 
 from .._checks import positive_int
 from .._simulate import simulate
@@ -59,6 +60,7 @@ def particles_versus_pde(
     samples: int = 4,
     grid: int | None = None,
     p: int = 1,
+    progress: bool = False,
 ) -> ParticlesVersusPDE:
     """`W_p` between `n` particles and the mean-field density over time, for several `n`.
 
@@ -69,6 +71,7 @@ def particles_versus_pde(
     the distance is the sampling error of an empirical measure, of order `n^{-1/2}`; the
     stability estimate `W_1(mu_n(t), rho(t)) <= e^{Ct} W_1(mu_n(0), rho(0))` ([R], SCIENCE.md
     section 4) carries that rate to every fixed `t`. The fitted `slope` checks it.
+    `progress` shows a tqdm bar over the sizes (the largest takes most of the time).
     """
     if kind not in ("SA", "USA"):
         raise ValueError(f"kind must be 'SA' or 'USA'; got {kind!r}")
@@ -79,7 +82,8 @@ def particles_versus_pde(
     pde = solve_circle(rho0, ts, beta=beta, kind=kind, grid=grid)
     field = Circle(beta, normalized=kind == "SA")
     distances = []
-    for n, n_key in zip(counts, jax.random.split(key, len(counts)), strict=True):
+    sizes = zip(counts, jax.random.split(key, len(counts)), strict=True)
+    for n, n_key in tqdm(sizes, total=len(counts), desc="particles", disable=not progress):
         keys = jax.random.split(n_key, samples)
         starts = jax.vmap(sample_density, in_axes=(0, None, None, None))(
             keys, pde.theta, pde.density[0], n
