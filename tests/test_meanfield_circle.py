@@ -198,3 +198,17 @@ def test_noise_damps_modes_at_the_predicted_rate(scheme):
     expected = float(mf.growth_rate(k, beta, kappa=kappa))
     assert expected < float(mf.growth_rate(k, beta))
     assert rate == pytest.approx(expected, rel=1e-4 if scheme == "spectral" else 2e-2)
+
+
+def test_overflow_and_kmax_errors():
+    theta = 2 * np.pi * np.arange(256) / 256
+    uniform32 = jnp.full(256, 1 / (2 * np.pi), jnp.float32)
+    with pytest.raises(ValueError, match="USA's velocity overflows at beta = 100"):
+        mf.solve_circle(uniform32, jnp.asarray([0.0, 1.0], jnp.float32), beta=100.0, kind="USA")
+    with pytest.raises(ValueError, match="USA's growth rate overflows"):
+        mf.growth_rate(2, 800.0, "USA")
+    with pytest.raises(ValueError, match="beyond kmax = 200"):
+        mf.predicted_clusters(1e5)
+    with pytest.raises(ValueError, match="kmax must be an integer >= 2"):
+        mf.predicted_clusters(4.0, kmax=0)
+    assert theta.shape == (256,)

@@ -75,7 +75,7 @@ def particles_versus_pde(
     """
     if kind not in ("SA", "USA"):
         raise ValueError(f"kind must be 'SA' or 'USA'; got {kind!r}")
-    counts = tuple(positive_int(n, "particles") for n in np.atleast_1d(particles))
+    counts = tuple(sorted(positive_int(int(n), "particles") for n in np.atleast_1d(particles)))
     if len(counts) < 2:
         raise ValueError(f"particles must hold at least two sizes to fit a slope; got {counts}")
     samples = positive_int(samples, "samples")
