@@ -278,14 +278,14 @@ class Rejectable(eqx.Module):
 
 @eqx.filter_jit
 def _simulate_ode(
-    field, x0, ts, solver, dt0, rtol, atol, save, max_steps, throw=True, adjoint=None
+    field, x0, ts, solver, dt0, rtol, atol, save, max_steps, throw=True, adjoint="checkpoint"
 ) -> Trajectory:
     if isinstance(solver, diffrax.AbstractAdaptiveSolver):
         controller = diffrax.PIDController(rtol=rtol, atol=atol)
     else:
         controller = diffrax.ConstantStepSize()
     name = adjoint if isinstance(adjoint, str) else None
-    if adjoint is None or name == "checkpoint":
+    if name == "checkpoint":
         adjoint = diffrax.RecursiveCheckpointAdjoint()
     elif name == "backsolve" and isinstance(solver, diffrax.AbstractAdaptiveSolver):
         # Step control on the tokens and their adjoint only, not on the weights' adjoints

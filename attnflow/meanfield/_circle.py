@@ -18,6 +18,9 @@ and `*` the convolution on the circle, `v = (1/beta) d(h * rho)/dtheta` (USA) an
 `(h * rho)^_k = 2 pi I_k(beta) rho^_k`: the convolutions are products after an FFT.
 """
 
+import warnings
+
+import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -25,9 +28,15 @@ import scipy.special
 from jaxtyping import Array, Float
 
 from .._checks import as_float_array, check_beta, positive_int, positive_number
-from .._simulate import _solver
+from .._simulate import _check_times, _solver
+from ..fields import KINDS as FIELD_KINDS
 
-KINDS = ("SA", "USA")
+KINDS = tuple(FIELD_KINDS)  # the post-LN dynamics by name: "SA", "USA"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
 
 
 class CircleDensity(eqx.Module):
@@ -92,12 +101,10 @@ def growth_rate(k, beta, kind: str = "SA", kappa=None):
     Kuramoto model with `K = 1`) and `-k^2/kappa` otherwise. Every mode `k != 0` grows without
     noise: the uniform density is unstable for every `beta > 0`.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    _check_kind(kind)
     k = np.abs(np.asarray(k, dtype=float))
+    check_beta(beta, scalar=False)
     beta = np.asarray(beta, dtype=float)
-    if np.any(~np.isfinite(beta) | (beta < 0)):
-        raise ValueError(f"beta must be finite and >= 0; got {beta}")
     safe = np.where(beta > 0, beta, 1.0)
     scaled = scipy.special.ive(k, safe) / safe  # I_k e^{-beta} / beta
     if kind == "SA":
@@ -224,8 +231,7 @@ def solve_circle(
     (the Fourier coefficient of the Nyquist mode above `1e-13` of the mean) is a ValueError
     naming the smallest grid that does.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    _check_kind(kind)
     if scheme not in ("finite-volume", "spectral"):
         raise ValueError(f"scheme must be 'finite-volume' or 'spectral'; got {scheme!r}")
     beta = float(check_beta(beta))
@@ -272,9 +278,7 @@ def solve_circle(
             q = q * scale
     else:
         q = np.where(kk == 1, np.pi, 0.0)  # 2 pi I_k(beta) / beta -> pi at k = +-1
-    ts = as_float_array(ts, "ts").astype(dtype)
-    if ts.ndim != 1 or ts.shape[0] < 2 or not np.all(np.diff(np.asarray(ts)) > 0):
-        raise ValueError(f"ts must be at least two strictly increasing times; got {ts}")
+    ts = _check_times(as_float_array(ts, "ts").astype(dtype))
     term = _Continuity(
         jnp.asarray(ratios, dtype),
         jnp.asarray(q, dtype),
@@ -285,8 +289,6 @@ def solve_circle(
     density = _solve(term, rho0, ts, _solver(solver), rtol, atol, max_steps)
     minimum = jnp.min(density, axis=-1)
     if float(jnp.min(minimum)) < -1e-6:
-        import warnings
-
         warnings.warn(
             f"the density became negative (down to {float(jnp.min(minimum)):.2g}): the grid of "
             f"{M} points does not resolve it; refine the grid",
@@ -298,8 +300,6 @@ def solve_circle(
 
 @eqx.filter_jit
 def _solve(term, rho0, ts, solver, rtol, atol, max_steps):
-    import diffrax
-
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(term),
         solver,

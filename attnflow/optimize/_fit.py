@@ -14,7 +14,7 @@ import scipy.interpolate
 from .._checks import as_float_array, check_finite, is_traced, positive_int, positive_number
 from .._simulate import simulate
 from ..fields import KINDS, AbstractDotProductAttention, PostLN
-from ..sphere import normalize
+from ..sphere import normalize, on_sphere
 from ._objectives import trajectory_loss
 from ._search import SearchResult, SearchWarning, search
 
@@ -60,9 +60,8 @@ def _recording(ts, xs):
         raise ValueError(
             f"ts must hold at least two strictly increasing times; got {np.asarray(ts)}"
         )
-    norms = np.linalg.norm(np.asarray(xs), axis=-1)
-    worst = float(np.max(np.abs(norms - 1)))
-    if worst > np.finfo(xs.dtype).eps ** 0.5:
+    if not bool(jnp.all(on_sphere(xs))):
+        worst = float(jnp.max(jnp.abs(jnp.linalg.norm(xs, axis=-1) - 1)))
         raise ValueError(
             f"xs must lie on the unit sphere (every token of norm 1); the farthest is off by "
             f"{worst:.2g}: use attnflow.sphere.normalize"

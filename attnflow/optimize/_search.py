@@ -82,14 +82,7 @@ def _named(name: str, rate: float | None) -> optax.GradientTransformation:
 
 
 def _as_optimizer(opt) -> optax.GradientTransformation:
-    if isinstance(opt, optax.GradientTransformation):
-        return opt
-    if not isinstance(opt, str):
-        raise ValueError(
-            "optimizer must be an optax GradientTransformation or one of "
-            f"{', '.join(map(repr, OPTIMIZERS))}; got {opt!r:.80}"
-        )
-    return optimizer(opt)
+    return opt if isinstance(opt, optax.GradientTransformation) else optimizer(opt)
 
 
 def _as_params(params) -> PyTree:
@@ -205,21 +198,19 @@ def _load(path: Path, fingerprint: str, like: _State) -> tuple[dict, _State] | N
             header = json.loads(f.readline())
             if header.get("format") != _FORMAT:
                 raise ValueError("not an attnflow search checkpoint")
-            if header["fingerprint"] != fingerprint:
-                raise ValueError(
-                    f"checkpoint {path} belongs to another search (different initial params, "
-                    "loss or data); delete it or choose another path"
+            foreign = header["fingerprint"] != fingerprint
+            if not foreign:
+                history = _array(np.zeros(header["evaluated"]), like.history.dtype)
+                state = eqx.tree_deserialise_leaves(
+                    f, eqx.tree_at(lambda s: s.history, like, history)
                 )
-            like = eqx.tree_at(
-                lambda s: s.history, like, _array(np.zeros(header["evaluated"]), like.history.dtype)
-            )
-            state = eqx.tree_deserialise_leaves(f, like)
-    except ValueError as err:
-        if "another search" in str(err):
-            raise
+    except (ValueError, OSError, KeyError, RuntimeError) as err:  # JSONDecodeError included
         raise ValueError(f"checkpoint {path} is damaged or not a search checkpoint: {err}") from err
-    except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as err:
-        raise ValueError(f"checkpoint {path} is damaged or not a search checkpoint: {err}") from err
+    if foreign:
+        raise ValueError(
+            f"checkpoint {path} belongs to another search (different initial params, loss or "
+            "data); delete it or choose another path"
+        )
     return header, state
 
 
