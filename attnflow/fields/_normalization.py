@@ -25,13 +25,14 @@ a nearby configuration, as the flow is discontinuous there.
 import math
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._checks import check_value
 from .._types import Points, Scalar
 from ..sphere import normalize, project
-from ._attention import AbstractAttention
+from ._attention import AbstractAttention, Hardmax, Sinkhorn, Softmax
 from ._field import (
     AbstractLayerField,
     AbstractSphereField,
@@ -103,10 +104,33 @@ class PeriLN(AbstractEuclideanField):
 
 
 class NoNorm(AbstractEuclideanField):
-    """No normalization ("pure SA" in `R^d`): `dx_i/dt = attention_i(x)`."""
+    """No normalization ("pure SA" in `R^d`): `dx_i/dt = attention_i(x) = sum_j A_ij V x_j`.
+
+    `centered=True`: `dx_i/dt = sum_j A_ij V (x_j - x_i)`, each token pulled toward its
+    attention-weighted mean. For the row-stochastic kernels this takes (`Softmax`, `Hardmax`,
+    `Sinkhorn`, single head) it is `attention_i(x) - V x_i`. Its `Hardmax` form is SCIENCE.md's
+    zero-temperature flow `dx_i/dt = (1/|C_i|) sum_{j in C_i} V (x_j - x_i)`, which comes to
+    rest (`attnflow.concentration.limit_map`); the plain form grows like `e^{tV}` instead.
+    """
+
+    centered: bool = eqx.field(default=False, static=True)
+
+    def __check_init__(self):
+        if not isinstance(self.centered, bool):
+            raise ValueError(f"centered must be True or False; got {self.centered!r}")
+        if self.centered and not isinstance(self.attention, Softmax | Hardmax | Sinkhorn):
+            raise ValueError(
+                "centered=True needs a row-stochastic single-head kernel (Softmax, Hardmax or "
+                f"Sinkhorn), where sum_j A_ij V (x_j - x_i) = attention_i(x) - V x_i; got "
+                f"{type(self.attention).__name__}"
+            )
 
     def __call__(self, t, x, args=None):
-        return self.attention(t, x).astype(x.dtype)
+        out = self.attention(t, x)
+        if self.centered:
+            V = self.attention.V
+            out = out - (x if V is None else x @ V.T)
+        return out.astype(x.dtype)
 
     def check(self, x0):
         return check_tokens(x0, self.attention)

@@ -1,0 +1,404 @@
+"""`concentration`: the Wasserstein distance of the finite-beta flow to the push-forward by the
+limit map, over `(beta, t)`, through the sweep engine (ABRR; SCIENCE.md section 5)."""
+
+import math
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import as_float_array, positive_int
+from .._simulate import _simulate_ode, _solver, state_status
+from ..fields import Hardmax
+from ..meanfield import wasserstein_exact
+from ..studies import SweepFailureWarning
+from ..studies._common import check_study, failures, key_data
+from ..sweep import DEFAULT_MEMORY, item_key, run
+from ._limit import (
+    LIMIT_STATUS,
+    attention_flow,
+    check_options,
+    default_tolerances,
+    hardmax_limit,
+)
+
+INITS = ("ball", "gaussian")
+
+
+def initial_tokens(key, sample, *, n: int, d: int, init: str = "ball", dtype=None):
+    """Realization `sample` of the initial tokens: `n` i.i.d. points of `R^d`, uniform in the
+    unit ball (`init="ball"`) or standard Gaussian (`"gaussian"`), from `item_key(key, sample)`
+    (the same realization whatever the other arguments of the study)."""
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
+    direction_key, radius_key = jax.random.split(item_key(key, sample))
+    g = jax.random.normal(direction_key, (n, d), dtype)
+    if init == "gaussian":
+        return g
+    radius = jax.random.uniform(radius_key, (n, 1), dtype) ** (1 / d)
+    return g / jnp.linalg.norm(g, axis=-1, keepdims=True) * radius
+
+
+class _Static(eqx.Module):
+    n: int = eqx.field(static=True)
+    d: int = eqx.field(static=True)
+    samples: int = eqx.field(static=True)
+    init: str = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def tokens(self, key, sample):
+        return initial_tokens(key, sample, n=self.n, d=self.d, init=self.init, dtype=self.dtype)
+
+
+class LimitItem(_Static):
+    """Item `s` (a realization): the limit of its zero-temperature flow; `args` holds `key`,
+    `Q`, `K`, `V`, `tol`, `max_time`, `rtol`, `atol` (traced: new values reuse the code)."""
+
+    max_steps: int = eqx.field(static=True)
+
+    def __call__(self, index, args):
+        limit = hardmax_limit(
+            self.tokens(args["key"], index),
+            args["Q"],
+            args["K"],
+            args["V"],
+            tol=args["tol"],
+            max_time=args["max_time"],
+            rtol=args["rtol"],
+            atol=args["atol"],
+            max_steps=self.max_steps,
+        )
+        return {"points": limit.points, "time": limit.time, "status": limit.status}
+
+
+class FlowItem(_Static):
+    """Item `b * samples + s`: realization `s` moved by the softmax flow at `betas[b]`, its
+    tokens at the save times; `args` holds `betas`, `key`, `Q`, `K`, `V`, `ts`, `rtol`,
+    `atol`."""
+
+    max_steps: int = eqx.field(static=True)
+
+    def __call__(self, index, args):
+        beta = args["betas"][index // self.samples]
+        x0 = self.tokens(args["key"], index % self.samples)
+        field = attention_flow(beta, args["Q"], args["K"], args["V"])
+        trajectory = _simulate_ode(
+            field,
+            x0,
+            args["ts"],
+            _solver("tsit5"),
+            None,
+            args["rtol"],
+            args["atol"],
+            None,
+            self.max_steps,
+            throw=False,
+        )
+        return {"xs": trajectory.xs, "status": state_status(trajectory.xs, trajectory.status)}
+
+
+class Concentration(eqx.Module):
+    """Result of `concentration`.
+
+    `distance[b, s, k]`: `W_2(mu_t^beta, T_# mu_0)` for `beta = betas[b]`, realization `s`, at
+    `t = ts[k]` (exact, by optimal assignment; NaN for a failed item). `mean()`: its mean over
+    the realizations that succeeded, shape `(B, T)`.
+
+    `closest[b]`, `closest_time[b]`: the minimum over `t` of the mean distance and where it is;
+    `resolved[b]`: False where that minimum sits at the first or last save time (then it is
+    not resolved: extend `ts`). `slope`: the least-squares slope of `log closest` against
+    `log beta` over the resolved betas (ABRR's rate `sqrt(log(beta+1)/beta)` has slope about
+    `-1/2`); `exponent`: the slope against `log sqrt(log(beta+1)/beta)` (1 when the minimum
+    follows that rate exactly). NaN with fewer than two resolved betas.
+
+    Terminal phase (at `t = ts[-1]`): `eigenvalues` of `V`, by increasing real part (the first
+    is the slowest mode of the linearization `d(x_i - mean)/dt = -V (x_i - mean)` near
+    consensus); `alignment[b, s, k]`: `|cos|` of the angle between the principal direction of
+    the tokens about their mean and the `k`-th eigenvector of `V` (for a complex pair, the
+    norm of the projection on its real invariant plane); `spread[b, s]`: the rms distance of
+    the tokens to their mean.
+
+    `limits[s]`: `T(x0)` of realization `s`, shape `(n, d)`; `limit_time[s]` when its flow came
+    to rest; `limit_status[s]` an index into `LIMIT_STATUS` (realizations whose flow did not
+    come to rest are left out). `status[b, s]`: the finite-beta run, an index into
+    `attnflow.STATUS`. `x0`, `final[b]`: realization 0 at `t = 0` and at `ts[-1]` (pictures).
+    """
+
+    betas: np.ndarray
+    ts: np.ndarray
+    distance: np.ndarray
+    closest: np.ndarray
+    closest_time: np.ndarray
+    resolved: np.ndarray
+    slope: float
+    exponent: float
+    eigenvalues: np.ndarray
+    alignment: np.ndarray
+    spread: np.ndarray
+    limits: np.ndarray
+    limit_time: np.ndarray
+    limit_status: np.ndarray
+    status: np.ndarray
+    x0: np.ndarray
+    final: np.ndarray
+    config: dict
+
+    def mean(self) -> np.ndarray:
+        """The distance averaged over the realizations that succeeded, shape `(B, T)`."""
+        return mean_distance(self.distance)
+
+
+def rate(betas) -> np.ndarray:
+    """ABRR's rate `sqrt(log(beta + 1) / beta)`."""
+    betas = np.asarray(betas, np.float64)
+    return np.sqrt(np.log1p(betas) / betas)
+
+
+def _weights(Q, K, V, d: int, dtype):
+    """`Q, K, V` checked as `Hardmax` checks them (shapes, finite entries) and to act on
+    `R^d`, in `dtype`; None is the identity."""
+    kernel = Hardmax(Q, K, V)
+    if kernel.d is not None and kernel.d != d:
+        raise ValueError(f"Q, K, V must have d = {d} columns; got {kernel.d}")
+    return tuple(None if a is None else a.astype(dtype) for a in (kernel.Q, kernel.K, kernel.V))
+
+
+def eigenvectors(V, d: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """`V`'s eigenvalues by increasing real part, and for each an orthonormal basis of its
+    real invariant subspace (one vector for a real eigenvalue, two for a complex one)."""
+    if V is None:
+        return np.ones(d, complex), [row[:, None] for row in np.eye(d)]
+    values, vectors = np.linalg.eig(np.asarray(V, np.float64))
+    order = np.argsort(values.real, kind="stable")
+    bases = []
+    for k in order:
+        v = vectors[:, k]
+        span = v.real[:, None] if abs(values[k].imag) == 0 else np.stack([v.real, v.imag], 1)
+        bases.append(np.linalg.qr(span)[0])
+    return values[order], bases
+
+
+def alignment(x: np.ndarray, bases: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """`(|cos| of the principal direction of x about its mean with each basis, rms spread)`."""
+    deviations = x - x.mean(axis=0)
+    direction = np.linalg.svd(deviations, full_matrices=False)[2][0]
+    cosines = np.array([np.linalg.norm(basis.T @ direction) for basis in bases])
+    return np.minimum(cosines, 1.0), float(np.sqrt(np.mean(np.sum(deviations**2, axis=-1))))
+
+
+def _fit(betas, closest, resolved) -> tuple[float, float]:
+    ok = resolved & np.isfinite(closest) & (closest > 0)
+    if ok.sum() < 2:
+        return math.nan, math.nan
+    y = np.log(closest[ok])
+    slope = float(np.polyfit(np.log(betas[ok]), y, 1)[0])
+    exponent = float(np.polyfit(np.log(rate(betas[ok])), y, 1)[0])
+    return slope, exponent
+
+
+def concentration(
+    key: jax.Array,
+    *,
+    n: int,
+    d: int,
+    betas,
+    ts,
+    Q=None,
+    K=None,
+    V=None,
+    samples: int,
+    init: str = "ball",
+    dtype=None,
+    tol: float | None = None,
+    max_time: float = 1e3,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 1_000_000,
+    memory: int = DEFAULT_MEMORY,
+    devices=None,
+    progress: bool = True,
+) -> Concentration:
+    """ABRR's concentration experiment: `W_2(mu_t^beta, T_# mu_0)` over `(beta, t)`.
+
+    For each realization `s < samples`, `n` tokens `x0` are drawn in `R^d` (`initial_tokens`:
+    uniform in the unit ball by default), their limit map `T(x0)` is computed by the
+    zero-temperature flow (`hardmax_limit`, one sweep over the realizations), and each `beta`
+    moves them by the finite-temperature flow `dx_i/dt = sum_j A_ij V (x_j - x_i)` (a second
+    sweep over `(beta, realization)`, adaptive Tsit5). The distance between the empirical
+    measures at each save time is exact (`wasserstein_exact`, Euclidean cost, `p = 2`).
+
+    Arguments:
+        key: a JAX random key; realization `s` is `initial_tokens(key, s, ...)` for every beta.
+        n, d: tokens (`n >= 2`) and dimension (`d >= 2`).
+        betas: inverse temperatures `> 0` (up to `1e4` and beyond), shape `(B,)`.
+        ts: save times, strictly increasing from `ts[0] = 0`, shape `(T,)`; log-spaced times
+            resolve the `O(log beta)` time of closest approach.
+        Q, K: `(m, d)`; V: `(d, d)` (`None`: identity).
+        samples: realizations.
+        init: `"ball"` or `"gaussian"` (see `initial_tokens`).
+        dtype: float dtype (JAX's default float: float64 with x64 on).
+        tol, max_time, rtol, atol, max_steps: the zero-temperature flow's options (see
+            `limit_map`); `rtol, atol` (default `1e-8, 1e-10` in float64) also set the
+            finite-beta solves.
+        memory, devices, progress: the sweep engine's options (`attnflow.sweep.run`).
+
+    Returns:
+        A `Concentration`. Failed runs (a finite-beta solve, or a zero-temperature flow that
+        does not come to rest) are recorded in its `status` / `limit_status`, left out of the
+        averages and reported by a `SweepFailureWarning`; never counted as data.
+
+    ABRR's bound: `W(mu_t^beta, T_# mu_0) <~ sqrt(log(beta+1)/beta) e^{Ct} + e^{-ct}`: the
+    distance falls like `e^{-ct}` while the zero-temperature flow converges, reaches its
+    minimum at `t = O(log beta)`, then grows as the finite-beta flow leaves the metastable
+    state (for `V` with eigenvalues of positive real part: toward one cluster, along `V`'s
+    slowest eigenvector: `alignment`). Compiled once per static configuration (`n, d,
+    samples, init, dtype`, the shapes): new betas, key, weights or tolerances reuse the code.
+    """
+    n, d, samples, dtype, betas = check_study(n, d, samples, "SA", 0.0, dtype, betas, True)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
+    ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
+    if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) > 0):
+        raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
+    if ts[0] != 0:
+        raise ValueError(f"ts must start at 0 (the initial measure); got ts[0] = {ts[0]}")
+    Q, K, V = _weights(Q, K, V, d, dtype)
+    check_options(tol, max_time, max_steps, None, rtol, atol)
+    max_steps = positive_int(max_steps, "max_steps")
+    tol0, rtol0, atol0 = default_tolerances(dtype)
+    rtol, atol = rtol or rtol0, atol or atol0
+    config = {
+        "study": "concentration",
+        "key": key_data(key),
+        "n": n,
+        "d": d,
+        "betas": betas.tolist(),
+        "ts": ts.tolist(),
+        "Q": None if Q is None else np.asarray(Q).tolist(),
+        "K": None if K is None else np.asarray(K).tolist(),
+        "V": None if V is None else np.asarray(V).tolist(),
+        "samples": samples,
+        "init": init,
+        "dtype": dtype.name,
+        "tol": tol or tol0,
+        "max_time": float(max_time),
+        "rtol": rtol,
+        "atol": atol,
+    }
+    from .. import __version__
+
+    config["version"] = __version__
+    static = {"n": n, "d": d, "samples": samples, "init": init, "dtype": dtype.name}
+    weights = {"key": key, "Q": Q, "K": K, "V": V}
+    tolerances = {"rtol": jnp.asarray(rtol, dtype), "atol": jnp.asarray(atol, dtype)}
+    itemsize = np.dtype(dtype).itemsize
+    limits = np.zeros((samples, n, d), dtype)
+    limit_time = np.zeros(samples, dtype)
+    limit_status = np.zeros(samples, np.int8)
+    chunks = run(
+        LimitItem(**static, max_steps=max_steps),
+        samples,
+        args=weights
+        | tolerances
+        | {"tol": jnp.asarray(tol or tol0, dtype), "max_time": jnp.asarray(max_time, dtype)},
+        bytes_per_item=itemsize * (40 * n * d + 6 * n * n),
+        memory=memory,
+        devices=devices,
+        progress=progress,
+        desc="concentration: limit maps",
+    )
+    for start, stop, results in chunks:
+        limits[start:stop] = results["points"]
+        limit_time[start:stop] = results["time"]
+        limit_status[start:stop] = results["status"]
+    count = betas.size * samples
+    distance = np.full((count, ts.size), np.nan)
+    status = np.zeros(count, np.int8)
+    eigenvalues, bases = eigenvectors(V, d)
+    aligned = np.full((count, d), np.nan)
+    spread = np.full(count, np.nan)
+    final = np.zeros((betas.size, n, d), dtype)
+    chunks = run(
+        FlowItem(**static, max_steps=max_steps),
+        count,
+        args=weights | tolerances | {"betas": jnp.asarray(betas), "ts": jnp.asarray(ts)},
+        bytes_per_item=itemsize * (ts.size * n * d + 40 * n * d + 6 * n * n),
+        memory=memory,
+        devices=devices,
+        progress=progress,
+        desc="concentration: finite-beta flows",
+    )
+    for start, stop, results in chunks:
+        status[start:stop] = results["status"]
+        for index in range(start, stop):
+            b, s = divmod(index, samples)
+            xs = results["xs"][index - start]
+            if s == 0:
+                final[b] = xs[-1]
+            if status[index] != 0 or limit_status[s] != 0:
+                continue
+            distance[index] = [
+                wasserstein_exact(x, limits[s], cost="euclidean", max_points=max(2048, n))
+                for x in xs
+            ]
+            aligned[index], spread[index] = alignment(np.asarray(xs[-1], np.float64), bases)
+    shape = (betas.size, samples)
+    status = status.reshape(shape)
+    _report(status, limit_status, betas)
+    distance = distance.reshape(*shape, ts.size)
+    closest, closest_time, resolved = closest_approach(mean_distance(distance), ts)
+    slope, exponent = _fit(betas, closest, resolved)
+    return Concentration(
+        betas=betas,
+        ts=ts,
+        distance=distance,
+        closest=closest,
+        closest_time=closest_time,
+        resolved=resolved,
+        slope=slope,
+        exponent=exponent,
+        eigenvalues=eigenvalues,
+        alignment=aligned.reshape(*shape, d),
+        spread=spread.reshape(shape),
+        limits=limits,
+        limit_time=limit_time,
+        limit_status=limit_status,
+        status=status,
+        x0=np.asarray(initial_tokens(key, 0, n=n, d=d, init=init, dtype=dtype)),
+        final=final,
+        config=config,
+    )
+
+
+def mean_distance(distance: np.ndarray) -> np.ndarray:
+    """The mean over realizations (axis 1) of the runs that succeeded (NaN-free entries)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row stays NaN
+        return np.nanmean(distance, axis=1)
+
+
+def closest_approach(mean: np.ndarray, ts: np.ndarray):
+    """`(minimum over t, its time, resolved)` per row of `mean` `(B, T)`; resolved: the
+    minimum is finite and neither at the first nor at the last time."""
+    where = np.argmin(np.where(np.isfinite(mean), mean, np.inf), axis=1)
+    closest = mean[np.arange(mean.shape[0]), where]
+    resolved = np.isfinite(closest) & (where > 0) & (where < ts.size - 1)
+    return closest, ts[where], resolved
+
+
+def _report(status: np.ndarray, limit_status: np.ndarray, betas: np.ndarray) -> None:
+    lines = []
+    bad = limit_status != 0
+    if bad.any():
+        codes = np.unique(limit_status[bad])
+        kinds = ", ".join(f"{int((limit_status == c).sum())} {LIMIT_STATUS[c]}" for c in codes)
+        lines.append(
+            f"{int(bad.sum())} of {limit_status.size} realizations have no limit map ({kinds}); "
+            "they are left out (see .limit_status)"
+        )
+    line = failures(status, betas)
+    if line is not None:
+        lines.append(line)
+    if lines:
+        warnings.warn("; ".join(lines), SweepFailureWarning, stacklevel=3)
