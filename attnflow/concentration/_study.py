@@ -1,8 +1,10 @@
 """`concentration`: the Wasserstein distance of the finite-beta flow to the push-forward by the
 limit map, over `(beta, t)`, through the sweep engine (ABRR; SCIENCE.md section 5)."""
 
+import contextlib
 import math
 import warnings
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -15,7 +17,7 @@ from ..fields import Hardmax
 from ..meanfield import wasserstein_exact
 from ..studies import SweepFailureWarning
 from ..studies._common import check_study, failures, key_data
-from ..sweep import DEFAULT_MEMORY, item_key, run
+from ..sweep import DEFAULT_MEMORY, Store, item_key, run
 from ._limit import (
     LIMIT_STATUS,
     attention_flow,
@@ -217,6 +219,7 @@ def concentration(
     max_steps: int = 1_000_000,
     memory: int = DEFAULT_MEMORY,
     devices=None,
+    store: str | Path | None = None,
     progress: bool = True,
 ) -> Concentration:
     """ABRR's concentration experiment: `W_2(mu_t^beta, T_# mu_0)` over `(beta, t)`.
@@ -242,6 +245,10 @@ def concentration(
             `limit_map`); `rtol, atol` (default `1e-8, 1e-10` in float64) also set the
             finite-beta solves.
         memory, devices, progress: the sweep engine's options (`attnflow.sweep.run`).
+        store: a folder that receives every finished chunk of both sweeps (subfolders
+            `limits/` and `flows/`, each an `attnflow.sweep.Store`); an existing one with the
+            same configuration is resumed, one with another configuration is refused. The
+            distances are recomputed from the stored tokens.
 
     Returns:
         A `Concentration`. Failed runs (a finite-beta solve, or a zero-temperature flow that
@@ -296,22 +303,24 @@ def concentration(
     limits = np.zeros((samples, n, d), dtype)
     limit_time = np.zeros(samples, dtype)
     limit_status = np.zeros(samples, np.int8)
-    chunks = run(
-        LimitItem(**static, max_steps=max_steps),
-        samples,
-        args=weights
-        | tolerances
-        | {"tol": jnp.asarray(tol or tol0, dtype), "max_time": jnp.asarray(max_time, dtype)},
-        bytes_per_item=itemsize * (40 * n * d + 6 * n * n),
-        memory=memory,
-        devices=devices,
-        progress=progress,
-        desc="concentration: limit maps",
-    )
-    for start, stop, results in chunks:
-        limits[start:stop] = results["points"]
-        limit_time[start:stop] = results["time"]
-        limit_status[start:stop] = results["status"]
+    with _open(store, "limits", config, samples) as opened:
+        chunks = run(
+            LimitItem(**static, max_steps=max_steps),
+            samples,
+            args=weights
+            | tolerances
+            | {"tol": jnp.asarray(tol or tol0, dtype), "max_time": jnp.asarray(max_time, dtype)},
+            bytes_per_item=itemsize * (40 * n * d + 6 * n * n),
+            memory=memory,
+            devices=devices,
+            store=opened,
+            progress=progress,
+            desc="concentration: limit maps",
+        )
+        for start, stop, results in chunks:
+            limits[start:stop] = results["points"]
+            limit_time[start:stop] = results["time"]
+            limit_status[start:stop] = results["status"]
     count = betas.size * samples
     distance = np.full((count, ts.size), np.nan)
     status = np.zeros(count, np.int8)
@@ -319,30 +328,32 @@ def concentration(
     aligned = np.full((count, d), np.nan)
     spread = np.full(count, np.nan)
     final = np.zeros((betas.size, n, d), dtype)
-    chunks = run(
-        FlowItem(**static, max_steps=max_steps),
-        count,
-        args=weights | tolerances | {"betas": jnp.asarray(betas), "ts": jnp.asarray(ts)},
-        bytes_per_item=itemsize * (ts.size * n * d + 40 * n * d + 6 * n * n),
-        memory=memory,
-        devices=devices,
-        progress=progress,
-        desc="concentration: finite-beta flows",
-    )
-    for start, stop, results in chunks:
-        status[start:stop] = results["status"]
-        for index in range(start, stop):
-            b, s = divmod(index, samples)
-            xs = results["xs"][index - start]
-            if s == 0:
-                final[b] = xs[-1]
-            if status[index] != 0 or limit_status[s] != 0:
-                continue
-            distance[index] = [
-                wasserstein_exact(x, limits[s], cost="euclidean", max_points=max(2048, n))
-                for x in xs
-            ]
-            aligned[index], spread[index] = alignment(np.asarray(xs[-1], np.float64), bases)
+    with _open(store, "flows", config, count) as opened:
+        chunks = run(
+            FlowItem(**static, max_steps=max_steps),
+            count,
+            args=weights | tolerances | {"betas": jnp.asarray(betas), "ts": jnp.asarray(ts)},
+            bytes_per_item=itemsize * (ts.size * n * d + 40 * n * d + 6 * n * n),
+            memory=memory,
+            devices=devices,
+            store=opened,
+            progress=progress,
+            desc="concentration: finite-beta flows",
+        )
+        for start, stop, results in chunks:
+            status[start:stop] = results["status"]
+            for index in range(start, stop):
+                b, s = divmod(index, samples)
+                xs = results["xs"][index - start]
+                if s == 0:
+                    final[b] = xs[-1]
+                if status[index] != 0 or limit_status[s] != 0:
+                    continue
+                distance[index] = [
+                    wasserstein_exact(x, limits[s], cost="euclidean", max_points=max(2048, n))
+                    for x in xs
+                ]
+                aligned[index], spread[index] = alignment(np.asarray(xs[-1], np.float64), bases)
     shape = (betas.size, samples)
     status = status.reshape(shape)
     _report(status, limit_status, betas)
@@ -385,6 +396,13 @@ def closest_approach(mean: np.ndarray, ts: np.ndarray):
     closest = mean[np.arange(mean.shape[0]), where]
     resolved = np.isfinite(closest) & (where > 0) & (where < ts.size - 1)
     return closest, ts[where], resolved
+
+
+def _open(store, part: str, config: dict, count: int):
+    """The `Store` at `store / part` (a context manager holding its lock), or none."""
+    if store is None:
+        return contextlib.nullcontext()
+    return Store(Path(store) / part, config | {"part": part}, count)
 
 
 def _report(status: np.ndarray, limit_status: np.ndarray, betas: np.ndarray) -> None:
