@@ -8,6 +8,7 @@ import importlib.metadata
 
 from . import (
     analysis as analysis,
+    concentration as concentration,
     meanfield as meanfield,
     optimize as optimize,
     sphere as sphere,
