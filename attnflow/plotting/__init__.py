@@ -1,5 +1,6 @@
 """Figures (matplotlib, imported lazily so attnflow itself never needs it)."""
 
+from ._concentration import plot_concentration as plot_concentration
 from ._meanfield import plot_meanfield as plot_meanfield
 from ._optimize import (
     plot_recovery as plot_recovery,
@@ -23,6 +24,7 @@ from ._variants import (
 )
 
 __all__ = [
+    "plot_concentration",
     "plot_figure3",
     "plot_fixed_points",
     "plot_ftle",

@@ -1,0 +1,131 @@
+"""Figure of the low-temperature concentration study (ABRR): the distance to the push-forward
+by the zero-temperature limit map over `(beta, t)`, its closest approach, the terminal phase."""
+
+import numpy as np
+
+from ..concentration import rate
+from ..concentration._study import eigenvectors
+from ._trajectory import _require_matplotlib
+
+
+def plot_concentration(result, *, path=None):
+    """Three panels of a `Concentration` (`attnflow.concentration.concentration`):
+
+    1. the mean `W_2(mu_t^beta, T_# mu_0)` over `t > 0` for each beta (log-log), its closest
+       approach marked (an open marker where it is not resolved: at an end of `ts`);
+    2. the closest approach against beta (log-log) with its least-squares line over the resolved
+       betas (slope `result.slope`) and ABRR's rate `sqrt(log(beta+1)/beta)`, scaled to pass
+       through the first resolved point;
+    3. the terminal phase: realization 0 at `t = ts[-1]` for the smallest and the largest beta,
+       its initial tokens (faint), its limit points `T(x0)`, and the eigenvector directions of
+       `V` drawn through the mean of the smallest beta's tokens (the first two coordinates
+       for `d > 2`).
+
+    Returns the matplotlib `Figure`; saves it if `path` is given.
+    """
+    Figure = _require_matplotlib()
+    betas, ts = np.asarray(result.betas, np.float64), np.asarray(result.ts, np.float64)
+    mean = np.asarray(result.mean())
+    closest, when = np.asarray(result.closest), np.asarray(result.closest_time)
+    resolved = np.asarray(result.resolved, bool)
+    from matplotlib import colormaps
+
+    colors = colormaps["viridis"](np.linspace(0, 0.9, betas.size))
+    fig = Figure(figsize=(14, 4.3), layout="constrained")
+    curves, law, phase = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.3, 1, 1.1]})
+
+    later = ts > 0  # log axes: t = 0 is left out
+    for b, beta in enumerate(betas):
+        curves.loglog(ts[later], mean[b, later], color=colors[b], lw=1.2, label=f"{beta:g}")
+        if np.isfinite(closest[b]):
+            curves.loglog(
+                max(when[b], ts[later][0]),
+                closest[b],
+                "o",
+                color=colors[b],
+                mfc=colors[b] if resolved[b] else "none",
+                ms=6,
+            )
+    curves.set_xlabel("t")
+    curves.set_ylabel(r"mean $W_2(\mu_t^\beta, T_\#\mu_0)$")
+    curves.set_title("distance to the hardmax limit (o: closest; open: unresolved)", fontsize=9)
+    curves.legend(title=r"$\beta$", fontsize=7, title_fontsize=8)
+
+    finite = np.isfinite(closest) & (closest > 0)
+    law.loglog(betas[finite & resolved], closest[finite & resolved], "ko", label="closest")
+    if (finite & ~resolved).any():
+        law.loglog(
+            betas[finite & ~resolved],
+            closest[finite & ~resolved],
+            "ko",
+            mfc="none",
+            label="unresolved (at an end of ts)",
+        )
+    fit = finite & resolved
+    if np.isfinite(result.slope) and fit.sum() >= 2:
+        # the least-squares line passes through the centroid of the fitted points
+        x, y = np.log(betas[fit]), np.log(closest[fit])
+        line = np.exp(y.mean() + result.slope * (np.log(betas) - x.mean()))
+        law.loglog(betas, line, "C0-", lw=1, label=f"fit: slope {result.slope:.2f}")
+    if fit.any():
+        first = np.nonzero(fit)[0][0]
+        reference = closest[first] * rate(betas) / rate(betas[first])
+        law.loglog(
+            betas,
+            reference,
+            "k--",
+            lw=1,
+            label=r"$\propto\sqrt{\log(\beta+1)/\beta}$"
+            + (f" (exponent {result.exponent:.2f})" if np.isfinite(result.exponent) else ""),
+        )
+    law.set_xlabel(r"$\beta$")
+    law.set_ylabel(r"closest mean $W_2$")
+    law.set_title(r"closest approach against ABRR's rate (slope $-1/2$)", fontsize=9)
+    law.legend(fontsize=7)
+
+    x0, final = np.asarray(result.x0), np.asarray(result.final)
+    d = x0.shape[-1]
+    phase.plot(x0[:, 0], x0[:, 1], ".", color="0.75", ms=4, label="x0")
+    for b, marker in ((0, "o"), (betas.size - 1, "s")):
+        phase.plot(
+            final[b, :, 0],
+            final[b, :, 1],
+            marker,
+            color=colors[b],
+            ms=4,
+            mfc="none",
+            label=rf"$\beta$ = {betas[b]:g}",
+        )
+    if int(np.asarray(result.limit_status)[0]) == 0:
+        limits = np.asarray(result.limits)[0]
+        phase.plot(limits[:, 0], limits[:, 1], "kx", ms=6, label=r"$T(x_0)$")
+    V = result.config.get("V")
+    values, bases = eigenvectors(None if V is None else np.asarray(V), d)
+    center = final[0].mean(axis=0)[:2]
+    if np.all(np.isfinite(center)):
+        for k, (value, basis) in enumerate(zip(values, bases, strict=True)):
+            if value.imag != 0 and np.any(values[:k] == np.conj(value)):
+                continue  # a complex pair's plane is drawn once
+            shown = f"{value.real:.3g}" if value.imag == 0 else f"{value:.3g}"
+            label = f"eigenvector, {shown}" + (" (slowest)" if k == 0 else "")
+            for direction in basis.T:
+                if np.linalg.norm(direction[:2]) < 1e-6:  # orthogonal to the drawn plane
+                    continue
+                phase.axline(
+                    center,
+                    center + direction[:2],
+                    color="C3" if k == 0 else "0.5",
+                    ls="-" if k == 0 else ":",
+                    lw=1,
+                    label=label,
+                )
+                label = None
+    phase.set_aspect("equal", adjustable="datalim")
+    phase.set_xlabel(r"$x_1$")
+    phase.set_ylabel(r"$x_2$")
+    plane = " (first two coordinates)" if d > 2 else ""
+    phase.set_title(f"realization 0 at t = {ts[-1]:g}{plane}", fontsize=9)
+    phase.legend(fontsize=7, loc="best")
+    if path is not None:
+        fig.savefig(path, dpi=130)
+    return fig
