@@ -139,6 +139,7 @@ def test_plot_concentration_smoke(tmp_path):
         eigenvalues=np.sort_complex(np.linalg.eigvals(np.asarray(V))),
         alignment=rng.uniform(size=(B, S, d)),
         spread=rng.uniform(size=(B, S)),
+        terminal_time=np.full((B, S), ts[-1]),
         limits=rng.normal(size=(S, n, d)),
         limit_time=np.ones(S),
         limit_status=np.array([0, 1], np.int8),

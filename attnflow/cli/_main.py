@@ -792,6 +792,7 @@ def _concentration(args) -> str:
         exponent=np.asarray(result.exponent),
         eigenvalues=result.eigenvalues,
         alignment=result.alignment,
+        terminal_time=result.terminal_time,
         spread=result.spread,
         limits=result.limits,
         x0=result.x0,
@@ -822,19 +823,25 @@ def _concentration_lines(result, mean) -> list[str]:
         return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
 
     lines = ["  mean W2(mu_t^beta, T#mu0): closest approach; at t1 (terminal phase):"]
-    ts, samples = result.ts, result.status.shape[1]
+    samples = result.status.shape[1]
     for b, beta in enumerate(result.betas):
         line = (
             f"  beta = {beta:g}: closest {result.closest[b]:.4g} at t = "
             f"{result.closest_time[b]:.3g}; at t1 {mean[b, -1]:.4g}, spread "
-            f"{average(result.spread[b]):.3g}, alignment with V's slowest eigenvector "
-            f"{average(result.alignment[b, :, 0]):.3f}"
+            f"{average(result.spread[b]):.3g}; alignment with V's slowest eigenvector "
+            f"{average(result.alignment[b, :, 0]):.3f} (at t = "
+            f"{average(result.terminal_time[b]):.3g})"
         )
         if not result.resolved[b]:
-            where = "the last" if result.closest_time[b] == ts[-1] else "the first"
             if not np.isfinite(result.closest[b]):
-                where = "no"
-            line += f" [UNRESOLVED: the minimum sits at {where} save time; extend --t1]"
+                line += " [UNRESOLVED: no run succeeded]"
+            elif np.isfinite(mean[b, -1]) and mean[b, -1] <= np.nanmin(mean[b]):
+                line += " [UNRESOLVED: the minimum sits at the last save time; extend --t1]"
+            else:
+                line += (
+                    " [UNRESOLVED: the minimum sits at t = 0: at this beta the flow never gets "
+                    "closer to T#mu0 than it starts]"
+                )
         failed = int((result.status[b] != 0).sum())
         if failed:
             line += f" [{failed} of {samples} runs failed]"

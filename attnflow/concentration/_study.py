@@ -107,19 +107,22 @@ class Concentration(eqx.Module):
     `t = ts[k]` (exact, by optimal assignment; NaN for a failed item). `mean()`: its mean over
     the realizations that succeeded, shape `(B, T)`.
 
-    `closest[b]`, `closest_time[b]`: the minimum over `t` of the mean distance and where it is;
-    `resolved[b]`: False where that minimum sits at the first or last save time (then it is
+    `closest[b]`: the minimum over `t` of the mean distance; `closest_time[b]`: when it is
+    reached, the first save time where the mean distance is within `ARRIVAL = 10%` of it (at
+    large beta the minimum is a plateau, the metastable state, whose exact argmin is noise);
+    `resolved[b]`: False where the minimum sits at the first or last save time (then it is
     not resolved: extend `ts`). `slope`: the least-squares slope of `log closest` against
     `log beta` over the resolved betas (ABRR's rate `sqrt(log(beta+1)/beta)` has slope about
     `-1/2`); `exponent`: the slope against `log sqrt(log(beta+1)/beta)` (1 when the minimum
     follows that rate exactly). NaN with fewer than two resolved betas.
 
-    Terminal phase (at `t = ts[-1]`): `eigenvalues` of `V`, by increasing real part (the first
-    is the slowest mode of the linearization `d(x_i - mean)/dt = -V (x_i - mean)` near
-    consensus); `alignment[b, s, k]`: `|cos|` of the angle between the principal direction of
-    the tokens about their mean and the `k`-th eigenvector of `V` (for a complex pair, the
-    norm of the projection on its real invariant plane); `spread[b, s]`: the rms distance of
-    the tokens to their mean.
+    Terminal phase: `eigenvalues` of `V`, by increasing real part (the first is the slowest
+    mode of the linearization `d(x_i - mean)/dt = -V (x_i - mean)` near consensus);
+    `alignment[b, s, k]`: `|cos|` of the angle between the principal direction of the tokens
+    about their mean and the `k`-th eigenvector of `V` (for a complex pair, the norm of the
+    projection on its real invariant plane), read at `terminal_time[b, s]`: the last save time
+    where their rms spread is still `>= TERMINAL = 1e-3` times the initial one (after they
+    merge, the direction is rounding noise); `spread[b, s]`: the rms spread at `ts[-1]`.
 
     `limits[s]`: `T(x0)` of realization `s`, shape `(n, d)`; `limit_time[s]` when its flow came
     to rest; `limit_status[s]` an index into `LIMIT_STATUS` (realizations whose flow did not
@@ -138,6 +141,7 @@ class Concentration(eqx.Module):
     eigenvalues: np.ndarray
     alignment: np.ndarray
     spread: np.ndarray
+    terminal_time: np.ndarray
     limits: np.ndarray
     limit_time: np.ndarray
     limit_status: np.ndarray
@@ -181,12 +185,22 @@ def eigenvectors(V, d: int) -> tuple[np.ndarray, list[np.ndarray]]:
     return values[order], bases
 
 
-def alignment(x: np.ndarray, bases: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """`(|cos| of the principal direction of x about its mean with each basis, rms spread)`."""
-    deviations = x - x.mean(axis=0)
-    direction = np.linalg.svd(deviations, full_matrices=False)[2][0]
+# The terminal phase is read at the last save time where the tokens' spread is still at least
+# this fraction of the initial one: once they have merged, their direction is rounding noise.
+TERMINAL = 1e-3
+
+
+def terminal_phase(xs: np.ndarray, bases: list[np.ndarray]) -> tuple[np.ndarray, int, float]:
+    """For tokens `xs` `(T, n, d)`: `(alignment, k, spread)`, where `k` is the last save time
+    whose rms spread about the mean is `>= TERMINAL` times the initial one, `alignment` the
+    `|cos|` between the principal direction of the tokens about their mean at `k` and each
+    basis (`eigenvectors`), and `spread` the rms spread at the last save time."""
+    deviations = xs - xs.mean(axis=1, keepdims=True)
+    spreads = np.sqrt(np.mean(np.sum(deviations**2, axis=-1), axis=-1))
+    k = int(np.nonzero(spreads >= TERMINAL * spreads[0])[0].max(initial=0))
+    direction = np.linalg.svd(deviations[k], full_matrices=False)[2][0]
     cosines = np.array([np.linalg.norm(basis.T @ direction) for basis in bases])
-    return np.minimum(cosines, 1.0), float(np.sqrt(np.mean(np.sum(deviations**2, axis=-1))))
+    return np.minimum(cosines, 1.0), k, float(spreads[-1])
 
 
 def _fit(betas, closest, resolved) -> tuple[float, float]:
@@ -327,6 +341,7 @@ def concentration(
     eigenvalues, bases = eigenvectors(V, d)
     aligned = np.full((count, d), np.nan)
     spread = np.full(count, np.nan)
+    terminal_time = np.full(count, np.nan)
     final = np.zeros((betas.size, n, d), dtype)
     with _open(store, "flows", config, count) as opened:
         chunks = run(
@@ -353,7 +368,8 @@ def concentration(
                     wasserstein_exact(x, limits[s], cost="euclidean", max_points=max(2048, n))
                     for x in xs
                 ]
-                aligned[index], spread[index] = alignment(np.asarray(xs[-1], np.float64), bases)
+                aligned[index], k, spread[index] = terminal_phase(np.asarray(xs, float), bases)
+                terminal_time[index] = ts[k]
     shape = (betas.size, samples)
     status = status.reshape(shape)
     _report(status, limit_status, betas)
@@ -372,6 +388,7 @@ def concentration(
         eigenvalues=eigenvalues,
         alignment=aligned.reshape(*shape, d),
         spread=spread.reshape(shape),
+        terminal_time=terminal_time.reshape(shape),
         limits=limits,
         limit_time=limit_time,
         limit_status=limit_status,
@@ -389,13 +406,19 @@ def mean_distance(distance: np.ndarray) -> np.ndarray:
         return np.nanmean(distance, axis=1)
 
 
+ARRIVAL = 1.1  # the closest approach is reached where the mean distance is within 10% of it
+
+
 def closest_approach(mean: np.ndarray, ts: np.ndarray):
-    """`(minimum over t, its time, resolved)` per row of `mean` `(B, T)`; resolved: the
-    minimum is finite and neither at the first nor at the last time."""
-    where = np.argmin(np.where(np.isfinite(mean), mean, np.inf), axis=1)
+    """`(minimum over t, when it is reached, resolved)` per row of `mean` `(B, T)`: reached at
+    the first save time within `ARRIVAL` times the minimum; resolved: the minimum is finite and
+    neither at the first nor at the last save time."""
+    filled = np.where(np.isfinite(mean), mean, np.inf)
+    where = np.argmin(filled, axis=1)
     closest = mean[np.arange(mean.shape[0]), where]
     resolved = np.isfinite(closest) & (where > 0) & (where < ts.size - 1)
-    return closest, ts[where], resolved
+    arrival = np.argmax(filled <= ARRIVAL * np.where(np.isfinite(closest), closest, 0)[:, None], 1)
+    return closest, ts[np.where(np.isfinite(closest), arrival, where)], resolved
 
 
 def _open(store, part: str, config: dict, count: int):
