@@ -127,7 +127,8 @@ class Concentration(eqx.Module):
     `limits[s]`: `T(x0)` of realization `s`, shape `(n, d)`; `limit_time[s]` when its flow came
     to rest; `limit_status[s]` an index into `LIMIT_STATUS` (realizations whose flow did not
     come to rest are left out). `status[b, s]`: the finite-beta run, an index into
-    `attnflow.STATUS`. `x0`, `final[b]`: realization 0 at `t = 0` and at `ts[-1]` (pictures).
+    `attnflow.STATUS`. `x0`, `final[b]`: realization 0 at `t = 0` and at `terminal_time[b, 0]`
+    (`ts[-1]` if its run failed), for pictures.
     """
 
     betas: np.ndarray
@@ -360,16 +361,19 @@ def concentration(
             for index in range(start, stop):
                 b, s = divmod(index, samples)
                 xs = results["xs"][index - start]
+                if status[index] != 0:
+                    final[b] = xs[-1] if s == 0 else final[b]
+                    continue
+                aligned[index], k, spread[index] = terminal_phase(np.asarray(xs, float), bases)
+                terminal_time[index] = ts[k]
                 if s == 0:
-                    final[b] = xs[-1]
-                if status[index] != 0 or limit_status[s] != 0:
+                    final[b] = xs[k]
+                if limit_status[s] != 0:
                     continue
                 distance[index] = [
                     wasserstein_exact(x, limits[s], cost="euclidean", max_points=max(2048, n))
                     for x in xs
                 ]
-                aligned[index], k, spread[index] = terminal_phase(np.asarray(xs, float), bases)
-                terminal_time[index] = ts[k]
     shape = (betas.size, samples)
     status = status.reshape(shape)
     _report(status, limit_status, betas)

@@ -16,10 +16,11 @@ def plot_concentration(result, *, path=None):
     2. the closest approach against beta (log-log) with its least-squares line over the resolved
        betas (slope `result.slope`) and ABRR's rate `sqrt(log(beta+1)/beta)`, scaled to pass
        through the first resolved point;
-    3. the terminal phase: realization 0 at `t = ts[-1]` for the smallest and the largest beta,
-       its initial tokens (faint), its limit points `T(x0)`, and the eigenvector directions of
-       `V` drawn through the mean of the smallest beta's tokens (the first two coordinates
-       for `d > 2`).
+    3. the terminal phase: realization 0 at its `terminal_time` for the smallest and the
+       largest beta (a nearly merged cloud magnified about its mean to its initial size, the
+       factor in the legend), its initial tokens (faint), its limit points `T(x0)`, and the
+       eigenvector directions of `V` drawn through the mean of the smallest beta's tokens (the
+       first two coordinates for `d > 2`).
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
@@ -38,9 +39,10 @@ def plot_concentration(result, *, path=None):
     for b, beta in enumerate(betas):
         curves.loglog(ts[later], mean[b, later], color=colors[b], lw=1.2, label=f"{beta:g}")
         if np.isfinite(closest[b]):
+            reached = int(np.argmin(np.abs(ts - when[b])))
             curves.loglog(
                 max(when[b], ts[later][0]),
-                closest[b],
+                mean[b, reached],
                 "o",
                 color=colors[b],
                 mfc=colors[b] if resolved[b] else "none",
@@ -86,15 +88,24 @@ def plot_concentration(result, *, path=None):
     x0, final = np.asarray(result.x0), np.asarray(result.final)
     d = x0.shape[-1]
     phase.plot(x0[:, 0], x0[:, 1], ".", color="0.75", ms=4, label="x0")
+    terminal = np.asarray(result.terminal_time)[:, 0]
     for b, marker in ((0, "o"), (betas.size - 1, "s")):
+        # a cloud that has (nearly) merged is magnified about its mean to its initial size
+        center = final[b].mean(axis=0)
+        spread = np.sqrt(np.mean(np.sum((final[b] - center) ** 2, axis=-1)))
+        initial = np.sqrt(np.mean(np.sum((x0 - x0.mean(axis=0)) ** 2, axis=-1)))
+        zoom = initial / spread if spread > 0 and initial > 2 * spread else 1.0
+        shown = center + zoom * (final[b] - center)
+        when_b = terminal[b] if np.isfinite(terminal[b]) else ts[-1]
         phase.plot(
-            final[b, :, 0],
-            final[b, :, 1],
+            shown[:, 0],
+            shown[:, 1],
             marker,
             color=colors[b],
             ms=4,
             mfc="none",
-            label=rf"$\beta$ = {betas[b]:g}",
+            label=rf"$\beta$ = {betas[b]:g}, t = {when_b:.3g}"
+            + (f" (x{zoom:.2g} about its mean)" if zoom > 1 else ""),
         )
     if int(np.asarray(result.limit_status)[0]) == 0:
         limits = np.asarray(result.limits)[0]
@@ -124,7 +135,7 @@ def plot_concentration(result, *, path=None):
     phase.set_xlabel(r"$x_1$")
     phase.set_ylabel(r"$x_2$")
     plane = " (first two coordinates)" if d > 2 else ""
-    phase.set_title(f"realization 0 at t = {ts[-1]:g}{plane}", fontsize=9)
+    phase.set_title(f"realization 0 in its terminal phase{plane}", fontsize=9)
     phase.legend(fontsize=7, loc="best")
     if path is not None:
         fig.savefig(path, dpi=130)
