@@ -27,3 +27,11 @@ from ._checkpoint import (
     minilm_path as minilm_path,
     write_random_checkpoint as write_random_checkpoint,
 )
+from ._fields import (
+    FlowComparison as FlowComparison,
+    attention_heads as attention_heads,
+    augment as augment,
+    compare_flows as compare_flows,
+    input_gain as input_gain,
+    layer_fields as layer_fields,
+)
