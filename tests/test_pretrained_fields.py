@@ -179,3 +179,13 @@ def test_exact_heads_reproduce_minilm():
         reference = pretrained.model.attention(layer, states[layer], everything)
         out = ap.attention_heads(pretrained, layer)(0.0, ap.augment(states[layer]))[:, :-1]
         assert float(jnp.max(jnp.abs(out - reference))) < 1e-5
+
+
+def test_plot_flow_comparison(tiny, tmp_path):
+    from attnflow.plotting import plot_flow_comparison
+
+    comparison = ap.compare_flows(tiny[jnp.float32], TEXT, depth=4)
+    path = tmp_path / "flows.png"
+    fig = plot_flow_comparison(comparison, path=path)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == len(comparison.names)
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -1,12 +1,14 @@
 """Figures (matplotlib, imported lazily so attnflow itself never needs it)."""
 
 from ._concentration import plot_concentration as plot_concentration
+from ._flows import plot_flow_comparison as plot_flow_comparison
 from ._meanfield import plot_meanfield as plot_meanfield
 from ._optimize import (
     plot_recovery as plot_recovery,
     plot_smallest_beta as plot_smallest_beta,
     plot_value_groups as plot_value_groups,
 )
+from ._pretrained import plot_pretrained_clusters as plot_pretrained_clusters
 from ._stability import (
     plot_fixed_points as plot_fixed_points,
     plot_ftle as plot_ftle,
@@ -26,6 +28,7 @@ from ._variants import (
 __all__ = [
     "plot_concentration",
     "plot_figure3",
+    "plot_flow_comparison",
     "plot_fixed_points",
     "plot_ftle",
     "plot_long_context",
@@ -34,6 +37,7 @@ __all__ = [
     "plot_metastability",
     "plot_normalization",
     "plot_phase_diagram",
+    "plot_pretrained_clusters",
     "plot_recovery",
     "plot_smallest_beta",
     "plot_trajectory",
