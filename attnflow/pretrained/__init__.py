@@ -27,6 +27,12 @@ from ._checkpoint import (
     minilm_path as minilm_path,
     write_random_checkpoint as write_random_checkpoint,
 )
+from ._clusters import (
+    DEFAULT_DELTA as DEFAULT_DELTA,
+    HiddenStateClusters as HiddenStateClusters,
+    TruncationWarning as TruncationWarning,
+    hidden_state_clusters as hidden_state_clusters,
+)
 from ._fields import (
     FlowComparison as FlowComparison,
     attention_heads as attention_heads,
@@ -35,3 +41,4 @@ from ._fields import (
     input_gain as input_gain,
     layer_fields as layer_fields,
 )
+from ._prompt import PARAGRAPH as PARAGRAPH
