@@ -220,7 +220,28 @@ def test_cli_writes_data_plot_and_summary(tiny, tiny_path, tmp_path, capsys):
         )
         assert float(row[2]) == pytest.approx(expected.fraction[layer], abs=1e-5)
         assert int(row[3]) == expected.clusters[layer]
-    assert lines[5].startswith("  mean cosine") and lines[-1] == f"  wrote {out}, {plot}"
+    assert lines[5].startswith("  mean cosine")
+    flows = tmp_path / "c_flows.png"
+    assert lines[-1] == f"  wrote {out}, {plot}, {flows}"
+    assert flows.read_bytes()[:4] == b"\x89PNG"
+    # the flows driven by the model's weights (compare_flows, layer 0, depth 48)
+    comparison = ap.compare_flows(tiny[jnp.float32], TEXT, layer=0, depth=48, delta=DELTA)
+    assert data["flow_names"].tolist() == list(comparison.names)
+    for row, name in enumerate(comparison.names):
+        curve = comparison.mean_cosine[name]
+        np.testing.assert_allclose(data["flow_mean_cosine"][row, : curve.size], curve, atol=1e-6)
+        assert np.isnan(data["flow_mean_cosine"][row, curve.size :]).all()
+        np.testing.assert_allclose(
+            data["flow_fraction"][row, : curve.size], comparison.fraction[name], atol=1e-6
+        )
+    assert any(line.strip().startswith("SA, heads of layer 0") for line in lines)
+
+
+def test_cli_layer_out_of_range(tiny_path, tmp_path, capsys):
+    argv = ["--model", str(tiny_path), "--layer", "2", "--out", str(tmp_path / "c.npz")]
+    status, io = run_cli(["pretrained-clusters", *argv], capsys)
+    assert status == 2
+    assert "--layer must lie in [0, 2); got 2" in io.err and len(io.err.strip().splitlines()) == 1
 
 
 def test_cli_float64_file_and_truncation(tiny_path, tmp_path, capsys):

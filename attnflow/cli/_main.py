@@ -237,6 +237,15 @@ def _parser() -> argparse.ArgumentParser:
     clusters.add_argument(
         "--float64", action="store_true", help="run the model in float64 (float32)"
     )
+    clusters.add_argument(
+        "--layer",
+        type=int,
+        default=0,
+        help="the layer whose weights drive the repeated runs and the SA flow (0)",
+    )
+    clusters.add_argument(
+        "--depth", type=_positive_int, default=48, help="depth of the repeated runs (48)"
+    )
     _add_outputs(clusters, "pretrained_clusters")
     clusters.set_defaults(run=_pretrained_clusters)
 
@@ -969,6 +978,15 @@ def _pretrained_clusters(args) -> str:
             bins=args.bins,
             special_tokens=not args.no_special_tokens,
         )
+    if not 0 <= args.layer < model.config.num_hidden_layers:
+        raise ValueError(
+            f"--layer must lie in [0, {model.config.num_hidden_layers}); got {args.layer}"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pretrained.TruncationWarning)  # said once above
+        flows = pretrained.compare_flows(
+            model, result.text, layer=args.layer, depth=args.depth, delta=args.delta
+        )
     elapsed = time.perf_counter() - start
     notes = []
     for warning in caught:  # the truncation said in one line, the rest as usual
@@ -990,10 +1008,23 @@ def _pretrained_clusters(args) -> str:
         "version": af.__version__,
     }
 
+    flows_path = None if args.plot is None else Path(args.plot).with_suffix("")
+    if flows_path is not None:
+        flows_path = flows_path.with_name(flows_path.name + "_flows.png")
+
     def draw(path):
-        from attnflow.plotting import plot_pretrained_clusters
+        from attnflow.plotting import plot_flow_comparison, plot_pretrained_clusters
 
         plot_pretrained_clusters(result, path=path)
+        plot_flow_comparison(flows, path=flows_path)
+
+    longest = max(curve.size for curve in flows.mean_cosine.values())
+
+    def padded(curves):  # one row per dynamics, NaN past its depth
+        rows = np.full((len(flows.names), longest), np.nan)
+        for row, name in zip(rows, flows.names, strict=True):
+            row[: curves[name].size] = curves[name]
+        return rows
 
     wrote = _write(
         args,
@@ -1009,7 +1040,12 @@ def _pretrained_clusters(args) -> str:
         tokens=result.tokens,
         ids=result.ids,
         special=result.special,
+        flow_names=np.asarray(flows.names),
+        flow_mean_cosine=padded(flows.mean_cosine),
+        flow_fraction=padded(flows.fraction),
     )
+    if flows_path is not None:
+        wrote += f", {flows_path}"
     c = model.config
     n = result.tokens.shape[0]
     special = "[CLS] and [SEP] left out" if args.no_special_tokens else "[CLS] and [SEP] included"
@@ -1033,6 +1069,16 @@ def _pretrained_clusters(args) -> str:
         f"{result.mean_cosine[-1]:.4f} at the last layer (largest {result.mean_cosine[top]:.4f} "
         f"at {'the embeddings' if top == 0 else f'layer {top}'})"
     )
+    lines.append(
+        f"  from the embeddings, weights of layer {flows.layer}: mean cosine after "
+        f"{args.depth} layers / fraction >= {threshold}:"
+    )
+    for name in flows.names:
+        depth = flows.mean_cosine[name].size - 1
+        lines.append(
+            f"    {name:<36} {flows.mean_cosine[name][-1]:.4f} / {flows.fraction[name][-1]:.4f}"
+            + (f" (after its {depth} layers)" if depth != args.depth else "")
+        )
     lines.append(wrote)
     return "\n".join(lines)
 
