@@ -538,12 +538,6 @@ def test_limit_map_rejects_bad_input(x, kwargs, match):
         pushforward(x, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="limit_map/pushforward check Q, K, V only inside the jitted hardmax_limit, where "
-    "the finite check is an eqx.error_if: an EquinoxRuntimeError (a RuntimeError), not the "
-    "ValueError that concentration (and every other entry point) raises",
-)
 @pytest.mark.parametrize("name", ["Q", "K", "V"])
 def test_limit_map_rejects_non_finite_weights(name):
     bad = {name: np.array([[np.nan, 0.0], [0.0, 1.0]])}
@@ -551,12 +545,6 @@ def test_limit_map_rejects_non_finite_weights(name):
         limit_map(X4, **bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="limit_map never checks that x's width d matches Q, K, V (hardmax_limit skips "
-    "field.check): x of shape (4, 2) with V of shape (3, 3) fails in jnp's matmul with a "
-    "TypeError ('dot_general requires contracting dimensions to have the same shape')",
-)
 @pytest.mark.parametrize("name", ["Q", "V"])
 def test_limit_map_rejects_weights_of_another_width(name):
     with pytest.raises(ValueError, match="must have shape"):
@@ -636,13 +624,6 @@ def test_concentration_float32_matches_float64_recomputation():
             np.testing.assert_allclose(c.distance[b, s], expected, rtol=0, atol=3e-3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pushforward's default merge radius is 1e3 * tol * scale: with float32's default "
-    "tol = 1e-3 that is the whole unit disk's scale (radius 1), so distinct limit points are "
-    "merged into atoms that are averages of different leaders (4 atoms instead of 11 for 100 "
-    "ball tokens)",
-)
 def test_pushforward_float32_keeps_distinct_limits():
     x = initial_tokens(jax.random.key(0), 0, n=100, d=2)
     p64 = pushforward(x)
@@ -652,24 +633,11 @@ def test_pushforward_float32_keeps_distinct_limits():
     np.testing.assert_allclose(p32.weights, p64.weights)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="initial_tokens (public) does not check init: any string other than 'gaussian' "
-    "silently gives ball tokens, while concentration refuses it",
-)
 def test_initial_tokens_rejects_unknown_init():
     with pytest.raises(ValueError, match="init must be one of"):
         initial_tokens(jax.random.key(0), 0, n=4, d=2, init="gausian")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tol below the solver's noise floor: limit_map(x, tol=1e-9) (default rtol=1e-8, "
-    "atol=1e-10) for V = I, which provably comes to rest, stalls with a residual speed about "
-    "2e-9 (Tsit5 at its stability limit, its error inside rtol) and raises LimitNotReached at "
-    "max_time, advising to raise max_time, which does not help; the defaults of rtol, atol "
-    "could follow tol, or tol be refused below them",
-)
 def test_limit_map_tight_tol_with_default_solver_tolerances():
     x = np.asarray(initial_tokens(jax.random.key(0), 0, n=10, d=2, dtype=jnp.float32), float)
     lead = leaders(x)

@@ -100,12 +100,17 @@ def hardmax_limit(
     field = hardmax_flow(Q, K, V)
     dtype = x0.dtype
     tol0, rtol0, atol0 = default_tolerances(dtype)
+    tol = tol0 if tol is None else tol
     scale = jnp.maximum(1, jnp.max(jnp.linalg.norm(x0, axis=-1)))
-    threshold = scale * (tol0 if tol is None else tol)
+    threshold = scale * tol
     solver = _solver(solver)
     if isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        # The solver's error must stay below the rest threshold (`tol / 10`, `tol / 1000` by
+        # default, as `1e-8`, `1e-10` are for `tol = 1e-7`): else the speed it leaves is noise
+        # above `tol` and the flow never looks at rest.
         controller = diffrax.PIDController(
-            rtol=rtol0 if rtol is None else rtol, atol=atol0 if atol is None else atol
+            rtol=jnp.minimum(rtol0, tol / 10) if rtol is None else rtol,
+            atol=jnp.minimum(atol0, tol / 1000) if atol is None else atol,
         )
     else:
         controller = diffrax.ConstantStepSize()
@@ -155,6 +160,12 @@ def check_tokens(x, name: str = "x") -> jax.Array:
     return check_finite(x, name)
 
 
+def check_weights(x, Q, K, V) -> None:
+    """`ValueError` unless `Q, K, V` are finite matrices of the shapes `Hardmax` takes that act
+    on tokens of `x`'s width (checked now, not under jit)."""
+    hardmax_flow(Q, K, V).check(x)
+
+
 def check_options(tol, max_time, max_steps, dt0, rtol, atol) -> None:
     """`ValueError` for a bad option of `limit_map` (each a positive number, or None)."""
     for value, name in ((tol, "tol"), (dt0, "dt0"), (rtol, "rtol"), (atol, "atol")):
@@ -193,9 +204,10 @@ def limit_map(
         max_time: the longest run; not at rest by then raises `LimitNotReached`.
         solver, dt0, rtol, atol, max_steps: the diffrax solver (by name, or an instance) and
             its options. The default adaptive `"tsit5"` (`rtol, atol = 1e-8, 1e-10` in
-            float64, `1e-5, 1e-7` in float32) rejects the steps that cross a switch of the
-            argmax sets and so integrates the piecewise-linear flow to its tolerance; a
-            fixed-step `"euler"` with `dt0` follows sliding modes at first order in `dt0`.
+            float64, `1e-5, 1e-7` in float32, and at most `tol / 10`, `tol / 1000`) rejects
+            the steps that cross a switch of the argmax sets and so integrates the
+            piecewise-linear flow to its tolerance; a fixed-step `"euler"` with `dt0` follows
+            sliding modes at first order in `dt0`.
 
     Returns:
         `T(x)`, shape `(n, d)`, in `x`'s dtype. The convergence is reported: `LimitNotReached`
@@ -227,6 +239,7 @@ def limit_map(
     eigenvalues to have positive real parts for the flow to come to rest.
     """
     x = check_tokens(x)
+    check_weights(x, Q, K, V)
     check_options(tol, max_time, max_steps, dt0, rtol, atol)
     limit = hardmax_limit(
         x,
@@ -261,6 +274,14 @@ def raise_unless_converged(limit: Limit, V, max_time) -> None:
     )
 
 
+def _contraction(V) -> float:
+    """The rate at which the flow contracts to its limit: the smallest real part of `V`'s
+    eigenvalues (1 for `V = I`; a tiny positive number where it is not positive)."""
+    if V is None:
+        return 1.0
+    return max(float(np.min(np.linalg.eigvals(np.asarray(V, np.float64)).real)), 1e-3)
+
+
 def _spectrum(V) -> str:
     eig = np.linalg.eigvals(np.asarray(V, np.float64))
     low = float(np.min(eig.real))
@@ -287,13 +308,18 @@ class Pushforward(eqx.Module):
 def pushforward(x0, Q=None, K=None, V=None, *, radius: float | None = None, **options):
     """`T_# mu_0` for `mu_0 = (1/n) sum_i delta_{x0_i}`: the limit map (`limit_map`, with its
     `options`) applied to every token, then the limit points within `radius` of each other
-    merged into one atom (default `radius = 1e3 * tol * max(1, max |x0_i|)`: tokens that share
-    a limit are within about `tol` of it). Returns a `Pushforward`; raises `LimitNotReached`
+    merged into one atom (default `radius = 10 tol max(1, max |x0_i|) / c`, `c` the smallest
+    real part of `V`'s eigenvalues (1 for `V = I`): a token at rest is within about
+    `tol max(1, max |x0_i|) / c` of its limit). Returns a `Pushforward`; raises `LimitNotReached`
     as `limit_map` does."""
     x0 = check_tokens(x0, "x0")
+    check_weights(x0, Q, K, V)
     tol = options.get("tol") or default_tolerances(x0.dtype)[0]
     scale = max(1.0, float(jnp.max(jnp.linalg.norm(x0, axis=-1))))
-    radius = 1e3 * tol * scale if radius is None else positive_number(radius, "radius")
+    if radius is None:
+        radius = 10 * tol * scale / _contraction(V)
+    else:
+        radius = positive_number(radius, "radius")
     check_options(
         options.get("tol"),
         options.get("max_time", 1e3),

@@ -29,10 +29,16 @@ from ._limit import (
 INITS = ("ball", "gaussian")
 
 
+def _check_init(init) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
+
+
 def initial_tokens(key, sample, *, n: int, d: int, init: str = "ball", dtype=None):
     """Realization `sample` of the initial tokens: `n` i.i.d. points of `R^d`, uniform in the
     unit ball (`init="ball"`) or standard Gaussian (`"gaussian"`), from `item_key(key, sample)`
     (the same realization whatever the other arguments of the study)."""
+    _check_init(init)
     dtype = jnp.dtype(dtype or jnp.result_type(float))
     direction_key, radius_key = jax.random.split(item_key(key, sample))
     g = jax.random.normal(direction_key, (n, d), dtype)
@@ -278,8 +284,7 @@ def concentration(
     samples, init, dtype`, the shapes): new betas, key, weights or tolerances reuse the code.
     """
     n, d, samples, dtype, betas = check_study(n, d, samples, "SA", 0.0, dtype, betas, True)
-    if init not in INITS:
-        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
+    _check_init(init)
     ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
     if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) > 0):
         raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
@@ -289,6 +294,9 @@ def concentration(
     check_options(tol, max_time, max_steps, None, rtol, atol)
     max_steps = positive_int(max_steps, "max_steps")
     tol0, rtol0, atol0 = default_tolerances(dtype)
+    tol = tol or tol0
+    # the limits' solver tolerances follow tol (see hardmax_limit); the flows' are the defaults
+    limit_rtol, limit_atol = rtol or min(rtol0, tol / 10), atol or min(atol0, tol / 1000)
     rtol, atol = rtol or rtol0, atol or atol0
     config = {
         "study": "concentration",
@@ -303,7 +311,7 @@ def concentration(
         "samples": samples,
         "init": init,
         "dtype": dtype.name,
-        "tol": tol or tol0,
+        "tol": tol,
         "max_time": float(max_time),
         "rtol": rtol,
         "atol": atol,
@@ -323,8 +331,8 @@ def concentration(
             LimitItem(**static, max_steps=max_steps),
             samples,
             args=weights
-            | tolerances
-            | {"tol": jnp.asarray(tol or tol0, dtype), "max_time": jnp.asarray(max_time, dtype)},
+            | {"rtol": jnp.asarray(limit_rtol, dtype), "atol": jnp.asarray(limit_atol, dtype)}
+            | {"tol": jnp.asarray(tol, dtype), "max_time": jnp.asarray(max_time, dtype)},
             bytes_per_item=itemsize * (40 * n * d + 6 * n * n),
             memory=memory,
             devices=devices,
