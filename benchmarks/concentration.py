@@ -8,7 +8,7 @@ rtol 1e-8, atol 1e-10, float64. The exact W2 distances to the push-forward (the 
 assignment in both) are left out of the timings. Prints both wall times (attnflow's after
 compilation, and with it), their ratio, and the largest difference of the results.
 
-    python benchmarks/concentration.py [--n 64] [--samples 8] [--t1 100] [--repeats 2]
+    python benchmarks/concentration.py [--n 128] [--samples 16] [--t1 100] [--repeats 2]
 """
 
 import argparse
@@ -115,8 +115,8 @@ def attnflow_run(x0s, ts, samples: int, n: int, d: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--t1", type=float, default=100.0)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
