@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from clitools import run_cli
 
 import attnflow as af
 from attnflow.cli import main
@@ -130,14 +131,6 @@ def test_installed_script_reports_errors_without_traceback():
 
 
 TINY = ["--n", "6", "--num-betas", "3", "--samples", "4", "--t1", "2", "--saves", "5"]
-
-
-def run_cli(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr()
 
 
 def test_phase_diagram_writes_data_and_plot(tmp_path, capsys):

@@ -5,20 +5,12 @@ import json
 import jax
 import numpy as np
 import pytest
+from clitools import run_cli
 
-from attnflow.cli import main
 from attnflow.concentration import Concentration, initial_tokens, rate
 from attnflow.plotting import plot_concentration
 
 TINY = ["--n", "12", "--samples", "2", "--betas", "100,10", "--saves", "12", "--t1", "30"]
-
-
-def run_cli(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr()
 
 
 def test_concentration_writes_data_plot_and_summary(tmp_path, capsys):

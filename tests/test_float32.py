@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from clitools import run_cli
 from conftest import ode_tol, tol
 from scipy.integrate import quad, solve_ivp
 from scipy.sparse.csgraph import connected_components
 
 import attnflow as af
-from attnflow.cli import main
 
 N, D = 5, 3  # tokens and dimension of the model runs: small, every token interacting
 
@@ -831,14 +831,6 @@ def test_fixed_points_and_their_types(dtype):
 
 
 # --- the command line with --float32 -------------------------------------------------------
-
-
-def run_cli(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr()
 
 
 def finite_data(path, float32=()):

@@ -12,10 +12,10 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from clitools import run_cli
 from scipy.sparse.csgraph import connected_components
 
 import attnflow.pretrained as ap
-from attnflow.cli import main
 from attnflow.plotting import plot_pretrained_clusters
 
 TEXT = "The cat sat on the mat. A dog runs in the park; the sun is warm and the sky is blue."
@@ -168,14 +168,6 @@ def test_plot(tiny, tmp_path):
 
 
 # --- the command line ------------------------------------------------------------------------
-
-
-def run_cli(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr()
 
 
 def test_cli_writes_data_plot_and_summary(tiny, tiny_path, tmp_path, capsys):
