@@ -9,6 +9,7 @@ from ..studies import MODELS, WEIGHTS
 from . import _stability
 from ._options import (
     _add_beta_range,
+    _add_globals,
     _add_outputs,
     _add_sweep_options,
     _beta_grid,
@@ -22,6 +23,7 @@ from ._options import (
     _partial,
     _positive,
     _positive_int,
+    _progress,
     _real,
     _setup,
     _sweep_kwargs,
@@ -694,7 +696,7 @@ def _meanfield(args) -> str:
         particles=args.particles,
         samples=args.samples,
         grid=args.grid,
-        progress=True,
+        progress=_progress(args),
     )
     elapsed = time.perf_counter() - start
     config = {
@@ -811,6 +813,7 @@ def _concentration(args) -> str:
         samples=args.samples,
         init=args.init,
         dtype=dtype,
+        progress=_progress(args),
     )
     elapsed = time.perf_counter() - start
     config = result.config | {"seed": args.seed, "value": list(args.value)}
@@ -1109,6 +1112,7 @@ def _search(args) -> str:
             margin=args.margin,
             steps=args.steps,
             dtype=dtype,
+            progress=_progress(args),
         )
         arrays = {k: getattr(result, k) for k in ("beta", "x0", "xs", "clusters", "clusters_below")}
         beta = np.asarray(result.beta)
@@ -1143,7 +1147,7 @@ def _search(args) -> str:
         noise = args.spread * jax.random.normal(noise, (args.n, args.d), dtype)
         x0 = af.sphere.normalize(centers[labels] + noise)
         result = af.optimize.value_for_groups(
-            x0, labels, beta=args.beta, t1=args.t1, steps=args.steps
+            x0, labels, beta=args.beta, t1=args.t1, steps=args.steps, progress=_progress(args)
         )
         arrays = {k: getattr(result, k) for k in ("V", "x0", "labels", "xs", "clusters")}
         head += f"{args.groups} groups of {args.n} tokens on S^{args.d - 1} at t = {args.t1:g}"
@@ -1168,6 +1172,7 @@ def _search(args) -> str:
             saves=args.saves,
             steps=args.steps,
             dtype=dtype,
+            progress=_progress(args),
         )
         (A, V), (A_fit, V_fit) = map(af.optimize.identifiable, (result.true, result.fitted))
         arrays = {"ts": result.ts, "xs": result.xs, "A": A, "V": V, "A_fit": A_fit}
@@ -1204,6 +1209,7 @@ def main(argv=None) -> int:
     from ..studies import SweepFailureWarning
 
     parser = _parser()
+    _add_globals(parser)
     args = parser.parse_args(argv)
     try:
         _check_outputs(args)

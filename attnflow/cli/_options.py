@@ -12,6 +12,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+_QUIET_HELP = (
+    "no progress bars (for logs): the summary lines and errors are still printed; also on when "
+    "the environment variable TQDM_DISABLE is set (to anything but '', 0, false, no or off)"
+)
+
+
+def _add_globals(parser: argparse.ArgumentParser) -> None:
+    """--version on `parser`, and --quiet on it and on every (nested) command, so that it may
+    come before or after the command's name."""
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"attnflow {__version__}")
+    parser.add_argument("--quiet", action="store_true", help=_QUIET_HELP)
+    seen, parsers = set(), [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for command in action.choices.values():
+                if id(command) not in seen:
+                    seen.add(id(command))
+                    # SUPPRESS: not given after the name, it leaves the value given before it
+                    command.add_argument(
+                        "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP
+                    )
+                    parsers.append(command)
+
+
+def _progress(args) -> bool:
+    """Whether to show progress bars: not with --quiet, nor when TQDM_DISABLE is set (tqdm
+    honours it only for bars whose `disable` is not given, and attnflow gives it)."""
+    import os
+
+    disabled = os.environ.get("TQDM_DISABLE", "").strip().lower()
+    return not (getattr(args, "quiet", False) or disabled not in ("", "0", "false", "no", "off"))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -146,7 +183,7 @@ def _check_outputs(args) -> None:
 
 def _config(args) -> dict:
     """The options of a command, JSON-ready, as recorded in its data file."""
-    skip = ("run", "out", "plot", "no_plot")
+    skip = ("run", "out", "plot", "no_plot", "quiet")
     return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
 
 
@@ -229,4 +266,5 @@ def _sweep_kwargs(args) -> dict:
         "devices": args.devices,
         "memory": int(args.memory * 2**30),
         "dtype": _setup(args),
+        "progress": _progress(args),
     }

@@ -29,6 +29,8 @@ def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, flush it to disk, then rename.
 
     A crash (even `kill -9`) leaves either the old file or the new one, never a torn file.
+    The file gets the mode of any newly created file, `0o666 & ~umask` (`mkstemp` alone would
+    leave it 0o600).
     """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
@@ -36,10 +38,26 @@ def atomic_write(path: Path, write) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system can (Linux: from
+    /proc/self/status), else by setting and restoring it (briefly process-global)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _canonical(config: dict) -> dict:
