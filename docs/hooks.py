@@ -1,0 +1,99 @@
+"""mkdocs hooks: the CLI reference from the parser itself, and the notebooks that exist.
+
+- `on_config` fills the nav's "Notebooks" section with `notebooks/*.ipynb` (sorted), so the site
+  lists whatever notebooks the repository has.
+- `on_page_markdown` lists the public names of each `::: attnflow.x` of the API pages as its
+  `members` (attnflow re-exports its names with `from ._x import a as a`, which griffe does not
+  count as public by itself), and replaces the marker `<!-- cli-help -->` in `cli.md` by the
+  `--help` text of `attnflow` and of every subcommand (recursively), so the page cannot drift
+  from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+from pathlib import Path
+
+_MARKER = "<!-- cli-help -->"
+
+
+def on_config(config, **kwargs):
+    docs = Path(config["docs_dir"])
+    notebooks = sorted((docs / "notebooks").glob("*.ipynb"))
+    for i, entry in enumerate(config["nav"] or []):
+        if isinstance(entry, dict) and "Notebooks" in entry:
+            config["nav"][i] = {"Notebooks": [f"notebooks/{p.name}" for p in notebooks]}
+    return config
+
+
+def _subcommands(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def _sections(parser: argparse.ArgumentParser, name: str, level: int) -> list[str]:
+    out = [f"{'#' * level} `{name}`", "", "```text", parser.format_help().rstrip(), "```", ""]
+    for sub, subparser in _subcommands(parser):
+        out += _sections(subparser, f"{name} {sub}", level + 1)
+    return out
+
+
+@functools.cache
+def _package():
+    import griffe
+
+    return griffe.load("attnflow", search_paths=[str(Path(__file__).parent.parent)])
+
+
+def _public_names(module_path: str) -> list[str]:
+    """The module's public names in source order: its own definitions and its re-exports from
+    attnflow's private modules (not submodules, not names imported from other packages)."""
+    module = (
+        _package()[module_path.removeprefix("attnflow").lstrip(".")]
+        if "." in module_path
+        else _package()
+    )
+    names = []
+    for name, member in module.members.items():
+        if name.startswith("_"):
+            continue
+        if member.is_alias:
+            target = member.target_path
+            if not target.startswith("attnflow.") or member.final_target.is_module:
+                continue
+        elif member.is_module:
+            continue
+        names.append(name)
+    return names
+
+
+def _with_members(match: re.Match) -> str:
+    names = _public_names(match.group(1))
+    return "\n".join(
+        [match.group(0), "    options:", "      members:"] + [f"        - {n}" for n in names]
+    )
+
+
+def on_page_markdown(markdown: str, page, **kwargs) -> str:
+    if page.file.src_uri.startswith("api/"):
+        # a `:::` line with no options block of its own
+        markdown = re.sub(
+            r"^::: (attnflow[\w.]*)$(?!\n    options)", _with_members, markdown, flags=re.M
+        )
+    if _MARKER not in markdown:
+        return markdown
+    from attnflow.cli._main import _parser
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal width: fix it
+    parser = _parser()
+    parser.prog = "attnflow"
+    lines = []
+    for sub, subparser in _subcommands(parser):
+        subparser.prog = f"attnflow {sub}"
+        lines += _sections(subparser, f"attnflow {sub}", 2)
+    top = ["```text", parser.format_help().rstrip(), "```", ""]
+    return markdown.replace(_MARKER, "\n".join(top + lines))
