@@ -1,7 +1,7 @@
 """attnflow: transformers as interacting particle systems on the sphere, in JAX.
 
-Tokens are particles, depth is time, self-attention is the interaction. See the README and
-`../shared/SCIENCE.md` for the models.
+Tokens are particles, depth is time, self-attention is the interaction. See the README and the
+documentation site, `docs/` (`docs/science.md` for the models).
 """
 
 import importlib.metadata

@@ -29,7 +29,7 @@ def simulate_sde(
     max_steps: int = 1_000_000,
 ) -> Trajectory:
     """The stochastic flow `dx_i = field_i(x) dt + sqrt(2/kappa) P_{x_i} o dW_i` on the sphere
-    (SCIENCE.md section 2, "Noise"; Stratonovich, so the noise is Brownian motion on the
+    (docs/science.md section 2, "Noise"; Stratonovich, so the noise is Brownian motion on the
     sphere), from `x0` at `ts[0]`, saved at `ts`.
 
     Solved with diffrax's SDE machinery: a `VirtualBrownianTree` (so the path is a function of

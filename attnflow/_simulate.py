@@ -130,7 +130,7 @@ def simulate(
             given, as the first step); fixed-step solvers (`"euler"`) take steps of `dt0`.
             `"layers"` is the discrete post-LN transformer
             `x_i <- normalize(x_i + h sum_j A_ij V x_j)` with `h = dt0` (the attention output
-            is added before renormalization, not projected; SCIENCE.md section 2); `ts` must
+            is added before renormalization, not projected; docs/science.md section 2); `ts` must
             then be multiples of `h`, and time-dependent fields see `t = k h` at layer `k`.
         save: optional statistic `save(t, x)`; if given, `Trajectory.xs` holds its values at
             the save times instead of the states, so a sweep never stores whole trajectories.
@@ -167,7 +167,7 @@ def simulate(
     options), works under `jax.vmap` over `x0` and over array leaves of the field such as
     `beta`, and is differentiable with respect to `x0` and every array leaf of the field
     (`beta`, `Q`, `K`, `V`, per-layer weights), in reverse mode (see `adjoint`); the gradients
-    are tested against central finite differences (README, "Gradients and parameter searches").
+    are tested against central finite differences (docs/guide/gradients.md).
     """
     if not isinstance(field, AbstractField):
         raise ValueError(

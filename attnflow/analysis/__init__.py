@@ -1,4 +1,4 @@
-"""Analysis of configurations and of the equiangular reduction (SCIENCE.md sections 5-6)."""
+"""Analysis of configurations and of the equiangular reduction (docs/science.md sections 5-6)."""
 
 from ._clusters import (
     close_pairs as close_pairs,

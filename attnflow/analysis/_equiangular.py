@@ -1,5 +1,5 @@
 """The equiangular reduction: the common cosine `rho(t)` of tokens whose pairwise inner products
-are all equal (SCIENCE.md section 5; Geshkovski et al. Theorem 6.8)."""
+are all equal (docs/science.md section 5; Geshkovski et al. Theorem 6.8)."""
 
 import math
 
@@ -55,7 +55,7 @@ def _rates(u, r, t, beta, n: int, kind: str, alpha):
     `a = e^{beta (1 - rho)} b`. Then `<theta_i, A_i> = a + (n-1) b rho`,
     `abs(A_i)^2 = a^2 + 2 a b (n-1) rho + b^2 (n-1)(1 + (n-2) rho)`, and
     `d rho/dt = 2 b (1 - rho)(1 + (n-1) rho) / s` with the speed factor `s` of the scheme
-    (SCIENCE.md section 2): 1 (SA), `r` (Pre-LN), `r abs(A)` (Peri-LN), `abs(A) / alpha(t)`
+    (docs/science.md section 2): 1 (SA), `r` (Pre-LN), `r abs(A)` (Peri-LN), `abs(A) / alpha(t)`
     (nGPT); `dr/dt = <theta, A>` (Pre-LN), `<theta, A> / abs(A)` (Peri-LN), 0 otherwise.
     """
     rho = -jnp.expm1(-u)
@@ -130,7 +130,7 @@ def equiangular(
     `kind`: `"SA"` (Post-LN), `"USA"`, `"PreLN"`, `"PeriLN"` or `"nGPT"` (with step schedule
     `alpha`, a positive number or `alpha(t)`); all tokens start with cosine `rho0` and radius
     `r0` (the radius moves only for Pre-LN and Peri-LN). See `_rates` for the scalar ODEs,
-    derived from the table of SCIENCE.md section 2. Solved with diffrax (Dopri8, rtol 1e-12
+    derived from the table of docs/science.md section 2. Solved with diffrax (Dopri8, rtol 1e-12
     in float64, `eps` in float32: see `_tolerances`) in `u = -log(1 - rho)`, which keeps
     the late phase (`1 - rho ~ e^{-2t}` for Post-LN, `~ t^{-2}` for Pre-LN and Peri-LN)
     resolved to full relative precision. `beta` may be an array: the results then have shape
@@ -172,7 +172,7 @@ def equiangular_rho(
     `equiangular` for the kinds, the method and the dtypes.
 
     SA: `d rho/dt = 2 e^{beta rho} (1 - rho)(1 + (n-1) rho) / (e^beta + (n-1) e^{beta rho})`;
-    USA: `(2/n) e^{beta rho} (1 - rho)(1 + (n-1) rho)` (SCIENCE.md section 5).
+    USA: `(2/n) e^{beta rho} (1 - rho)(1 + (n-1) rho)` (docs/science.md section 5).
     """
     return equiangular(ts, beta, n, rho0, kind, r0, alpha)[0]
 
@@ -206,7 +206,7 @@ def crossing_time(
     """The first time `t` with `rho_beta(t) = 1 - delta`, from `rho(0) = rho0` (default 0).
 
     This traces the phase-transition curve `Gamma = {(t, beta) : rho_beta(t) = 1 - delta}`
-    (SCIENCE.md section 5; Geshkovski et al. Theorem 6.9). Since `rho` increases, `t` is the
+    (docs/science.md section 5; Geshkovski et al. Theorem 6.9). Since `rho` increases, `t` is the
     integral of `dt/du = 1 / speed_over_gap` over `u = -log(1 - rho)` from `-log(1 - rho0)` to
     `-log(delta)`, computed with diffrax (Dopri8, rtol 1e-12 in float64, `eps` in float32: see
     `_tolerances`): no root finding, relative accuracy about 1e-10 in float64 and 1e-5 in

@@ -1,7 +1,7 @@
 """The zero-temperature (hardmax) attention flow in `R^d`, its limit as `t -> infinity` (the
 projection map of Alcalde, Bungert, Riedl, Roith 2026, ABRR) and the push-forward measure.
 
-The flows (SCIENCE.md section 2, "Hardmax"; ABRR), for tokens `x_i in R^d` and general
+The flows (docs/science.md section 2, "Hardmax"; ABRR), for tokens `x_i in R^d` and general
 `Q, K` (`m x d`) and `V` (`d x d`):
 
     finite beta:   dx_i/dt = sum_j A_ij V (x_j - x_i),   A_ij = softmax_j(beta <Q x_i, K x_j>)

@@ -1,5 +1,5 @@
 """`concentration`: the Wasserstein distance of the finite-beta flow to the push-forward by the
-limit map, over `(beta, t)`, through the sweep engine (ABRR; SCIENCE.md section 5)."""
+limit map, over `(beta, t)`, through the sweep engine (ABRR; docs/science.md section 5)."""
 
 import contextlib
 import math

@@ -2,7 +2,7 @@
 
 A kernel maps `(t, x)` with `x` of shape `(n, d)` to an array of the same shape. Normalization
 schemes (`PostLN`, ...) wrap a kernel to give a vector field; see `_field.py`.
-Notation and formulas: `../shared/SCIENCE.md`, sections 1-2.
+Notation and formulas: `docs/science.md`, sections 1-2.
 
 Kernels whose output grows like `e^beta` (`Unnormalized`) also give it in log scale,
 `scaled(t, x) = (s, u)` with output `e^{s_i} u_i` and `u` bounded, so that a layer
@@ -116,7 +116,7 @@ class AbstractDotProductAttention(AbstractAttention):
     `Q, K` have shape `(m, d)` (they need not be square), `V` shape `(d, d)`; `None` stands for
     the identity (and skips the product). `beta` and the matrices are array leaves, so
     `jax.vmap` over them needs no recompilation. `causal=True` masks `j > i`: token `i` attends
-    to the tokens `j <= i` only (SCIENCE.md section 2).
+    to the tokens `j <= i` only (docs/science.md section 2).
     """
 
     beta: Float[Array, ""]
@@ -189,7 +189,7 @@ class AbstractDotProductAttention(AbstractAttention):
 class Softmax(AbstractDotProductAttention):
     """Softmax attention: `A_ij = exp(beta <Q x_i, K x_j>) / Z_i`, `Z_i = sum_k exp(...)`.
 
-    Log-sum-exp stable: `beta = 1e3` gives finite, correct weights. SCIENCE.md section 1.
+    Log-sum-exp stable: `beta = 1e3` gives finite, correct weights. docs/science.md section 1.
     """
 
     def _weights(self, logits, mask):
@@ -197,8 +197,8 @@ class Softmax(AbstractDotProductAttention):
 
 
 class Unnormalized(AbstractDotProductAttention):
-    """Unnormalized attention: `A_ij = exp(beta <Q x_i, K x_j>) / n` (USA, SCIENCE.md section 2);
-    with `causal=True`, `/ (i + 1)`, the number of tokens token `i` attends to.
+    """Unnormalized attention: `A_ij = exp(beta <Q x_i, K x_j>) / n` (USA, docs/science.md
+    section 2); with `causal=True`, `/ (i + 1)`, the number of tokens token `i` attends to.
 
     The weights grow like `e^beta`. They are kept in log scale, `A_ij = (Z_i / n) W_ij` with
     `W` the softmax weights (`scaled` gives `log(Z_i / n)` and `W V x`), so:
@@ -217,7 +217,7 @@ class Unnormalized(AbstractDotProductAttention):
 
 class Hardmax(AbstractDotProductAttention):
     """Hardmax attention, the `beta -> infinity` limit: token `i` averages `V x_j` over
-    `C_i = argmax_j <Q x_i, K x_j>` (GLPR sections 9.4-9.6; SCIENCE.md section 2).
+    `C_i = argmax_j <Q x_i, K x_j>` (GLPR sections 9.4-9.6; docs/science.md section 2).
 
     Ties are split evenly: every `j` whose logit equals the row maximum exactly, in floating
     point, gets weight `1 / |C_i|`. With `Q = K = I` on the sphere `C_i = {i}` and the flow is
@@ -236,7 +236,7 @@ class Hardmax(AbstractDotProductAttention):
 
 
 class Sinkhorn(AbstractDotProductAttention):
-    """Doubly stochastic attention (Sinkformers, SCIENCE.md section 2): `A` is the Sinkhorn
+    """Doubly stochastic attention (Sinkformers, docs/science.md section 2): `A` is the Sinkhorn
     scaling `A_ij = exp(beta <Q x_i, K x_j> + f_i + g_j)` with all row and column sums 1.
 
     Solved as entropic optimal transport between uniform marginals by ott-jax's log-domain
@@ -308,7 +308,7 @@ class MultiHead(AbstractAttention):
     """The sum of several attention heads, each with its own weights and partition function.
 
     `MultiHead((Softmax(beta, Q1, K1, V1), Softmax(beta, Q2, K2, V2)))`. `H` identical heads
-    with `V / H` equal one head (SCIENCE.md section 2).
+    with `V / H` equal one head (docs/science.md section 2).
     """
 
     heads: tuple[AbstractAttention, ...]
@@ -347,7 +347,7 @@ class PerLayer(AbstractAttention):
 
     Layer `k` (0-based) acts for `t` in `[k h, (k + 1) h)`; times before 0 use the first
     layer and times after `L h` the last. This is a trained model's "one weight set per layer"
-    (SCIENCE.md section 2). All layers must be kernels of the same kind and shapes; they are
+    (docs/science.md section 2). All layers must be kernels of the same kind and shapes; they are
     stored stacked, so a deep model compiles once.
     """
 

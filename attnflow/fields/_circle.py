@@ -16,7 +16,7 @@ class Circle(AbstractField):
     `dtheta_i/dt = -sum_j w_ij sin(theta_i - theta_j)`, `w_ij = exp(beta cos(theta_i - theta_j))`
     divided by `Z_i = sum_k exp(beta cos(theta_i - theta_k))` (`normalized=True`, SA) or by `n`
     (`normalized=False`, USA; at `beta = 0` the Kuramoto model with `omega = 0` and `K = 1`).
-    SCIENCE.md section 2, "Circle (d = 2) and Kuramoto".
+    docs/science.md section 2, "Circle (d = 2) and Kuramoto".
     """
 
     beta: Float[Array, ""]

@@ -1,4 +1,4 @@
-"""The interaction energy `E_beta` (SCIENCE.md section 3)."""
+"""The interaction energy `E_beta` (docs/science.md section 3)."""
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,6 @@ def energy(x: Points, beta: Scalar):
     `dX/dt = n grad_X E_beta` on the product of spheres. Computed as `exp(log_energy(x, beta))`
     through a log-sum-exp: finite whenever `E_beta` is representable (for unit tokens about
     `e^beta / (2 beta)`, so `beta` up to about 700 in float64; use `log_energy` beyond).
-    SCIENCE.md section 3.
+    docs/science.md section 3.
     """
     return jnp.exp(log_energy(x, beta))

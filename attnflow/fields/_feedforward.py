@@ -15,7 +15,7 @@ class FeedForward(eqx.Module):
     """`x_i -> w sigma(a x_i + b)`, with `a` of shape `(p, d)`, `b` `(p,)`, `w` `(d, p)`.
 
     Added inside the tangent projection of a sphere field; in discrete time it is applied by
-    Lie-Trotter splitting, after the attention step (SCIENCE.md section 2). `sigma` defaults to
+    Lie-Trotter splitting, after the attention step (docs/science.md section 2). `sigma` defaults to
     ReLU and is static. `w`, `a`, `b` must be finite (`ValueError` naming the argument; an
     `EquinoxRuntimeError` under `jit`).
     """

@@ -81,7 +81,7 @@ class PostLN(AbstractSphereField):
     integrators only drift off it by their accumulated truncation error.
     Discrete time (`layer`): the attention output is added and the result renormalized,
     `x_i <- normalize(x_i + h attention_i(x))`, then the same for the feed-forward term
-    (Lie-Trotter splitting). SCIENCE.md section 2.
+    (Lie-Trotter splitting). docs/science.md section 2.
 
     Kernels in log scale (`Unnormalized`: `attention_i = e^{s_i} u_i`, see
     `AbstractAttention.scaled`): the velocity is `e^{s_i} P_{x_i} u_i` (`scaled_velocity`),
@@ -145,7 +145,7 @@ def SA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
     """Self-attention dynamics on the sphere, `PostLN(Softmax(beta, Q, K, V))`.
 
     `dx_i/dt = P_{x_i}(sum_j A_ij V x_j)`, `A_ij = exp(beta <Q x_i, K x_j>) / Z_i`; `Q, K` of
-    shape `(m, d)`, `V` of shape `(d, d)`, identity when omitted. SCIENCE.md section 2;
+    shape `(m, d)`, `V` of shape `(d, d)`, identity when omitted. docs/science.md section 2;
     Geshkovski, Letrouit, Polyanskiy, Rigollet (2023).
     """
     return PostLN(Softmax(beta, Q, K, V))
@@ -155,7 +155,8 @@ def USA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
     """Unnormalized self-attention on the sphere, `PostLN(Unnormalized(beta, Q, K, V))`.
 
     `dx_i/dt = P_{x_i}((1/n) sum_j exp(beta <Q x_i, K x_j>) V x_j)`: `Z_i` replaced by `n`.
-    With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (SCIENCE.md section 3).
+    With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (docs/science.md,
+    section 3).
     The layers (`solver="layers"`) are computed in log scale, finite for any `beta`; the
     velocity overflows beyond `beta` about 709 in float64, 88 in float32 (see `Unnormalized`).
     """

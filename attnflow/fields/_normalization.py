@@ -1,7 +1,7 @@
 """Normalization schemes other than Post-LN: where a transformer normalizes changes the flow.
 
 Write `x_i = r_i theta_i`, `A_i = attention_i(theta)` (attention on the directions). Then
-`d theta_i/dt = P_{theta_i} A_i / s_i` with the speed factor `s_i` and radius of SCIENCE.md
+`d theta_i/dt = P_{theta_i} A_i / s_i` with the speed factor `s_i` and radius of docs/science.md
 section 2 ("Normalization schemes", after Rigollet 2025 and Karagodin et al. 2025):
 
 | scheme  | `s_i`                 | radius                          | field in `x`             |
@@ -108,7 +108,7 @@ class NoNorm(AbstractEuclideanField):
 
     `centered=True`: `dx_i/dt = sum_j A_ij V (x_j - x_i)`, each token pulled toward its
     attention-weighted mean. For the row-stochastic kernels this takes (`Softmax`, `Hardmax`,
-    `Sinkhorn`, single head) it is `attention_i(x) - V x_i`. Its `Hardmax` form is SCIENCE.md's
+    `Sinkhorn`, single head) it is `attention_i(x) - V x_i`. Its `Hardmax` form is docs/science.md's
     zero-temperature flow `dx_i/dt = (1/|C_i|) sum_{j in C_i} V (x_j - x_i)`, which comes to
     rest (`attnflow.concentration.limit_map`); the plain form grows like `e^{tV}` instead.
     """

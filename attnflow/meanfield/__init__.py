@@ -1,4 +1,4 @@
-"""The mean-field limit (SCIENCE.md section 4): densities instead of tokens, on the circle."""
+"""The mean-field limit (docs/science.md section 4): densities instead of tokens, on the circle."""
 
 from ._circle import (
     CircleDensity as CircleDensity,

@@ -1,6 +1,6 @@
 """The mean-field limit on the circle: the continuity equation for the density of angles.
 
-Tokens `x = (cos theta, sin theta)` with `Q = K = V = I` (SCIENCE.md sections 2 and 4). Their
+Tokens `x = (cos theta, sin theta)` with `Q = K = V = I` (docs/science.md sections 2 and 4). Their
 empirical measure, as `n -> infinity`, has a density `rho(t, theta)` on `[0, 2 pi)` solving
 
     d rho / dt + d (rho v[rho]) / d theta = (1 / kappa) d^2 rho / d theta^2,

@@ -69,7 +69,7 @@ def particles_versus_pde(
     moved by the particle dynamics on the circle (`attnflow.Circle`, the same model), and
     compared with the density at every save time by the exact `wasserstein_circle`. At `t = 0`
     the distance is the sampling error of an empirical measure, of order `n^{-1/2}`; the
-    stability estimate `W_1(mu_n(t), rho(t)) <= e^{Ct} W_1(mu_n(0), rho(0))` ([R], SCIENCE.md
+    stability estimate `W_1(mu_n(t), rho(t)) <= e^{Ct} W_1(mu_n(0), rho(0))` ([R], docs/science.md
     section 4) carries that rate to every fixed `t`. The fitted `slope` checks it.
     `progress` shows a tqdm bar over the sizes (the largest takes most of the time).
     """

@@ -1,4 +1,4 @@
-"""Wasserstein distances between empirical measures and densities (SCIENCE.md section 4).
+"""Wasserstein distances between empirical measures and densities (docs/science.md section 4).
 
 The mean-field limit is measured in Wasserstein distance: the empirical measure `mu_n(t)` of `n`
 tokens stays close to the solution `mu(t)` of the continuity equation,
@@ -262,7 +262,7 @@ def wasserstein_circle(mu, nu, p: Literal[1, 2] = 1) -> Float[Array, ""]:
 
     Jit- and vmap-able (value checks then raise when the compiled code runs), e.g. along a
     trajectory: `jax.vmap(lambda a, r: wasserstein_circle(a, (sol.theta, r)))(angles,
-    sol.density)`. Mean-field stability ([R], arXiv 2512.01868, SCIENCE.md section 4):
+    sol.density)`. Mean-field stability ([R], arXiv 2512.01868, docs/science.md section 4):
     `W_1(mu_n(t), mu(t)) <= e^{Ct} W_1(mu_n(0), mu(0))`.
     """
     if isinstance(p, bool) or p not in (1, 2):
@@ -417,7 +417,7 @@ def wasserstein(
 
     Jit-compatible (`cost`, `p`, `epsilon`, `threshold`, `max_iterations` are static). For small
     clouds the exact value is `wasserstein_exact`. Mean-field stability ([R], arXiv
-    2512.01868, SCIENCE.md section 4): `W_1(mu_n(t), mu(t)) <= e^{Ct} W_1(mu_n(0), mu(0))`.
+    2512.01868, docs/science.md section 4): `W_1(mu_n(t), mu(t)) <= e^{Ct} W_1(mu_n(0), mu(0))`.
     """
     x, y, p = _point_clouds(x, y, cost, p)
     epsilon = positive_number(epsilon, "epsilon", "the entropic regularization")

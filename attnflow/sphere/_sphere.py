@@ -35,7 +35,7 @@ def normalize(x: Float[Array, "... d"]) -> Float[Array, "... d"]:
 def project(x: Float[Array, "... d"], v: Float[Array, "... d"]) -> Float[Array, "... d"]:
     """Tangent projection `P_x v = v - <x, v> x / |x|^2`: `v` with its component along `x` removed.
 
-    On the sphere this is `v - <x, v> x` (SCIENCE.md section 1). Dividing by `|x|^2` makes
+    On the sphere this is `v - <x, v> x` (docs/science.md section 1). Dividing by `|x|^2` makes
     `<x, P_x v> = 0` hold off the sphere too, so `|x|` is an exact first integral of any
     projected flow `dx/dt = P_x v(x)`: the sphere stays neutrally stable under numerical drift,
     whatever `v` (with `v - <x, v> x`, it repels when `<x, v> < 0`, e.g. for `V = -I`).

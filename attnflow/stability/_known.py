@@ -1,4 +1,4 @@
-"""`known_results`: the linear stability results of SCIENCE.md, recomputed and checked."""
+"""`known_results`: the linear stability results of docs/science.md, recomputed and checked."""
 
 import dataclasses
 import math
@@ -43,7 +43,7 @@ def simplex(n: int, d: int, dtype=None) -> jax.Array:
 
 def simplex_rate(beta: float, n: int, kind: str = "SA") -> float:
     """The eigenvalue of the regular simplex along its symmetric direction, from the equiangular
-    ODE `drho/dt = F(rho)` (SCIENCE.md section 5) with `F(rho*) = 0` at `rho* = -1/(n-1)`.
+    ODE `drho/dt = F(rho)` (docs/science.md section 5) with `F(rho*) = 0` at `rho* = -1/(n-1)`.
 
     Moving every token by `s w` (`w` orthogonal to the simplex) keeps the tokens equiangular
     with `rho - rho* = s^2 (1 - rho*) + O(s^4)`, so `ds/dt = (F'(rho*) / 2) s`: the eigenvalue is
@@ -64,7 +64,7 @@ def known_results(
     guesses: int = 64,
     key: jax.Array | None = None,
 ) -> list[KnownResult]:
-    """Check the stability results of SCIENCE.md and GLPR against attnflow's own computations.
+    """Check the stability results of docs/science.md and GLPR against attnflow's own computations.
 
     1. The single cluster is a sink modulo its `d - 1` rotations, every other eigenvalue `-1`
        (SA) or `-e^beta` (USA): at consensus `dv_i/dt = c (mean_j v_j - v_i)` to first order.

@@ -42,7 +42,7 @@ WEIGHTS = (
 
 
 def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None):
-    """`(Q, K, V)` of GLPR Fig. 5 (SCIENCE.md section 6), from `d x d` standard Gaussians `G`.
+    """`(Q, K, V)` of GLPR Fig. 5 (docs/science.md section 6), from `d x d` standard Gaussians `G`.
 
     The name is `<interaction>_<value>`:
     - interaction `ginibre`: `Q^T K = G1 G2 / sqrt(d)`; `goe`: `Q^T K = (G + G^T) / sqrt(2)`;
@@ -53,7 +53,7 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
     (`V x_j`), so its value matrix is `(Q^T K)^T / sqrt(d)`. For the symmetric ensembles (GOE,
     `psd`) the two conventions agree; for Ginibre `qk` they give different dynamics (at
     `beta = 5`, `t = 15`, `n = 32`, `d = 64`, 256 samples, key 0, P(clustered pair) is 0.394
-    with `V = Q^T K` and 0.192 with its transpose; see the README).
+    with `V = Q^T K` and 0.192 with its transpose; see docs/guide/studies.md).
     Returned as `Q = (Q^T K)^T`, `K = None` (identity), which gives the same logits
     `<Q x_i, K x_j> = x_i^T (Q^T K) x_j`. `"identity"` gives `(None, None, None)`.
     """
