@@ -195,7 +195,8 @@ def limit_map(
     Arguments:
         x: tokens, shape `(n, d)`: the atoms of the initial measure `(1/n) sum_i delta_{x_i}`;
             each moves in the field of all of them (`hardmax_flow`).
-        Q, K: `(m, d)`; V: `(d, d)`; `None` is the identity.
+        Q, K: `(m, d)`; `None` is the identity.
+        V: `(d, d)`; `None` is the identity.
         tol: the run stops once `max_i |dx_i/dt| <= tol * max(1, max_i |x_i|)` (default
             `1e-7` in float64, `1e-3` in float32: above the noise floor of the solver's
             tolerances); the flow contracts toward its limit at the rate of the smallest real

@@ -258,7 +258,8 @@ def concentration(
         betas: inverse temperatures `> 0` (up to `1e4` and beyond), shape `(B,)`.
         ts: save times, strictly increasing from `ts[0] = 0`, shape `(T,)`; log-spaced times
             resolve the `O(log beta)` time of closest approach.
-        Q, K: `(m, d)`; V: `(d, d)` (`None`: identity).
+        Q, K: `(m, d)` (`None`: identity).
+        V: `(d, d)` (`None`: identity).
         samples: realizations.
         init: `"ball"` or `"gaussian"` (see `initial_tokens`).
         dtype: float dtype (JAX's default float: float64 with x64 on).

@@ -233,8 +233,9 @@ def phase_diagram(
         key: a JAX random key; realization `s` is `phase_diagram_sample(key, s, ...)`, the
             same for every beta.
         n, d: tokens (`n >= 2`) and dimension (`d >= 2`).
-        betas: inverse temperatures (>= 0), shape `(B,)`. ts: save times, shape `(T,)`;
-            multiples of `h` with `solver="layers"`; the runs start at `ts[0]`.
+        betas: inverse temperatures (>= 0), shape `(B,)`.
+        ts: save times, shape `(T,)`; multiples of `h` with `solver="layers"`; the runs start
+            at `ts[0]`.
         samples: realizations per beta.
         delta: pairs with `<x_i, x_j> >= 1 - delta` count as clustered (measured on the
             directions `x_i / |x_i|` for the schemes in `R^d`, Pre-LN and Peri-LN).
