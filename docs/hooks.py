@@ -88,12 +88,19 @@ def on_page_markdown(markdown: str, page, **kwargs) -> str:
         return markdown
     from attnflow.cli._main import _parser
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal width: fix it
-    parser = _parser()
-    parser.prog = "attnflow"
-    lines = []
-    for sub, subparser in _subcommands(parser):
-        subparser.prog = f"attnflow {sub}"
-        lines += _sections(subparser, f"attnflow {sub}", 2)
-    top = ["```text", parser.format_help().rstrip(), "```", ""]
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"  # argparse wraps to the terminal width: fix it to the page's
+    try:
+        parser = _parser()
+        parser.prog = "attnflow"
+        lines = []
+        for sub, subparser in _subcommands(parser):
+            subparser.prog = f"attnflow {sub}"
+            lines += _sections(subparser, f"attnflow {sub}", 2)
+        top = ["```text", parser.format_help().rstrip(), "```", ""]
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
     return markdown.replace(_MARKER, "\n".join(top + lines))
