@@ -5,7 +5,7 @@ from scipy.integrate import solve_ivp
 
 
 def attention_field(x, beta, Q, K, V, normalized=True):
-    """SA/USA velocity written directly from SCIENCE.md section 2, in NumPy."""
+    """SA/USA velocity written directly from docs/science.md section 2, in NumPy."""
     n = x.shape[0]
     logits = beta * (x @ Q.T) @ (x @ K.T).T
     if normalized:
@@ -43,7 +43,7 @@ def equiangular(n, rho0, rotation=None):
 
 
 def equiangular_rate(rho, beta, n, kind="SA"):
-    """d rho / dt of the equiangular reduction, exactly as SCIENCE.md section 5 writes it."""
+    """d rho / dt of the equiangular reduction, exactly as docs/science.md section 5 writes it."""
     growth = np.exp(beta * rho) * (1 - rho) * (1 + (n - 1) * rho)
     if kind == "SA":
         return 2 * growth / (np.exp(beta) + (n - 1) * np.exp(beta * rho))

@@ -1,4 +1,4 @@
-"""Tests of `attnflow.concentration` (Alcalde, Bungert, Riedl, Roith 2026, ABRR; SCIENCE.md
+"""Tests of `attnflow.concentration` (Alcalde, Bungert, Riedl, Roith 2026, ABRR; docs/science.md
 sections 2 and 5): the zero-temperature (hardmax) flow in `R^d`, its limit map, the finite-beta
 flow's convergence to it, and the `concentration` study.
 

@@ -1,4 +1,4 @@
-"""The energy E_beta against its definition and the identities of SCIENCE.md section 3."""
+"""The energy E_beta against its definition and the identities of docs/science.md section 3."""
 
 import jax
 import jax.numpy as jnp

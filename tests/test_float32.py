@@ -35,7 +35,7 @@ import attnflow as af
 
 N, D = 5, 3  # tokens and dimension of the model runs: small, every token interacting
 
-# --- NumPy references (float64, written from SCIENCE.md section 2) -------------------------
+# --- NumPy references (float64, written from docs/science.md section 2) -------------------------
 
 
 # float64 runs of the public API are the subject of every other test file; here float64 is the
@@ -318,7 +318,7 @@ def test_simulate_circle(dtype):
 
 
 def test_energy_never_decreases_along_usa(dtype):
-    """USA with `Q = K = V = I` is the gradient ascent of `E_beta` (SCIENCE.md section 3): the
+    """USA with `Q = K = V = I` is the gradient ascent of `E_beta` (docs/science.md section 3): the
     energy at the save times never decreases, up to its rounding (a few `eps E`), and
     `af.energy` in `dtype` is the NumPy energy of the same tokens."""
     x0 = af.sphere.uniform(jax.random.key(7), N, D, dtype=dtype)
@@ -372,7 +372,7 @@ def test_simulate_sde_is_brownian_motion_on_the_sphere(dtype):
 
 
 def np_crossing_time(beta, n, delta, kind):
-    """`int_0^{1 - delta} d rho / (d rho/dt)`, the rate of SCIENCE.md section 5 (scipy quad)."""
+    """`int_0^{1 - delta} d rho / (d rho/dt)`, the rate of docs/science.md section 5 (scipy quad)."""
     beta = float(beta)  # a float32 beta would make the whole integrand float32
     rate = lambda r: equiangular_rate(r, beta, n, kind)  # noqa: E731
     return quad(lambda r: 1 / rate(r), 0.0, 1 - delta, epsabs=0, epsrel=1e-12, limit=200)[0]

@@ -1,4 +1,4 @@
-"""Normalization schemes against scipy integrations of the (theta, r) table of SCIENCE.md."""
+"""Normalization schemes against scipy integrations of the (theta, r) table of docs/science.md."""
 
 import equinox as eqx
 import jax
@@ -88,7 +88,7 @@ def test_layers_approach_the_flow_for_every_scheme(getkey):
 
 @pytest.mark.parametrize("scheme", [af.PreLN, af.PeriLN])
 def test_pre_and_peri_ln_cluster_polynomially(scheme):
-    """SCIENCE.md section 2: `1 - rho ~ t^{-2}` for Pre-LN and Peri-LN (Post-LN: `e^{-2t}`)."""
+    """docs/science.md section 2: `1 - rho ~ t^{-2}` for Pre-LN and Peri-LN (Post-LN: `e^{-2t}`)."""
     x0 = jnp.asarray(equiangular(6, 0.0))
     ts = jnp.array([0.0, 200.0, 400.0, 800.0])
     xs = af.simulate(scheme(af.Softmax(1.0)), x0, ts, rtol=1e-10, atol=1e-12, max_steps=10**6).xs

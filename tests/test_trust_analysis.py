@@ -100,7 +100,7 @@ def _closed_form(kind, n, rho0, tau, r0=1.0, alpha=1.0):
     `((n-1)/m + 1/(1 - rho)) d rho/dt = 2`, so with `C = c e^{2 tau}`,
     `c = (1 + (n-1) rho0) / (1 - rho0)`: `rho = (C - 1) / (C + n - 1)`, `tau = t`, and
     `m / n = C / (C + k)`, `k = n - 1`. The other schemes divide the SA rate by their speed
-    factor `s` (SCIENCE.md section 2), so `d tau = dt / s` keeps `rho(tau)`:
+    factor `s` (docs/science.md section 2), so `d tau = dt / s` keeps `rho(tau)`:
     Pre-LN (`s = r`, `dr/dt = m/n`): `dr/d tau = r C / (C + k)`, so
     `r = r0 sqrt((C + k) / (c + k))`, and `t = int r d tau`; with `w = sqrt(C + k)`,
     `d tau = w dw / (w^2 - k)`: `t = r0 / sqrt(c + k) [w + (sqrt(k)/2) log((w - sqrt k) /
