@@ -58,6 +58,18 @@ def default_tolerances(dtype) -> tuple[float, float, float]:
     return 1e-3, 1e-5, 1e-7
 
 
+def solver_tolerances(dtype, tol=None, rtol=None, atol=None):
+    """`(tol, rtol, atol)` of a run of the hardmax flow: the given ones, else the defaults of
+    `default_tolerances`, with the solver's at most `tol / 10` and `tol / 1000` (as `1e-8`,
+    `1e-10` are for `tol = 1e-7`): its error must stay below the rest threshold, else the
+    speed it leaves is noise above `tol` and the flow never looks at rest."""
+    tol0, rtol0, atol0 = default_tolerances(dtype)
+    tol = tol0 if tol is None else tol
+    rtol = jnp.minimum(rtol0, tol / 10) if rtol is None else rtol
+    atol = jnp.minimum(atol0, tol / 1000) if atol is None else atol
+    return tol, rtol, atol
+
+
 class Limit(eqx.Module):
     """Where a run of the hardmax flow stopped.
 
@@ -99,19 +111,12 @@ def hardmax_limit(
     """
     field = hardmax_flow(Q, K, V)
     dtype = x0.dtype
-    tol0, rtol0, atol0 = default_tolerances(dtype)
-    tol = tol0 if tol is None else tol
+    tol, rtol, atol = solver_tolerances(dtype, tol, rtol, atol)
     scale = jnp.maximum(1, jnp.max(jnp.linalg.norm(x0, axis=-1)))
     threshold = scale * tol
     solver = _solver(solver)
     if isinstance(solver, diffrax.AbstractAdaptiveSolver):
-        # The solver's error must stay below the rest threshold (`tol / 10`, `tol / 1000` by
-        # default, as `1e-8`, `1e-10` are for `tol = 1e-7`): else the speed it leaves is noise
-        # above `tol` and the flow never looks at rest.
-        controller = diffrax.PIDController(
-            rtol=jnp.minimum(rtol0, tol / 10) if rtol is None else rtol,
-            atol=jnp.minimum(atol0, tol / 1000) if atol is None else atol,
-        )
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
     else:
         controller = diffrax.ConstantStepSize()
 
@@ -239,7 +244,37 @@ def limit_map(
     limit then depends on `V` as well, is computed by integration only, and needs `V`'s
     eigenvalues to have positive real parts for the flow to come to rest.
     """
-    x = check_tokens(x)
+    return _at_rest(
+        check_tokens(x),
+        Q,
+        K,
+        V,
+        tol=tol,
+        max_time=max_time,
+        solver=solver,
+        dt0=dt0,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+    ).points
+
+
+def _at_rest(
+    x,
+    Q,
+    K,
+    V,
+    *,
+    tol=None,
+    max_time=1e3,
+    solver="tsit5",
+    dt0=None,
+    rtol=None,
+    atol=None,
+    max_steps=1_000_000,
+) -> Limit:
+    """`hardmax_limit` of the checked tokens `x` with its options checked, raising
+    `LimitNotReached` unless the flow came to rest: what `limit_map` and `pushforward` run."""
     check_weights(x, Q, K, V)
     check_options(tol, max_time, max_steps, dt0, rtol, atol)
     limit = hardmax_limit(
@@ -256,7 +291,7 @@ def limit_map(
         max_steps=max_steps,
     )
     raise_unless_converged(limit, V, max_time)
-    return limit.points
+    return limit
 
 
 def raise_unless_converged(limit: Limit, V, max_time) -> None:
@@ -314,23 +349,13 @@ def pushforward(x0, Q=None, K=None, V=None, *, radius: float | None = None, **op
     `tol max(1, max |x0_i|) / c` of its limit). Returns a `Pushforward`; raises `LimitNotReached`
     as `limit_map` does."""
     x0 = check_tokens(x0, "x0")
-    check_weights(x0, Q, K, V)
-    tol = options.get("tol") or default_tolerances(x0.dtype)[0]
-    scale = max(1.0, float(jnp.max(jnp.linalg.norm(x0, axis=-1))))
-    if radius is None:
-        radius = 10 * tol * scale / _contraction(V)
-    else:
+    if radius is not None:
         radius = positive_number(radius, "radius")
-    check_options(
-        options.get("tol"),
-        options.get("max_time", 1e3),
-        options.get("max_steps", 1_000_000),
-        options.get("dt0"),
-        options.get("rtol"),
-        options.get("atol"),
-    )
-    limit = hardmax_limit(x0, Q, K, V, **options)
-    raise_unless_converged(limit, V, options.get("max_time", 1e3))
+    limit = _at_rest(x0, Q, K, V, **options)
+    if radius is None:
+        tol = options.get("tol") or default_tolerances(x0.dtype)[0]
+        scale = max(1.0, float(jnp.max(jnp.linalg.norm(x0, axis=-1))))
+        radius = 10 * tol * scale / _contraction(V)
     points = np.asarray(limit.points)
     atoms, weights = merge(points, radius)
     return Pushforward(points=points, atoms=atoms, weights=weights, time=float(limit.time))

@@ -24,6 +24,7 @@ from ._limit import (
     check_options,
     default_tolerances,
     hardmax_limit,
+    solver_tolerances,
 )
 
 INITS = ("ball", "gaussian")
@@ -294,10 +295,9 @@ def concentration(
     Q, K, V = _weights(Q, K, V, d, dtype)
     check_options(tol, max_time, max_steps, None, rtol, atol)
     max_steps = positive_int(max_steps, "max_steps")
-    tol0, rtol0, atol0 = default_tolerances(dtype)
-    tol = tol or tol0
-    # the limits' solver tolerances follow tol (see hardmax_limit); the flows' are the defaults
-    limit_rtol, limit_atol = rtol or min(rtol0, tol / 10), atol or min(atol0, tol / 1000)
+    # the limits' solver tolerances follow tol (solver_tolerances); the flows' are the defaults
+    tol, limit_rtol, limit_atol = solver_tolerances(dtype, tol, rtol, atol)
+    _, rtol0, atol0 = default_tolerances(dtype)
     rtol, atol = rtol or rtol0, atol or atol0
     config = {
         "study": "concentration",
