@@ -1,7 +1,6 @@
 """`concentration`: the Wasserstein distance of the finite-beta flow to the push-forward by the
 limit map, over `(beta, t)`, through the sweep engine (ABRR; docs/science.md section 5)."""
 
-import contextlib
 import math
 import warnings
 from pathlib import Path
@@ -11,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import as_float_array, positive_int
+from .._checks import positive_int
 from .._simulate import _simulate_ode, _solver, state_status
 from ..fields import Hardmax
 from ..meanfield import wasserstein_exact
 from ..studies import SweepFailureWarning
-from ..studies._common import check_study, failures, key_data
-from ..sweep import DEFAULT_MEMORY, Store, item_key, run
+from ..studies._common import check_study, failures, key_data, open_store, study_times
+from ..sweep import DEFAULT_MEMORY, item_key, run
 from ._limit import (
     LIMIT_STATUS,
     attention_flow,
@@ -287,9 +286,7 @@ def concentration(
     """
     n, d, samples, dtype, betas = check_study(n, d, samples, "SA", 0.0, dtype, betas, True)
     _check_init(init)
-    ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
-    if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) > 0):
-        raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
+    ts = study_times(ts, dtype)
     if ts[0] != 0:
         raise ValueError(f"ts must start at 0 (the initial measure); got ts[0] = {ts[0]}")
     Q, K, V = _weights(Q, K, V, d, dtype)
@@ -327,7 +324,7 @@ def concentration(
     limits = np.zeros((samples, n, d), dtype)
     limit_time = np.zeros(samples, dtype)
     limit_status = np.zeros(samples, np.int8)
-    with _open(store, "limits", config, samples) as opened:
+    with _open_part(store, "limits", config, samples) as opened:
         chunks = run(
             LimitItem(**static, max_steps=max_steps),
             samples,
@@ -353,7 +350,7 @@ def concentration(
     spread = np.full(count, np.nan)
     terminal_time = np.full(count, np.nan)
     final = np.zeros((betas.size, n, d), dtype)
-    with _open(store, "flows", config, count) as opened:
+    with _open_part(store, "flows", config, count) as opened:
         chunks = run(
             FlowItem(**static, max_steps=max_steps),
             count,
@@ -434,11 +431,10 @@ def closest_approach(mean: np.ndarray, ts: np.ndarray):
     return closest, ts[np.where(np.isfinite(closest), arrival, where)], resolved
 
 
-def _open(store, part: str, config: dict, count: int):
-    """The `Store` at `store / part` (a context manager holding its lock), or none."""
-    if store is None:
-        return contextlib.nullcontext()
-    return Store(Path(store) / part, config | {"part": part}, count)
+def _open_part(store, part: str, config: dict, count: int):
+    """`open_store` at `store / part`, for one of the study's two sweeps."""
+    folder = None if store is None else Path(store) / part
+    return open_store(folder, config | {"part": part}, count)
 
 
 def _report(status: np.ndarray, limit_status: np.ndarray, betas: np.ndarray) -> None:

@@ -1,6 +1,7 @@
 """What the studies share: the table of models by name, the realizations, argument checks, the
 recorded configuration, and the per-item status of a sweep."""
 
+import contextlib
 import numbers
 import warnings
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from ..fields import (
     Sinkhorn,
     Softmax,
 )
+from ..sweep import Store
 
 
 def _multi_head(beta, Q=None, K=None, V=None):
@@ -177,3 +179,17 @@ def report(status: np.ndarray, betas: np.ndarray) -> None:
     line = failures(status, betas)
     if line is not None:
         warnings.warn(line, SweepFailureWarning, stacklevel=3)
+
+
+def study_times(ts, dtype) -> np.ndarray:
+    """`ts` as a NumPy array of `dtype`, checked to be a strictly increasing 1-D array of at
+    least two finite times."""
+    ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
+    if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) > 0):
+        raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
+    return ts
+
+
+def open_store(store, config: dict, count: int):
+    """The `Store` at `store` (a context manager that holds its lock), or none."""
+    return contextlib.nullcontext() if store is None else Store(store, config, count)

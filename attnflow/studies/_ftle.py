@@ -11,8 +11,8 @@ from .._checks import positive_int
 from .._simulate import LAYERS, _positive, state_status
 from ..stability import lyapunov_spectrum
 from ..sweep import DEFAULT_MEMORY, run
-from ._common import check_study, model, report, study_args, study_config
-from ._phase_diagram import WEIGHTS, AbstractStudyItem, _open
+from ._common import check_study, model, open_store, report, study_args, study_config
+from ._phase_diagram import WEIGHTS, AbstractStudyItem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,7 @@ def ftle_diagram(
     ftle = np.zeros((count, ts.size), dtype)
     status = np.zeros(count, np.int8)
     itemsize = np.dtype(dtype).itemsize
-    with _open(store, config, count) as opened:
+    with open_store(store, config, count) as opened:
         chunks = run(
             item,
             count,

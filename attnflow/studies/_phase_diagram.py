@@ -2,7 +2,6 @@
 Figs. 3 and 5)."""
 
 import abc
-import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -14,18 +13,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import sphere
-from .._checks import as_float_array
 from .._simulate import LAYERS, _layer_indices, _simulate_layers, simulate, state_status
 from ..analysis import crossing_time
-from ..sweep import DEFAULT_MEMORY, Store, item_key, run
+from ..sweep import DEFAULT_MEMORY, item_key, run
 from ._common import (
     check_study,
     directions,
     make_field,
     model,
+    open_store,
     report,
     study_args,
     study_config,
+    study_times,
 )
 
 # Items per device in a chunk, at most: a batch stops when its last item has clustered, so
@@ -271,9 +271,7 @@ def phase_diagram(
     n, d, samples, dtype, betas = check_study(n, d, samples, kind, delta, dtype, betas, False)
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
-    ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
-    if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) > 0):
-        raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
+    ts = study_times(ts, dtype)
     layers = isinstance(solver, str) and solver.lower() == LAYERS
     if layers:
         if not (isinstance(h, float | int) and math.isfinite(h) and h > 0):
@@ -311,7 +309,7 @@ def phase_diagram(
     count = betas.size * samples
     totals = np.zeros((betas.size, ts.size), np.int64)
     status = np.zeros(count, np.int8)
-    with _open(store, config, count) as opened:
+    with open_store(store, config, count) as opened:
         chunks = run(
             item,
             count,
@@ -335,8 +333,3 @@ def phase_diagram(
         prob = np.where(succeeded > 0, totals / (succeeded * n * (n - 1)), np.nan)
     report(status, betas)
     return PhaseDiagram(betas=betas, ts=ts, prob=prob, config=config, status=status)
-
-
-def _open(store, config: dict, count: int):
-    """The `Store` at `store` (a context manager that holds its lock), or none."""
-    return contextlib.nullcontext() if store is None else Store(store, config, count)
