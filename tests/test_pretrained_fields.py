@@ -189,3 +189,25 @@ def test_plot_flow_comparison(tiny, tmp_path):
     fig = plot_flow_comparison(comparison, path=path)
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == len(comparison.names)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_second_compare_flows_compiles_nothing(tiny):
+    import jax
+
+    compiles = []
+
+    def listen(event, *_, **__):
+        if "backend_compile" in event:
+            compiles.append(event)
+
+    pretrained = tiny[jnp.float64]
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        first = ap.compare_flows(pretrained, TEXT, layer=1, depth=7)
+        before = len(compiles)
+        second = ap.compare_flows(pretrained, TEXT, layer=1, depth=7)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(compiles) == before
+    for name in first.names:
+        np.testing.assert_array_equal(first.mean_cosine[name], second.mean_cosine[name])

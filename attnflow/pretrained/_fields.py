@@ -143,13 +143,35 @@ def _statistics(xs, delta):
     return np.asarray(mean), np.asarray(fraction)
 
 
+def _full_step(block, x):
+    """One application of the whole block (attention and feed-forward), every token real."""
+    return block(x, jnp.ones(x.shape[0], bool))
+
+
+def _attention_step(block, x):
+    """The block without its feed-forward part: `x <- LN_1(x + attention(x))`."""
+    return block.attention_norm(x + block.attention(x, jnp.ones(x.shape[0], bool)))
+
+
 @eqx.filter_jit
-def _repeat(layer_fn, x0, depth: int):
-    def step(x, _):
-        x = layer_fn(x)
+def _repeat(step, block, x0, depth: int):
+    """`x0` and `depth` applications of `step(block, .)`. `step` is a module-level function
+    and `depth` static, so a second identical call compiles nothing."""
+
+    def one(x, _):
+        x = step(block, x)
         return x, x
 
-    return jnp.concatenate([x0[None], jax.lax.scan(step, x0, None, length=depth)[1]])
+    return jnp.concatenate([x0[None], jax.lax.scan(one, x0, None, length=depth)[1]])
+
+
+@eqx.filter_jit
+def _attention_network(model: Bert, x0):
+    """`x0` and its images through each layer of `model` without the feed-forward parts."""
+    states = [x0]
+    for block in model.layers:
+        states.append(_attention_step(block, states[-1]))
+    return jnp.stack(states)
 
 
 def compare_flows(
@@ -180,17 +202,6 @@ def compare_flows(
     mask = encoding.mask[0]
     hidden = encoding.hidden[0][:, mask]  # the real tokens (one text: no padding)
     x0 = hidden[0]
-    everything = jnp.ones(x0.shape[0], bool)
-
-    def attention_step(x, block):
-        return block.attention_norm(x + block.attention(x, everything))
-
-    def attention_only(x0):
-        states = [x0]
-        for block in model.layers:
-            states.append(attention_step(states[-1], block))
-        return jnp.stack(states)
-
     block = model.layers[k]
     field = PostLN(attention_heads(model, k, exact=False))
     theta0 = normalize(x0)
@@ -199,11 +210,9 @@ def compare_flows(
     )
     runs = {
         "model": hidden,
-        "attention only": eqx.filter_jit(attention_only)(x0),
-        f"layer {k} repeated": _repeat(lambda x: block(x, everything), x0, depth),
-        f"layer {k} repeated, attention only": _repeat(
-            lambda x: attention_step(x, block), x0, depth
-        ),
+        "attention only": _attention_network(model, x0),
+        f"layer {k} repeated": _repeat(_full_step, block, x0, depth),
+        f"layer {k} repeated, attention only": _repeat(_attention_step, block, x0, depth),
         f"SA, heads of layer {k}": flow.xs,
     }
     mean_cosine, fraction = {}, {}
