@@ -368,7 +368,8 @@ def concentration(
                 b, s = divmod(index, samples)
                 xs = results["xs"][index - start]
                 if status[index] != 0:
-                    final[b] = xs[-1] if s == 0 else final[b]
+                    if s == 0:
+                        final[b] = xs[-1]
                     continue
                 aligned[index], k, spread[index] = terminal_phase(np.asarray(xs, float), bases)
                 terminal_time[index] = ts[k]
