@@ -10,6 +10,11 @@ from ._attention import (
     Softmax as Softmax,
     Unnormalized as Unnormalized,
 )
+from ._blockwise import (
+    BLOCK as BLOCK,
+    THRESHOLD as THRESHOLD,
+    blockwise_attention as blockwise_attention,
+)
 from ._circle import Circle as Circle
 from ._energy import energy as energy, log_energy as log_energy
 from ._feedforward import FeedForward as FeedForward

@@ -21,6 +21,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._checks import as_float_array, check_beta, check_matrix, check_shape, positive_number
 from .._types import Points, Scalar
+from ._blockwise import blockwise_attention, check_block, resolve_block
 
 LogScale = Float[Array, " n"] | None  # `None` stands for 0: the output is `u` itself
 
@@ -117,6 +118,13 @@ class AbstractDotProductAttention(AbstractAttention):
     the identity (and skips the product). `beta` and the matrices are array leaves, so
     `jax.vmap` over them needs no recompilation. `causal=True` masks `j > i`: token `i` attends
     to the tokens `j <= i` only (docs/science.md section 2).
+
+    `block` (Softmax and Unnormalized attention): how the output is computed. `"auto"` (the
+    default) forms the `n x n` attention matrix up to 4096 tokens and goes blockwise above;
+    `None` always forms the matrix; an int always goes blockwise with blocks of that many
+    tokens: keys in blocks with an online log-sum-exp, memory `O(n d + block^2)` instead of
+    `O(n^2)`, derivatives included (`attnflow.fields.blockwise_attention`). Both give the same
+    numbers to rounding. `weights(x)` always forms the matrix.
     """
 
     beta: Float[Array, ""]
@@ -125,8 +133,9 @@ class AbstractDotProductAttention(AbstractAttention):
     V: Float[Array, "d d"] | None
     d: int | None = eqx.field(static=True)
     causal: bool = eqx.field(static=True)
+    block: int | str | None = eqx.field(static=True)
 
-    def __init__(self, beta: Scalar, Q=None, K=None, V=None, causal: bool = False):
+    def __init__(self, beta: Scalar, Q=None, K=None, V=None, causal: bool = False, block="auto"):
         self.beta = check_beta(beta)
         Q, K, V = (
             None if a is None else as_float_array(a, name)
@@ -153,6 +162,19 @@ class AbstractDotProductAttention(AbstractAttention):
         if not isinstance(causal, bool):
             raise ValueError(f"causal must be True or False; got {causal!r}")
         self.causal = causal
+        self.block = check_block(block)
+        if isinstance(self.block, int) and not self._blockwise:
+            raise ValueError(
+                f"block applies to Softmax and Unnormalized attention; {type(self).__name__} "
+                f"always forms the n x n matrix (leave block='auto'); got block={block!r}"
+            )
+
+    _blockwise = False  # whether `_log_scale` is defined: the output can go blockwise
+
+    def _log_scale(self, lse: Float[Array, " n"]) -> LogScale:
+        """The log scale `s` of the output `e^{s_i} u_i` from the log partition functions
+        `lse_i = log Z_i` (blockwise evaluation, where `u` is the softmax output)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def _weights(
@@ -175,8 +197,15 @@ class AbstractDotProductAttention(AbstractAttention):
         return w if log_scale is None else scale_by_exp(log_scale, w)
 
     def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
-        log_scale, w = self._scaled_weights(x)
-        return log_scale, w @ (x if self.V is None else x @ self.V.T)
+        values = x if self.V is None else x @ self.V.T
+        block = resolve_block(self.block, x.shape[0]) if self._blockwise else None
+        if block is None:
+            log_scale, w = self._scaled_weights(x)
+            return log_scale, w @ values
+        queries = self.beta * (x if self.Q is None else x @ self.Q.T)
+        keys = x if self.K is None else x @ self.K.T
+        lse, u = blockwise_attention(queries, keys, values, causal=self.causal, block=block)
+        return self._log_scale(lse), u
 
     def __call__(self, t: Scalar, x: Points) -> Points:
         log_scale, u = self.scaled(t, x)
@@ -192,8 +221,13 @@ class Softmax(AbstractDotProductAttention):
     Log-sum-exp stable: `beta = 1e3` gives finite, correct weights. docs/science.md section 1.
     """
 
+    _blockwise = True
+
     def _weights(self, logits, mask):
         return None, jax.nn.softmax(logits, axis=-1, where=mask)
+
+    def _log_scale(self, lse):
+        return None
 
 
 class Unnormalized(AbstractDotProductAttention):
@@ -211,8 +245,16 @@ class Unnormalized(AbstractDotProductAttention):
       Beyond, they are `+-inf` (never NaN), and `simulate` refuses an ODE solver.
     """
 
+    _blockwise = True
+
     def _weights(self, logits, mask):
         return unnormalized_weights(logits, mask)
+
+    def _log_scale(self, lse):
+        n = lse.shape[0]
+        if self.causal:  # token i attends to i + 1 tokens
+            return lse - jnp.log(jnp.arange(1, n + 1, dtype=lse.dtype))
+        return lse - float(np.log(n))
 
 
 class Hardmax(AbstractDotProductAttention):

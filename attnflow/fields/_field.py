@@ -141,17 +141,18 @@ def scaled_velocity(log_scale, x: Points, u: Points) -> Points:
     return jnp.where(lost[..., None], jnp.inf, scale_by_exp(log_scale, p))
 
 
-def SA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
+def SA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
     """Self-attention dynamics on the sphere, `PostLN(Softmax(beta, Q, K, V))`.
 
     `dx_i/dt = P_{x_i}(sum_j A_ij V x_j)`, `A_ij = exp(beta <Q x_i, K x_j>) / Z_i`; `Q, K` of
     shape `(m, d)`, `V` of shape `(d, d)`, identity when omitted. docs/science.md section 2;
-    Geshkovski, Letrouit, Polyanskiy, Rigollet (2023).
+    Geshkovski, Letrouit, Polyanskiy, Rigollet (2023). `block`: dense `n x n` matrix or key
+    blocks, see `Softmax` (`"auto"`: blockwise above 4096 tokens).
     """
-    return PostLN(Softmax(beta, Q, K, V))
+    return PostLN(Softmax(beta, Q, K, V, block=block))
 
 
-def USA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
+def USA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
     """Unnormalized self-attention on the sphere, `PostLN(Unnormalized(beta, Q, K, V))`.
 
     `dx_i/dt = P_{x_i}((1/n) sum_j exp(beta <Q x_i, K x_j>) V x_j)`: `Z_i` replaced by `n`.
@@ -159,8 +160,9 @@ def USA(beta: Scalar, Q=None, K=None, V=None) -> PostLN:
     section 3).
     The layers (`solver="layers"`) are computed in log scale, finite for any `beta`; the
     velocity overflows beyond `beta` about 709 in float64, 88 in float32 (see `Unnormalized`).
+    `block`: dense `n x n` matrix or key blocks, see `Unnormalized`.
     """
-    return PostLN(Unnormalized(beta, Q, K, V))
+    return PostLN(Unnormalized(beta, Q, K, V, block=block))
 
 
 KINDS = {"SA": SA, "USA": USA}  # the post-LN dynamics by name: KINDS[kind](beta, Q, K, V)

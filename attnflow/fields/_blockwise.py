@@ -1,0 +1,166 @@
+"""Softmax attention without the `n x n` matrix: blocks of keys with an online log-sum-exp.
+
+`blockwise_attention(q, k, v)` gives, for every query `i`, the log partition function
+`lse_i = log sum_j exp(<q_i, k_j>)` and the output `out_i = sum_j softmax_ij v_j`, the same
+numbers as the dense computation, in memory `O(n (m + d) + block^2)`: queries are taken in blocks
+of `block` rows, and for each query block the keys are scanned in blocks of `block` with a running
+maximum, partition function and output (Milakov and Gimelshein 2018; Rabe and Staats 2021;
+FlashAttention, Dao et al. 2022).
+
+Derivatives have a rule of their own (`jax.custom_jvp`): the tangent is a second blockwise pass,
+
+    d lse_i = sum_j p_ij ds_ij,    d out_i = sum_j p_ij (dv_j + ds_ij (v_j - out_i)),
+
+with `p_ij = exp(s_ij - lse_i)` recomputed block by block from the primal `lse`, and
+`ds_ij = <dq_i, k_j> + <q_i, dk_j>`. Forward mode (`jax.jvp`, `jax.jacfwd`, Lyapunov tangents)
+runs it as it is; reverse mode (`jax.grad`) is JAX's transpose of this linear pass, whose block
+step is rematerialized (`jax.checkpoint`) so that the transposed scan recomputes each `p` block
+instead of storing it: gradients also stay in `O(n (m + d) + block^2)` memory.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+BLOCK = 512  # rows of a query block and of a key block
+THRESHOLD = 4096  # `block="auto"` goes blockwise above this many tokens
+BLOCKWISE = "blockwise"
+
+
+def resolve_block(block, n: int) -> int | None:
+    """The block size for `n` tokens under the option `block`: `None` for the dense matrix.
+
+    `"auto"`: `BLOCK` when `n > THRESHOLD`, dense otherwise; `None`: dense; an int: that size
+    (capped at `n`, so a small system is one block)."""
+    if block == "auto":
+        return min(BLOCK, n) if n > THRESHOLD else None
+    if block is None:
+        return None
+    return min(block, n)
+
+
+def check_block(block):
+    """`block`, checked to be `"auto"`, `None` or a positive int (`ValueError` otherwise)."""
+    if block == "auto" or block is None:
+        return block
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(
+            "block must be 'auto' (blockwise above "
+            f"{THRESHOLD} tokens), None (the dense n x n matrix) or a positive int (the block "
+            f"size); got {block!r}"
+        )
+    return block
+
+
+def _padded(a: Array, block: int) -> Array:
+    """`a` with zero rows appended up to a multiple of `block` rows."""
+    rows = -(-a.shape[0] // block) * block
+    return jnp.pad(a, ((0, rows - a.shape[0]), (0, 0)))
+
+
+def _rows(a: Array, i, block: int) -> Array:
+    return jax.lax.dynamic_slice_in_dim(a, i * block, block)
+
+
+def _block_logits(qi, kj, i, j, n: int, causal: bool, block: int) -> Array:
+    """Logits `<q_r, k_c>` of query block `i` against key block `j`, `-inf` where key `c` is
+    padding or, with `causal`, where `c > r`."""
+    rows = i * block + jnp.arange(block)
+    cols = j * block + jnp.arange(block)
+    allowed = (cols < n)[None, :]
+    if causal:
+        allowed = allowed & (cols[None, :] <= rows[:, None])
+    return jnp.where(allowed, qi @ kj.T, -jnp.inf)
+
+
+def _forward(q, k, v, causal: bool, block: int):
+    n, dtype = q.shape[0], q.dtype
+    qp, kp, vp = (_padded(a, block) for a in (q, k, v))
+    blocks = qp.shape[0] // block
+
+    def query_block(i):
+        qi = _rows(qp, i, block)
+
+        def step(carry, j):
+            top, total, acc = carry
+            s = _block_logits(qi, _rows(kp, j, block), i, j, n, causal, block)
+            new_top = jnp.maximum(top, jnp.max(s, axis=-1))
+            rescale = jnp.exp(top - new_top)
+            p = jnp.exp(s - new_top[:, None])  # masked logits give exactly 0
+            total = total * rescale + jnp.sum(p, axis=-1)
+            acc = acc * rescale[:, None] + p @ _rows(vp, j, block)
+            return (new_top, total, acc), None
+
+        # The finite lowest value, not -inf: a fully masked block rescales by exp(0) = 1.
+        start = (
+            jnp.full((block,), jnp.finfo(dtype).min, dtype),
+            jnp.zeros((block,), dtype),
+            jnp.zeros((block, v.shape[1]), dtype),
+        )
+        (top, total, acc), _ = jax.lax.scan(step, start, jnp.arange(blocks))
+        return top + jnp.log(total), acc / total[:, None]
+
+    lse, out = jax.lax.map(query_block, jnp.arange(blocks))
+    return lse.reshape(-1)[:n], out.reshape(-1, v.shape[1])[:n]
+
+
+def _tangent(q, k, v, lse, out, dq, dk, dv, causal: bool, block: int):
+    """`(d lse, d out)`: linear in `(dq, dk, dv)`, one more blockwise pass (module docstring)."""
+    n, dtype = q.shape[0], q.dtype
+    qp, kp, vp, dqp, dkp, dvp, outp = (_padded(a, block) for a in (q, k, v, dq, dk, dv, out))
+    lsep = _padded(lse[:, None], block)[:, 0]
+    blocks = qp.shape[0] // block
+
+    def query_block(i):
+        qi, dqi, outi = (_rows(a, i, block) for a in (qp, dqp, outp))
+        lsei = jax.lax.dynamic_slice_in_dim(lsep, i * block, block)
+
+        @jax.checkpoint  # the transpose (reverse mode) recomputes p, never stores it
+        def step(carry, j):
+            dlse, dout = carry
+            kj, dkj, vj, dvj = (_rows(a, j, block) for a in (kp, dkp, vp, dvp))
+            p = jnp.exp(_block_logits(qi, kj, i, j, n, causal, block) - lsei[:, None])
+            pds = p * (dqi @ kj.T + qi @ dkj.T)
+            row = jnp.sum(pds, axis=-1)
+            return (dlse + row, dout + p @ dvj + pds @ vj - row[:, None] * outi), None
+
+        start = (jnp.zeros((block,), dtype), jnp.zeros((block, v.shape[1]), dtype))
+        (dlse, dout), _ = jax.lax.scan(step, start, jnp.arange(blocks))
+        return dlse, dout
+
+    dlse, dout = jax.lax.map(query_block, jnp.arange(blocks))
+    return dlse.reshape(-1)[:n], dout.reshape(-1, v.shape[1])[:n]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _attention(q, k, v, causal: bool, block: int):
+    return _forward(q, k, v, causal, block)
+
+
+@_attention.defjvp
+def _attention_jvp(causal, block, primals, tangents):
+    q, k, v = primals
+    lse, out = _attention(q, k, v, causal, block)
+    return (lse, out), _tangent(q, k, v, lse, out, *tangents, causal, block)
+
+
+def blockwise_attention(
+    q: Float[Array, "n m"],
+    k: Float[Array, "n m"],
+    v: Float[Array, "n d"],
+    *,
+    causal: bool = False,
+    block: int = BLOCK,
+) -> tuple[Float[Array, " n"], Float[Array, "n d"]]:
+    """`(lse, out)` with `lse_i = log sum_j exp(<q_i, k_j>)` and `out_i = sum_j
+    exp(<q_i, k_j> - lse_i) v_j`, over all `j` (`j <= i` if `causal`), without forming the
+    `n x n` logits: memory `O(n (m + d) + block^2)`, derivatives included (module docstring).
+
+    Queries carry any temperature (`q = beta Q x`). The three arrays share one floating dtype
+    (promoted if not).
+    """
+    dtype = jnp.result_type(q, k, v)
+    q, k, v = (jnp.asarray(a, dtype) for a in (q, k, v))
+    return _attention(q, k, v, causal, min(int(block), q.shape[0]))
