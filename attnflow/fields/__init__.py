@@ -34,3 +34,4 @@ from ._normalization import (
     PeriLN as PeriLN,
     PreLN as PreLN,
 )
+from ._sharded import Sharded as Sharded

@@ -120,7 +120,7 @@ class AbstractDotProductAttention(AbstractAttention):
     to the tokens `j <= i` only (docs/science.md section 2).
 
     `block` (Softmax and Unnormalized attention): how the output is computed. `"auto"` (the
-    default) forms the `n x n` attention matrix up to 4096 tokens and goes blockwise above;
+    default) forms the `n x n` attention matrix up to 2048 tokens and goes blockwise above;
     `None` always forms the matrix; an int always goes blockwise with blocks of that many
     tokens: keys in blocks with an online log-sum-exp, memory `O(n d + block^2)` instead of
     `O(n^2)`, derivatives included (`attnflow.fields.blockwise_attention`). Both give the same
@@ -171,10 +171,27 @@ class AbstractDotProductAttention(AbstractAttention):
 
     _blockwise = False  # whether `_log_scale` is defined: the output can go blockwise
 
-    def _log_scale(self, lse: Float[Array, " n"]) -> LogScale:
+    def _log_scale(self, lse: Float[Array, " n"], counts) -> LogScale:
         """The log scale `s` of the output `e^{s_i} u_i` from the log partition functions
-        `lse_i = log Z_i` (blockwise evaluation, where `u` is the softmax output)."""
+        `lse_i = log Z_i` and the numbers of tokens attended to (blockwise evaluation, where
+        `u` is the softmax output)."""
         raise NotImplementedError
+
+    def blockwise(self, queries: Points, tokens: Points, block: int, offset=0):
+        """`scaled` for the `queries` (rows `offset, offset + 1, ...` of `tokens`) attending to
+        all `tokens`, blockwise (`blockwise_attention`): one device's share of the output when
+        the tokens are sharded (`Sharded`), the whole output when `queries = tokens`."""
+        q = self.beta * (queries if self.Q is None else queries @ self.Q.T)
+        keys = tokens if self.K is None else tokens @ self.K.T
+        values = tokens if self.V is None else tokens @ self.V.T
+        lse, u = blockwise_attention(
+            q, keys, values, causal=self.causal, block=block, offset=offset
+        )
+        if self.causal:  # token i attends to i + 1 tokens
+            counts = offset + jnp.arange(1, queries.shape[0] + 1, dtype=lse.dtype)
+        else:
+            counts = tokens.shape[0]
+        return self._log_scale(lse, counts), u
 
     @abc.abstractmethod
     def _weights(
@@ -197,15 +214,11 @@ class AbstractDotProductAttention(AbstractAttention):
         return w if log_scale is None else scale_by_exp(log_scale, w)
 
     def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
-        values = x if self.V is None else x @ self.V.T
         block = resolve_block(self.block, x.shape[0]) if self._blockwise else None
-        if block is None:
-            log_scale, w = self._scaled_weights(x)
-            return log_scale, w @ values
-        queries = self.beta * (x if self.Q is None else x @ self.Q.T)
-        keys = x if self.K is None else x @ self.K.T
-        lse, u = blockwise_attention(queries, keys, values, causal=self.causal, block=block)
-        return self._log_scale(lse), u
+        if block is not None:
+            return self.blockwise(x, x, block)
+        log_scale, w = self._scaled_weights(x)
+        return log_scale, w @ (x if self.V is None else x @ self.V.T)
 
     def __call__(self, t: Scalar, x: Points) -> Points:
         log_scale, u = self.scaled(t, x)
@@ -226,7 +239,7 @@ class Softmax(AbstractDotProductAttention):
     def _weights(self, logits, mask):
         return None, jax.nn.softmax(logits, axis=-1, where=mask)
 
-    def _log_scale(self, lse):
+    def _log_scale(self, lse, counts):
         return None
 
 
@@ -250,11 +263,8 @@ class Unnormalized(AbstractDotProductAttention):
     def _weights(self, logits, mask):
         return unnormalized_weights(logits, mask)
 
-    def _log_scale(self, lse):
-        n = lse.shape[0]
-        if self.causal:  # token i attends to i + 1 tokens
-            return lse - jnp.log(jnp.arange(1, n + 1, dtype=lse.dtype))
-        return lse - float(np.log(n))
+    def _log_scale(self, lse, counts):
+        return lse - jnp.log(jnp.asarray(counts, lse.dtype))
 
 
 class Hardmax(AbstractDotProductAttention):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 BLOCK = 512  # rows of a query block and of a key block
-THRESHOLD = 4096  # `block="auto"` goes blockwise above this many tokens
+THRESHOLD = 2048  # `block="auto"` goes blockwise above this many tokens (benchmarks/roofline.py)
 BLOCKWISE = "blockwise"
 
 
@@ -64,10 +64,10 @@ def _rows(a: Array, i, block: int) -> Array:
     return jax.lax.dynamic_slice_in_dim(a, i * block, block)
 
 
-def _block_logits(qi, kj, i, j, n: int, causal: bool, block: int) -> Array:
+def _block_logits(qi, kj, i, j, n: int, causal: bool, block: int, offset) -> Array:
     """Logits `<q_r, k_c>` of query block `i` against key block `j`, `-inf` where key `c` is
-    padding or, with `causal`, where `c > r`."""
-    rows = i * block + jnp.arange(block)
+    padding or, with `causal`, where `c > r` (query `r` is token `offset + r`)."""
+    rows = offset + i * block + jnp.arange(block)
     cols = j * block + jnp.arange(block)
     allowed = (cols < n)[None, :]
     if causal:
@@ -75,17 +75,17 @@ def _block_logits(qi, kj, i, j, n: int, causal: bool, block: int) -> Array:
     return jnp.where(allowed, qi @ kj.T, -jnp.inf)
 
 
-def _forward(q, k, v, causal: bool, block: int):
-    n, dtype = q.shape[0], q.dtype
+def _forward(q, k, v, offset, causal: bool, block: int):
+    n, dtype = k.shape[0], q.dtype
     qp, kp, vp = (_padded(a, block) for a in (q, k, v))
-    blocks = qp.shape[0] // block
+    blocks, key_blocks = qp.shape[0] // block, kp.shape[0] // block
 
     def query_block(i):
         qi = _rows(qp, i, block)
 
         def step(carry, j):
             top, total, acc = carry
-            s = _block_logits(qi, _rows(kp, j, block), i, j, n, causal, block)
+            s = _block_logits(qi, _rows(kp, j, block), i, j, n, causal, block, offset)
             new_top = jnp.maximum(top, jnp.max(s, axis=-1))
             rescale = jnp.exp(top - new_top)
             p = jnp.exp(s - new_top[:, None])  # masked logits give exactly 0
@@ -99,19 +99,20 @@ def _forward(q, k, v, causal: bool, block: int):
             jnp.zeros((block,), dtype),
             jnp.zeros((block, v.shape[1]), dtype),
         )
-        (top, total, acc), _ = jax.lax.scan(step, start, jnp.arange(blocks))
+        (top, total, acc), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
         return top + jnp.log(total), acc / total[:, None]
 
     lse, out = jax.lax.map(query_block, jnp.arange(blocks))
-    return lse.reshape(-1)[:n], out.reshape(-1, v.shape[1])[:n]
+    m = q.shape[0]
+    return lse.reshape(-1)[:m], out.reshape(-1, v.shape[1])[:m]
 
 
-def _tangent(q, k, v, lse, out, dq, dk, dv, causal: bool, block: int):
+def _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal: bool, block: int):
     """`(d lse, d out)`: linear in `(dq, dk, dv)`, one more blockwise pass (module docstring)."""
-    n, dtype = q.shape[0], q.dtype
+    n, dtype = k.shape[0], q.dtype
     qp, kp, vp, dqp, dkp, dvp, outp = (_padded(a, block) for a in (q, k, v, dq, dk, dv, out))
     lsep = _padded(lse[:, None], block)[:, 0]
-    blocks = qp.shape[0] // block
+    blocks, key_blocks = qp.shape[0] // block, kp.shape[0] // block
 
     def query_block(i):
         qi, dqi, outi = (_rows(a, i, block) for a in (qp, dqp, outp))
@@ -121,46 +122,52 @@ def _tangent(q, k, v, lse, out, dq, dk, dv, causal: bool, block: int):
         def step(carry, j):
             dlse, dout = carry
             kj, dkj, vj, dvj = (_rows(a, j, block) for a in (kp, dkp, vp, dvp))
-            p = jnp.exp(_block_logits(qi, kj, i, j, n, causal, block) - lsei[:, None])
+            p = jnp.exp(_block_logits(qi, kj, i, j, n, causal, block, offset) - lsei[:, None])
             pds = p * (dqi @ kj.T + qi @ dkj.T)
             row = jnp.sum(pds, axis=-1)
             return (dlse + row, dout + p @ dvj + pds @ vj - row[:, None] * outi), None
 
         start = (jnp.zeros((block,), dtype), jnp.zeros((block, v.shape[1]), dtype))
-        (dlse, dout), _ = jax.lax.scan(step, start, jnp.arange(blocks))
+        (dlse, dout), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
         return dlse, dout
 
     dlse, dout = jax.lax.map(query_block, jnp.arange(blocks))
-    return dlse.reshape(-1)[:n], dout.reshape(-1, v.shape[1])[:n]
+    m = q.shape[0]
+    return dlse.reshape(-1)[:m], dout.reshape(-1, v.shape[1])[:m]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
-def _attention(q, k, v, causal: bool, block: int):
-    return _forward(q, k, v, causal, block)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+def _attention(q, k, v, offset, causal: bool, block: int):
+    return _forward(q, k, v, offset, causal, block)
 
 
 @_attention.defjvp
 def _attention_jvp(causal, block, primals, tangents):
-    q, k, v = primals
-    lse, out = _attention(q, k, v, causal, block)
-    return (lse, out), _tangent(q, k, v, lse, out, *tangents, causal, block)
+    q, k, v, offset = primals
+    dq, dk, dv, _ = tangents  # the offset is an integer: no tangent
+    lse, out = _attention(q, k, v, offset, causal, block)
+    return (lse, out), _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal, block)
 
 
 def blockwise_attention(
-    q: Float[Array, "n m"],
+    q: Float[Array, "nq m"],
     k: Float[Array, "n m"],
     v: Float[Array, "n d"],
     *,
     causal: bool = False,
     block: int = BLOCK,
-) -> tuple[Float[Array, " n"], Float[Array, "n d"]]:
+    offset=0,
+) -> tuple[Float[Array, " nq"], Float[Array, "nq d"]]:
     """`(lse, out)` with `lse_i = log sum_j exp(<q_i, k_j>)` and `out_i = sum_j
-    exp(<q_i, k_j> - lse_i) v_j`, over all `j` (`j <= i` if `causal`), without forming the
-    `n x n` logits: memory `O(n (m + d) + block^2)`, derivatives included (module docstring).
+    exp(<q_i, k_j> - lse_i) v_j`, over all `j` (`j <= offset + i` if `causal`), without forming
+    the `nq x n` logits: memory `O(n (m + d) + block^2)`, derivatives included (module
+    docstring).
 
     Queries carry any temperature (`q = beta Q x`). The three arrays share one floating dtype
-    (promoted if not).
+    (promoted if not). `offset` (an int, traced or not): the index among the keys of the first
+    query, for the causal mask when the queries are a slice of the tokens (one device's share).
     """
     dtype = jnp.result_type(q, k, v)
     q, k, v = (jnp.asarray(a, dtype) for a in (q, k, v))
-    return _attention(q, k, v, causal, min(int(block), q.shape[0]))
+    block = min(int(block), max(q.shape[0], k.shape[0]))
+    return _attention(q, k, v, jnp.asarray(offset, jnp.int32), causal, block)

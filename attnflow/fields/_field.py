@@ -147,7 +147,7 @@ def SA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
     `dx_i/dt = P_{x_i}(sum_j A_ij V x_j)`, `A_ij = exp(beta <Q x_i, K x_j>) / Z_i`; `Q, K` of
     shape `(m, d)`, `V` of shape `(d, d)`, identity when omitted. docs/science.md section 2;
     Geshkovski, Letrouit, Polyanskiy, Rigollet (2023). `block`: dense `n x n` matrix or key
-    blocks, see `Softmax` (`"auto"`: blockwise above 4096 tokens).
+    blocks, see `Softmax` (`"auto"`: blockwise above 2048 tokens).
     """
     return PostLN(Softmax(beta, Q, K, V, block=block))
 

@@ -1,0 +1,91 @@
+"""One very large system across several devices: the tokens sharded, the keys all-gathered."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .._types import Points, Scalar
+from ._attention import AbstractAttention, AbstractDotProductAttention, LogScale, scale_by_exp
+from ._blockwise import BLOCK
+
+AXIS = "tokens"
+
+
+class Sharded(AbstractAttention):
+    """`attention` (Softmax or Unnormalized, any `Q, K, V`, causal or not) evaluated with the
+    tokens split across `devices` (default: all of them), so that `n` grows with the devices.
+
+    Inside `jax.shard_map`, each device holds `n / D` tokens (its queries), gathers the keys and
+    values of all `n` tokens (`all_gather`, `O(n d)` memory per device, never `O(n^2)`) and runs
+    the blockwise attention of its queries against them (`blockwise_attention` with the
+    queries' offset for the causal mask). Derivatives go through the same code (the transpose of
+    the gather is a reduce-scatter). The result equals the single-device one to rounding.
+
+    `n` must be a multiple of the number of devices. Place the tokens sharded with `put(x0)` so
+    that the state itself, and everything elementwise in the field (projection, normalization,
+    the solver's stages), is split too; `simulate(PostLN(Sharded(Softmax(beta))), put(x0), ...)`.
+    """
+
+    attention: AbstractDotProductAttention
+    mesh: Mesh = eqx.field(static=True)
+    block: int = eqx.field(static=True)
+
+    def __init__(self, attention: AbstractDotProductAttention, devices=None, block: int = BLOCK):
+        if not (isinstance(attention, AbstractDotProductAttention) and attention._blockwise):
+            raise ValueError(
+                "attention must be a Softmax or Unnormalized kernel to be sharded; "
+                f"got {type(attention).__name__}"
+            )
+        devices = jax.devices() if devices is None else list(devices)
+        if not devices:
+            raise ValueError("devices must hold at least one device; got none")
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise ValueError(f"block must be a positive int; got {block!r}")
+        self.attention = attention
+        self.mesh = Mesh(np.asarray(devices), (AXIS,))
+        self.block = block
+
+    @property
+    def sharding(self) -> NamedSharding:
+        """Tokens split along `n` across the devices."""
+        return NamedSharding(self.mesh, PartitionSpec(AXIS))
+
+    def put(self, x: Points) -> Points:
+        """`x` placed with its tokens split across the devices."""
+        return jax.device_put(x, self.sharding)
+
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        self.check(x)
+        scaled = self.attention._log_scale(jnp.zeros(1, x.dtype), 1) is not None
+
+        def local(x_local):
+            tokens = jax.lax.all_gather(x_local, AXIS, tiled=True)
+            offset = jax.lax.axis_index(AXIS) * x_local.shape[0]
+            block = min(self.block, x_local.shape[0])
+            log_scale, u = self.attention.blockwise(x_local, tokens, block, offset)
+            return (log_scale, u) if scaled else u
+
+        spec = PartitionSpec(AXIS)
+        out = jax.shard_map(  # the scans' carries start replicated: no replication check
+            local,
+            mesh=self.mesh,
+            in_specs=spec,
+            out_specs=(spec, spec) if scaled else spec,
+            check_vma=False,
+        )(x)
+        return out if scaled else (None, out)
+
+    def __call__(self, t: Scalar, x: Points) -> Points:
+        log_scale, u = self.scaled(t, x)
+        return u if log_scale is None else scale_by_exp(log_scale, u)
+
+    def check(self, x: Points) -> None:
+        self.attention.check(x)
+        devices = self.mesh.size
+        if x.shape[0] % devices:
+            raise ValueError(
+                f"the number of tokens must be a multiple of the {devices} devices the "
+                f"attention is sharded across; got x of shape {x.shape}"
+            )
