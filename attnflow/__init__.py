@@ -22,6 +22,7 @@ from ._simulate import (
     Trajectory as Trajectory,
     ode_solvers as ode_solvers,
     simulate as simulate,
+    span_reduction as span_reduction,
 )
 from .analysis import (
     crossing_time as crossing_time,

@@ -10,6 +10,7 @@ Kernels whose output grows like `e^beta` (`Unnormalized`) also give it in log sc
 """
 
 import abc
+import copy
 import functools
 from collections.abc import Sequence
 
@@ -109,6 +110,12 @@ class AbstractAttention(eqx.Module):
     @abc.abstractmethod
     def check(self, x: Points) -> None:
         """Raise `ValueError` if tokens of the shape of `x` do not fit this kernel's weights."""
+
+    def in_span(self, basis: Float[Array, "d k"]) -> "AbstractAttention | None":
+        """This kernel acting on coordinates `y` in the orthonormal `basis` (tokens
+        `x = y basis^T`), if its output for tokens in the span stays in the span (then
+        `self(t, y basis^T) = other(t, y) basis^T`); `None` where it does not (the default)."""
+        return None
 
 
 class AbstractDotProductAttention(AbstractAttention):
@@ -226,6 +233,22 @@ class AbstractDotProductAttention(AbstractAttention):
 
     def check(self, x: Points) -> None:
         check_width(x, self.d, "attention")
+
+    def in_span(self, basis):
+        """With `V = I` (None) the output `sum_j A_ij x_j` stays in the span of the tokens, and
+        the logits are `<Q B y_i, K B y_j>`: `Q -> Q B`, `K -> K B` (kept None, the identity,
+        when both are: inner products are unchanged in orthonormal coordinates)."""
+        if self.V is not None:
+            return None
+        q, k = self.Q, self.K
+        if q is not None or k is not None:
+            lead = self.beta.shape  # stacked layers (PerLayer): one basis per layer
+            eye = jnp.broadcast_to(basis.astype(self.beta.dtype), (*lead, *basis.shape))
+            q, k = (eye if a is None else a @ basis for a in (q, k))
+        out = copy.copy(self)  # the same kernel, its weights and width replaced
+        for name, value in (("Q", q), ("K", k), ("d", None if q is None else basis.shape[1])):
+            object.__setattr__(out, name, value)
+        return out
 
 
 class Softmax(AbstractDotProductAttention):
@@ -393,6 +416,10 @@ class MultiHead(AbstractAttention):
         for head in self.heads:
             head.check(x)
 
+    def in_span(self, basis):
+        heads = [head.in_span(basis) for head in self.heads]
+        return None if any(head is None for head in heads) else MultiHead(heads)
+
 
 class PerLayer(AbstractAttention):
     """Time-dependent weights, piecewise constant in `t`: one kernel per layer.
@@ -438,3 +465,11 @@ class PerLayer(AbstractAttention):
 
     def check(self, x: Points) -> None:
         self.layers.check(x)
+
+    def in_span(self, basis):
+        layers = self.layers.in_span(basis)
+        if layers is None:
+            return None
+        out = copy.copy(self)
+        object.__setattr__(out, "layers", layers)
+        return out

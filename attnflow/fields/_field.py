@@ -29,6 +29,13 @@ class AbstractField(eqx.Module):
     def check(self, x0):
         """`x0`, validated as an initial state: `ValueError` on a bad shape or value."""
 
+    def in_span(self, basis) -> "AbstractField | None":
+        """This field in coordinates `y` of the orthonormal `basis` (`x = y basis^T`) when it
+        keeps every token in the span of the tokens, so that a flow from tokens in the span
+        can be computed there exactly (`simulate` does for `d > n`); `None` where it does not
+        (the default)."""
+        return None
+
 
 class AbstractLayerField(AbstractField):
     """A field that is the continuous-time limit of discrete transformer layers."""
@@ -122,6 +129,12 @@ class PostLN(AbstractSphereField):
 
     def check(self, x0):
         return check_on_sphere(check_tokens(x0, self.attention, self.mlp))
+
+    def in_span(self, basis):
+        """This field in coordinates of the orthonormal `basis` (see `AbstractAttention.in_span`):
+        the projection `P_{x_i}` keeps the span, a feed-forward term does not (`None`)."""
+        attention = self.attention.in_span(basis)
+        return None if attention is None or self.mlp is not None else PostLN(attention)
 
 
 def scaled_velocity(log_scale, x: Points, u: Points) -> Points:

@@ -8,7 +8,7 @@ import equinox as eqx
 import numpy as np
 
 from .._checks import as_float_array
-from .._simulate import LAYERS, _layer_indices, _simulate_layers
+from .._simulate import LAYERS, _layer_indices, _simulate_layers, span_reduction
 from ..analysis import count_clusters
 from ..fields import energy
 from ..sweep import DEFAULT_MEMORY, run
@@ -62,9 +62,14 @@ class MetastabilityItem(eqx.Module):
 
     def trajectory(self, beta, x0, ts, save):
         field = make_field(self.kind, beta, None, None, None)
+        reduced = span_reduction(field, x0) if self.d > self.n else None
+        if reduced is not None:  # d > n: the same flow in the span of x0, n coordinates
+            field, x0, lift = reduced
+        else:
+            lift = None
 
         def statistic(t, x):
-            return save(t, directions(field, x))
+            return save(t, directions(field, x if lift is None else lift(x)))
 
         return _simulate_layers(field, x0, ts, self.steps, self.h, statistic)
 

@@ -1,0 +1,130 @@
+"""Exact reductions: a flow with `V = I` and `d > n` computed in the span of the tokens."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attnflow as af
+from attnflow import sphere
+from attnflow.fields import (
+    FeedForward,
+    MultiHead,
+    PerLayer,
+    PostLN,
+    PreLN,
+    Softmax,
+    Unnormalized,
+)
+
+N, D = 8, 64
+
+
+def weights(m=5, dtype=jnp.float64):
+    q, k = (
+        jax.random.normal(key, (m, D), dtype) / 8 for key in jax.random.split(jax.random.key(1))
+    )
+    return q, k
+
+
+def fields(dtype=jnp.float64):
+    q, k = weights(dtype=dtype)
+    beta = jnp.asarray(2.0, dtype)
+    return {
+        "SA": af.SA(beta),
+        "USA": af.USA(beta / 2),
+        "general Q, K": af.SA(beta, q, k),
+        "K only": af.SA(beta, None, jnp.eye(D, dtype=dtype) + k.T @ k),
+        "causal": PostLN(Softmax(beta, causal=True)),
+        "MultiHead": PostLN(MultiHead([Softmax(beta, q, k), Unnormalized(beta / 2)])),
+        "PerLayer": PostLN(PerLayer([Softmax(beta, q, k), Softmax(beta, k, q)], h=1.5)),
+    }
+
+
+def full(field, x0, ts, **options):
+    """The flow without the reduction: `simulate` traced (under jit) computes in full."""
+    return jax.jit(lambda x0: af.simulate(field, x0, ts, **options).xs)(x0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("name", list(fields()))
+def test_reduced_flow_equals_full_flow(dtype, name):
+    field = fields(dtype)[name]
+    x0 = sphere.uniform(jax.random.key(0), N, D, dtype=dtype)
+    assert af.span_reduction(field, x0) is not None
+    ts = jnp.linspace(0.0, 3.0, 4, dtype=dtype)
+    eps = float(jnp.finfo(dtype).eps)
+    layers = af.simulate(field, x0, ts, solver="layers", dt0=0.1).xs
+    assert layers.shape == (4, N, D) and layers.dtype == dtype
+    np.testing.assert_allclose(layers, full(field, x0, ts, solver="layers", dt0=0.1), atol=50 * eps)
+    # Adaptive steps differ (the error norm runs over n x n entries instead of n x d), so the
+    # two solutions agree to the solver's tolerance.
+    ode = af.simulate(field, x0, ts, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ode.xs, full(field, x0, ts, rtol=1e-7, atol=1e-9), atol=1e-4)
+    assert np.max(np.abs(np.linalg.norm(ode.xs[-1], axis=-1) - 1)) < 1e-4
+
+
+def test_statistic_sees_the_tokens_in_full():
+    x0 = sphere.uniform(jax.random.key(2), N, D)
+    ts = jnp.linspace(0.0, 2.0, 3)
+    shapes = []
+
+    def save(t, x):
+        shapes.append(x.shape)
+        return x @ jnp.arange(D, dtype=x.dtype)
+
+    got = af.simulate(af.SA(1.0), x0, ts, save=save, solver="layers", dt0=0.1).xs
+    assert set(shapes) == {(N, D)}
+    want = full(af.SA(1.0), x0, ts, solver="layers", dt0=0.1) @ jnp.arange(D, dtype=x0.dtype)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_gradient_with_respect_to_the_weights_through_the_reduced_flow():
+    x0 = sphere.uniform(jax.random.key(3), N, D)
+    q, k = weights()
+    ts = jnp.linspace(0.0, 2.0, 3)
+    target = jnp.arange(D, dtype=x0.dtype)
+
+    def loss(beta, q, reduce):
+        if reduce:
+            xs = af.simulate(af.SA(beta, q, k), x0, ts, solver="layers", dt0=0.1).xs
+        else:
+            xs = full(af.SA(beta, q, k), x0, ts, solver="layers", dt0=0.1)
+        return jnp.sum((xs[-1] @ target) ** 2)
+
+    for a, b in zip(
+        jax.grad(loss, (0, 1))(1.5, q, True), jax.grad(loss, (0, 1))(1.5, q, False), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_where_the_reduction_does_not_hold():
+    x0 = sphere.uniform(jax.random.key(4), N, D)
+    v = jnp.eye(D) + 0.1 * jax.random.normal(jax.random.key(5), (D, D))
+    mlp = FeedForward(
+        jnp.ones((D, 4)) / 4, jax.random.normal(jax.random.key(6), (4, D)), jnp.zeros(4)
+    )
+    assert af.span_reduction(af.SA(1.0, V=v), x0) is None  # V leaves the span
+    assert af.span_reduction(PostLN(Softmax(1.0), mlp), x0) is None
+    assert af.span_reduction(PreLN(Softmax(1.0)), x0) is None  # not claimed for R^d schemes
+    assert af.span_reduction(af.SA(1.0), x0[:, :N]) is None  # d <= n: nothing to gain
+
+
+def test_metastability_reduced_equals_full(monkeypatch):
+    from attnflow.studies import _metastability, metastability
+
+    options = dict(n=6, d=40, betas=[2.0], ts=np.arange(0, 31, 10) * 0.1, samples=3)
+    real, used = _metastability.span_reduction, []
+
+    def recorded(field, x0):
+        used.append(real(field, x0) is not None)
+        return real(field, x0)
+
+    monkeypatch.setattr(_metastability, "span_reduction", recorded)
+    reduced = metastability(jax.random.key(0), progress=False, **options)
+    assert used and all(used)  # the reduction was taken
+    monkeypatch.setattr(_metastability, "span_reduction", lambda field, x0: None)
+    computed_in_full = metastability(jax.random.key(0), progress=False, **options)
+    np.testing.assert_array_equal(reduced.clusters, computed_in_full.clusters)
+    np.testing.assert_allclose(reduced.energy, computed_in_full.energy, rtol=1e-12)
+    np.testing.assert_allclose(reduced.xs, computed_in_full.xs, atol=1e-12)
