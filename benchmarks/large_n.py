@@ -8,9 +8,10 @@ sampled while the compiled field runs, above what the process held just before.
    (`block=None`): time (best of 3) and memory, and their ratios (targets: time within 1.5x,
    at least 10x less memory).
 2. The blockwise SA velocity for `n = 2^14 ... 2^max` (`--max-log2`, default 18; 20 takes
-   about 10 more minutes on 2 cores): peak memory, and the slope of a log-log fit of the memory
-   used during the run against `n` (1 = linear). The compiled program's own account
-   (`memory_analysis`, without running it) is printed up to `2^20` in any case.
+   about 10 more minutes on 2 cores): peak memory, and a fit `a + b n` of the memory used
+   during the run, with the log-log slope over the last three sizes (1 = linear). The compiled
+   program's own account (`memory_analysis`, without running it) is fitted up to `2^20` in
+   any case.
 3. `n = 65536`, `d = 3`, float32: 100 layers of SA (`simulate(solver="layers", dt0=0.1)`),
    time and peak memory (`--steps-n` to change `n`, `--skip-simulation` to skip).
 
@@ -103,6 +104,18 @@ def child(script: str, *args) -> list[float]:
     return [float(v) for v in out.split()]
 
 
+def report_fit(what: str, ns: np.ndarray, used: np.ndarray) -> None:
+    """Linear in n means `used = a + b n`: the least-squares fit, its worst relative residual,
+    and the log-log slope over the last three sizes (tends to 1 once `b n` dominates `a`)."""
+    b, a = np.polyfit(ns, used, 1)
+    worst = np.max(np.abs(a + b * ns - used) / used)
+    tail = np.polyfit(np.log(ns[-3:]), np.log(used[-3:]), 1)[0]
+    print(
+        f"   {what}: fit {a / 2**20:.1f} MiB + {b:.1f} bytes x n (worst residual {worst:.0%}); "
+        f"log-log slope over the last three sizes {tail:.2f}"
+    )
+
+
 def mib(b: float) -> str:
     return f"{b / 2**20:8.1f} MiB"
 
@@ -133,15 +146,12 @@ def main():
         ns.append(2**k)
         used.append(grew)
         print(f"   n = 2^{k} = {2**k:8d}: {seconds:8.2f} s, during {mib(grew)}, peak {mib(top)}")
-    positive = [(n, u) for n, u in zip(ns, used, strict=True) if u > 0]
-    if len(positive) >= 2:
-        slope = np.polyfit(*np.log(np.asarray(positive, float)).T, 1)[0]
-        print(f"   log-log slope of the memory during the run against n: {slope:.2f}")
+    if len(ns) >= 3:
+        report_fit("memory during the run", np.asarray(ns, float), np.asarray(used, float))
     compiled = np.asarray(child(COMPILED)).reshape(-1, 2)
     for n, b in compiled:
         print(f"   compiled (not run) n = {int(n):8d}: arguments + output + scratch {mib(b)}")
-    slope = np.polyfit(np.log(compiled[:, 0]), np.log(compiled[:, 1]), 1)[0]
-    print(f"   log-log slope of the compiled memory, 2^14 ... 2^20: {slope:.2f}")
+    report_fit("compiled memory", compiled[:, 0], compiled[:, 1])
 
     if not args.skip_simulation:
         print(f"3. 100 layers of SA at n = {args.steps_n}, d = 3, float32")
