@@ -194,11 +194,10 @@ def simulate(
             throw=throw,
             adjoint=adjoint,
         )
-        return (
-            trajectory
-            if save is not None
-            else eqx.tree_at(lambda tr: tr.xs, trajectory, lift(trajectory.xs))
-        )
+        if save is not None:
+            return trajectory
+        xs = lift(trajectory.xs).at[0].set(x0)  # the first state exactly, not to rounding
+        return eqx.tree_at(lambda tr: tr.xs, trajectory, xs)
     if isinstance(solver, str) and solver.lower() == LAYERS:
         if not isinstance(field, AbstractLayerField):
             raise ValueError(
@@ -261,9 +260,10 @@ def span_reduction(field: AbstractField, x0: Array):
     span of its tokens, `None` otherwise.
 
     It can when `x0` has more coordinates than tokens (`d > n`) and the field keeps every token
-    in the span of the tokens (`field.in_span`: post-LN attention with `V = I`, any `Q, K`, no
-    feed-forward term). With `x0 = y0 B^T`, `B` of shape `(d, n)` orthonormal (a QR
-    factorization), the flow is `x(t) = y(t) B^T`, `y` evolved by the field in the basis: cost
+    in the span of the tokens (`field.in_span`: attention with `V = I`, any `Q, K`, under every
+    normalization scheme, without a feed-forward term). With `x0 = y0 B^T`, `B` of shape
+    `(d, n)` orthonormal (a QR factorization), the flow is `x(t) = y(t) B^T`, `y` evolved by the
+    field in the basis, where the weights become one `n x n` matrix `(K B)^T (Q B)`: cost
     `O(n^3)` per step for any `d` instead of `O(n^2 d)`. `simulate` applies it to a concrete
     `x0` only: traced (under `jax.grad` or `jax.jit`) it is computed in full, so that
     derivatives with respect to `x0` (which leave the span) stay exact; derivatives with respect
@@ -276,7 +276,13 @@ def span_reduction(field: AbstractField, x0: Array):
     reduced = field.in_span(basis)
     if reduced is None:
         return None
-    return reduced, r.T, lambda y: y @ basis.T
+
+    def lift(y):
+        """`y B^T`, with a non-finite row kept `inf` (a failed solve's fill, not `inf * 0`)."""
+        finite = jnp.all(jnp.isfinite(y), axis=-1, keepdims=True)
+        return jnp.where(finite, jnp.where(finite, y, 0) @ basis.T, jnp.inf)
+
+    return reduced, r.T, lift
 
 
 ADJOINTS = ("checkpoint", "backsolve")

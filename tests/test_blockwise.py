@@ -226,7 +226,7 @@ def test_memory_is_linear_not_quadratic():
         [sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, check=True
     ).stdout
     *blockwise, dense = (int(v) for v in out.split())
-    assert max(blockwise) < 64 * 2**20, blockwise
+    assert max(blockwise) < 8 * 2**20, blockwise  # measured: under 3 MiB
     assert dense > 16384**2 * 4 * 0.5, dense
 
 
@@ -271,3 +271,36 @@ def test_block_only_for_softmax_and_unnormalized():
     assert Weighted(1.0).scaled(0.0, x[:10])[1].shape == (10, 2)  # "auto": dense
     assert Hardmax().scaled(0.0, x[:10])[1].shape == (10, 2)
     assert Sinkhorn(1.0).block == "auto"
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"block": 0}, "block must be a positive int"),
+        ({"block": 2.5}, "block must be a positive int"),
+        ({"offset": -1}, "offset must be >= 0"),
+    ],
+)
+def test_blockwise_attention_bad_input(options, match):
+    q, k, v = random_qkv(10)
+    with pytest.raises(ValueError, match=match):
+        blockwise_attention(q, k, v, **options)
+    with pytest.raises(ValueError, match="shapes"):
+        blockwise_attention(q[:, :2], k, v)
+
+
+def test_rows_attending_to_nothing_are_zero_not_nan():
+    """A traced negative offset (a misuse the kernels never make) masks whole rows: their
+    output is 0 and their lse -inf, with finite derivatives, never NaN."""
+    q, k, v = random_qkv(10)
+
+    def f(q, offset):
+        return blockwise_attention(q, k, v, causal=True, block=4, offset=offset)
+
+    lse, out = jax.jit(f)(q, -3)
+    assert np.all(np.isneginf(lse[:3])) and np.all(out[:3] == 0)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(lse[3:]))
+    ref_lse, ref_out = dense_reference(q[3:], k[:7], v[:7], causal=True)
+    np.testing.assert_allclose(out[3:], ref_out, atol=1e-12)
+    tangent = jax.jvp(lambda q: f(q, jnp.asarray(-3))[1], (q,), (jnp.ones_like(q),))[1]
+    assert np.all(np.isfinite(tangent))

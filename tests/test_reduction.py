@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 import attnflow as af
-from attnflow import sphere
+from attnflow import _simulate, sphere
 from attnflow.fields import (
+    NGPT,
     FeedForward,
     MultiHead,
+    NoNorm,
+    PeriLN,
     PerLayer,
     PostLN,
     PreLN,
@@ -38,7 +41,26 @@ def fields(dtype=jnp.float64):
         "causal": PostLN(Softmax(beta, causal=True)),
         "MultiHead": PostLN(MultiHead([Softmax(beta, q, k), Unnormalized(beta / 2)])),
         "PerLayer": PostLN(PerLayer([Softmax(beta, q, k), Softmax(beta, k, q)], h=1.5)),
+        "PreLN": PreLN(Softmax(beta, q, k)),
+        "PeriLN": PeriLN(Softmax(beta)),
+        "NoNorm centered": NoNorm(Softmax(beta, q, k), centered=True),
+        "nGPT": NGPT(Softmax(beta, q, k), 0.5),
     }
+
+
+@pytest.fixture
+def reductions(monkeypatch):
+    """The reductions `simulate` takes, recorded: `(n, d)` of each x0 it reduced."""
+    real, taken = _simulate.span_reduction, []
+
+    def recorded(field, x0):
+        out = real(field, x0)
+        if out is not None:
+            taken.append(x0.shape)
+        return out
+
+    monkeypatch.setattr(_simulate, "span_reduction", recorded)
+    return taken
 
 
 def full(field, x0, ts, **options):
@@ -48,23 +70,29 @@ def full(field, x0, ts, **options):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("name", list(fields()))
-def test_reduced_flow_equals_full_flow(dtype, name):
+def test_reduced_flow_equals_full_flow(dtype, name, reductions):
     field = fields(dtype)[name]
     x0 = sphere.uniform(jax.random.key(0), N, D, dtype=dtype)
-    assert af.span_reduction(field, x0) is not None
+    reduced, y0, _ = af.span_reduction(field, x0)
+    for kernel in jax.tree.leaves(reduced, is_leaf=lambda a: isinstance(a, Softmax)):
+        if isinstance(kernel, Softmax) and kernel.Q is not None:  # one n x n matrix: O(n^3)
+            assert kernel.Q.shape[-2:] == (N, N) and kernel.K is None
     ts = jnp.linspace(0.0, 3.0, 4, dtype=dtype)
     eps = float(jnp.finfo(dtype).eps)
     layers = af.simulate(field, x0, ts, solver="layers", dt0=0.1).xs
+    assert reductions == [(N, D)]  # simulate took the reduction (full() below does not)
     assert layers.shape == (4, N, D) and layers.dtype == dtype
+    np.testing.assert_array_equal(layers[0], x0)
     np.testing.assert_allclose(layers, full(field, x0, ts, solver="layers", dt0=0.1), atol=50 * eps)
     # Adaptive steps differ (the error norm runs over n x n entries instead of n x d), so the
     # two solutions agree to the solver's tolerance.
     ode = af.simulate(field, x0, ts, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(ode.xs, full(field, x0, ts, rtol=1e-7, atol=1e-9), atol=1e-4)
-    assert np.max(np.abs(np.linalg.norm(ode.xs[-1], axis=-1) - 1)) < 1e-4
+    if isinstance(field, af.fields.AbstractSphereField):
+        assert np.max(np.abs(np.linalg.norm(ode.xs[-1], axis=-1) - 1)) < 1e-4
 
 
-def test_statistic_sees_the_tokens_in_full():
+def test_statistic_sees_the_tokens_in_full(reductions):
     x0 = sphere.uniform(jax.random.key(2), N, D)
     ts = jnp.linspace(0.0, 2.0, 3)
     shapes = []
@@ -74,12 +102,12 @@ def test_statistic_sees_the_tokens_in_full():
         return x @ jnp.arange(D, dtype=x.dtype)
 
     got = af.simulate(af.SA(1.0), x0, ts, save=save, solver="layers", dt0=0.1).xs
-    assert set(shapes) == {(N, D)}
+    assert set(shapes) == {(N, D)} and reductions == [(N, D)]
     want = full(af.SA(1.0), x0, ts, solver="layers", dt0=0.1) @ jnp.arange(D, dtype=x0.dtype)
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 
-def test_gradient_with_respect_to_the_weights_through_the_reduced_flow():
+def test_gradient_with_respect_to_the_weights_through_the_reduced_flow(reductions):
     x0 = sphere.uniform(jax.random.key(3), N, D)
     q, k = weights()
     ts = jnp.linspace(0.0, 2.0, 3)
@@ -92,10 +120,21 @@ def test_gradient_with_respect_to_the_weights_through_the_reduced_flow():
             xs = full(af.SA(beta, q, k), x0, ts, solver="layers", dt0=0.1)
         return jnp.sum((xs[-1] @ target) ** 2)
 
-    for a, b in zip(
-        jax.grad(loss, (0, 1))(1.5, q, True), jax.grad(loss, (0, 1))(1.5, q, False), strict=True
-    ):
+    reduced = jax.grad(loss, (0, 1))(1.5, q, True)
+    assert reductions == [(N, D)]
+    for a, b in zip(reduced, jax.grad(loss, (0, 1))(1.5, q, False), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_failed_solve_keeps_inf_not_nan(reductions):
+    """A failed ODE solve holds `inf` at the later save times, reduced or not."""
+    x0 = sphere.uniform(jax.random.key(7), 3, 8)
+    ts = jnp.linspace(0.0, 5.0, 4)
+    got = af.simulate(af.SA(4.0), x0, ts, max_steps=2, throw=False)
+    want = jax.jit(lambda x0: af.simulate(af.SA(4.0), x0, ts, max_steps=2, throw=False))(x0)
+    assert reductions == [(3, 8)] and got.status == want.status == 1
+    np.testing.assert_array_equal(np.isposinf(got.xs), np.isposinf(want.xs))
+    assert not np.any(np.isnan(got.xs))
 
 
 def test_where_the_reduction_does_not_hold():
@@ -106,7 +145,6 @@ def test_where_the_reduction_does_not_hold():
     )
     assert af.span_reduction(af.SA(1.0, V=v), x0) is None  # V leaves the span
     assert af.span_reduction(PostLN(Softmax(1.0), mlp), x0) is None
-    assert af.span_reduction(PreLN(Softmax(1.0)), x0) is None  # not claimed for R^d schemes
     assert af.span_reduction(af.SA(1.0), x0[:, :N]) is None  # d <= n: nothing to gain
 
 

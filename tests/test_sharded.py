@@ -45,6 +45,13 @@ for dtype, tol in ((jnp.float64, 1e-12), (jnp.float32, 1e-5)):
             jax.jvp(lambda x: one(0.0, x), (x,), (t,))[1],
             atol=50 * tol,
         )
+    # derivatives with respect to the weights, through the gather and the blocks
+    def weight_loss(wrap):
+        return lambda beta, Q: jnp.sum(PostLN(wrap(Softmax(beta, Q, causal=True)))(0.0, x) ** 2)
+
+    sharded_grads = jax.grad(weight_loss(lambda a: Sharded(a, block=32)), (0, 1))(beta, Q)
+    for a, b in zip(sharded_grads, jax.grad(weight_loss(lambda a: a), (0, 1))(beta, Q)):
+        np.testing.assert_allclose(a, b, rtol=50 * tol, atol=50 * tol)
     heads = MultiHead([Sharded(Softmax(beta, Q, K, V)), Sharded(Unnormalized(beta))])
     both = MultiHead([Softmax(beta, Q, K, V), Unnormalized(beta)])
     np.testing.assert_allclose(PostLN(heads)(0.0, x), PostLN(both)(0.0, x), atol=tol)

@@ -83,6 +83,16 @@ def attention_weights(
     return scale_by_exp(*unnormalized_weights(logits, mask))
 
 
+def _replaced(module: eqx.Module, **changes) -> eqx.Module:
+    """A copy of `module` with the fields `changes` replaced, static ones included, without
+    running `__init__` again: for values derived from a checked module (`in_span`), whose
+    checks they satisfy by construction."""
+    out = copy.copy(module)
+    for name, value in changes.items():
+        object.__setattr__(out, name, value)  # Modules are frozen dataclasses
+    return out
+
+
 def check_width(x: Points, d: int | None, owner: str) -> None:
     """Raise if the tokens `x` do not have the width `d` that `owner`'s weights act on."""
     if d is not None and x.shape[-1] != d:
@@ -236,19 +246,18 @@ class AbstractDotProductAttention(AbstractAttention):
 
     def in_span(self, basis):
         """With `V = I` (None) the output `sum_j A_ij x_j` stays in the span of the tokens, and
-        the logits are `<Q B y_i, K B y_j>`: `Q -> Q B`, `K -> K B` (kept None, the identity,
-        when both are: inner products are unchanged in orthonormal coordinates)."""
+        the logits are `<Q B y_i, K B y_j> = <M y_i, y_j>` with `M = (K B)^T (Q B)`, `n x n`:
+        the kernel in the basis has `Q -> M`, `K -> I`, so a step costs `O(n^3)` whatever `d`
+        and `m` (kept the identity when `Q = K = I`: inner products are unchanged in
+        orthonormal coordinates)."""
+        if self.V is None and self.Q is None and self.K is None:
+            return self
         if self.V is not None:
             return None
-        q, k = self.Q, self.K
-        if q is not None or k is not None:
-            lead = self.beta.shape  # stacked layers (PerLayer): one basis per layer
-            eye = jnp.broadcast_to(basis.astype(self.beta.dtype), (*lead, *basis.shape))
-            q, k = (eye if a is None else a @ basis for a in (q, k))
-        out = copy.copy(self)  # the same kernel, its weights and width replaced
-        for name, value in (("Q", q), ("K", k), ("d", None if q is None else basis.shape[1])):
-            object.__setattr__(out, name, value)
-        return out
+        lead = self.beta.shape  # stacked layers (PerLayer): one weight matrix per layer
+        b = jnp.broadcast_to(basis.astype(self.beta.dtype), (*lead, *basis.shape))
+        q, k = (b if a is None else a @ b for a in (self.Q, self.K))
+        return _replaced(self, Q=jnp.swapaxes(k, -1, -2) @ q, K=None, d=basis.shape[1])
 
 
 class Softmax(AbstractDotProductAttention):
@@ -470,6 +479,4 @@ class PerLayer(AbstractAttention):
         layers = self.layers.in_span(basis)
         if layers is None:
             return None
-        out = copy.copy(self)
-        object.__setattr__(out, "layers", layers)
-        return out
+        return _replaced(self, layers=layers)

@@ -100,7 +100,10 @@ def _forward(q, k, v, offset, causal: bool, block: int):
             jnp.zeros((block, v.shape[1]), dtype),
         )
         (top, total, acc), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
-        return top + jnp.log(total), acc / total[:, None]
+        # A row with no key allowed (a negative offset) attends to nothing: lse -inf, output 0.
+        nothing = total == 0
+        out = acc / jnp.where(nothing, 1, total)[:, None]
+        return jnp.where(nothing, -jnp.inf, top + jnp.log(total)), out
 
     lse, out = jax.lax.map(query_block, jnp.arange(blocks))
     m = q.shape[0]
@@ -117,6 +120,7 @@ def _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal: bool, block: int):
     def query_block(i):
         qi, dqi, outi = (_rows(a, i, block) for a in (qp, dqp, outp))
         lsei = jax.lax.dynamic_slice_in_dim(lsep, i * block, block)
+        lsei = jnp.where(jnp.isneginf(lsei), 0, lsei)  # a row attending to nothing: p = 0
 
         @jax.checkpoint  # the transpose (reverse mode) recomputes p, never stores it
         def step(carry, j):
@@ -167,7 +171,18 @@ def blockwise_attention(
     (promoted if not). `offset` (an int, traced or not): the index among the keys of the first
     query, for the causal mask when the queries are a slice of the tokens (one device's share).
     """
+    q, k, v = (jnp.asarray(a) for a in (q, k, v))
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int; got {block!r}")
+    if isinstance(offset, int) and offset < 0:
+        raise ValueError(f"offset must be >= 0 (the index of the first query); got {offset}")
+    if q.ndim != 2 or k.ndim != 2 or v.ndim != 2 or q.shape[1] != k.shape[1]:
+        raise ValueError(
+            f"q, k, v must have shapes (nq, m), (n, m), (n, d); got {q.shape}, {k.shape}, {v.shape}"
+        )
+    if k.shape[0] != v.shape[0]:
+        raise ValueError(f"k and v must have as many rows; got {k.shape[0]} and {v.shape[0]}")
     dtype = jnp.result_type(q, k, v)
     q, k, v = (jnp.asarray(a, dtype) for a in (q, k, v))
-    block = min(int(block), max(q.shape[0], k.shape[0]))
+    block = min(block, max(q.shape[0], k.shape[0]))
     return _attention(q, k, v, jnp.asarray(offset, jnp.int32), causal, block)

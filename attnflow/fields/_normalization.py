@@ -84,6 +84,12 @@ class AbstractEuclideanField(AbstractLayerField):
     def check(self, x0):
         return _nonzero_rows(check_tokens(x0, self.attention))
 
+    def in_span(self, basis):
+        """Each scheme moves a token along attention outputs (or their directions), which with
+        `V = I` lie in the span of the tokens: this field with its kernel in the `basis`
+        (`AbstractAttention.in_span`), `None` if the kernel leaves the span."""
+        return _with_attention(self, self.attention.in_span(basis))
+
 
 class PreLN(AbstractEuclideanField):
     """Pre-LN: `dx_i/dt = attention_i(x / abs(x))`: attention on the directions, added to the
@@ -177,3 +183,13 @@ class NGPT(AbstractSphereField):
 
     def check(self, x0):
         return check_on_sphere(check_tokens(x0, self.attention))
+
+    def in_span(self, basis):
+        """As for the schemes in `R^d`: `alpha P_{x_i}(A_i / abs(A_i))` stays in the span when
+        the kernel's output does."""
+        return _with_attention(self, self.attention.in_span(basis))
+
+
+def _with_attention(field, attention):
+    """`field` with its kernel replaced by `attention`, `None` if `attention` is."""
+    return None if attention is None else eqx.tree_at(lambda f: f.attention, field, attention)

@@ -2,7 +2,6 @@
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -58,24 +57,17 @@ class Sharded(AbstractAttention):
 
     def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
         self.check(x)
-        scaled = self.attention._log_scale(jnp.zeros(1, x.dtype), 1) is not None
 
         def local(x_local):
             tokens = jax.lax.all_gather(x_local, AXIS, tiled=True)
             offset = jax.lax.axis_index(AXIS) * x_local.shape[0]
             block = min(self.block, x_local.shape[0])
-            log_scale, u = self.attention.blockwise(x_local, tokens, block, offset)
-            return (log_scale, u) if scaled else u
+            return self.attention.blockwise(x_local, tokens, block, offset)  # (None or s, u)
 
         spec = PartitionSpec(AXIS)
-        out = jax.shard_map(  # the scans' carries start replicated: no replication check
-            local,
-            mesh=self.mesh,
-            in_specs=spec,
-            out_specs=(spec, spec) if scaled else spec,
-            check_vma=False,
+        return jax.shard_map(  # the scans' carries start replicated: no replication check
+            local, mesh=self.mesh, in_specs=spec, out_specs=(spec, spec), check_vma=False
         )(x)
-        return out if scaled else (None, out)
 
     def __call__(self, t: Scalar, x: Points) -> Points:
         log_scale, u = self.scaled(t, x)
