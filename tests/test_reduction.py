@@ -166,3 +166,34 @@ def test_metastability_reduced_equals_full(monkeypatch):
     np.testing.assert_array_equal(reduced.clusters, computed_in_full.clusters)
     np.testing.assert_allclose(reduced.energy, computed_in_full.energy, rtol=1e-12)
     np.testing.assert_allclose(reduced.xs, computed_in_full.xs, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_lyapunov_exponents_reduced_equal_full(dtype, monkeypatch):
+    """The tokens and their tangent vectors stay in the span of both: the exponents in
+    `n (k + 1)` coordinates equal those in `d`."""
+    from attnflow.stability import _lyapunov, lyapunov_spectrum
+
+    q, k = weights(dtype=dtype)
+    field = af.SA(jnp.asarray(3.0, dtype), q, k)
+    x0 = sphere.uniform(jax.random.key(11), 6, D, dtype=dtype)
+    real, taken = _lyapunov.span_of_tangents, []
+
+    def recorded(field, y0, w0):
+        out = real(field, y0, w0)
+        taken.append(out[1].shape)
+        return out
+
+    def spectra(**options):
+        layers = lyapunov_spectrum(field, x0, 4.0, k=2, solver="layers", dt0=0.1, **options)
+        ode = lyapunov_spectrum(field, x0, 4.0, k=1, rtol=1e-8, atol=1e-10, **options)
+        return layers.history, ode.history
+
+    monkeypatch.setattr(_lyapunov, "span_of_tangents", recorded)
+    reduced = spectra()
+    assert taken == [(6, 18), (6, 12)]  # n (k + 1) coordinates instead of 64
+    monkeypatch.setattr(_lyapunov, "span_of_tangents", lambda field, y0, w0: (field, y0, w0))
+    in_full = spectra()
+    eps = float(jnp.finfo(dtype).eps)
+    np.testing.assert_allclose(reduced[0], in_full[0], atol=1e4 * eps)
+    np.testing.assert_allclose(reduced[1], in_full[1], atol=1e-5 if dtype == jnp.float64 else 1e-3)

@@ -111,6 +111,10 @@ def lyapunov_spectrum(
     Returns:
         A `LyapunovSpectrum` with `.exponents` (largest first), `.history` and `.ts`.
 
+    With `d` larger than `n (k + 1)` and a field that keeps tokens in their span (attention with
+    `V = I`, `field.in_span`), the tokens and tangent vectors are evolved in coordinates of the
+    span of both (`span_of_tangents`): the same exponents, a cost per step independent of `d`.
+
     Works under `jax.jit` and `jax.vmap` (over `y0` and over array leaves of `field` such as
     `beta`): the times and `k` are static, values are checked with `eqx.error_if`. The exponents
     are differentiable in reverse mode (through diffrax's checkpointed adjoint and the QRs), so
@@ -262,9 +266,32 @@ def _orthonormalize(y, w, tangent: bool):
 
 
 @eqx.filter_jit
+def span_of_tangents(field, y0, w0):
+    """`(field, y0, w0)` in coordinates of an orthonormal basis `B` of the span of the tokens
+    `y0` and of the rows of the tangent vectors `w0`, when the field allows it
+    (`field.in_span`: attention with `V = I`) and the span is smaller than `d`; otherwise
+    unchanged.
+
+    Exact: the velocity of each token lies in the span of the tokens, and its derivative in a
+    direction `W` in the span of the tokens and of `W`'s rows, so the flow and its tangents stay
+    in `span(B)`, where the field in the basis is the field restricted to it. Inner products,
+    hence the QR factors and the exponents, are the same in the basis: `n (k + 1)` coordinates
+    instead of `d`.
+    """
+    in_span = getattr(field, "in_span", None)
+    if in_span is None or y0.ndim != 2 or y0.shape[0] * (w0.shape[0] + 1) >= y0.shape[1]:
+        return field, y0, w0
+    basis, _ = jnp.linalg.qr(jnp.concatenate([y0, w0.reshape(-1, y0.shape[1])]).T)
+    reduced = in_span(basis)
+    if reduced is None:
+        return field, y0, w0
+    return reduced, y0 @ basis, w0 @ basis
+
+
 def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension, throw=True):
     w0 = jax.random.normal(key, (k, *y0.shape), y0.dtype)
     w0, _ = _orthonormalize(y0, w0, tangent)
+    field, y0, w0 = span_of_tangents(field, y0, w0)
     grid = jnp.linspace(t0, t1, m + 1, dtype=y0.dtype)
 
     def interval(carry, j):
