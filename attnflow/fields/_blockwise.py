@@ -75,6 +75,20 @@ def _block_logits(qi, kj, i, j, n: int, causal: bool, block: int, offset) -> Arr
     return jnp.where(allowed, qi @ kj.T, -jnp.inf)
 
 
+def _skipping_masked(step, i, offset, causal: bool, block: int):
+    """`step(carry, j)`, skipped (the carry unchanged) for the key blocks `j` that lie wholly
+    above the causal diagonal of query block `i`: half the work of a causal pass, not masked
+    blocks computed and thrown away (a `lax.cond`; under `vmap` both branches run)."""
+    if not causal:
+        return step
+    last_row = offset + (i + 1) * block - 1
+
+    def skipping(carry, j):
+        return jax.lax.cond(j * block <= last_row, step, lambda c, j: (c, None), carry, j)
+
+    return skipping
+
+
 def _forward(q, k, v, offset, causal: bool, block: int):
     n, dtype = k.shape[0], q.dtype
     qp, kp, vp = (_padded(a, block) for a in (q, k, v))
@@ -99,6 +113,7 @@ def _forward(q, k, v, offset, causal: bool, block: int):
             jnp.zeros((block,), dtype),
             jnp.zeros((block, v.shape[1]), dtype),
         )
+        step = _skipping_masked(step, i, offset, causal, block)
         (top, total, acc), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
         # A row with no key allowed (a negative offset) attends to nothing: lse -inf, output 0.
         nothing = total == 0
@@ -132,6 +147,7 @@ def _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal: bool, block: int):
             return (dlse + row, dout + p @ dvj + pds @ vj - row[:, None] * outi), None
 
         start = (jnp.zeros((block,), dtype), jnp.zeros((block, v.shape[1]), dtype))
+        step = _skipping_masked(step, i, offset, causal, block)
         (dlse, dout), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
         return dlse, dout
 
