@@ -197,3 +197,27 @@ def test_lyapunov_exponents_reduced_equal_full(dtype, monkeypatch):
     eps = float(jnp.finfo(dtype).eps)
     np.testing.assert_allclose(reduced[0], in_full[0], atol=1e4 * eps)
     np.testing.assert_allclose(reduced[1], in_full[1], atol=1e-5 if dtype == jnp.float64 else 1e-3)
+
+
+def test_lyapunov_spectrum_second_call_compiles_nothing():
+    """A new `beta` and new tokens, same shapes: no compilation (the Benettin loop is one
+    jitted function, the span reduction traced inside it)."""
+    from attnflow.stability import lyapunov_spectrum
+
+    def spectrum(beta, seed):
+        x0 = sphere.uniform(jax.random.key(seed), N, D)
+        return lyapunov_spectrum(af.SA(beta), x0, 2.0, k=1, solver="layers", dt0=0.1)
+
+    spectrum(1.0, 0)
+    compiled = []
+
+    def listen(event, duration, **kwargs):
+        if event.endswith("backend_compile_duration"):
+            compiled.append(kwargs.get("fun_name", event))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        spectrum(2.5, 1).exponents.block_until_ready()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled == []

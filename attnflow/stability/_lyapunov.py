@@ -265,7 +265,6 @@ def _orthonormalize(y, w, tangent: bool):
     return q.T.reshape(w.shape), jnp.log(jnp.abs(jnp.diagonal(r)))
 
 
-@eqx.filter_jit
 def span_of_tangents(field, y0, w0):
     """`(field, y0, w0)` in coordinates of an orthonormal basis `B` of the span of the tokens
     `y0` and of the rows of the tangent vectors `w0`, when the field allows it
@@ -288,6 +287,7 @@ def span_of_tangents(field, y0, w0):
     return reduced, y0 @ basis, w0 @ basis
 
 
+@eqx.filter_jit
 def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension, throw=True):
     w0 = jax.random.normal(key, (k, *y0.shape), y0.dtype)
     w0, _ = _orthonormalize(y0, w0, tangent)
