@@ -48,6 +48,12 @@ def scale_by_exp(log_scale: Float[Array, "*batch"], v: Float[Array, "*batch d"])
     return jnp.where(big[..., None], jnp.where(nonzero, jnp.sign(v) * huge, 0), direct)
 
 
+def apply_scale(log_scale: LogScale, u: Float[Array, "*batch d"]) -> Float[Array, "*batch d"]:
+    """`e^{s_i} u_i` for an output in log scale `(s, u)` (`AbstractAttention.scaled`): `u`
+    itself where `s` is `None` (0)."""
+    return u if log_scale is None else scale_by_exp(log_scale, u)
+
+
 def unnormalized_weights(
     logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None = None
 ) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
@@ -227,8 +233,7 @@ class AbstractDotProductAttention(AbstractAttention):
 
     def weights(self, x: Points) -> Float[Array, "n n"]:
         """The attention matrix `A` (shape `(n, n)`) for tokens `x`."""
-        log_scale, w = self._scaled_weights(x)
-        return w if log_scale is None else scale_by_exp(log_scale, w)
+        return apply_scale(*self._scaled_weights(x))
 
     def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
         block = resolve_block(self.block, x.shape[0]) if self._blockwise else None
@@ -238,8 +243,7 @@ class AbstractDotProductAttention(AbstractAttention):
         return log_scale, w @ (x if self.V is None else x @ self.V.T)
 
     def __call__(self, t: Scalar, x: Points) -> Points:
-        log_scale, u = self.scaled(t, x)
-        return u if log_scale is None else scale_by_exp(log_scale, u)
+        return apply_scale(*self.scaled(t, x))
 
     def check(self, x: Points) -> None:
         check_width(x, self.d, "attention")
@@ -418,8 +422,7 @@ class MultiHead(AbstractAttention):
         )
 
     def __call__(self, t: Scalar, x: Points) -> Points:
-        log_scale, u = self.scaled(t, x)
-        return u if log_scale is None else scale_by_exp(log_scale, u)
+        return apply_scale(*self.scaled(t, x))
 
     def check(self, x: Points) -> None:
         for head in self.heads:

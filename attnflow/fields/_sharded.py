@@ -6,7 +6,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._types import Points, Scalar
-from ._attention import AbstractAttention, AbstractDotProductAttention, LogScale, scale_by_exp
+from ._attention import AbstractAttention, AbstractDotProductAttention, LogScale, apply_scale
 from ._blockwise import BLOCK
 
 AXIS = "tokens"
@@ -70,8 +70,7 @@ class Sharded(AbstractAttention):
         )(x)
 
     def __call__(self, t: Scalar, x: Points) -> Points:
-        log_scale, u = self.scaled(t, x)
-        return u if log_scale is None else scale_by_exp(log_scale, u)
+        return apply_scale(*self.scaled(t, x))
 
     def check(self, x: Points) -> None:
         self.attention.check(x)

@@ -62,11 +62,10 @@ class MetastabilityItem(eqx.Module):
 
     def trajectory(self, beta, x0, ts, save):
         field = make_field(self.kind, beta, None, None, None)
-        reduced = span_reduction(field, x0) if self.d > self.n else None
+        lift = None
+        reduced = span_reduction(field, x0)
         if reduced is not None:  # d > n: the same flow in the span of x0, n coordinates
             field, x0, lift = reduced
-        else:
-            lift = None
 
         def statistic(t, x):
             return save(t, directions(field, x if lift is None else lift(x)))
