@@ -26,7 +26,6 @@ from jaxtyping import Array, Float
 
 BLOCK = 512  # rows of a query block and of a key block
 THRESHOLD = 2048  # `block="auto"` goes blockwise above this many tokens (benchmarks/roofline.py)
-BLOCKWISE = "blockwise"
 
 
 def resolve_block(block, n: int) -> int | None:
@@ -39,6 +38,13 @@ def resolve_block(block, n: int) -> int | None:
     if block is None:
         return None
     return min(block, n)
+
+
+def check_block_size(block) -> int:
+    """`block`, checked to be a positive int (`ValueError` otherwise)."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int; got {block!r}")
+    return block
 
 
 def check_block(block):
@@ -188,8 +194,7 @@ def blockwise_attention(
     query, for the causal mask when the queries are a slice of the tokens (one device's share).
     """
     q, k, v = (jnp.asarray(a) for a in (q, k, v))
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block must be a positive int; got {block!r}")
+    block = check_block_size(block)
     if isinstance(offset, int) and offset < 0:
         raise ValueError(f"offset must be >= 0 (the index of the first query); got {offset}")
     if q.ndim != 2 or k.ndim != 2 or v.ndim != 2 or q.shape[1] != k.shape[1]:

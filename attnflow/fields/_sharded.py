@@ -7,7 +7,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._types import Points, Scalar
 from ._attention import AbstractAttention, AbstractDotProductAttention, LogScale, apply_scale
-from ._blockwise import BLOCK
+from ._blockwise import BLOCK, check_block_size
 
 AXIS = "tokens"
 
@@ -40,11 +40,9 @@ class Sharded(AbstractAttention):
         devices = jax.devices() if devices is None else list(devices)
         if not devices:
             raise ValueError("devices must hold at least one device; got none")
-        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-            raise ValueError(f"block must be a positive int; got {block!r}")
         self.attention = attention
         self.mesh = Mesh(np.asarray(devices), (AXIS,))
-        self.block = block
+        self.block = check_block_size(block)
 
     @property
     def sharding(self) -> NamedSharding:
