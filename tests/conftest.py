@@ -4,8 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
+
+# Property-based tests: the same examples on every run by default (CI), so that a failure is
+# reproducible and the suite's time is fixed; `--hypothesis-profile=explore` searches anew with
+# many more examples.
+settings.register_profile("default", max_examples=60, deadline=None, derandomize=True)
+settings.register_profile("explore", max_examples=1000, deadline=None)
+settings.load_profile("default")
 
 
 def _memory_mappings() -> int:

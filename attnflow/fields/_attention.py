@@ -7,12 +7,20 @@ Notation and formulas: `docs/science.md`, sections 1-2.
 Kernels whose output grows like `e^beta` (`Unnormalized`) also give it in log scale,
 `scaled(t, x) = (s, u)` with output `e^{s_i} u_i` and `u` bounded, so that a layer
 `normalize(x_i + h e^{s_i} u_i)` is computed exactly however large `e^{s_i}` is.
+
+A kernel also gives the tangent part of its output, `P_{x_i}(output_i)`, the velocity of
+Post-LN and nGPT (`projected`). The dot-product kernels compute it without ever forming token
+`i`'s own term `A_ii V x_i`: with `V = I` its projection is exactly 0, while its rounding,
+about `eps A_ii`, can be far larger than the whole velocity (at large `beta`, where `A_ii`
+dominates the weights of the others by `e^{beta (1 - <x_i, x_j>)}`). The weights of the other
+tokens are kept in a log scale of their own, so that they never underflow next to `A_ii`.
 """
 
 import abc
 import copy
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -22,9 +30,20 @@ from jaxtyping import Array, Bool, Float
 
 from .._checks import as_float_array, check_beta, check_matrix, check_shape, positive_number
 from .._types import Points, Scalar
+from ..sphere import project
 from ._blockwise import blockwise_attention, check_block, resolve_block
 
 LogScale = Float[Array, " n"] | None  # `None` stands for 0: the output is `u` itself
+
+
+class Projected(NamedTuple):
+    """A kernel's output and its tangent part (`AbstractAttention.projected`), in log scale:
+    the output is `e^{s_i} u_i` and its projection `P_{x_i}(output_i)` is `e^{r_i} p_i`."""
+
+    log_scale: LogScale  # s
+    output: Points  # u
+    tangent_log_scale: LogScale  # r
+    tangent: Points  # p
 
 
 def exp_overflows(log_scale: Float[Array, "*batch"]) -> Bool[Array, "*batch"]:
@@ -54,6 +73,41 @@ def apply_scale(log_scale: LogScale, u: Float[Array, "*batch d"]) -> Float[Array
     return u if log_scale is None else scale_by_exp(log_scale, u)
 
 
+def sum_scaled(
+    terms: Sequence[tuple[LogScale, Points]], bounded: bool = False
+) -> tuple[LogScale, Points]:
+    """`sum_k e^{s_k} u_k` for terms in log scale `(s_k, u_k)` (`s_k = None` for 0), as one
+    `(s, u)`: `s = max_k s_k`, `u = sum_k e^{s_k - s} u_k` (0 in rows where every `s_k` is
+    `-inf`); `(None, sum_k e^{s_k} u_k)` when every `s_k` is None, or when `bounded` (every
+    `s_k <= 0`, so the plain sum is finite)."""
+    if all(log_scale is None for log_scale, _ in terms):
+        return None, sum(u for _, u in terms)
+    logs = [jnp.zeros(u.shape[:-1], u.dtype) if s is None else s for s, u in terms]
+    if bounded:
+        return None, sum(jnp.exp(s)[..., None] * u for s, (_, u) in zip(logs, terms, strict=True))
+    top = functools.reduce(jnp.maximum, logs)
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0))  # cancels exactly
+    return top, sum(jnp.exp(s - top)[..., None] * u for s, (_, u) in zip(logs, terms, strict=True))
+
+
+def masked_softmax(
+    logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None = None
+) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
+    """`(lse, w)`: `lse_i = log sum_j exp(logits_ij)` and the softmax rows `w_ij = exp(logits_ij
+    - lse_i)`, over the `j` allowed by `mask` (all by default): one pass of `exp` over the
+    max-shifted logits. Masked weights are exactly 0; a row with nothing allowed has
+    `lse = -inf` and weights 0 (gradients finite)."""
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))  # cancels exactly
+    top = jnp.where(jnp.isfinite(top), top, 0)
+    e = jnp.exp(logits - top)
+    z = jnp.sum(e, axis=-1, keepdims=True)
+    some = z > 0
+    z = jnp.where(some, z, 1)
+    return jnp.where(some, top + jnp.log(z), -jnp.inf)[..., 0], e / z
+
+
 def unnormalized_weights(
     logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None = None
 ) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
@@ -62,31 +116,34 @@ def unnormalized_weights(
     `Z_i = sum_j exp(logits_ij)` and `n_i` count the `j` allowed by `mask` (all by default).
     One pass of `exp` over the max-shifted logits gives both; masked weights are exactly 0.
     """
-    if mask is not None:
-        logits = jnp.where(mask, logits, -jnp.inf)
-    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))  # cancels exactly
-    e = jnp.exp(logits - top)
-    z = jnp.sum(e, axis=-1, keepdims=True)
+    lse, w = masked_softmax(logits, mask)
     if mask is None:
         log_count = float(np.log(logits.shape[-1]))
     else:
         log_count = jnp.log(jnp.sum(mask, axis=-1, dtype=logits.dtype))
-    return top[..., 0] + jnp.log(z[..., 0]) - log_count, e / z
+    return lse - log_count, w
 
 
-def attention_weights(
-    logits: Float[Array, "n n"], normalized: bool, mask: Bool[Array, "n n"] | None = None
-) -> Float[Array, "n n"]:
-    """Row weights `exp(logits_ij) / Z_i` (normalized) or `exp(logits_ij) / n_i` (not), over
-    the `j` allowed by `mask` (all by default; `n_i` counts them, `n` without a mask).
+def safe_log(w: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
+    """`log w` for `w >= 0`: `-inf` at 0, with gradient 0 there (not NaN)."""
+    positive = w > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, w, 1)), -jnp.inf)
 
-    Max-shifted softmax for the normalized weights; the unnormalized ones are `(Z_i / n_i)`
-    times a softmax row (`unnormalized_weights`, `scale_by_exp`): finite whenever their true
-    value is representable. Masked weights are exactly 0.
+
+class SelfSplit(NamedTuple):
+    """A dot-product kernel's output with each token's own term apart:
+    `output_i = e^{a_i} values_i + e^{b_i} rest_i`.
+
+    `a_i = log A_ii` (`self_log`), `values_i = V x_i` (`None` for `V = I`: the token itself,
+    whose tangent part is 0); `b_i = log sum_{j != i} A_ij` (`rest_log`, `-inf` where token `i`
+    attends to no other) and `rest_i` the mean of the `V x_j`, `j != i`, under those weights
+    (0 where there are none).
     """
-    if normalized:  # max-shifted: one pass of exp, the same stability as a log-sum-exp
-        return jax.nn.softmax(logits, axis=-1, where=mask)
-    return scale_by_exp(*unnormalized_weights(logits, mask))
+
+    self_log: Float[Array, " n"]
+    values: Points | None
+    rest_log: Float[Array, " n"]
+    rest: Points
 
 
 def _replaced(module: eqx.Module, **changes) -> eqx.Module:
@@ -122,6 +179,19 @@ class AbstractAttention(eqx.Module):
         their sum over heads), so `u` and `s` are finite even where `exp(s)` overflows.
         """
         return None, self(t, x)
+
+    def projected(self, t: Scalar, x: Points) -> Projected:
+        """The output in log scale with its tangent part: `Projected(s, u, r, p)`, the output
+        `e^{s_i} u_i` (as `scaled`) and its projection `P_{x_i}(output_i) = e^{r_i} p_i` on the
+        tangent space at `x_i` (`sphere.project`), the velocity of `PostLN`.
+
+        The default projects `u`, which is exact to the rounding of `u`. The dot-product
+        kernels (and `MultiHead`, `PerLayer`, `Sharded` of them) leave out token `i`'s own
+        term where it has no tangent part (`V = I`), so the projection keeps its relative
+        accuracy even where that term dominates the output by many orders of magnitude.
+        """
+        log_scale, u = self.scaled(t, x)
+        return Projected(log_scale, u, log_scale, project(x, u))
 
     @abc.abstractmethod
     def check(self, x: Points) -> None:
@@ -192,29 +262,65 @@ class AbstractDotProductAttention(AbstractAttention):
                 f"always forms the n x n matrix (leave block='auto'); got block={block!r}"
             )
 
-    _blockwise = False  # whether `_log_scale` is defined: the output can go blockwise
+    _blockwise = False  # whether the weights are `exp(logits) / norm` (`_log_norm`): blockwise
+    _bounded = True  # whether every row of weights sums to at most 1 (no log scale needed)
 
-    def _log_scale(self, lse: Float[Array, " n"], counts) -> LogScale:
-        """The log scale `s` of the output `e^{s_i} u_i` from the log partition functions
-        `lse_i = log Z_i` and the numbers of tokens attended to (blockwise evaluation, where
-        `u` is the softmax output)."""
+    def _log_norm(self, self_logit, lse_rest, counts) -> Float[Array, " n"]:
+        """`log norm_i` of the weights `A_ij = exp(logit_ij) / norm_i`, from token `i`'s own
+        logit, the log-sum-exp of its other logits and the number of tokens it attends to
+        (the kernels with `_blockwise`)."""
         raise NotImplementedError
 
-    def blockwise(self, queries: Points, tokens: Points, block: int, offset=0):
-        """`scaled` for the `queries` (rows `offset, offset + 1, ...` of `tokens`) attending to
-        all `tokens`, blockwise (`blockwise_attention`): one device's share of the output when
-        the tokens are sharded (`Sharded`), the whole output when `queries = tokens`."""
-        q = self.beta * (queries if self.Q is None else queries @ self.Q.T)
+    def _split(self, queries: Points, tokens: Points, block: int | None, offset=0) -> SelfSplit:
+        """The output for the `queries` (rows `offset, offset + 1, ...` of `tokens`) attending
+        to all `tokens`, token `i`'s own term apart (`SelfSplit`); blockwise with blocks of
+        `block` tokens (`blockwise_attention`, one device's share when the tokens are sharded,
+        `Sharded`), or from the `n x n` matrix when `block` is None (`queries = tokens`)."""
         keys = tokens if self.K is None else tokens @ self.K.T
         values = tokens if self.V is None else tokens @ self.V.T
-        lse, u = blockwise_attention(
-            q, keys, values, causal=self.causal, block=block, offset=offset
-        )
+        own_values = None if self.V is None else queries @ self.V.T
+        if not self._blockwise:  # weights from the matrix: Hardmax, Sinkhorn
+            w = self._weights(self.beta * (self._queries(queries) @ keys.T), self._mask(tokens))[1]
+            own = jnp.diagonal(w)
+            others = jnp.where(jnp.eye(w.shape[0], dtype=bool), 0, w)
+            total = jnp.sum(others, axis=-1)
+            rest = (others @ values) / jnp.where(total > 0, total, 1)[:, None]
+            return SelfSplit(safe_log(own), own_values, safe_log(total), rest)
+        q = self.beta * self._queries(queries)
+        own_keys = queries if self.K is None else queries @ self.K.T
+        self_logit = jnp.sum(q * own_keys, axis=-1)
+        if block is None:
+            n = tokens.shape[0]
+            mask = ~jnp.eye(n, dtype=bool)
+            if self.causal:
+                mask = mask & jnp.tril(jnp.ones((n, n), bool))
+            lse, w = masked_softmax(q @ keys.T, mask)
+            rest = w @ values
+        else:
+            lse, rest = blockwise_attention(
+                q, keys, values, causal=self.causal, block=block, offset=offset, skip_self=True
+            )
         if self.causal:  # token i attends to i + 1 tokens
             counts = offset + jnp.arange(1, queries.shape[0] + 1, dtype=lse.dtype)
         else:
             counts = tokens.shape[0]
-        return self._log_scale(lse, counts), u
+        norm = self._log_norm(self_logit, lse, counts)
+        return SelfSplit(self_logit - norm, own_values, lse - norm, rest)
+
+    def _projected(self, queries: Points, tokens: Points, block: int | None, offset=0):
+        """`projected` for the `queries` among the `tokens` (see `_split`)."""
+        split = self._split(queries, tokens, block, offset)
+        values = queries if split.values is None else split.values
+        log_scale, u = sum_scaled(
+            [(split.self_log, values), (split.rest_log, split.rest)], self._bounded
+        )
+        tangents = [(split.rest_log, project(queries, split.rest))]
+        if split.values is not None:  # `V x_i` has a tangent part; `x_i` itself has none
+            tangents.append((split.self_log, project(queries, split.values)))
+        return Projected(log_scale, u, *sum_scaled(tangents, self._bounded))
+
+    def _resolved_block(self, n: int) -> int | None:
+        return resolve_block(self.block, n) if self._blockwise else None
 
     @abc.abstractmethod
     def _weights(
@@ -224,23 +330,31 @@ class AbstractDotProductAttention(AbstractAttention):
         `(s, W)` with rows of `W` summing to at most 1 (`s = None` for 0); zero where the
         `mask` (if any) is False."""
 
-    def _scaled_weights(self, x: Points) -> tuple[LogScale, Float[Array, "n n"]]:
-        queries = x if self.Q is None else x @ self.Q.T
-        keys = x if self.K is None else x @ self.K.T
+    def _queries(self, x: Points) -> Points:
+        return x if self.Q is None else x @ self.Q.T
+
+    def _mask(self, x: Points) -> Bool[Array, "n n"] | None:
         n = x.shape[0]
-        mask = jnp.tril(jnp.ones((n, n), bool)) if self.causal else None
-        return self._weights(self.beta * (queries @ keys.T), mask)
+        return jnp.tril(jnp.ones((n, n), bool)) if self.causal else None
 
     def weights(self, x: Points) -> Float[Array, "n n"]:
         """The attention matrix `A` (shape `(n, n)`) for tokens `x`."""
-        return apply_scale(*self._scaled_weights(x))
+        keys = x if self.K is None else x @ self.K.T
+        return apply_scale(*self._weights(self.beta * (self._queries(x) @ keys.T), self._mask(x)))
+
+    def projected(self, t: Scalar, x: Points) -> Projected:
+        return self._projected(x, x, self._resolved_block(x.shape[0]))
 
     def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
-        block = resolve_block(self.block, x.shape[0]) if self._blockwise else None
-        if block is not None:
-            return self.blockwise(x, x, block)
-        log_scale, w = self._scaled_weights(x)
-        return log_scale, w @ (x if self.V is None else x @ self.V.T)
+        return self.projected(t, x)[:2]
+
+    def centered(self, t: Scalar, x: Points) -> Points:
+        """`sum_j A_ij V (x_j - x_i)`, each token pulled toward the tokens it attends to:
+        `e^{b_i} (rest_i - V x_i)` (`SelfSplit`; token `i`'s own term is 0), without the
+        rounding of `V x_i` against the whole output."""
+        split = self._split(x, x, self._resolved_block(x.shape[0]))
+        values = x if split.values is None else split.values
+        return scale_by_exp(split.rest_log, split.rest - values)
 
     def __call__(self, t: Scalar, x: Points) -> Points:
         return apply_scale(*self.scaled(t, x))
@@ -275,32 +389,35 @@ class Softmax(AbstractDotProductAttention):
     def _weights(self, logits, mask):
         return None, jax.nn.softmax(logits, axis=-1, where=mask)
 
-    def _log_scale(self, lse, counts):
-        return None
+    def _log_norm(self, self_logit, lse_rest, counts):
+        return jnp.logaddexp(self_logit, lse_rest)  # log Z_i
 
 
 class Unnormalized(AbstractDotProductAttention):
     """Unnormalized attention: `A_ij = exp(beta <Q x_i, K x_j>) / n` (USA, docs/science.md
     section 2); with `causal=True`, `/ (i + 1)`, the number of tokens token `i` attends to.
 
-    The weights grow like `e^beta`. They are kept in log scale, `A_ij = (Z_i / n) W_ij` with
-    `W` the softmax weights (`scaled` gives `log(Z_i / n)` and `W V x`), so:
+    The weights grow like `e^beta`. They are kept in log scale: token `i`'s own weight
+    `e^{a_i}`, `a_i = beta <Q x_i, K x_i> - log n`, and the others' `e^{b_i} W_ij` with `W`
+    softmax weights over `j != i` (`SelfSplit`), so:
 
     - the discrete layers (`PostLN.layer`, `solver="layers"`) are exact and finite for any
       `beta` (tested up to `1e3` in float32 and float64);
-    - the weights, the output and the Post-LN velocity `(Z_i / n) P_{x_i}(W V x)_i` are finite
-      whenever their true value is representable: for unit tokens and `Q = K = I`, `Z_i / n`
-      is about `e^beta / n`, representable up to `beta` about 709 in float64 and 88 in float32.
-      Beyond, they are `+-inf` (never NaN), and `simulate` refuses an ODE solver.
+    - the weights, the output and the Post-LN velocity `e^{b_i} P_{x_i}(W V x)_i` (with
+      `V = I`) are finite whenever their true value is representable: for unit tokens and
+      `Q = K = I` the weights `e^{beta <x_i, x_j>} / n` are representable up to `beta` about
+      709 in float64 and 88 in float32 (for close tokens). Beyond, they are `+-inf` (never
+      NaN), and `simulate` refuses an ODE solver.
     """
 
     _blockwise = True
+    _bounded = False
 
     def _weights(self, logits, mask):
         return unnormalized_weights(logits, mask)
 
-    def _log_scale(self, lse, counts):
-        return lse - jnp.log(jnp.asarray(counts, lse.dtype))
+    def _log_norm(self, self_logit, lse_rest, counts):
+        return jnp.broadcast_to(jnp.log(jnp.asarray(counts, self_logit.dtype)), self_logit.shape)
 
 
 class Hardmax(AbstractDotProductAttention):
@@ -409,17 +526,17 @@ class MultiHead(AbstractAttention):
             )
         self.heads = heads
 
-    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+    def projected(self, t: Scalar, x: Points) -> Projected:
         """Heads in log scale share the largest log scale `s = max_h s_h`, and
-        `u = sum_h exp(s_h - s) u_h` (heads without one count as `s_h = 0`)."""
-        parts = [head.scaled(t, x) for head in self.heads]
-        if all(log_scale is None for log_scale, _ in parts):
-            return None, sum(u for _, u in parts)
-        logs = [jnp.zeros(u.shape[:-1], u.dtype) if s is None else s for s, u in parts]
-        top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, logs))  # cancels exactly
-        return top, sum(
-            jnp.exp(s - top)[..., None] * u for s, (_, u) in zip(logs, parts, strict=True)
-        )
+        `u = sum_h exp(s_h - s) u_h` (heads without one count as `s_h = 0`); the same for the
+        tangent parts (`sum_scaled`)."""
+        parts = [head.projected(t, x) for head in self.heads]
+        log_scale, u = sum_scaled([(part.log_scale, part.output) for part in parts])
+        tangent = sum_scaled([(part.tangent_log_scale, part.tangent) for part in parts])
+        return Projected(log_scale, u, *tangent)
+
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        return self.projected(t, x)[:2]
 
     def __call__(self, t: Scalar, x: Points) -> Points:
         return apply_scale(*self.scaled(t, x))
@@ -474,6 +591,9 @@ class PerLayer(AbstractAttention):
 
     def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
         return self.layer(t).scaled(t, x)
+
+    def projected(self, t: Scalar, x: Points) -> Projected:
+        return self.layer(t).projected(t, x)
 
     def check(self, x: Points) -> None:
         self.layers.check(x)

@@ -70,22 +70,26 @@ def _rows(a: Array, i, block: int) -> Array:
     return jax.lax.dynamic_slice_in_dim(a, i * block, block)
 
 
-def _block_logits(qi, kj, i, j, n: int, causal: bool, block: int, offset) -> Array:
+def _block_logits(qi, kj, i, j, n: int, mask: tuple[bool, bool], block: int, offset) -> Array:
     """Logits `<q_r, k_c>` of query block `i` against key block `j`, `-inf` where key `c` is
-    padding or, with `causal`, where `c > r` (query `r` is token `offset + r`)."""
+    padding or, with `mask = (causal, skip_self)`, where `c > r` (causal) or `c = r`
+    (skip_self), query `r` being token `offset + r`."""
+    causal, skip_self = mask
     rows = offset + i * block + jnp.arange(block)
     cols = j * block + jnp.arange(block)
     allowed = (cols < n)[None, :]
     if causal:
         allowed = allowed & (cols[None, :] <= rows[:, None])
+    if skip_self:
+        allowed = allowed & (cols[None, :] != rows[:, None])
     return jnp.where(allowed, qi @ kj.T, -jnp.inf)
 
 
-def _skipping_masked(step, i, offset, causal: bool, block: int):
+def _skipping_masked(step, i, offset, mask: tuple[bool, bool], block: int):
     """`step(carry, j)`, skipped (the carry unchanged) for the key blocks `j` that lie wholly
     above the causal diagonal of query block `i`: half the work of a causal pass, not masked
     blocks computed and thrown away (a `lax.cond`; under `vmap` both branches run)."""
-    if not causal:
+    if not mask[0]:
         return step
     last_row = offset + (i + 1) * block - 1
 
@@ -95,7 +99,7 @@ def _skipping_masked(step, i, offset, causal: bool, block: int):
     return skipping
 
 
-def _forward(q, k, v, offset, causal: bool, block: int):
+def _forward(q, k, v, offset, mask: tuple[bool, bool], block: int):
     n, dtype = k.shape[0], q.dtype
     qp, kp, vp = (_padded(a, block) for a in (q, k, v))
     blocks, key_blocks = qp.shape[0] // block, kp.shape[0] // block
@@ -105,7 +109,7 @@ def _forward(q, k, v, offset, causal: bool, block: int):
 
         def step(carry, j):
             top, total, acc = carry
-            s = _block_logits(qi, _rows(kp, j, block), i, j, n, causal, block, offset)
+            s = _block_logits(qi, _rows(kp, j, block), i, j, n, mask, block, offset)
             new_top = jnp.maximum(top, jnp.max(s, axis=-1))
             rescale = jnp.exp(top - new_top)
             p = jnp.exp(s - new_top[:, None])  # masked logits give exactly 0
@@ -119,9 +123,10 @@ def _forward(q, k, v, offset, causal: bool, block: int):
             jnp.zeros((block,), dtype),
             jnp.zeros((block, v.shape[1]), dtype),
         )
-        step = _skipping_masked(step, i, offset, causal, block)
+        step = _skipping_masked(step, i, offset, mask, block)
         (top, total, acc), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
-        # A row with no key allowed (a negative offset) attends to nothing: lse -inf, output 0.
+        # A row with no key allowed (its own key skipped, or a negative offset) attends to
+        # nothing: lse -inf, output 0.
         nothing = total == 0
         out = acc / jnp.where(nothing, 1, total)[:, None]
         return jnp.where(nothing, -jnp.inf, top + jnp.log(total)), out
@@ -131,7 +136,7 @@ def _forward(q, k, v, offset, causal: bool, block: int):
     return lse.reshape(-1)[:m], out.reshape(-1, v.shape[1])[:m]
 
 
-def _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal: bool, block: int):
+def _tangent(q, k, v, offset, lse, out, dq, dk, dv, mask: tuple[bool, bool], block: int):
     """`(d lse, d out)`: linear in `(dq, dk, dv)`, one more blockwise pass (module docstring)."""
     n, dtype = k.shape[0], q.dtype
     qp, kp, vp, dqp, dkp, dvp, outp = (_padded(a, block) for a in (q, k, v, dq, dk, dv, out))
@@ -147,13 +152,13 @@ def _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal: bool, block: int):
         def step(carry, j):
             dlse, dout = carry
             kj, dkj, vj, dvj = (_rows(a, j, block) for a in (kp, dkp, vp, dvp))
-            p = jnp.exp(_block_logits(qi, kj, i, j, n, causal, block, offset) - lsei[:, None])
+            p = jnp.exp(_block_logits(qi, kj, i, j, n, mask, block, offset) - lsei[:, None])
             pds = p * (dqi @ kj.T + qi @ dkj.T)
             row = jnp.sum(pds, axis=-1)
             return (dlse + row, dout + p @ dvj + pds @ vj - row[:, None] * outi), None
 
         start = (jnp.zeros((block,), dtype), jnp.zeros((block, v.shape[1]), dtype))
-        step = _skipping_masked(step, i, offset, causal, block)
+        step = _skipping_masked(step, i, offset, mask, block)
         (dlse, dout), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
         return dlse, dout
 
@@ -163,16 +168,16 @@ def _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal: bool, block: int):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
-def _attention(q, k, v, offset, causal: bool, block: int):
-    return _forward(q, k, v, offset, causal, block)
+def _attention(q, k, v, offset, mask: tuple[bool, bool], block: int):
+    return _forward(q, k, v, offset, mask, block)
 
 
 @_attention.defjvp
-def _attention_jvp(causal, block, primals, tangents):
+def _attention_jvp(mask, block, primals, tangents):
     q, k, v, offset = primals
     dq, dk, dv, _ = tangents  # the offset is an integer: no tangent
-    lse, out = _attention(q, k, v, offset, causal, block)
-    return (lse, out), _tangent(q, k, v, offset, lse, out, dq, dk, dv, causal, block)
+    lse, out = _attention(q, k, v, offset, mask, block)
+    return (lse, out), _tangent(q, k, v, offset, lse, out, dq, dk, dv, mask, block)
 
 
 def blockwise_attention(
@@ -183,20 +188,29 @@ def blockwise_attention(
     causal: bool = False,
     block: int = BLOCK,
     offset=0,
+    skip_self: bool = False,
 ) -> tuple[Float[Array, " nq"], Float[Array, "nq d"]]:
     """`(lse, out)` with `lse_i = log sum_j exp(<q_i, k_j>)` and `out_i = sum_j
-    exp(<q_i, k_j> - lse_i) v_j`, over all `j` (`j <= offset + i` if `causal`), without forming
-    the `nq x n` logits: memory `O(n (m + d) + block^2)`, derivatives included (module
-    docstring).
+    exp(<q_i, k_j> - lse_i) v_j`, over all `j` (`j <= offset + i` if `causal`; `j != offset + i`
+    if `skip_self`), without forming the `nq x n` logits: memory `O(n (m + d) + block^2)`,
+    derivatives included (module docstring). A query with no key to attend to (the first token
+    with `causal` and `skip_self`, or a single token with `skip_self`) gets `lse = -inf` and
+    `out = 0`.
 
     Queries carry any temperature (`q = beta Q x`). The three arrays share one floating dtype
     (promoted if not). `offset` (an int, traced or not): the index among the keys of the first
     query, for the causal mask when the queries are a slice of the tokens (one device's share).
+    `skip_self` leaves out each query's own key (key `offset + i` for query `i`): the attention
+    of a token to the others, whose weights next to its own can be far below the rounding of
+    the whole output (`AbstractDotProductAttention`).
     """
     q, k, v = (jnp.asarray(a) for a in (q, k, v))
     block = check_block_size(block)
     if isinstance(offset, int) and offset < 0:
         raise ValueError(f"offset must be >= 0 (the index of the first query); got {offset}")
+    for flag, name in ((causal, "causal"), (skip_self, "skip_self")):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False; got {flag!r}")
     if q.ndim != 2 or k.ndim != 2 or v.ndim != 2 or q.shape[1] != k.shape[1]:
         raise ValueError(
             f"q, k, v must have shapes (nq, m), (n, m), (n, d); got {q.shape}, {k.shape}, {v.shape}"
@@ -206,4 +220,4 @@ def blockwise_attention(
     dtype = jnp.result_type(q, k, v)
     q, k, v = (jnp.asarray(a, dtype) for a in (q, k, v))
     block = min(block, max(q.shape[0], k.shape[0]))
-    return _attention(q, k, v, jnp.asarray(offset, jnp.int32), causal, block)
+    return _attention(q, k, v, jnp.asarray(offset, jnp.int32), (causal, skip_self), block)

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from .._checks import check_finite, check_value
 from .._types import Points, Scalar
 from ..sphere import normalize, on_sphere, project
-from ..sphere._sphere import default_atol, safe_norm
-from ._attention import AbstractAttention, Softmax, Unnormalized, exp_overflows, scale_by_exp
+from ..sphere._sphere import default_atol
+from ._attention import AbstractAttention, Softmax, Unnormalized, apply_scale
 from ._feedforward import FeedForward
 
 
@@ -90,11 +90,13 @@ class PostLN(AbstractSphereField):
     `x_i <- normalize(x_i + h attention_i(x))`, then the same for the feed-forward term
     (Lie-Trotter splitting). docs/science.md section 2.
 
-    Kernels in log scale (`Unnormalized`: `attention_i = e^{s_i} u_i`, see
-    `AbstractAttention.scaled`): the velocity is `e^{s_i} P_{x_i} u_i` (`scaled_velocity`),
-    finite whenever it is representable and resolved, and the layer is
-    `normalize(e^{-m_i} x_i + e^{log h + s_i - m_i} u_i)` with `m_i = max(0, log h + s_i)`: the
-    same point, computed without overflow for any `s_i`.
+    The velocity is the kernel's tangent part (`AbstractAttention.projected`), computed
+    without token `i`'s own term where it has no tangent part: relative accuracy in every row,
+    also at large `beta`, where `A_ii` outweighs the other tokens' weights by
+    `e^{beta (1 - <x_i, x_j>)}`. Kernels in log scale (`Unnormalized`: `attention_i = e^{s_i}
+    u_i`) give it as `e^{r_i} p_i`, finite whenever it is representable (`+-inf` beyond, never
+    NaN), and the layer is `normalize(e^{-m_i} x_i + e^{log h + s_i - m_i} u_i)` with
+    `m_i = max(0, log h + s_i)`: the same point, computed without overflow for any `s_i`.
     """
 
     attention: AbstractAttention
@@ -106,11 +108,8 @@ class PostLN(AbstractSphereField):
             raise ValueError(f"mlp must be a FeedForward or None; got {self.mlp!r:.80}")
 
     def __call__(self, t, x, args=None):
-        log_scale, u = self.attention.scaled(t, x)
-        if log_scale is None:
-            v = u if self.mlp is None else u + self.mlp(x)
-            return project(x, v).astype(x.dtype)
-        v = scaled_velocity(log_scale, x, u)
+        out = self.attention.projected(t, x)
+        v = apply_scale(out.tangent_log_scale, out.tangent)
         if self.mlp is not None:
             v = v + project(x, self.mlp(x))
         return v.astype(x.dtype)
@@ -137,23 +136,6 @@ class PostLN(AbstractSphereField):
         return None if attention is None or self.mlp is not None else PostLN(attention)
 
 
-def scaled_velocity(log_scale, x: Points, u: Points) -> Points:
-    """`e^{s_i} P_{x_i} u_i` (`s = log_scale`), finite whenever it is representable.
-
-    `P_{x_i} u_i` is known to the rounding error of `u_i`, about `eps abs(u_i)`, so the product
-    is too, to `e^{s_i} eps abs(u_i)`. Where `e^{s_i}` overflows that error is unbounded in
-    practice: such rows are returned only if the projection is resolved
-    (`abs(P u_i) > sqrt(eps) abs(u_i)`, half the digits right), and `+inf` otherwise (with
-    `Unnormalized` attention at large `beta`, a token whose neighbours' weights vanish in
-    rounding next to its own `e^beta`), so that `simulate` refuses rather than integrate a
-    velocity that is not known.
-    """
-    p = project(x, u)
-    unresolved = safe_norm(p) <= jnp.sqrt(jnp.finfo(u.dtype).eps) * safe_norm(u)
-    lost = exp_overflows(log_scale) & unresolved
-    return jnp.where(lost[..., None], jnp.inf, scale_by_exp(log_scale, p))
-
-
 def SA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
     """Self-attention dynamics on the sphere, `PostLN(Softmax(beta, Q, K, V))`.
 
@@ -172,7 +154,9 @@ def USA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
     With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (docs/science.md,
     section 3).
     The layers (`solver="layers"`) are computed in log scale, finite for any `beta`; the
-    velocity overflows beyond `beta` about 709 in float64, 88 in float32 (see `Unnormalized`).
+    velocity is finite wherever its true value is representable: for close tokens the weights
+    `e^{beta <x_i, x_j>} / n` overflow beyond `beta` about 709 in float64, 88 in float32 (see
+    `Unnormalized`).
     `block`: dense `n x n` matrix or key blocks, see `Unnormalized`.
     """
     return PostLN(Unnormalized(beta, Q, K, V, block=block))

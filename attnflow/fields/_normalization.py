@@ -31,8 +31,8 @@ import jax.numpy as jnp
 
 from .._checks import check_value
 from .._types import Points, Scalar
-from ..sphere import normalize, project
-from ._attention import AbstractAttention, Hardmax, Sinkhorn, Softmax
+from ..sphere import normalize
+from ._attention import AbstractAttention, Hardmax, Projected, Sinkhorn, Softmax, scale_by_exp
 from ._field import (
     AbstractLayerField,
     AbstractSphereField,
@@ -59,6 +59,22 @@ def attention_direction(attention: AbstractAttention, t: Scalar, x: Points) -> P
     """`direction(attention(t, x))`, from the kernel's log scale form (exact however large
     the output: the scale drops out)."""
     return direction(attention.scaled(t, x)[1])
+
+
+def tangent_direction(out: Projected) -> Points:
+    """`P_{x_i}(A_i / abs(A_i))` from a kernel's `projected` output: `e^{r_i - s_i} p_i /
+    abs(u_i)`, exact however large `A_i` (the scales divide out) and with the relative accuracy
+    of the tangent part `p_i`; 0 where `A_i = 0` (gradient-safe, as `direction`)."""
+    u = out.output
+    top = jax.lax.stop_gradient(jnp.max(jnp.abs(u), axis=-1, keepdims=True))  # cancels
+    nonzero = top > 0
+    top = jnp.where(nonzero, top, 1)
+    size = top * jnp.sqrt(jnp.where(nonzero, jnp.sum((u / top) ** 2, axis=-1, keepdims=True), 1))
+    s, r = out.log_scale, out.tangent_log_scale
+    p = out.tangent / size
+    if s is not None or r is not None:
+        p = scale_by_exp((0 if r is None else r) - (0 if s is None else s), p)
+    return jnp.where(nonzero, p, 0)
 
 
 def _nonzero_rows(x0: Points) -> Points:
@@ -112,11 +128,13 @@ class PeriLN(AbstractEuclideanField):
 class NoNorm(AbstractEuclideanField):
     """No normalization ("pure SA" in `R^d`): `dx_i/dt = attention_i(x) = sum_j A_ij V x_j`.
 
-    `centered=True`: `dx_i/dt = sum_j A_ij V (x_j - x_i)`, each token pulled toward its
-    attention-weighted mean. For the row-stochastic kernels this takes (`Softmax`, `Hardmax`,
-    `Sinkhorn`, single head) it is `attention_i(x) - V x_i`. Its `Hardmax` form is docs/science.md's
-    zero-temperature flow `dx_i/dt = (1/|C_i|) sum_{j in C_i} V (x_j - x_i)`, which comes to
-    rest (`attnflow.concentration.limit_map`); the plain form grows like `e^{tV}` instead.
+        `centered=True`: `dx_i/dt = sum_j A_ij V (x_j - x_i)`, each token pulled toward its
+        attention-weighted mean. For the row-stochastic kernels this takes (`Softmax`, `Hardmax`,
+        `Sinkhorn`, single head) it is `attention_i(x) - V x_i`, computed from the attention to the
+    other tokens alone (`AbstractDotProductAttention.centered`), without the rounding of `V x_i`
+    against the output. Its `Hardmax` form is docs/science.md's
+        zero-temperature flow `dx_i/dt = (1/|C_i|) sum_{j in C_i} V (x_j - x_i)`, which comes to
+        rest (`attnflow.concentration.limit_map`); the plain form grows like `e^{tV}` instead.
     """
 
     centered: bool = eqx.field(default=False, static=True)
@@ -132,11 +150,9 @@ class NoNorm(AbstractEuclideanField):
             )
 
     def __call__(self, t, x, args=None):
-        out = self.attention(t, x)
         if self.centered:
-            V = self.attention.V
-            out = out - (x if V is None else x @ V.T)
-        return out.astype(x.dtype)
+            return self.attention.centered(t, x).astype(x.dtype)
+        return self.attention(t, x).astype(x.dtype)
 
     def check(self, x0):
         return check_tokens(x0, self.attention)
@@ -165,21 +181,22 @@ class NGPT(AbstractSphereField):
                 f"alpha must be a positive number or a callable alpha(t); got {self.alpha!r}{note}"
             )
 
-    def _step(self, t, x):
+    def _alpha(self, t, x):
         alpha = jnp.asarray(self.alpha(t) if callable(self.alpha) else self.alpha)
-        alpha = check_value(
+        return check_value(
             alpha.astype(x.dtype),
             ~(jnp.isfinite(alpha) & (alpha > 0)),
             "alpha(t) must be positive and finite",
             lambda: f"; got {alpha}",
         )
-        return alpha * attention_direction(self.attention, t, x)
 
     def __call__(self, t, x, args=None):
-        return project(x, self._step(t, x)).astype(x.dtype)
+        out = self.attention.projected(t, x)
+        return (self._alpha(t, x) * tangent_direction(out)).astype(x.dtype)
 
     def layer(self, t, x, h):
-        return normalize(x + h * self._step(t, x)).astype(x.dtype)
+        step = self._alpha(t, x) * attention_direction(self.attention, t, x)
+        return normalize(x + h * step).astype(x.dtype)
 
     def check(self, x0):
         return check_on_sphere(check_tokens(x0, self.attention))

@@ -6,7 +6,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._types import Points, Scalar
-from ._attention import AbstractAttention, AbstractDotProductAttention, LogScale, apply_scale
+from ._attention import (
+    AbstractAttention,
+    AbstractDotProductAttention,
+    LogScale,
+    Projected,
+    apply_scale,
+)
 from ._blockwise import BLOCK, check_block_size
 
 AXIS = "tokens"
@@ -53,19 +59,22 @@ class Sharded(AbstractAttention):
         """`x` placed with its tokens split across the devices."""
         return jax.device_put(x, self.sharding)
 
-    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+    def projected(self, t: Scalar, x: Points) -> Projected:
         self.check(x)
 
         def local(x_local):
             tokens = jax.lax.all_gather(x_local, AXIS, tiled=True)
             offset = jax.lax.axis_index(AXIS) * x_local.shape[0]
             block = min(self.block, x_local.shape[0])
-            return self.attention.blockwise(x_local, tokens, block, offset)  # (None or s, u)
+            return self.attention._projected(x_local, tokens, block, offset)
 
         spec = PartitionSpec(AXIS)
         return jax.shard_map(  # the scans' carries start replicated: no replication check
-            local, mesh=self.mesh, in_specs=spec, out_specs=(spec, spec), check_vma=False
+            local, mesh=self.mesh, in_specs=spec, out_specs=spec, check_vma=False
         )(x)
+
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        return self.projected(t, x)[:2]
 
     def __call__(self, t: Scalar, x: Points) -> Points:
         return apply_scale(*self.scaled(t, x))
