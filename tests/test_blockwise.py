@@ -97,6 +97,51 @@ def test_blockwise_derivatives_match_dense(dtype, causal):
         assert rel(got, np.asarray(want)) < tol(dtype, 1e-4, 1e-11)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_skip_self_leaves_out_each_querys_own_key(dtype, causal):
+    """`skip_self=True` equals the dense computation with key `offset + i` masked for query
+    `i` (values, jvp and gradient), for queries that are a slice of the tokens; a query with no
+    other key to attend to (the first token, causal) gets `lse = -inf` and `out = 0`."""
+    q, k, v = random_qkv(150, dtype=dtype)
+    tangents = random_qkv(150, dtype=dtype, seed=1)
+    for offset in (0, 40):
+        rows = offset + jnp.arange(150 - offset)[:, None]
+        allowed = jnp.arange(150)[None, :] != rows
+        if causal:
+            allowed = allowed & (jnp.arange(150)[None, :] <= rows)
+
+        def dense(q, k, v, allowed=allowed, offset=offset):
+            s = jnp.where(allowed, q[offset:] @ k.T, -jnp.inf)
+            lse = jax.nn.logsumexp(s, axis=-1)
+            w = jnp.exp(s - jnp.where(jnp.isfinite(lse), lse, 0)[:, None])
+            return lse, w @ v
+
+        def blockwise(q, k, v, offset=offset):
+            return blockwise_attention(
+                q[offset:], k, v, causal=causal, block=32, offset=offset, skip_self=True
+            )
+
+        for got, want in zip(blockwise(q, k, v), dense(q, k, v), strict=True):
+            np.testing.assert_allclose(got, want, rtol=tol(dtype, 1e-5), atol=tol(dtype, 1e-6))
+        for got, want in zip(
+            jax.jvp(blockwise, (q, k, v), tangents)[1],
+            jax.jvp(dense, (q, k, v), tangents)[1],
+            strict=True,
+        ):
+            good = np.isfinite(np.asarray(want))
+            assert rel(np.asarray(got)[good], np.asarray(want)[good]) < tol(dtype, 1e-4, 1e-11)
+
+        def loss(f):
+            return lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v)[1]))
+
+        grads = jax.grad(loss(blockwise), (0, 1, 2))(q, k, v)
+        for got, want in zip(grads, jax.grad(loss(dense), (0, 1, 2))(q, k, v), strict=True):
+            assert rel(got, np.asarray(want)) < tol(dtype, 1e-4, 1e-11)
+    lse, out = blockwise_attention(q[:1], k[:1], v[:1], skip_self=True)
+    assert lse[0] == -jnp.inf and jnp.all(out == 0)
+
+
 def kernels(beta, Q, K, V, block):
     return {
         "Softmax": Softmax(beta, block=block),

@@ -6,6 +6,7 @@ from ._attention import (
     Hardmax as Hardmax,
     MultiHead as MultiHead,
     PerLayer as PerLayer,
+    Projected as Projected,
     Sinkhorn as Sinkhorn,
     Softmax as Softmax,
     Unnormalized as Unnormalized,
