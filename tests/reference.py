@@ -135,8 +135,9 @@ def mp_attention(xs, V=None, centered=False, **weights):
     """`(out, tangent, scale)` for the tokens `xs` (mpmath rows): `out_i = sum_j A_ij V x_j` (or
     `sum_j A_ij V (x_j - x_i)` if `centered`), its tangent part `sum_j A_ij P_{x_i} V x_j`
     (each term projected before it is weighted: token `i`'s own `P_{x_i} x_i` is exactly 0,
-    never a difference of numbers as large as `A_ii`), and `scale_i = sum_{j != i} A_ij |V x_j|`,
-    plus `A_ii |V x_i|` when `V` is given and not `centered`; `weights`: see `mp_weights`."""
+    never a difference of numbers as large as `A_ii`), and the sizes `(sum_{j != i} A_ij
+    |V x_j|, A_ii |V x_i|)` of the others' terms and of its own (0 if `centered`); `weights`:
+    see `mp_weights`."""
     import mpmath
 
     vs = _apply(V, xs)
@@ -149,9 +150,8 @@ def mp_attention(xs, V=None, centered=False, **weights):
         out.append([mpmath.fsum(w * terms[j][k] for j, w in a.items()) for k in range(d)])
         moves = {j: _project(xs[i], terms[j]) for j in a}
         tangent.append([mpmath.fsum(w * moves[j][k] for j, w in a.items()) for k in range(d)])
-        size = mpmath.fsum(abs(w) * _norm(vs[j]) for j, w in a.items() if j != i)
-        own = V is not None and not centered and i in a
-        scale.append(size + (abs(a[i]) * _norm(vs[i]) if own else 0))
+        others = mpmath.fsum(abs(w) * _norm(vs[j]) for j, w in a.items() if j != i)
+        scale.append((others, 0 if centered or i not in a else abs(a[i]) * _norm(vs[i])))
     return out, tangent, scale
 
 
@@ -171,7 +171,12 @@ def mp_velocity(x, heads, scheme="PostLN", alpha=1.0, centered=False):
         return [[mpmath.fsum(p[which][i][k] for p in parts) for k in range(d)] for i in range(n)]
 
     rows, tangents = total(0), total(1)
-    scale = [mpmath.fsum(p[2][i] for p in parts) for i in range(n)]
+    # the own term A_ii x_i counts, but for its tangent part, which is exactly 0 when V = I
+    own = [scheme not in ("PostLN", "NGPT") or head.get("V") is not None for head in heads]
+    scale = [
+        mpmath.fsum(p[2][i][0] + o * p[2][i][1] for p, o in zip(parts, own, strict=True))
+        for i in range(n)
+    ]
     if scheme in ("PreLN", "NoNorm"):
         return rows, scale
     if scheme == "PostLN":
