@@ -245,7 +245,7 @@ def _save(path: Path, config: dict, **arrays) -> None:
     """Write the npz with its configuration (JSON), atomically, as the sweep store does."""
     import numpy as np
 
-    from ..sweep._store import atomic_write
+    from .._files import atomic_write
 
     text = json.dumps(config, sort_keys=True)
     atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))
