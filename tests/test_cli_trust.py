@@ -100,12 +100,12 @@ def test_an_output_that_is_a_folder_or_unwritable_is_one_line(tmp_path, capsys, 
     status, io = run_cli(argv, capsys)
     assert status == 2 and "is a folder; give a file name" in io.err
     # As root, chmod does not deny writing: a failing write stands in for a read-only folder.
-    import attnflow.sweep._store as store
+    import tempfile
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out.npz"))
 
-    monkeypatch.setattr(store.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
     argv = ["simulate", "--n", "4", "--t1", "1", "--out", str(tmp_path / "out.npz")]
     status, io = run_cli(argv, capsys)
     assert status == 2 and len(io.err.strip().splitlines()) == 1
