@@ -64,3 +64,44 @@ def flock(descriptor: int, target: Path) -> bool:
             f"cannot lock {target} ({error.strerror}); choose an output on a local disk"
         ) from None
     return True
+
+
+class FolderLock:
+    """An exclusive lock on the folder `path` itself (`flock` on a descriptor of the folder,
+    so that nothing is written in it), held until `close()`, the end of a `with` block, the
+    lock's garbage collection or the death of the process.
+
+    A second `FolderLock` on the folder, in this process or another, is a `ValueError` that
+    says another attnflow run is writing there. Files inside the folder can still be locked
+    on their own (the `Store` in it takes its `lock` file). Without `fcntl` (Windows) it locks
+    nothing.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._descriptor = None
+        if fcntl is None:
+            return
+        self._descriptor = os.open(self.path, os.O_RDONLY)
+        if not flock(self._descriptor, self.path):
+            self.close()
+            raise ValueError(
+                f"another attnflow run is writing to {self.path}; wait for it to finish or "
+                "choose another output"
+            )
+
+    def close(self) -> None:
+        """Release the lock (closing twice is harmless)."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_descriptor", None) is not None:
+            self.close()
