@@ -68,8 +68,8 @@ def flock(descriptor: int, target: Path) -> bool:
 
 class FolderLock:
     """An exclusive lock on the folder `path` itself (`flock` on a descriptor of the folder,
-    so that nothing is written in it), held until `close()`, the end of a `with` block, the
-    lock's garbage collection or the death of the process.
+    so that nothing is written in it), held until `close()`, the lock's garbage collection or
+    the death of the process.
 
     A second `FolderLock` on the folder, in this process or another, is a `ValueError` that
     says another attnflow run is writing there. Files inside the folder can still be locked
@@ -95,12 +95,6 @@ class FolderLock:
         if self._descriptor is not None:
             os.close(self._descriptor)
             self._descriptor = None
-
-    def __enter__(self) -> "FolderLock":
-        return self
-
-    def __exit__(self, *exception) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_descriptor", None) is not None:

@@ -103,6 +103,7 @@ def test_norms_stay_one(getkey):
     assert np.abs(np.linalg.norm(ode, axis=-1) - 1).max() < 4 * EPS
     layers = af.simulate(af.SA(1.0), x0, ts, solver="layers", dt0=0.1).xs
     assert jnp.abs(jnp.linalg.norm(layers, axis=-1) - 1).max() < 1e-14
+
     # Repulsive values (<x, v> < 0): the sphere must not repel the numerical drift, which would
     # grow and change the weights e^{beta <x_i, x_j>} (the reference projects by |x|^2, exactly
     # tangent off the sphere too).
