@@ -9,8 +9,8 @@ import pytest
 from clitools import run_cli
 
 import attnflow
+from attnflow._files import atomic_write
 from attnflow.sweep import Store
-from attnflow.sweep._store import atomic_write
 
 TINY = ["--n", "6", "--num-betas", "2", "--samples", "2", "--t1", "1", "--saves", "3"]
 

@@ -2,12 +2,14 @@
 outputs, arguments checked before any computation (issue 10)."""
 
 import importlib.util
+import threading
 
 import numpy as np
 import pytest
 from test_cli import TINY, run_cli
 
 import attnflow as af
+from attnflow.cli import main
 
 
 def test_ctrl_c_prints_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
@@ -33,6 +35,28 @@ def test_ctrl_c_prints_one_line_saying_how_to_resume(tmp_path, capsys, monkeypat
     status, io = run_cli([*argv, "--resume"], capsys)
     assert status == 0, io.err
     assert out.exists() and not partial.exists()
+
+
+def test_ctrl_c_keeps_the_chunks_of_figure3s_finished_dimensions(tmp_path, capsys, monkeypatch):
+    """figure3 keeps one store per dimension in OUT.partial/d<d>/: a Ctrl-C in the second one
+    keeps the first one's chunks (they were looked for in OUT.partial/ only, and deleted)."""
+    out, partial = tmp_path / "f.npz", tmp_path / "f.npz.partial"
+    argv = ["figure3", "--dims", "2", "3", "--n", "6", "--num-betas", "2", "--samples", "2"]
+    argv += ["--t1", "1", "--out", str(out), "--no-plot", "--quiet"]
+    write = af.sweep.Store.write
+
+    def interrupt_in_d3(self, start, stop, arrays):
+        if self.path.name == "d3":
+            raise KeyboardInterrupt
+        write(self, start, stop, arrays)
+
+    monkeypatch.setattr(af.sweep.Store, "write", interrupt_in_d3)
+    status, io = run_cli(argv, capsys)
+    assert status == 130 and io.err.strip().splitlines()[-1] == (
+        f"attnflow figure3: interrupted; the finished chunks are kept in {partial}/: "
+        "run the same command with --resume to continue"
+    )
+    assert list((partial / "d2").glob("chunk-*.npz")) and not out.exists()
 
 
 def test_ctrl_c_before_any_chunk_leaves_no_folder(tmp_path, capsys, monkeypatch):
@@ -100,12 +124,12 @@ def test_an_output_that_is_a_folder_or_unwritable_is_one_line(tmp_path, capsys, 
     status, io = run_cli(argv, capsys)
     assert status == 2 and "is a folder; give a file name" in io.err
     # As root, chmod does not deny writing: a failing write stands in for a read-only folder.
-    import attnflow.sweep._store as store
+    import tempfile
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out.npz"))
 
-    monkeypatch.setattr(store.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
     argv = ["simulate", "--n", "4", "--t1", "1", "--out", str(tmp_path / "out.npz")]
     status, io = run_cli(argv, capsys)
     assert status == 2 and len(io.err.strip().splitlines()) == 1
@@ -155,3 +179,144 @@ def test_every_study_command_takes_every_model(command, capsys):
     parser_help = run_cli([command, "--help"], capsys)[1].out
     for name in MODELS:
         assert name in parser_help
+
+
+# --- two runs on one output (issue 22) -------------------------------------------------------
+
+# The points of a run's progress where `_Paced` holds it: before it starts, once its
+# OUT.partial folder is taken, its sweep store opened (and locked), its first chunk written.
+POINTS = ("started", "claimed", "locked", "chunk")
+
+
+class _Paced:
+    """Runs of `attnflow` in threads of this process, each held at every point of `POINTS`
+    until the test lets it go on, so that two runs interleave exactly as a schedule says.
+    Locks (`flock`) are per open file, so two runs in threads exclude each other as two
+    processes do."""
+
+    def __init__(self, monkeypatch, argv):
+        from attnflow.cli import _main
+        from attnflow.studies import _common
+
+        self.argv, self.runs, self.changed = argv, {}, threading.Condition()
+        pace, store, partial = self.pace, _common.Store, _main._partial
+
+        class PacedStore(store):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                pace("locked")
+
+            def write(self, *args, **kwargs):
+                super().write(*args, **kwargs)
+                pace("chunk")
+
+        def paced_partial(args):
+            folder = partial(args)
+            pace("claimed")
+            return folder
+
+        monkeypatch.setattr(_common, "Store", PacedStore)
+        monkeypatch.setattr(_main, "_partial", paced_partial)
+
+    def pace(self, point: str) -> None:
+        run = self.runs.get(threading.current_thread().name)
+        if run is None:  # not a paced run
+            return
+        with self.changed:
+            run["reached"].add(point)
+            self.changed.notify_all()
+            assert self.changed.wait_for(lambda: run["allowed"] > POINTS.index(point), 60)
+
+    def start(self, name: str) -> None:
+        run = {"reached": set(), "allowed": 0, "status": None}
+
+        def target():
+            try:
+                self.pace("started")
+                run["status"] = main(self.argv)
+            finally:
+                with self.changed:
+                    run["reached"].add("end")
+                    self.changed.notify_all()
+
+        run["thread"] = threading.Thread(target=target, name=name, daemon=True)
+        self.runs[name] = run
+        run["thread"].start()
+
+    def advance(self, name: str, until: str) -> None:
+        """Let run `name` go on to the point `until` (or to its end: "end"), and wait for it."""
+        run = self.runs[name]
+        with self.changed:
+            run["allowed"] = len(POINTS) if until == "end" else POINTS.index(until)
+            self.changed.notify_all()
+            assert self.changed.wait_for(lambda: {until, "end"} & run["reached"], 60)
+
+    def finish(self) -> None:
+        for name in self.runs:
+            self.advance(name, "end")
+
+
+def _contents(folder):
+    """Every file under `folder` and its bytes (None if there is no folder)."""
+    if not folder.is_dir():
+        return None
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+RACE = ["phase-diagram", *TINY, "--d", "3", "--samples", "24", "--memory", "1e-5"]
+RACE += ["--no-plot", "--quiet"]  # 72 items: several chunks
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """The data of the run done alone, with the same options and seed."""
+    out = tmp_path_factory.mktemp("alone") / "pd.npz"
+    assert main([*RACE, "--out", str(out)]) == 0
+    with np.load(out) as data:
+        return dict(data)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        # B starts while A holds OUT.partial, before A opened its store, then after it
+        [("A", "claimed"), ("B", "end"), ("A", "end")],
+        [("A", "locked"), ("B", "end"), ("A", "end")],  # before A wrote any chunk
+        [("A", "chunk"), ("B", "end"), ("A", "end")],
+        # issue 22: both looked at OUT.partial before either opened a store; A locked its
+        # store first, and B, refused by the lock, deleted A's folder
+        [("A", "claimed"), ("B", "claimed"), ("A", "locked"), ("B", "end"), ("A", "end")],
+        # the same, with B opening its store first
+        [("A", "claimed"), ("B", "claimed"), ("B", "locked"), ("A", "end"), ("B", "end")],
+    ],
+    ids=["A-claimed", "A-locked", "A-chunk", "both-claimed-A-locks", "both-claimed-B-locks"],
+)
+def test_a_run_refused_by_the_lock_leaves_the_other_alone(
+    schedule, alone, tmp_path, capsys, monkeypatch
+):
+    """Two identical runs on one output, interleaved as `schedule` says: the run that took
+    OUT.partial first (A) finishes with the data of a run done alone; the other (B) is refused
+    with one line naming the folder, without changing a byte in it."""
+    out = tmp_path / "pd.npz"
+    partial = tmp_path / "pd.npz.partial"
+    paced = _Paced(monkeypatch, [*RACE, "--out", str(out)])
+    try:
+        for name in "AB":
+            paced.start(name)
+        for name, until in schedule:
+            before = _contents(partial)
+            paced.advance(name, until)
+            if name == "B":
+                assert _contents(partial) == before, f"B changed {partial} on its way to {until}"
+    finally:
+        paced.finish()
+    assert (paced.runs["A"]["status"], paced.runs["B"]["status"]) == (0, 2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"attnflow phase-diagram: error: another attnflow run is writing to {partial}; wait "
+        "for it to finish or choose another output"
+    ]
+    with np.load(out) as data:
+        for name in ("betas", "ts", "prob", "status"):
+            np.testing.assert_array_equal(data[name], alone[name], err_msg=name)
+    assert not partial.exists()

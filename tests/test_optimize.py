@@ -317,6 +317,90 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch):
         opt.search(_quadratic, start, "adam", steps=30, checkpoint=path, progress=False)
 
 
+def test_two_searches_on_one_checkpoint_both_finish(tmp_path, monkeypatch):
+    """Issue 22: two searches writing one checkpoint at once shared one temporary file, and
+    one crashed (FileNotFoundError) after the other renamed it. Both now finish with the
+    result of a search done alone, and the file left is a complete checkpoint of theirs."""
+    import threading
+
+    import equinox as eqx
+
+    start = {"a": jnp.zeros(3), "b": jnp.asarray(0.0)}
+    alone = opt.search(_quadratic, start, "adam", steps=12, progress=False)
+    path = tmp_path / "shared.eqx"
+    together, met = threading.Barrier(2, timeout=60), set()
+    serialise = eqx.tree_serialise_leaves
+
+    def meet_then_serialise(file, tree):  # the first writes of both searches overlap
+        if threading.get_ident() not in met:
+            met.add(threading.get_ident())
+            together.wait()
+        return serialise(file, tree)
+
+    monkeypatch.setattr(eqx, "tree_serialise_leaves", meet_then_serialise)
+    results, errors = [], []
+
+    def one_search():
+        try:
+            results.append(
+                opt.search(
+                    _quadratic,
+                    start,
+                    "adam",
+                    steps=12,
+                    checkpoint=path,
+                    checkpoint_every=1,
+                    progress=False,
+                )
+            )
+        except Exception as error:  # reported below, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=one_search) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    monkeypatch.setattr(eqx, "tree_serialise_leaves", serialise)
+    assert not errors, errors
+    assert len(results) == 2 and len(met) == 2
+    for result in results:
+        np.testing.assert_array_equal(result.history, alone.history)
+        np.testing.assert_array_equal(result.params["a"], alone.params["a"])
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    taken = _counting_bar(monkeypatch)
+    resumed = opt.search(_quadratic, start, "adam", steps=12, checkpoint=path, progress=False)
+    assert not taken  # a finished search's checkpoint: returned without stepping
+    np.testing.assert_array_equal(resumed.history, alone.history)
+
+
+def test_checkpoint_folder_is_checked_before_the_first_step(tmp_path, monkeypatch):
+    """Issue 22: a checkpoint in a missing folder failed only when it was first written,
+    after the steps; it is refused at once, and so are a folder given as the checkpoint and
+    a folder that cannot be written."""
+    start = {"a": jnp.zeros(3), "b": jnp.asarray(0.0)}
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return _quadratic(p)
+
+    def run(checkpoint):
+        return opt.search(loss, start, "adam", steps=3, checkpoint=checkpoint, progress=False)
+
+    missing = tmp_path / "nowhere" / "search.eqx"
+    with pytest.raises(ValueError, match=f"checkpoint {missing}: its folder .* does not exist"):
+        run(missing)
+    with pytest.raises(ValueError, match=f"checkpoint must be a file path; {tmp_path} is not"):
+        run(tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint must be a file path or None; got 3"):
+        run(3)
+    monkeypatch.setattr("os.access", lambda *args, **kwargs: False)  # as for a non-root user
+    with pytest.raises(ValueError, match=f"its folder {tmp_path} is not writable"):
+        run(tmp_path / "search.eqx")
+    assert not calls and not list(tmp_path.iterdir())  # nothing computed, nothing written
+
+
 def test_search_holds_non_array_leaves_fixed():
     """Ints, strings and functions in params are held fixed, never converted."""
 

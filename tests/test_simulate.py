@@ -11,6 +11,7 @@ import attnflow as af
 from attnflow import sphere
 
 TIGHT = dict(solver="dopri8", rtol=1e-11, atol=1e-13)
+EPS = np.finfo(np.float64).eps
 
 
 @pytest.mark.parametrize("make, normalized", [(af.SA, True), (af.USA, False)])
@@ -91,15 +92,68 @@ def test_regular_simplex_is_an_equilibrium():
 
 
 def test_norms_stay_one(getkey):
+    """At the default tolerances the ODE solution is accurate (against scipy's DOP853) and is
+    returned on the sphere to rounding; the layers renormalize at every step."""
     x0 = sphere.uniform(getkey(), 16, 3)
     ts = jnp.linspace(0.0, 30.0, 61)
+    eye = np.eye(3)
     ode = af.simulate(af.SA(1.0), x0, ts).xs  # default tolerances
-    assert jnp.abs(jnp.linalg.norm(ode, axis=-1) - 1).max() < 1e-5
+    expected = solve(lambda x: attention_field(x, 1.0, eye, eye, eye), np.asarray(x0), ts)
+    np.testing.assert_allclose(ode, expected, rtol=0, atol=1e-5)
+    assert np.abs(np.linalg.norm(ode, axis=-1) - 1).max() < 4 * EPS
     layers = af.simulate(af.SA(1.0), x0, ts, solver="layers", dt0=0.1).xs
     assert jnp.abs(jnp.linalg.norm(layers, axis=-1) - 1).max() < 1e-14
-    # Repulsive values (<x, v> < 0): the sphere must not repel the numerical drift.
+
+    # Repulsive values (<x, v> < 0): the sphere must not repel the numerical drift, which would
+    # grow and change the weights e^{beta <x_i, x_j>} (the reference projects by |x|^2, exactly
+    # tangent off the sphere too).
+    def repulsive_field(x):
+        v = np.exp(3.0 * x @ x.T) @ -x / len(x)
+        return v - np.sum(x * v, axis=1, keepdims=True) / np.sum(x * x, axis=1)[:, None] * x
+
     repulsive = af.simulate(af.USA(3.0, V=-jnp.eye(3)), x0, ts, max_steps=2000).xs
-    assert jnp.abs(jnp.linalg.norm(repulsive, axis=-1) - 1).max() < 1e-5
+    expected = solve(repulsive_field, np.asarray(x0), ts)
+    np.testing.assert_allclose(repulsive, expected, rtol=0, atol=1e-5)
+    assert np.abs(np.linalg.norm(repulsive, axis=-1) - 1).max() < 4 * EPS
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_its_own_output_is_a_valid_input(dtype):
+    """Issue 22: after an adaptive solve at the default tolerances the tokens had drifted
+    1.5e-6 off the sphere, and simulate, classify_fixed_point and fit_trajectory refused them
+    (float64 checks within sqrt(eps) = 1.5e-8). They are on the sphere to rounding now."""
+    x0 = sphere.uniform(jax.random.key(0), 32, 3, dtype)
+    ts = jnp.linspace(0.0, 30.0, 4, dtype=dtype)
+    xs = af.simulate(af.SA(1.0), x0, ts).xs
+    norms = np.linalg.norm(np.asarray(xs, np.float64), axis=-1)
+    assert np.abs(norms - 1).max() <= 4 * np.finfo(dtype).eps
+    again = af.simulate(af.SA(1.0), xs[-1], ts[:2]).xs
+    assert np.abs(np.linalg.norm(np.asarray(again, np.float64), axis=-1) - 1).max() <= (
+        4 * np.finfo(dtype).eps
+    )
+    # one cluster at t = 30 (beta = 1, d = 3): a sink modulo rotations
+    assert af.stability.classify_fixed_point(af.SA(1.0), xs[-1]).kind == "sink"
+    # fit_trajectory checks the recording (on the sphere) before anything else: reaching the
+    # check of `kind` shows it accepted, without compiling a fit
+    with pytest.raises(ValueError, match="kind must be one of"):
+        af.optimize.fit_trajectory(ts, xs, kind="none", progress=False)
+
+
+def test_renormalized_states_of_a_failed_solve_stay_inf():
+    """A failed solve fills the later save times with inf; renormalizing keeps them inf, with
+    the states before the failure on the sphere."""
+    x0 = sphere.uniform(jax.random.key(7), 8, 3)
+    ts = jnp.linspace(0.0, 5.0, 6)
+    run = af.simulate(af.SA(4.0), x0, ts, max_steps=4, throw=False)
+    assert int(run.status) == 1 and not np.any(np.isnan(run.xs))
+    finite = np.all(np.isfinite(run.xs), axis=(1, 2))
+    assert finite[0] and not finite[-1] and np.all(np.isposinf(run.xs[~finite]))
+    np.testing.assert_allclose(np.linalg.norm(run.xs[finite], axis=-1), 1, rtol=0, atol=4 * EPS)
+    stat = af.simulate(
+        af.SA(4.0), x0, ts, max_steps=4, throw=False, save=lambda t, x: jnp.sum(x * x, -1)
+    )
+    np.testing.assert_allclose(stat.xs[finite], 1, rtol=0, atol=4 * EPS)  # renormalized too
+    assert np.all(np.isposinf(stat.xs[~finite]))
 
 
 def test_trajectory_permutation_and_rotation_equivariance(getkey):

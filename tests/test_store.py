@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -383,12 +384,12 @@ def test_an_unwritable_output_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "s"
     path.mkdir()
     with monkeypatch.context() as patch:
-        patch.setattr(_store.tempfile, "mkstemp", denied)
+        patch.setattr(tempfile, "mkstemp", denied)
         with pytest.raises(ValueError, match=rf"cannot write to {path}.*\(Permission denied\)"):
             Store(path, CONFIG, COUNT)  # the manifest
     store = Store(path, CONFIG, COUNT)
     with monkeypatch.context() as patch:
-        patch.setattr(_store.tempfile, "mkstemp", denied)
+        patch.setattr(tempfile, "mkstemp", denied)
         with pytest.raises(
             ValueError,
             match=rf"cannot write to {chunk(path, 0, 4)} \(Permission denied\); choose a writable",

@@ -25,6 +25,7 @@ from ._options import (
     _positive_int,
     _progress,
     _real,
+    _release,
     _setup,
     _sweep_kwargs,
     _write,
@@ -1230,6 +1231,8 @@ def main(argv=None) -> int:
         _discard_empty_partial(args)
         print(f"attnflow {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        _release(args)
     return 0
 
 
@@ -1242,7 +1245,7 @@ def _one_line(err: Exception) -> str:
 
 def _resume_hint(args) -> str:
     partial = getattr(args, "_partial", None)
-    if partial is not None and any(partial.glob("chunk-*.npz")):
+    if partial is not None and any(partial.rglob("chunk-*.npz")):
         return (
             f"; the finished chunks are kept in {partial}/: run the same command with "
             "--resume to continue"
@@ -1252,14 +1255,16 @@ def _resume_hint(args) -> str:
 
 
 def _discard_empty_partial(args) -> None:
-    """Remove the chunk folder of a run that made it and finished no chunk in it."""
+    """Remove the chunk folder of a run that holds it (its lock: never another run's folder),
+    took it empty and finished no chunk in it (nor in the stores of its sub-folders)."""
     import shutil
 
     partial = getattr(args, "_partial", None)
     if (
         partial is not None
-        and getattr(args, "_new_partial", False)
+        and getattr(args, "_lock", None) is not None
+        and args._new_partial
         and partial.is_dir()
-        and not any(partial.glob("chunk-*.npz"))
+        and not any(partial.rglob("chunk-*.npz"))
     ):
         shutil.rmtree(partial, ignore_errors=True)

@@ -210,42 +210,64 @@ def _layer_times(t1: float, h: float, saves: int):
 
 
 def _partial(args) -> Path:
-    """The folder of finished chunks next to OUT; refused if it exists and --resume is not set.
+    """The folder of finished chunks next to OUT, held by this run until it ends: refused if
+    another run holds it, or if it holds an interrupted run and --resume is not set.
 
-    Remembered in `args._partial` (and whether this run made it, `args._new_partial`), so that
-    `main` can say how to resume after an interruption, and remove a folder that a failed run
-    made and left without any finished chunk."""
+    The folder is made if need be and locked (`FolderLock`: the lock is on the folder itself,
+    beside the lock each sweep store inside takes), so that two runs on one OUT never share
+    it: the second is refused before it writes anything, whichever of the two started first.
+    Remembered in `args._partial`, with the lock in `args._lock` (released by `_release`) and
+    whether the folder was empty when taken (`args._new_partial`: this run made it, or a run
+    killed before its first write did), so that `main` can say how to resume after an
+    interruption, and remove the folder when a failed run leaves it without a finished chunk.
+    """
     import sys
+
+    from .._files import FolderLock
 
     partial = args.out.with_name(args.out.name + ".partial")
     if partial.exists() and not partial.is_dir():
         raise ValueError(f"{partial} is a file, where the run keeps its chunks; move it away")
-    if partial.exists() and not args.resume:
+    existed = partial.exists()
+    partial.mkdir(exist_ok=True)
+    lock = FolderLock(partial)  # refused while another run holds it
+    new = not any(partial.iterdir())
+    if not new and not args.resume:
+        lock.close()
         raise ValueError(
             f"{partial} holds an interrupted run: pass --resume to continue it, or delete it"
         )
-    if args.resume and not partial.exists():
+    if args.resume and not existed:
         print(
             f"attnflow {args.command}: nothing to resume ({partial} does not exist); "
             "starting a new run",
             file=sys.stderr,
         )
-    args._partial, args._new_partial = partial, not partial.exists()
+    args._partial, args._lock, args._new_partial = partial, lock, new
     return partial
 
 
 def _finished(partial: Path) -> None:
-    """Remove the chunks of a run whose data and figure are written."""
+    """Remove the chunks of a run whose data and figure are written (the run holds the folder:
+    see `_partial`)."""
     import shutil
 
     shutil.rmtree(partial)
+
+
+def _release(args) -> None:
+    """Release the folder of chunks this run holds, if any (see `_partial`)."""
+    lock = getattr(args, "_lock", None)
+    if lock is not None:
+        lock.close()
+        args._lock = None
 
 
 def _save(path: Path, config: dict, **arrays) -> None:
     """Write the npz with its configuration (JSON), atomically, as the sweep store does."""
     import numpy as np
 
-    from ..sweep._store import atomic_write
+    from .._files import atomic_write
 
     text = json.dumps(config, sort_keys=True)
     atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))

@@ -18,6 +18,7 @@ from jaxtyping import Array, Float, Int, PyTree
 from tqdm.auto import tqdm
 
 from .._checks import positive_int
+from .._files import atomic_write
 
 # Optimizers by name, with the learning rate used when none is given.
 OPTIMIZERS = {
@@ -180,19 +181,42 @@ def _fingerprint(params, loss0, first) -> str:
     return digest.hexdigest()
 
 
+def _checkpoint(checkpoint) -> Path | None:
+    """`checkpoint` as a `Path` (or None), checked before any step: a file, or a new one, in
+    a folder that exists and is writable."""
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, str | os.PathLike):
+        raise ValueError(f"checkpoint must be a file path or None; got {checkpoint!r:.80}")
+    path = Path(checkpoint)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"checkpoint must be a file path; {path} is not a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(
+            f"checkpoint {path}: its folder {folder} does not exist; create it or choose "
+            "another path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"checkpoint {path}: its folder {folder} is not writable; choose another path"
+        )
+    return path
+
+
 def _save(path: Path, header: dict, state: _State) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as f:
+    """Write the checkpoint whole (`atomic_write`: a temporary file of its own, renamed)."""
+
+    def write(f):
         f.write((json.dumps(header) + "\n").encode())
         eqx.tree_serialise_leaves(f, state)
-    os.replace(temporary, path)
+
+    atomic_write(path, write)
 
 
 def _load(path: Path, fingerprint: str, like: _State) -> tuple[dict, _State] | None:
     if not path.exists():
         return None
-    if not path.is_file():
-        raise ValueError(f"checkpoint must be a file path; {path} is not a file")
     try:
         with open(path, "rb") as f:
             header = json.loads(f.readline())
@@ -246,6 +270,10 @@ def search(
             fingerprint of the initial parameters, their loss, and the parameters after the
             first step (which tell the optimizer and its learning rate apart). `steps` may
             grow on resume, not shrink below the steps already taken; `patience` applies anew.
+            Its folder must exist and be writable (checked before the first step). Two
+            searches on one checkpoint at once both run to their own result, and the file
+            always holds a complete checkpoint of one of them, the last written (each write
+            goes to a temporary file of its own, then renamed over the checkpoint).
         patience: stop once the best loss has not improved for this many steps (None: never).
         progress: show a tqdm bar with the current and best loss.
 
@@ -266,6 +294,7 @@ def search(
     checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     if not isinstance(progress, bool):
         raise ValueError(f"progress must be True or False; got {progress!r}")
+    path = _checkpoint(checkpoint)
     opt = _as_optimizer(optimizer)
     params = _as_params(params)
     _check_loss(loss, params)
@@ -280,7 +309,6 @@ def search(
     header = {"format": _FORMAT, "fingerprint": _fingerprint(params, loss0, first[0])}
     history, best, best_params, failed = [float(loss0)], 0, params, False
     current = (params, opt_state, 0)  # assigned at once: a Ctrl-C never splits it
-    path = None if checkpoint is None else Path(checkpoint)
     if path is not None:
         like = _State(params, opt_state, params, _array(history, dtype))
         loaded = _load(path, header["fingerprint"], like)

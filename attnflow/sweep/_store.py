@@ -7,57 +7,18 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; the checks on opening still refuse overlaps
-    fcntl = None
+from .._files import atomic_write, flock
 
 _CHUNK = re.compile(r"^chunk-(\d{10})-(\d{10})\.npz$")
 MANIFEST = "manifest.json"
 LOCK = "lock"
 _HEADER = ("_start", "_stop", "_fingerprint")  # inside every chunk, beside its results
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, flush it to disk, then rename.
-
-    A crash (even `kill -9`) leaves either the old file or the new one, never a torn file.
-    The file gets the mode of any newly created file, `0o666 & ~umask` (`mkstemp` alone would
-    leave it 0o600).
-    """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the system can (Linux: from
-    /proc/self/status), else by setting and restoring it (briefly process-global)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def _canonical(config: dict) -> dict:
@@ -142,17 +103,14 @@ class Store:
         descriptor = _writing(lock, lambda: os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
         self._lock = os.fdopen(descriptor, "r+b")
         self._open = True
-        if fcntl is None:
-            return
         try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
+            taken = flock(self._lock.fileno(), lock)
+        except ValueError:
+            self.close()
+            raise
+        if not taken:
             holder = self._lock.read().decode(errors="replace").strip() or "unknown"
             self.close()
-            if not isinstance(error, BlockingIOError):
-                raise ValueError(
-                    f"cannot lock {lock} ({error.strerror}); choose an output on a local disk"
-                ) from None
             if holder == str(os.getpid()):
                 holder += (  # say, held by the traceback of an interrupted sweep in a notebook
                     ", this process: an earlier Store on it is still open, perhaps kept by a "
