@@ -66,17 +66,24 @@ def check_tokens(x0, attention: AbstractAttention, mlp=None):
 
 
 def check_on_sphere(x0):
-    """`x0`, checked to have rows of norm 1 (within `sqrt(eps)`)."""
+    """`x0`, checked to have rows of norm 1 (within `sqrt(eps)`); the error names the row
+    farthest from the sphere, its norm and how far off it is."""
     atol = default_atol(x0.dtype)
+
+    def farthest() -> str:
+        norms = jnp.linalg.norm(x0, axis=-1)
+        i = int(jnp.argmax(jnp.abs(norms - 1)))
+        return (
+            f"; the farthest row is x0[{i}], of norm {float(norms[i]):.17g} "
+            f"(off by {abs(float(norms[i]) - 1):.1e})"
+        )
+
     return check_value(
         x0,
         ~jnp.all(on_sphere(x0, atol)),
         f"x0 must lie on the unit sphere (every row of norm 1 within {atol:.1e}); "
         "use attnflow.sphere.normalize",
-        lambda: (
-            f"; got row norms in [{jnp.linalg.norm(x0, axis=-1).min():.6g}, "
-            f"{jnp.linalg.norm(x0, axis=-1).max():.6g}]"
-        ),
+        farthest,
     )
 
 
