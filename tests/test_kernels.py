@@ -81,6 +81,17 @@ def test_sinkhorn_reports_non_convergence_and_bad_options(getkey):
     x = af.sphere.uniform(getkey(), 16, 3)
     with pytest.raises(eqx.EquinoxRuntimeError, match="did not converge"):
         af.Sinkhorn(5.0, max_iter=2).weights(x)
+    # failures as data: NaN weights, and NaN in every field built on them, never a number
+    quiet = af.Sinkhorn(5.0, max_iter=2, throw=False)
+    assert jnp.all(jnp.isnan(quiet.weights(x)))
+    fields = (
+        af.PostLN(quiet),
+        af.NGPT(quiet, 1.0),
+        af.PeriLN(quiet),
+        af.NoNorm(quiet, centered=True),
+    )
+    for field in fields:
+        assert jnp.all(jnp.isnan(field(0.0, x))), field
     with pytest.raises(ValueError, match="tol must be a positive number"):
         af.Sinkhorn(1.0, tol=0.0)
     with pytest.raises(ValueError, match="max_iter must be a positive integer"):

@@ -125,9 +125,10 @@ def unnormalized_weights(
 
 
 def safe_log(w: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
-    """`log w` for `w >= 0`: `-inf` at 0, with gradient 0 there (not NaN)."""
-    positive = w > 0
-    return jnp.where(positive, jnp.log(jnp.where(positive, w, 1)), -jnp.inf)
+    """`log w` for `w >= 0`: `-inf` at 0, with gradient 0 there (not NaN); NaN stays NaN (the
+    weights of a Sinkhorn solve that did not converge, with `throw=False`)."""
+    zero = w == 0
+    return jnp.where(zero, -jnp.inf, jnp.log(jnp.where(zero, 1, w)))
 
 
 class SelfSplit(NamedTuple):

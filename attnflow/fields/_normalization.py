@@ -49,7 +49,7 @@ def direction(a: Points) -> Points:
     `abs(a_i)^2`; gradient-safe (no NaN, also at `a_i = 0`, where the gradient is 0).
     """
     top = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1, keepdims=True))  # cancels
-    nonzero = top > 0
+    nonzero = top != 0  # NaN passes through: a failed kernel is never a token at rest
     b = a / jnp.where(nonzero, top, 1)
     size = jnp.sqrt(jnp.where(nonzero, jnp.sum(b * b, axis=-1, keepdims=True), 1))  # >= 1
     return jnp.where(nonzero, b / size, 0)
@@ -67,7 +67,7 @@ def tangent_direction(out: Projected) -> Points:
     of the tangent part `p_i`; 0 where `A_i = 0` (gradient-safe, as `direction`)."""
     u = out.output
     top = jax.lax.stop_gradient(jnp.max(jnp.abs(u), axis=-1, keepdims=True))  # cancels
-    nonzero = top > 0
+    nonzero = top != 0  # NaN passes through: a failed kernel is never a token at rest
     top = jnp.where(nonzero, top, 1)
     size = top * jnp.sqrt(jnp.where(nonzero, jnp.sum((u / top) ** 2, axis=-1, keepdims=True), 1))
     s, r = out.log_scale, out.tangent_log_scale
