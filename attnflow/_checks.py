@@ -62,6 +62,29 @@ def check_finite(x, name: str = "x0"):
     )
 
 
+SOLVED_ATOL = 1e-3
+"""How far from 1 the norms of solved states may be and still count as on the sphere: far above
+the drift of an adaptive solve (about `rtol` per unit time), far below what an unnormalized
+state is off by."""
+
+
+def check_on_sphere(
+    x, name: str, hint: str = "use attnflow.sphere.normalize", atol: float | None = None
+):
+    """`x`, checked finite with every row (last axis) of norm 1 within `atol`, at least (and by
+    default) `sqrt(eps)` of its dtype (`ValueError` naming `name`, ending with `hint`, with the
+    range of the norms). Statistics of solved states pass `atol=SOLVED_ATOL`."""
+    x = check_finite(x, name)
+    atol = max(float(jnp.finfo(x.dtype).eps) ** 0.5, atol or 0.0)
+    norms = jnp.linalg.norm(x, axis=-1)
+    return check_value(
+        x,
+        ~jnp.all(jnp.abs(norms - 1) <= atol),
+        f"{name} must lie on the unit sphere (every row of norm 1 within {atol:.1e}); {hint}",
+        lambda: f"; got row norms in [{float(norms.min()):.6g}, {float(norms.max()):.6g}]",
+    )
+
+
 def positive_number(value, name: str, what: str | None = None) -> float:
     """`value` as a float: a finite real number `> 0` (not a bool), else `ValueError`.
 

@@ -26,12 +26,13 @@ from jaxtyping import Array, Float
 from .._checks import (
     as_float_array,
     check_finite,
+    check_on_sphere,
     check_value,
     is_traced,
     positive_int,
     positive_number,
 )
-from ..sphere import geodesic_distance, on_sphere
+from ..sphere import geodesic_distance
 
 COSTS = ("geodesic", "chordal", "euclidean")
 
@@ -342,21 +343,6 @@ def _ott_cost_class():
     return PowerCost
 
 
-def _check_on_sphere(a, name: str, cost: str):
-    """`a`, checked to hold points of the unit sphere (within `sqrt(eps)` of its dtype)."""
-    off = ~on_sphere(a)
-    return check_value(
-        a,
-        jnp.any(off),
-        f"{name} must be points of the unit sphere for cost={cost!r} (|row| = 1 within "
-        f"sqrt(eps)); use cost='euclidean' for points of R^d",
-        lambda: (
-            f"; {int(off.sum())} rows are not, e.g. |row| = "
-            f"{float(jnp.linalg.norm(a[int(jnp.argmax(off))])):.6g}"
-        ),
-    )
-
-
 def _point_clouds(x, y, cost: str, p):
     """`x`, `y` checked (shapes, finite, on the sphere for the sphere's costs) and `p`."""
     if cost not in COSTS:
@@ -377,7 +363,8 @@ def _point_clouds(x, y, cost: str, p):
     dtype = jnp.result_type(x, y)
     x, y = check_finite(x.astype(dtype), "x"), check_finite(y.astype(dtype), "y")
     if cost != "euclidean":
-        x, y = _check_on_sphere(x, "x", cost), _check_on_sphere(y, "y", cost)
+        hint = f"cost={cost!r} is for points of the sphere, cost='euclidean' for points of R^d"
+        x, y = check_on_sphere(x, "x", hint), check_on_sphere(y, "y", hint)
     return x, y, p
 
 
