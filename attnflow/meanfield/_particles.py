@@ -44,8 +44,8 @@ def sample_density(key, theta, density, n: int) -> Array:
 
     `theta` and `density`: 1-D arrays of the same length `M`, `theta` the cell centers
     `theta_0 + 2 pi k / M`; `density` finite, non-negative (entries down to -1e-6, -3.5e-4 in
-    float32, the rounding of a solved density, are read as 0) and of positive total mass (any: it is normalized);
-    `n >= 1`. `ValueError` naming the argument otherwise.
+    float32, the rounding of a solved density, are read as 0) and of positive total mass (any
+    mass: it is normalized); `n >= 1`. `ValueError` naming the argument otherwise.
     """
     theta = as_float_array(theta, "theta")
     density = as_float_array(density, "density")
