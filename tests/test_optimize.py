@@ -462,3 +462,5 @@ def test_fit_trajectory_bad_input(getkey):
         opt.fit_trajectory(jnp.asarray([0.0, 2.0, 1.0]), xs)
     with pytest.raises(ValueError, match="xs must lie on the unit sphere"):
         opt.fit_trajectory(jnp.arange(3.0), 2 * xs)
+    with pytest.raises(ValueError, match=r"xs must have shape \(T, n, d\), no size 0"):
+        opt.velocity_guess(jnp.arange(3.0), xs[:, :0])  # numpy's "zero-size array" error
