@@ -72,16 +72,27 @@ def check_on_sphere(
     x, name: str, hint: str = "use attnflow.sphere.normalize", atol: float | None = None
 ):
     """`x`, checked finite with every row (last axis) of norm 1 within `atol`, at least (and by
-    default) `sqrt(eps)` of its dtype (`ValueError` naming `name`, ending with `hint`, with the
-    range of the norms). Statistics of solved states pass `atol=SOLVED_ATOL`."""
+    default) `sqrt(eps)` of its dtype (`ValueError` naming `name`, ending with `hint`, then the
+    row farthest from the sphere, its norm and how far off it is). Statistics of solved states
+    pass `atol=SOLVED_ATOL`."""
     x = check_finite(x, name)
     atol = max(float(jnp.finfo(x.dtype).eps) ** 0.5, atol or 0.0)
     norms = jnp.linalg.norm(x, axis=-1)
+    off = jnp.abs(norms - 1)
+
+    def farthest() -> str:
+        row = np.unravel_index(int(jnp.argmax(off)), off.shape)
+        where = ", ".join(str(int(i)) for i in row)
+        return (
+            f"; the farthest row is {name}[{where}], of norm {float(norms[row]):.17g} "
+            f"(off by {float(off[row]):.1e})"
+        )
+
     return check_value(
         x,
-        ~jnp.all(jnp.abs(norms - 1) <= atol),
+        ~jnp.all(off <= atol),
         f"{name} must lie on the unit sphere (every row of norm 1 within {atol:.1e}); {hint}",
-        lambda: f"; got row norms in [{float(norms.min()):.6g}, {float(norms.max()):.6g}]",
+        farthest,
     )
 
 
