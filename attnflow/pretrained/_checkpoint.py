@@ -224,6 +224,10 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
         for name in expected
         if len(stored_names.get(name, ())) > 1
     ]
+    if ambiguous:
+        raise ValueError(
+            f"{path}: ambiguous tensors, one weight under two names: {_listed(ambiguous)}"
+        )
     missing = [name for name in expected if name not in tensors]
     mismatched = [
         f"{name} {tuple(tensors[name].shape)} (expected {shape})"
@@ -239,8 +243,6 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
         }
     )
     problems = []
-    if ambiguous:
-        problems.append(f"ambiguous tensors, one weight under two names: {_listed(ambiguous)}")
     if missing:
         problems.append(f"missing tensors: {_listed(missing)}")
     if mismatched:
