@@ -62,6 +62,40 @@ def check_finite(x, name: str = "x0"):
     )
 
 
+SOLVED_ATOL = 1e-3
+"""How far from 1 the norms of solved states may be and still count as on the sphere: far above
+the drift of an adaptive solve (about `rtol` per unit time), far below what an unnormalized
+state is off by."""
+
+
+def check_on_sphere(
+    x, name: str, hint: str = "use attnflow.sphere.normalize", atol: float | None = None
+):
+    """`x`, checked finite with every row (last axis) of norm 1 within `atol`, at least (and by
+    default) `sqrt(eps)` of its dtype (`ValueError` naming `name`, ending with `hint`, then the
+    row farthest from the sphere, its norm and how far off it is). Statistics of solved states
+    pass `atol=SOLVED_ATOL`."""
+    x = check_finite(x, name)
+    atol = max(float(jnp.finfo(x.dtype).eps) ** 0.5, atol or 0.0)
+    norms = jnp.linalg.norm(x, axis=-1)
+    off = jnp.abs(norms - 1)
+
+    def farthest() -> str:
+        row = np.unravel_index(int(jnp.argmax(off)), off.shape)
+        where = ", ".join(str(int(i)) for i in row)
+        return (
+            f"; the farthest row is {name}[{where}], of norm {float(norms[row]):.17g} "
+            f"(off by {float(off[row]):.1e})"
+        )
+
+    return check_value(
+        x,
+        ~jnp.all(off <= atol),
+        f"{name} must lie on the unit sphere (every row of norm 1 within {atol:.1e}); {hint}",
+        farthest,
+    )
+
+
 def positive_number(value, name: str, what: str | None = None) -> float:
     """`value` as a float: a finite real number `> 0` (not a bool), else `ValueError`.
 

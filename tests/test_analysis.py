@@ -92,7 +92,16 @@ def test_crossing_time_at_beta_zero_closed_form():
             lambda: af.equiangular_rho([0.0, 1.0], 1.0, 4, rho0=1.0),
             r"rho0 must lie in \[-1/\(n-1\), 1\)",
         ),
-        (lambda: af.equiangular_rho([1.0, 0.0], 1.0, 4), r"ts must be strictly increasing"),
+        (lambda: af.equiangular_rho([1.0, 0.0], 1.0, 4), r"ts must be finite and strictly"),
+        (lambda: af.equiangular_rho([0.0, np.nan], 1.0, 4), r"ts must be finite and strictly"),
+        (
+            lambda: analysis.equiangular([0.0, 1.0], 1.0, 4, kind="PreLN", r0=np.inf),
+            r"r0 must be positive and finite; got inf",
+        ),
+        (
+            lambda: analysis.equiangular([0.0, 1.0], 1.0, 4, kind="nGPT", alpha=np.inf),
+            r"alpha must be a positive finite number or a callable alpha\(t\); got inf",
+        ),
     ],
 )
 def test_equiangular_bad_input(call, match):
@@ -176,3 +185,47 @@ def test_hemisphere_certificates(getkey):
     assert af.analysis.in_hemisphere(square[:3]) is False  # a closed half-circle is not open
     with pytest.raises(ValueError, match="must have shape"):
         af.analysis.hemisphere(jnp.ones(3))
+
+
+STATISTICS = [
+    analysis.close_pairs,
+    analysis.pair_fraction,
+    analysis.count_clusters,
+    analysis.cosine_histogram,
+]
+
+
+@pytest.mark.parametrize("statistic", STATISTICS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda x: x.at[1, 0].set(jnp.nan), "x must hold only finite numbers"),
+        (lambda x: x.at[1, 0].set(-jnp.inf), "x must hold only finite numbers"),
+        (
+            lambda x: x.at[2].multiply(10),
+            r"x must lie on the unit sphere .*; the farthest row is x\[2\], .*off by 9\.0e\+00",
+        ),
+        (lambda x: x[:, :0], r"x must have shape \(n, d\) with n >= 2 tokens and d >= 1"),
+    ],
+)
+def test_statistics_refuse_tokens_off_the_sphere(getkey, dtype, statistic, bad, match):
+    x = bad(sphere.uniform(getkey(), 4, 3, dtype=dtype))
+    with pytest.raises(ValueError, match=match):
+        statistic(x)
+
+
+def test_statistics_leave_traced_states_to_the_sweeps(getkey):
+    """Under vmap (as sweeps save them) a failed sample's NaN state gives a number, not an
+    error that would stop the other samples."""
+    x = sphere.uniform(getkey(), 4, 3)
+    counts = jax.vmap(analysis.count_clusters)(jnp.stack([x, jnp.full_like(x, jnp.nan)]))
+    assert int(counts[0]) == 4
+
+
+def test_cosine_histogram_bins_and_order_parameter_refuse_bad_input(getkey, dtype):
+    x = sphere.uniform(getkey(), 4, 3, dtype=dtype)
+    with pytest.raises(ValueError, match="bins must be an integer >= 1; got 0"):
+        analysis.cosine_histogram(x, bins=0)
+    theta = jnp.asarray([0.0, 1.0, np.nan], dtype)
+    with pytest.raises(ValueError, match="theta must hold only finite numbers"):
+        analysis.order_parameter(theta)

@@ -446,6 +446,15 @@ def test_concentration_closest_approach_rate():
 
 def test_rate():
     np.testing.assert_allclose(rate([1.0, 100.0]), np.sqrt(np.log([2.0, 101.0]) / [1.0, 100.0]))
+    for betas in ([np.nan], [np.inf], [-1.0], [0.0, 1.0]):  # NaN, NaN, inf, NaN before
+        with pytest.raises(ValueError, match="betas must be finite and > 0"):
+            rate(betas)
+
+
+@pytest.mark.parametrize(("n", "d", "name"), [(0, 2, "n"), (3, 0, "d")])
+def test_initial_tokens_refuse_empty_sizes(n, d, name):
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1; got 0"):
+        initial_tokens(jax.random.key(0), 0, n=n, d=d)
 
 
 # --- 7. the terminal phase: along V's slowest eigenvector ------------------------------------

@@ -48,4 +48,7 @@ def test_bad_input():
         af.long_context_cosine(100, 0.5, -1.0)
     with pytest.raises(ValueError, match="n must be >= 2"):
         af.long_context_cosine(1, 0.5, 1.0)
+    for f in (af.long_context_cosine, af.analysis.long_context_attention):
+        with pytest.raises(ValueError, match=r"n must be >= 2 and finite"):
+            f(np.inf, 0.5, 2.0)  # the critical gamma: NaN; elsewhere the limit, silently
     assert af.long_context_cosine(jnp.array([10.0, 100.0]), 0.5, 1.0).shape == (2,)

@@ -212,3 +212,31 @@ def test_overflow_and_kmax_errors():
     with pytest.raises(ValueError, match="kmax must be an integer >= 2"):
         mf.predicted_clusters(4.0, kmax=0)
     assert theta.shape == (256,)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((-1.0,), "beta must be finite and >= 0"),
+        ((float("nan"),), "beta must be finite and >= 0"),
+        ((1e12,), "beta and the mode k must be at most about 1e9"),
+        ((1.0, 0.0), "tol must be a positive number"),
+        ((1.0, float("nan")), "tol must be a positive number"),
+        ((1.0, 1.0), r"tol must lie in \[2.23e-308, 1\)"),
+        ((1.0, 1e-310), r"tol must lie in \[2.23e-308, 1\)"),
+    ],
+)
+def test_smallest_grid_refuses_meaningless_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        mf.smallest_grid(*args)
+
+
+@pytest.mark.parametrize("k", [float("nan"), float("inf"), 1.5, [1, 2.5]])
+def test_growth_rate_refuses_modes_that_are_not_integers(k):
+    with pytest.raises(ValueError, match="k must hold integers"):
+        mf.growth_rate(k, 1.0)
+
+
+def test_growth_rate_refuses_beta_beyond_the_bessel_functions():
+    with pytest.raises(ValueError, match="beta and the mode k must be at most about 1e9"):
+        mf.predicted_clusters(1e12)  # the NaN rates gave mode 1

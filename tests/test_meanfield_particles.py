@@ -59,7 +59,7 @@ def test_cli_meanfield(tmp_path, capsys):
         "--grid",
         "64",
         "--particles",
-        "32,128",
+        "128,32",  # any order: the rows are labelled with the sorted sizes
         "--t1",
         "1",
         "--saves",
@@ -75,8 +75,52 @@ def test_cli_meanfield(tmp_path, capsys):
     data = np.load(out)
     assert data["distance"].shape == (2, 1, 3) and data["density"].shape == (3, 64)
     assert plot.stat().st_size > 0
-    assert "fitted exponent in n" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fitted exponent in n" in printed
+    assert printed.index("n = 32:") < printed.index("n = 128:")
     with pytest.raises(SystemExit) as exit_info:
         main(["meanfield", "--particles", "100", "--out", str(out), "--no-plot"])
     assert exit_info.value.code == 2
     assert "at least two positive integers" in capsys.readouterr().err
+    for particles in ("8,8", "8,16,8"):  # one line from the API, before any solve
+        assert main(["meanfield", "--particles", particles, "--out", str(out), "--no-plot"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "error: particles must hold at least two sizes, all different" in err
+
+
+@pytest.mark.parametrize("particles", [(8, 8), (8, 16, 8), (16,)])
+def test_particles_must_be_at_least_two_different_sizes(particles):
+    with pytest.raises(ValueError, match="particles must hold at least two sizes, all different"):
+        mf.particles_versus_pde(
+            jax.random.key(0), rho0, jnp.asarray([0.0, 1.0]), beta=1.0, particles=particles
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda d: 0 * d, "density must have a positive total mass"),
+        (lambda d: d.at[3].set(jnp.nan), "density must hold only finite numbers"),
+        (lambda d: d.at[3].set(jnp.inf), "density must hold only finite numbers"),
+        (lambda d: d.at[3].set(-1.0), "density must be non-negative"),
+    ],
+)
+def test_sample_density_refuses_densities_it_cannot_sample(dtype, change, match):
+    theta = jnp.asarray(2 * np.pi * np.arange(16) / 16, dtype)
+    density = change(jnp.full(16, 1 / (2 * np.pi), dtype))
+    with pytest.raises(ValueError, match=match):
+        mf.sample_density(jax.random.key(0), theta, density, 8)
+
+
+def test_sample_density_refuses_bad_grids_and_sizes():
+    theta = jnp.asarray(2 * np.pi * np.arange(16) / 16)
+    density = jnp.full(16, 1 / (2 * np.pi))
+    with pytest.raises(ValueError, match="theta must be a uniform grid"):
+        mf.sample_density(jax.random.key(0), theta.at[0].set(jnp.nan), density, 8)
+    with pytest.raises(ValueError, match="theta and density must be 1-D arrays of the same"):
+        mf.sample_density(jax.random.key(0), theta[:8], density, 8)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        mf.sample_density(jax.random.key(0), theta, density, 0)
+    # rounding below zero, as a solved density has, is read as 0
+    assert mf.sample_density(jax.random.key(0), theta, density.at[0].set(-1e-9), 8).shape == (8,)

@@ -342,7 +342,8 @@ def test_point_cloud_errors():
         wasserstein(x, y[:, :2])
     with pytest.raises(
         ValueError,
-        match=r"y must be points of the unit sphere for cost='chordal' .* 1 rows are not, e.g. \|row\| = 2",
+        match=r"y must lie on the unit sphere .*; cost='chordal' is for points of the sphere, "
+        r"cost='euclidean' for points of R\^d; the farthest row is y\[3\], .*off by 1\.0e\+00",
     ):
         wasserstein(x, np.concatenate([y[:3], 2 * y[3:]]), cost="chordal")
     with pytest.raises(ValueError, match=r"x must hold only finite numbers; got 1 non-finite"):

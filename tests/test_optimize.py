@@ -5,6 +5,7 @@ the objectives against their sharp counterparts in `attnflow.analysis`, the fit 
 parameters that generated the data.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,6 +184,37 @@ def test_objectives_bad_input(getkey):
         opt.soft_cluster_count(xs[0], delta=3.0)
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         opt.soft_cluster_count(xs[0], delta=0.1, temperature=0.0)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda x: x.at[0, 0].set(jnp.nan), "must hold only finite numbers"),
+        (lambda x: x.at[0, 0].set(jnp.inf), "must hold only finite numbers"),
+        (lambda x: 10 * x, "must lie on the unit sphere"),  # counted 1.5 clusters
+        (lambda x: 0 * x, "must lie on the unit sphere"),
+        (lambda x: x[:0], r"must have shape \(\.\.\., n, d\) with every size >= 1"),
+        (lambda x: x[:, :0], r"must have shape \(\.\.\., n, d\) with every size >= 1"),
+    ],
+)
+def test_objectives_refuse_tokens_off_the_sphere(getkey, dtype, bad, match):
+    x = bad(af.sphere.uniform(getkey(), 4, 3, dtype=dtype))
+    with pytest.raises(ValueError, match="x " + match):
+        opt.soft_cluster_count(x)
+    with pytest.raises(ValueError, match="xs " + match):
+        opt.soft_collapse_time(jnp.arange(3.0, dtype=dtype), jnp.stack([x] * 3))
+
+
+def test_objectives_check_traced_tokens_and_short_inputs(getkey):
+    x = af.sphere.uniform(getkey(), 4, 3)
+    count = eqx.filter_jit(opt.soft_cluster_count)
+    assert 1 <= float(count(x)) <= 4
+    with pytest.raises(Exception, match="x must lie on the unit sphere"):
+        count(2 * x)
+    with pytest.raises(ValueError, match="ts must hold at least two save times"):
+        opt.soft_collapse_time(jnp.zeros(1), x[None])
+    with pytest.raises(ValueError, match=r"pred must have shape .* with every size >= 1"):
+        opt.trajectory_loss(x[:0], x[:0])
 
 
 def test_trajectory_loss_and_energy(getkey):
@@ -514,3 +546,5 @@ def test_fit_trajectory_bad_input(getkey):
         opt.fit_trajectory(jnp.asarray([0.0, 2.0, 1.0]), xs)
     with pytest.raises(ValueError, match="xs must lie on the unit sphere"):
         opt.fit_trajectory(jnp.arange(3.0), 2 * xs)
+    with pytest.raises(ValueError, match=r"xs must have shape \(T, n, d\), no size 0"):
+        opt.velocity_guess(jnp.arange(3.0), xs[:, :0])  # numpy's "zero-size array" error

@@ -236,6 +236,22 @@ def test_cli_layer_out_of_range(tiny_path, tmp_path, capsys):
     assert "--layer must lie in [0, 2); got 2" in io.err and len(io.err.strip().splitlines()) == 1
 
 
+def test_cli_refuses_nan_weights(tiny_path, tmp_path, capsys):
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / "nan"
+    path.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (path / name).write_bytes((tiny_path / name).read_bytes())
+    tensors = load_file(tiny_path / "model.safetensors")
+    tensors["encoder.layer.1.output.dense.bias"][3] = np.nan
+    save_file(tensors, path / "model.safetensors")
+    argv = ["--model", str(path), "--out", str(tmp_path / "c.npz"), "--no-plot"]
+    status, io = run_cli(["pretrained-clusters", *argv], capsys)
+    assert status == 2 and io.out == "" and len(io.err.strip().splitlines()) == 1
+    assert "tensors must hold only finite numbers; NaN or inf in encoder.layer.1" in io.err
+
+
 def test_cli_float64_file_and_truncation(tiny_path, tmp_path, capsys):
     out = tmp_path / "c.npz"
     (tmp_path / "text.txt").write_text("the cat " * 100)

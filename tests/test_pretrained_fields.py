@@ -168,6 +168,12 @@ def test_bad_input(tiny):
         ap.compare_flows(pretrained, TEXT, depth=0)
     with pytest.raises(ValueError, match=r"delta must lie in \(0, 2\]"):
         ap.compare_flows(pretrained, TEXT, delta=0)
+    for text in ("", " \n"):  # only [CLS] and [SEP] would flow
+        with pytest.raises(ValueError, match="text must be a non-empty string"):
+            ap.compare_flows(pretrained, text, depth=2)
+    for layer in (2, -1):  # -1 read the gains of the last layer's output LayerNorm
+        with pytest.raises(ValueError, match=r"layer must be an integer in \[0, 2\)"):
+            ap.input_gain(pretrained.model, layer)
 
 
 @needs_minilm

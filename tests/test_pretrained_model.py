@@ -360,6 +360,47 @@ def test_more_layers_than_the_config(tiny_path, tmp_path):
         ap.load(path)
 
 
+def set_entry(name, value):
+    def change(tensors):
+        tensors[name][(0,) * tensors[name].ndim] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            set_entry("encoder.layer.0.attention.self.query.weight", np.nan),
+            r"tensors must hold only finite numbers; NaN or inf in "
+            r"encoder\.layer\.0\.attention\.self\.query\.weight",
+        ),
+        (
+            set_entry("embeddings.LayerNorm.bias", -np.inf),
+            r"tensors must hold only finite numbers; NaN or inf in embeddings\.LayerNorm\.bias",
+        ),
+        (
+            lambda t: t.update({"bert.embeddings.LayerNorm.bias": t["embeddings.LayerNorm.bias"]}),
+            r"ambiguous tensors, one weight under two names: bert\.embeddings\.LayerNorm\.bias "
+            r"and embeddings\.LayerNorm\.bias",
+        ),
+    ],
+)
+def test_weights_that_make_the_model_meaningless(tiny_path, tmp_path, change, message):
+    path = copy_checkpoint(tiny_path, tmp_path / "ck")
+    rewrite_tensors(path, change)
+    with pytest.raises(ValueError, match=r"model\.safetensors: .*" + message):
+        ap.load(path)
+
+
+def test_weights_beyond_the_dtype(tiny_path, tmp_path):
+    path = copy_checkpoint(tiny_path, tmp_path / "ck")
+    rewrite_tensors(path, set_entry("embeddings.word_embeddings.weight", 1e6))
+    with pytest.raises(ValueError, match=r"tensors overflow dtype float16 \(largest 65504\): "):
+        ap.load(path, dtype=jnp.float16)
+    assert ap.load(path).model.embeddings.word[0, 0] == 1e6  # float32 holds it
+
+
 def test_bert_prefix_and_extra_tensors_accepted(tiny_path, tmp_path, tiny):
     path = copy_checkpoint(tiny_path, tmp_path / "ck")
 

@@ -91,6 +91,19 @@ def test_sharded_on_one_device_equals_unsharded():
     [
         (lambda: Sharded(Hardmax()), "Softmax or Unnormalized"),
         (lambda: Sharded(Softmax(1.0), devices=[]), "at least one device"),
+        (
+            lambda: Sharded(Softmax(1.0), devices="cpu"),
+            r"devices must be None or a sequence of jax.Device objects; got the string 'cpu' "
+            r"\(for the devices of a platform, pass jax.devices\('cpu'\)\)",
+        ),
+        (
+            lambda: Sharded(Softmax(1.0), devices=jax.devices()[0]),
+            r"devices must be None or a sequence of jax.Device objects; got .*one device",
+        ),
+        (
+            lambda: Sharded(Softmax(1.0), devices=[jax.devices()[0], 0]),
+            "devices must be None or a sequence of jax.Device objects; got 0 among them",
+        ),
         (lambda: Sharded(Softmax(1.0), block=0), "block must be a positive int"),
     ],
 )

@@ -58,8 +58,16 @@ def test_on_sphere_tolerance():
     assert sphere.on_sphere(x).tolist() == [True, False]
     assert sphere.on_sphere(x, atol=1e-5).tolist() == [True, True]
     assert sphere.on_sphere(x.astype(jnp.float32)).tolist() == [True, True]
+    for atol in (-1.0, np.nan, np.inf):  # all False, or all True, whatever x
+        with pytest.raises(ValueError, match="atol must be finite and >= 0"):
+            sphere.on_sphere(x, atol)
 
 
 def test_angles_round_trip():
     theta = jnp.linspace(-3, 3, 7)
     np.testing.assert_allclose(sphere.to_angles(sphere.from_angles(theta)), theta, atol=1e-15)
+
+
+def test_to_angles_needs_points_of_the_plane(getkey):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2\) .*; got \(4, 3\)"):
+        sphere.to_angles(sphere.uniform(getkey(), 4, 3))  # read the first two coordinates

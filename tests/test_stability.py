@@ -421,3 +421,45 @@ def test_exponents_are_differentiable_in_beta(getkey, solver):
     np.testing.assert_allclose(
         jax.grad(total)(2.0), (total(2.0 + eps) - total(2.0 - eps)) / (2 * eps), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("function", [jacobian, tangent_jacobian])
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda x: x.at[0, 0].set(jnp.nan), "x: x0 must hold only finite numbers"),
+        (lambda x: 2 * x, "x: x0 must lie on the unit sphere"),
+    ],
+)
+def test_jacobians_refuse_states_that_make_them_meaningless(dtype, function, bad, match):
+    x = bad(af.stability.cluster(3, 3, dtype))
+    with pytest.raises(ValueError, match=match):
+        function(af.SA(1.0), x)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: af.stability.simplex_rate(np.nan, 4), "beta must be finite and >= 0; got nan"),
+        (lambda: af.stability.simplex_rate(-1.0, 4), "beta must be finite and >= 0; got -1"),
+        (lambda: af.stability.cluster(0, 3), "n must be an integer >= 1; got 0"),
+        (lambda: af.stability.cluster(3, 0), "d must be an integer >= 1; got 0"),
+        (
+            lambda: find_fixed_points(af.SA(1.0), af.stability.cluster(3, 3)[None], tol=np.nan),
+            "tol must be a positive number",
+        ),
+        (
+            lambda: find_fixed_points(
+                af.SA(1.0), af.stability.cluster(3, 3)[None], residual_tol=-1.0
+            ),
+            "residual_tol must be a positive number",
+        ),
+        (
+            lambda: classify_fixed_point(af.SA(1.0), af.stability.cluster(3, 3), residual_tol=0.0),
+            "residual_tol must be a positive number",
+        ),
+    ],
+)
+def test_stability_options_that_make_the_answer_meaningless(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

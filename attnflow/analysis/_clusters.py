@@ -1,18 +1,33 @@
-"""Statistics of a configuration of tokens: clustering, cosines, order parameter."""
+"""Statistics of a configuration of tokens: clustering, cosines, order parameter.
+
+Concrete inputs are checked (finite, tokens on the unit sphere within 1e-3: the statistics
+read `<x_i, x_j>` as a cosine); traced ones are not, since sweeps save these statistics inside
+compiled code, where a failed sample's NaN state is recorded in its status, not raised.
+"""
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._checks import as_float_array, check_value
+from .._checks import (
+    SOLVED_ATOL,
+    as_float_array,
+    check_finite,
+    check_on_sphere,
+    check_value,
+    is_traced,
+    positive_int,
+)
 from .._types import Angles, Points
 
 
 def _points(x) -> Array:
     x = as_float_array(x, "x")
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"x must have shape (n, d) with n >= 2 tokens; got shape {x.shape}")
-    return x
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+        raise ValueError(
+            f"x must have shape (n, d) with n >= 2 tokens and d >= 1; got shape {x.shape}"
+        )
+    return x if is_traced(x) else check_on_sphere(x, "x", atol=SOLVED_ATOL)
 
 
 def _check_delta(delta):
@@ -66,6 +81,7 @@ def cosine_histogram(
     Returns `(density, edges)`, as `numpy.histogram(..., density=True)` does.
     """
     x = _points(x)
+    bins = positive_int(bins, "bins")
     n = x.shape[0]
     i, j = jnp.triu_indices(n, k=1)
     cosines = jnp.clip(jnp.sum(x[i] * x[j], axis=-1), -1, 1)
@@ -77,4 +93,6 @@ def order_parameter(theta: Angles) -> Float[Array, ""]:
     theta = as_float_array(theta, "theta")
     if theta.ndim != 1 or theta.shape[0] < 1:
         raise ValueError(f"theta must be a vector of n >= 1 angles; got shape {theta.shape}")
+    if not is_traced(theta):
+        theta = check_finite(theta, "theta")
     return jnp.hypot(jnp.mean(jnp.cos(theta)), jnp.mean(jnp.sin(theta)))

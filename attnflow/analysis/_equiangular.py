@@ -146,13 +146,20 @@ def equiangular(
     beta = check_beta(beta, scalar=False)
     if ts.ndim != 1 or ts.shape[0] < 1:
         raise ValueError(f"ts must be a non-empty 1-D array; got shape {ts.shape}")
-    ts = check_value(ts, jnp.any(jnp.diff(ts) <= 0), "ts must be strictly increasing")
+    ts = check_value(
+        ts,
+        jnp.any(jnp.diff(ts) <= 0) | ~jnp.all(jnp.isfinite(ts)),
+        "ts must be finite and strictly increasing",
+        lambda: f"; got {ts}",
+    )
     if not -1 / (n - 1) <= rho0 < 1:
         raise ValueError(f"rho0 must lie in [-1/(n-1), 1) = [{-1 / (n - 1):.6g}, 1); got {rho0}")
-    if not r0 > 0:
-        raise ValueError(f"r0 must be positive; got {r0}")
-    if not callable(alpha) and not alpha > 0:
-        raise ValueError(f"alpha must be a positive number or a callable alpha(t); got {alpha}")
+    if not 0 < r0 < math.inf:
+        raise ValueError(f"r0 must be positive and finite; got {r0}")
+    if not callable(alpha) and not 0 < alpha < math.inf:
+        raise ValueError(
+            f"alpha must be a positive finite number or a callable alpha(t); got {alpha}"
+        )
     dtype = jnp.result_type(ts, beta)
     ts, beta, rho0, r0 = (jnp.asarray(a, dtype) for a in (ts, beta, rho0, r0))
     alpha = alpha if callable(alpha) else jnp.asarray(alpha, dtype)

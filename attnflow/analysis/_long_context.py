@@ -18,7 +18,7 @@ def _inputs(n, rho, gamma):
     n = as_float_array(n, "n")
     if integer:
         n = n.astype(jnp.result_type(rho, gamma))
-    n = check_value(n, jnp.any(~(n >= 2)), "n must be >= 2 (tokens)")
+    n = check_value(n, jnp.any(~((n >= 2) & (n < jnp.inf))), "n must be >= 2 and finite (tokens)")
     rho = check_value(rho, jnp.any(~((rho > 0) & (rho < 1))), "rho must lie in (0, 1)")
     gamma = check_value(gamma, jnp.any(~(gamma >= 0) | ~jnp.isfinite(gamma)), "gamma must be >= 0")
     n, rho, gamma = jnp.broadcast_arrays(n, rho, gamma)

@@ -732,7 +732,7 @@ def _meanfield(args) -> str:
     mean = np.asarray(result.mean())
     rows = ", ".join(
         f"n = {n}: {a:.3g} -> {b:.3g}"
-        for n, a, b in zip(args.particles, mean[:, 0], mean[:, -1], strict=True)
+        for n, a, b in zip(np.asarray(result.particles), mean[:, 0], mean[:, -1], strict=True)
     )
     return "\n".join(
         [

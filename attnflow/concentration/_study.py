@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import positive_int
+from .._checks import as_float_array, positive_int
 from .._simulate import _simulate_ode, _solver, state_status
 from ..fields import Hardmax
 from ..meanfield import wasserstein_exact
@@ -39,6 +39,7 @@ def initial_tokens(key, sample, *, n: int, d: int, init: str = "ball", dtype=Non
     unit ball (`init="ball"`) or standard Gaussian (`"gaussian"`), from `item_key(key, sample)`
     (the same realization whatever the other arguments of the study)."""
     _check_init(init)
+    n, d = positive_int(n, "n"), positive_int(d, "d")
     dtype = jnp.dtype(dtype or jnp.result_type(float))
     direction_key, radius_key = jax.random.split(item_key(key, sample))
     g = jax.random.normal(direction_key, (n, d), dtype)
@@ -163,8 +164,10 @@ class Concentration(eqx.Module):
 
 
 def rate(betas) -> np.ndarray:
-    """ABRR's rate `sqrt(log(beta + 1) / beta)`."""
-    betas = np.asarray(betas, np.float64)
+    """ABRR's rate `sqrt(log(beta + 1) / beta)`, for finite `betas > 0`."""
+    betas = np.asarray(as_float_array(betas, "betas"), np.float64)
+    if not np.all(np.isfinite(betas) & (betas > 0)):
+        raise ValueError(f"betas must be finite and > 0; got {betas}")
     return np.sqrt(np.log1p(betas) / betas)
 
 

@@ -38,14 +38,36 @@ class Sharded(AbstractAttention):
     block: int = eqx.field(static=True)
 
     def __init__(self, attention: AbstractDotProductAttention, devices=None, block: int = BLOCK):
+        """Shard `attention` across `devices`.
+
+        Arguments:
+            attention: a `Softmax` or `Unnormalized` kernel.
+            devices: a non-empty sequence of `jax.Device` objects (`jax.devices()[:2]`,
+                `jax.devices("gpu")`), or `None` for all of `jax.devices()`. Anything else is a
+                `ValueError`, a string too: a platform name such as `"cpu"` is not read as
+                `jax.devices("cpu")` (one meaning for the argument); write that call.
+            block: the block size of the blockwise attention on each device.
+        """
         if not (isinstance(attention, AbstractDotProductAttention) and attention._blockwise):
             raise ValueError(
                 "attention must be a Softmax or Unnormalized kernel to be sharded; "
                 f"got {type(attention).__name__}"
             )
-        devices = jax.devices() if devices is None else list(devices)
+        expected = "devices must be None or a sequence of jax.Device objects"
+        if isinstance(devices, str):
+            raise ValueError(
+                f"{expected}; got the string {devices!r} (for the devices of a platform, pass "
+                f"jax.devices({devices!r}))"
+            )
+        try:
+            devices = jax.devices() if devices is None else list(devices)
+        except TypeError:  # not a sequence, a single Device included
+            raise ValueError(f"{expected}; got {devices!r:.80} (one device: [device])") from None
         if not devices:
             raise ValueError("devices must hold at least one device; got none")
+        others = [device for device in devices if not isinstance(device, jax.Device)]
+        if others:
+            raise ValueError(f"{expected}; got {others[0]!r:.80} among them")
         self.attention = attention
         self.mesh = Mesh(np.asarray(devices), (AXIS,))
         self.block = check_block_size(block)

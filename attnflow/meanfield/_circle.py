@@ -66,17 +66,44 @@ class CircleDensity(eqx.Module):
         return jnp.hypot(c, s)
 
 
+def _scaled_bessel(k, beta) -> np.ndarray:
+    """`I_k(beta) e^{-beta}` (SciPy's `ive`, float64), `ValueError` where SciPy gives NaN: its
+    Bessel functions stop at orders and arguments of about `2^30` (1.07e9)."""
+    values = scipy.special.ive(k, beta)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"beta and the mode k must be at most about 1e9 (the range of SciPy's Bessel "
+            f"functions I_k(beta)); got beta up to {np.max(beta):g}, k up to {np.max(k):g}"
+        )
+    return values
+
+
 def _bessel_ratios(beta: float, M: int) -> np.ndarray:
     """`I_k(beta) / I_0(beta)` for the FFT's wavenumbers `k` (float64, NumPy)."""
     k = np.abs(np.fft.fftfreq(M, 1.0 / M))
-    return scipy.special.ive(k, beta) / scipy.special.ive(0, beta)
+    return _scaled_bessel(k, beta) / _scaled_bessel(0, beta)
 
 
 def smallest_grid(beta: float, tol: float = 1e-13) -> int:
-    """The smallest power of two `M` whose Nyquist mode resolves `exp(beta cos theta)`:
-    `I_{M/2}(beta) / I_0(beta) < tol`."""
+    """The smallest power of two `M >= 8` whose Nyquist mode resolves `exp(beta cos theta)`:
+    `I_{M/2}(beta) / I_0(beta) < tol`.
+
+    `beta`: finite and `>= 0` (up to about 1e9, the range of SciPy's Bessel functions).
+    `tol`: in `[2.2e-308, 1)`. The ratio is computed in float64, which cannot tell a ratio below
+    its smallest normal number (2.2e-308) from 0, and every grid meets a `tol >= 1`. A `tol`
+    below the rounding of the density's dtype (`1e-16` in float64) is allowed: it only asks for
+    a finer grid than that dtype can use. `ValueError` naming the argument otherwise.
+    """
+    beta = float(check_beta(beta))
+    tol = positive_number(tol, "tol", "the Nyquist coefficient I_{M/2}(beta) / I_0(beta)")
+    smallest = float(np.finfo(np.float64).tiny)
+    if not smallest <= tol < 1:
+        raise ValueError(
+            f"tol must lie in [{smallest:.3g}, 1) (float64 reaches no smaller ratio, and every "
+            f"grid meets tol >= 1); got {tol!r}"
+        )
     M = 8
-    while scipy.special.ive(M // 2, beta) / scipy.special.ive(0, beta) >= tol:
+    while _scaled_bessel(M // 2, beta) / _scaled_bessel(0, beta) >= tol:
         M *= 2
     return M
 
@@ -100,15 +127,24 @@ def growth_rate(k, beta, kind: str = "SA", kappa=None):
     (no noise term without `kappa`). At `beta = 0` both are `1/2 - 1/kappa` for `k = +-1` (the
     Kuramoto model with `K = 1`) and `-k^2/kappa` otherwise. Every mode `k != 0` grows without
     noise: the uniform density is unstable for every `beta > 0`.
+
+    `k`: integers, any shape (`e^{ik theta}` is a density on the circle only for integer `k`;
+    `-k` grows as `k`); `beta`: finite, `>= 0`, broadcasting with `k`. `ValueError` naming the
+    argument otherwise, and beyond the range of SciPy's Bessel functions (about 1e9).
     """
     _check_kind(kind)
-    k = np.abs(np.asarray(k, dtype=float))
+    k = np.asarray(as_float_array(k, "k"), dtype=float)
+    if not np.all(np.isfinite(k) & (k == np.round(k))):
+        raise ValueError(
+            f"k must hold integers (the Fourier modes e^{{ik theta}} of the circle); got {k}"
+        )
+    k = np.abs(k)
     check_beta(beta, scalar=False)
     beta = np.asarray(beta, dtype=float)
     safe = np.where(beta > 0, beta, 1.0)
-    scaled = scipy.special.ive(k, safe) / safe  # I_k e^{-beta} / beta
+    scaled = _scaled_bessel(k, safe) / safe  # I_k e^{-beta} / beta
     if kind == "SA":
-        ratio = scaled / scipy.special.ive(0, safe)
+        ratio = scaled / _scaled_bessel(0, safe)
     else:
         if np.any(safe > np.log(np.finfo(float).max)):
             raise ValueError(f"USA's growth rate overflows beyond beta about 709; got {beta}")

@@ -8,11 +8,11 @@ import numpy as np
 from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
-from .._checks import positive_int
+from .._checks import as_float_array, check_value, is_traced, positive_int
 from .._simulate import simulate
 from ..fields import Circle
 from ._circle import CircleDensity, solve_circle
-from ._wasserstein import wasserstein_circle
+from ._wasserstein import check_grid, wasserstein_circle
 
 
 class ParticlesVersusPDE(eqx.Module):
@@ -40,7 +40,30 @@ class ParticlesVersusPDE(eqx.Module):
 def sample_density(key, theta, density, n: int) -> Array:
     """`n` angles from a density that is constant on the cells of the uniform grid `theta`:
     a cell by its mass, then a uniform point in it (exact sampling, as the finite volumes and
-    `wasserstein_circle` read the density)."""
+    `wasserstein_circle` read the density).
+
+    `theta` and `density`: 1-D arrays of the same length `M`, `theta` the cell centers
+    `theta_0 + 2 pi k / M`; `density` finite, non-negative (entries down to -1e-6, -3.5e-4 in
+    float32, the rounding of a solved density, are read as 0) and of positive total mass (any
+    mass: it is normalized); `n >= 1`. `ValueError` naming the argument otherwise.
+    """
+    theta = as_float_array(theta, "theta")
+    density = as_float_array(density, "density")
+    if theta.ndim != 1 or theta.shape[0] < 1 or density.shape != theta.shape:
+        raise ValueError(
+            f"theta and density must be 1-D arrays of the same length M >= 1 (grid cell centers "
+            f"and values); got shapes {theta.shape} and {density.shape}"
+        )
+    n = positive_int(n, "n")
+    xp = jnp if is_traced((theta, density)) else np
+    theta, density = check_grid(theta, density, ("theta", "density"), xp)
+    total = xp.sum(xp.maximum(density, 0))
+    density = check_value(
+        density,
+        ~(total > 0),
+        "density must have a positive total mass",
+        lambda: f"; got sum(density) = {float(total):.3g}",
+    )
     h = 2 * jnp.pi / theta.shape[0]
     cell_key, offset_key = jax.random.split(key)
     mass = jnp.clip(density, 0, None) * h
@@ -70,14 +93,18 @@ def particles_versus_pde(
     compared with the density at every save time by the exact `wasserstein_circle`. At `t = 0`
     the distance is the sampling error of an empirical measure, of order `n^{-1/2}`; the
     stability estimate `W_1(mu_n(t), rho(t)) <= e^{Ct} W_1(mu_n(0), rho(0))` ([R], docs/science.md
-    section 4) carries that rate to every fixed `t`. The fitted `slope` checks it.
+    section 4) carries that rate to every fixed `t`. The fitted `slope` checks it, over the
+    sizes `particles`: at least two, all different (a repeated size would count twice in the
+    fit, and one size fits no slope), in any order (they are sorted).
     `progress` shows a tqdm bar over the sizes (the largest takes most of the time).
     """
     if kind not in ("SA", "USA"):
         raise ValueError(f"kind must be 'SA' or 'USA'; got {kind!r}")
-    counts = tuple(sorted(positive_int(int(n), "particles") for n in np.atleast_1d(particles)))
-    if len(counts) < 2:
-        raise ValueError(f"particles must hold at least two sizes to fit a slope; got {counts}")
+    counts = tuple(sorted(positive_int(n, "particles") for n in np.atleast_1d(particles)))
+    if len(counts) < 2 or len(set(counts)) < len(counts):
+        raise ValueError(
+            f"particles must hold at least two sizes, all different, to fit a slope; got {counts}"
+        )
     samples = positive_int(samples, "samples")
     pde = solve_circle(rho0, ts, beta=beta, kind=kind, grid=grid)
     field = Circle(beta, normalized=kind == "SA")

@@ -26,12 +26,13 @@ from jaxtyping import Array, Float
 from .._checks import (
     as_float_array,
     check_finite,
+    check_on_sphere,
     check_value,
     is_traced,
     positive_int,
     positive_number,
 )
-from ..sphere import geodesic_distance, on_sphere
+from ..sphere import geodesic_distance
 
 COSTS = ("geodesic", "chordal", "euclidean")
 
@@ -71,10 +72,11 @@ def _empirical_quantile(angles, name: str, xp):
     return t, xp.repeat(s, 2)
 
 
-def _grid_quantile(theta, density, name: str, xp):
-    """Knots `(t, q)` of the lifted quantile function of a piecewise-constant density on the
-    cells `[theta_k - h/2, theta_k + h/2]`, `h = 2 pi / M`: the CDF is piecewise linear, so its
-    inverse is the polyline through `(CDF(e_k), e_k)` at the cell edges `e_k`."""
+def check_grid(theta, density, names: tuple[str, str], xp):
+    """`(theta, density)`, 1-D of the same length `M`, checked to be a density on a uniform
+    grid: `theta` finite cell centers `theta_0 + 2 pi k / M`, `density` finite and
+    non-negative (entries down to `-tol`, `_grid_tol`, are rounding and read as 0); `names`
+    name them in the errors. `xp`: NumPy for concrete arrays, `jax.numpy` under tracing."""
     M = theta.shape[0]
     h = _TWO_PI / M
     tol = _grid_tol(theta.dtype)
@@ -82,19 +84,30 @@ def _grid_quantile(theta, density, name: str, xp):
     theta = check_value(
         theta,
         xp.any(~xp.isfinite(theta)) | xp.any(xp.abs(theta - theta[0] - k * h) > tol * h),
-        f"{name}[0] (theta) must be a uniform grid of M = {M} cell centers theta_0 + 2 pi k / M",
+        f"{names[0]} must be a uniform grid of M = {M} cell centers theta_0 + 2 pi k / M",
         lambda: (
             f"; got spacings from {np.min(np.diff(theta)):.6g} to "
             f"{np.max(np.diff(theta)):.6g}, expected {h:.6g}"
         ),
     )
-    density = _finite(density, f"{name}[1] (density)", xp)
+    density = _finite(density, names[1], xp)
     density = check_value(
         density,
         xp.min(density) < -tol,
-        f"{name}[1] (density) must be non-negative (entries down to -{tol:g} are read as 0)",
+        f"{names[1]} must be non-negative (entries down to -{tol:g} are read as 0)",
         lambda: f"; got a smallest entry {float(np.min(density)):.3g}",
     )
+    return theta, density
+
+
+def _grid_quantile(theta, density, name: str, xp):
+    """Knots `(t, q)` of the lifted quantile function of a piecewise-constant density on the
+    cells `[theta_k - h/2, theta_k + h/2]`, `h = 2 pi / M`: the CDF is piecewise linear, so its
+    inverse is the polyline through `(CDF(e_k), e_k)` at the cell edges `e_k`."""
+    M = theta.shape[0]
+    h = _TWO_PI / M
+    tol = _grid_tol(theta.dtype)
+    theta, density = check_grid(theta, density, (f"{name}[0] (theta)", f"{name}[1] (density)"), xp)
     mass = xp.sum(density) * h
     density = check_value(
         density,
@@ -330,21 +343,6 @@ def _ott_cost_class():
     return PowerCost
 
 
-def _check_on_sphere(a, name: str, cost: str):
-    """`a`, checked to hold points of the unit sphere (within `sqrt(eps)` of its dtype)."""
-    off = ~on_sphere(a)
-    return check_value(
-        a,
-        jnp.any(off),
-        f"{name} must be points of the unit sphere for cost={cost!r} (|row| = 1 within "
-        f"sqrt(eps)); use cost='euclidean' for points of R^d",
-        lambda: (
-            f"; {int(off.sum())} rows are not, e.g. |row| = "
-            f"{float(jnp.linalg.norm(a[int(jnp.argmax(off))])):.6g}"
-        ),
-    )
-
-
 def _point_clouds(x, y, cost: str, p):
     """`x`, `y` checked (shapes, finite, on the sphere for the sphere's costs) and `p`."""
     if cost not in COSTS:
@@ -365,7 +363,8 @@ def _point_clouds(x, y, cost: str, p):
     dtype = jnp.result_type(x, y)
     x, y = check_finite(x.astype(dtype), "x"), check_finite(y.astype(dtype), "y")
     if cost != "euclidean":
-        x, y = _check_on_sphere(x, "x", cost), _check_on_sphere(y, "y", cost)
+        hint = f"cost={cost!r} is for points of the sphere, cost='euclidean' for points of R^d"
+        x, y = check_on_sphere(x, "x", hint), check_on_sphere(y, "y", hint)
     return x, y, p
 
 

@@ -49,8 +49,8 @@ def _recording(ts, xs):
     """`(ts, xs)` checked: `xs` of shape `(T, n, d)`, finite and on the sphere, `ts` of shape
     `(T,)`, strictly increasing, `T >= 2`; both concrete (a recording is data)."""
     xs = check_finite(as_float_array(xs, "xs"), "xs")
-    if xs.ndim != 3:
-        raise ValueError(f"xs must have shape (T, n, d); got shape {xs.shape}")
+    if xs.ndim != 3 or xs.size == 0:
+        raise ValueError(f"xs must have shape (T, n, d), no size 0; got shape {xs.shape}")
     ts = as_float_array(ts, "ts").astype(xs.dtype)
     if ts.shape != xs.shape[:1]:
         raise ValueError(f"ts must have shape ({xs.shape[0]},) to match xs; got shape {ts.shape}")

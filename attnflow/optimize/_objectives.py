@@ -10,14 +10,23 @@ as `temperature -> 0`.
 import jax
 import jax.numpy as jnp
 
-from .._checks import as_float_array, check_shape, check_value, positive_number
+from .._checks import (
+    SOLVED_ATOL,
+    as_float_array,
+    check_on_sphere,
+    check_shape,
+    check_value,
+    positive_number,
+)
 from .._types import Array, Float
 
 
 def _tokens(x, name: str = "x") -> Array:
     x = as_float_array(x, name)
-    if x.ndim < 2:
-        raise ValueError(f"{name} must have shape (..., n, d); got shape {x.shape}")
+    if x.ndim < 2 or x.size == 0:
+        raise ValueError(
+            f"{name} must have shape (..., n, d) with every size >= 1; got shape {x.shape}"
+        )
     return x
 
 
@@ -50,8 +59,13 @@ def soft_cluster_count(
     it lies between 1 (all tokens together) and `n` (all apart), and is differentiable in `x`
     everywhere; the sharp count is `attnflow.analysis.count_clusters`. `temperature` defaults
     to `delta / 4`; a larger one gives gradients from farther away.
+
+    `x` must be finite and on the unit sphere (rows of norm 1 within 1e-3, more than a solve
+    drifts): the count reads closeness from `<x_i, x_j>`, which means nothing off the sphere
+    (`10 x` counted 1.5 clusters for 2.3). `ValueError` naming it otherwise; under `jit` the
+    check is an `eqx.error_if`, which `search` reports as the stop of the search.
     """
-    x = _tokens(x)
+    x = check_on_sphere(_tokens(x), "x", atol=SOLVED_ATOL)
     delta, temperature = _temperature(delta, temperature)
     closeness = jnp.exp(_log_closeness(x, delta, temperature))
     n = x.shape[-2]
@@ -76,14 +90,20 @@ def soft_collapse_time(
     pairs satisfy `<x_i, x_j> >= 1 - delta`, as `attnflow.crossing_time` finds for the
     equiangular reduction), then `T_c -> t*` up to the resolution of `ts` (the trapezoidal
     rule places it mid-interval). A run that never collapses gives `ts[-1]`.
+
+    `ts`: at least two finite, increasing times; `xs`: finite, on the unit sphere (as in
+    `soft_cluster_count`). `ValueError` naming the argument otherwise.
     """
     ts = as_float_array(ts, "ts")
     xs = _tokens(xs, "xs")
     check_shape(ts, "ts", (None,))
+    if ts.shape[0] < 2:
+        raise ValueError(f"ts must hold at least two save times; got shape {ts.shape}")
     if xs.ndim != 3 or xs.shape[0] != ts.shape[0]:
         raise ValueError(
             f"xs must have shape (T, n, d) with T = len(ts) = {ts.shape[0]}; got shape {xs.shape}"
         )
+    xs = check_on_sphere(xs, "xs", atol=SOLVED_ATOL)
     ts = check_value(
         ts,
         jnp.any(jnp.diff(ts) <= 0) | ~jnp.all(jnp.isfinite(ts)),
@@ -104,6 +124,10 @@ def trajectory_loss(pred, target) -> Float[Array, ""]:
     `pred` and `target` are arrays of the same shape `(..., n, d)` (e.g. `(T, n, d)`) or
     `attnflow.Trajectory` objects (their `.xs` are compared). The loss `fit_trajectory`
     minimizes; 0 exactly when the trajectories agree at every save time.
+
+    No size may be 0 (the mean of nothing is NaN). Non-finite entries are not refused: a
+    prediction whose flow failed gives a non-finite loss, which is how `fit_trajectory` and
+    `search` recognize and reject that step.
     """
     pred, target = (getattr(a, "xs", a) for a in (pred, target))
     pred, target = _tokens(pred, "pred"), _tokens(target, "target")

@@ -270,6 +270,13 @@ def _encode_padded(model: Bert, ids, mask, token_type_ids):
     return hidden, mean / jnp.maximum(norm, 1e-12)
 
 
+def check_text(text) -> str:
+    """`text`, checked to be a string with a non-blank character (`ValueError` otherwise)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text must be a non-empty string; got {text!r:.80}")
+    return text
+
+
 def _as_texts(texts) -> list[str]:
     if isinstance(texts, str):
         return [texts]

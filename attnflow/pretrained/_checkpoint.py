@@ -201,7 +201,8 @@ def minilm_path() -> Path:
 
 def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray]:
     """The tensors of `expected_shapes(config)` from the safetensors file `path`, as `dtype`;
-    `ValueError` naming the file and what is missing, mismatched, unexpected or unreadable."""
+    `ValueError` naming the file and what is missing, mismatched, unexpected, ambiguous (`x`
+    and `bert.x` both stored), not finite, beyond `dtype`'s range or unreadable."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -213,10 +214,20 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
         raise ValueError(
             f"{path}: could not read the safetensors file (truncated or corrupt?): {err}"
         ) from err
-    tensors = {}
+    tensors, stored_names = {}, {}
     for name, value in stored.items():
         tensors[name.removeprefix("bert.")] = value
+        stored_names.setdefault(name.removeprefix("bert."), []).append(name)
     expected = expected_shapes(config)
+    ambiguous = [
+        " and ".join(sorted(stored_names[name]))
+        for name in expected
+        if len(stored_names.get(name, ())) > 1
+    ]
+    if ambiguous:
+        raise ValueError(
+            f"{path}: ambiguous tensors, one weight under two names: {_listed(ambiguous)}"
+        )
     missing = [name for name in expected if name not in tensors]
     mismatched = [
         f"{name} {tuple(tensors[name].shape)} (expected {shape})"
@@ -233,10 +244,7 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
     )
     problems = []
     if missing:
-        shown = ", ".join(missing[:10]) + (
-            f", ... ({len(missing)} in all)" if len(missing) > 10 else ""
-        )
-        problems.append(f"missing tensors: {shown}")
+        problems.append(f"missing tensors: {_listed(missing)}")
     if mismatched:
         problems.append("tensors of the wrong shape: " + ", ".join(mismatched))
     if extra_layers:
@@ -249,7 +257,25 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
     not_float = [name for name in expected if not np.issubdtype(tensors[name].dtype, np.floating)]
     if not_float:
         raise ValueError(f"{path}: tensors must hold floating-point numbers: {not_float}")
-    return {name: jnp.asarray(tensors[name], dtype) for name in expected}
+    not_finite = [name for name in expected if not np.all(np.isfinite(tensors[name]))]
+    if not_finite:
+        raise ValueError(
+            f"{path}: tensors must hold only finite numbers; NaN or inf in {_listed(not_finite)}"
+        )
+    with np.errstate(over="ignore"):
+        converted = {name: tensors[name].astype(dtype, copy=False) for name in expected}
+    overflow = [name for name in expected if not np.all(np.isfinite(converted[name]))]
+    if overflow:
+        raise ValueError(
+            f"{path}: tensors overflow dtype {dtype} (largest {float(jnp.finfo(dtype).max):g}): "
+            f"{_listed(overflow)}; load them in a wider dtype"
+        )
+    return {name: jnp.asarray(converted[name], dtype) for name in expected}
+
+
+def _listed(names: list[str]) -> str:
+    """The first ten of `names`, comma-separated, with the count when there are more."""
+    return ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
 
 
 def _build(tensors: dict, config: BertConfig) -> Bert:
@@ -329,7 +355,9 @@ def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
     The tokenizer is set to truncate at `max_length` tokens (special tokens included) and not
     to pad (`encode` pads). Nothing is fetched from a network. `ValueError` naming the file on
     a missing file, an unsupported architecture, a truncated or corrupt weights file, missing
-    tensors or tensors of the wrong shape.
+    tensors or tensors of the wrong shape, a weight stored under two names (`x` and
+    `bert.x`: which one is meant is unknown), NaN or inf weights, or weights beyond the range
+    of `dtype` (float16 tops out at 65504).
     """
     try:
         import safetensors  # noqa: F401

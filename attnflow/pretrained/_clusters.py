@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..analysis import cosine_histogram, count_clusters, pair_fraction
-from ._bert import Pretrained, encode
+from ._bert import Pretrained, check_text, encode
 from ._prompt import PARAGRAPH
 
 # cos >= 0.9 (angles within about 26 degrees): see `hidden_state_clusters` for the choice.
@@ -123,9 +123,7 @@ def hidden_state_clusters(
             "pretrained must be a checkpoint from attnflow.pretrained.load; "
             f"got {type(pretrained).__name__}"
         )
-    text = PARAGRAPH if text is None else text
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"text must be a non-empty string; got {text!r:.80}")
+    text = check_text(PARAGRAPH if text is None else text)
     if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 <= float(delta) <= 2:
         raise ValueError(f"delta must be a number in [0, 2]; got {delta!r}")
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:

@@ -37,7 +37,7 @@ from .._simulate import simulate
 from ..analysis import pair_fraction
 from ..fields import MultiHead, PerLayer, PostLN, Softmax
 from ..sphere import normalize
-from ._bert import Bert, Pretrained, encode
+from ._bert import Bert, Pretrained, check_text, encode
 
 
 def _model(pretrained) -> Bert:
@@ -69,6 +69,7 @@ def augment(x: Float[Array, "n d"]) -> Float[Array, "n d+1"]:
 def input_gain(model: Bert, layer: int) -> Float[Array, " d"]:
     """The gains of the LayerNorm whose output layer `layer` reads: the embeddings' for layer
     0, the previous layer's output LayerNorm otherwise."""
+    layer = _layer(model, layer)
     norm = model.embeddings.norm if layer == 0 else model.layers[layer - 1].output_norm
     return norm.weight
 
@@ -190,6 +191,7 @@ def compare_flows(
       exact=False))` from the normalized embeddings, discrete layers of step `h = 1` (GLPR's
       idealized model: no biases, LayerNorm as the projection on the sphere).
 
+    `text`: a string with at least one word (an empty one leaves only `[CLS]` and `[SEP]`).
     Returns a `FlowComparison`.
     """
     model = _model(pretrained)
@@ -198,7 +200,7 @@ def compare_flows(
         raise ValueError(f"depth must be a positive integer; got {depth!r}")
     if not (isinstance(delta, int | float) and 0 < delta <= 2):
         raise ValueError(f"delta must lie in (0, 2]; got {delta!r}")
-    encoding = encode(pretrained, text)
+    encoding = encode(pretrained, check_text(text))
     mask = encoding.mask[0]
     hidden = encoding.hidden[0][:, mask]  # the real tokens (one text: no padding)
     x0 = hidden[0]

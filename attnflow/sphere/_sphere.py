@@ -1,10 +1,12 @@
 """Points on the unit sphere `S^{d-1}`, stored as the last axis of an array."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .._checks import positive_int
+from .._checks import is_traced, positive_int
 from .._types import Angles, Points
 
 
@@ -70,9 +72,13 @@ def default_atol(dtype) -> float:
 
 
 def on_sphere(x: Float[Array, "... d"], atol: float | None = None) -> Bool[Array, "..."]:
-    """Whether each point has unit norm within `atol` (default: `sqrt(eps)` of its dtype)."""
+    """Whether each point has unit norm within `atol` (default: `sqrt(eps)` of its dtype; else
+    finite and `>= 0`)."""
     x = jnp.asarray(x)
-    atol = default_atol(x.dtype) if atol is None else atol
+    if atol is None:
+        atol = default_atol(x.dtype)
+    elif not is_traced(atol) and not 0 <= float(atol) < math.inf:
+        raise ValueError(f"atol must be finite and >= 0; got {atol}")
     return jnp.abs(jnp.linalg.norm(x, axis=-1) - 1) <= atol
 
 
@@ -82,5 +88,7 @@ def from_angles(theta: Angles) -> Float[Array, "n 2"]:
 
 
 def to_angles(x: Float[Array, "n 2"]) -> Angles:
-    """Angles in `(-pi, pi]` of points of the plane."""
+    """Angles in `(-pi, pi]` of points of the plane (shape `(..., 2)`)."""
+    if jnp.shape(x)[-1:] != (2,):
+        raise ValueError(f"x must have shape (..., 2) (points of the plane); got {jnp.shape(x)}")
     return jnp.arctan2(x[..., 1], x[..., 0])

@@ -11,7 +11,7 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
-from .._checks import as_float_array, positive_int
+from .._checks import as_float_array, positive_int, positive_number
 from ..sphere import normalize
 from ._tangent import check_state, jacobian, on_product_of_spheres, tangent_jacobian
 
@@ -186,9 +186,12 @@ def find_fixed_points(
     if modulo is not None and not sphere:
         raise ValueError(f"modulo={modulo!r} needs a sphere field (tokens of shape (n, d))")
     eps = _eps(guesses.dtype)
-    rtol = 10 * eps**0.75 if rtol is None else float(rtol)
-    atol = 10 * eps**0.75 if atol is None else float(atol)
-    residual_tol = eps**0.5 if residual_tol is None else float(residual_tol)
+    rtol = 10 * eps**0.75 if rtol is None else positive_number(rtol, "rtol")
+    atol = 10 * eps**0.75 if atol is None else positive_number(atol, "atol")
+    residual_tol = (
+        eps**0.5 if residual_tol is None else positive_number(residual_tol, "residual_tol")
+    )
+    tol = positive_number(tol, "tol", "the distance of two equilibria counted as one")
     if isinstance(solver, str):
         if solver not in SOLVERS:
             raise ValueError(
@@ -323,7 +326,9 @@ def classify_fixed_point(
     tol = eps**0.5 if tol is None else float(tol)
     if not 0 <= tol < 1:
         raise ValueError(f"tol must lie in [0, 1) (it is relative to max(1, |J|)); got {tol}")
-    residual_tol = eps ** (1 / 3) if residual_tol is None else float(residual_tol)
+    residual_tol = (
+        eps ** (1 / 3) if residual_tol is None else positive_number(residual_tol, "residual_tol")
+    )
     residual = float(jnp.max(jnp.abs(field(t, x, args))))
     if not np.isfinite(residual):
         raise ValueError(

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import sphere
-from .._checks import positive_int
+from .._checks import check_beta, positive_int
 from ..analysis._equiangular import _check, _speed_over_gap
 from ..fields import KINDS
 from ._fixed_points import _log_max, classify_fixed_point, find_fixed_points
@@ -26,6 +26,7 @@ class KnownResult:
 
 def cluster(n: int, d: int, dtype=None) -> jax.Array:
     """`n` tokens at the north pole `e_{d-1}` of `S^{d-1}`: the single cluster."""
+    n, d = positive_int(n, "n"), positive_int(d, "d")
     return jnp.zeros((n, d), dtype or float).at[:, -1].set(1)
 
 
@@ -51,6 +52,7 @@ def simplex_rate(beta: float, n: int, kind: str = "SA") -> float:
     `e^{beta rho*}` for USA: positive, so the simplex is unstable.
     """
     _check(n, kind)
+    beta = float(check_beta(beta))
     rate = jax.grad(lambda rho: (1 - rho) * _speed_over_gap(rho, beta, n, kind))
     return float(rate(-1.0 / (n - 1))) / 2
 

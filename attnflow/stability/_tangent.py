@@ -89,8 +89,9 @@ def value_and_jvps(f, y, ws):
 def jacobian(field, x, t=0.0, args=None) -> jax.Array:
     """The Jacobian of `field(t, ., args)` at `x`, by `jax.jacfwd` (`jax.jacrev` for fields
     with only a reverse-mode rule, see `value_and_jvps`), as a `(x.size, x.size)` matrix (rows
-    and columns are `x.reshape(-1)`'s entries)."""
-    x = jnp.asarray(x)
+    and columns are `x.reshape(-1)`'s entries). `x` is checked as `classify_fixed_point` checks
+    it (finite, on the sphere for attnflow's sphere fields, of the field's shape)."""
+    x = check_state(field, x, "x", t, args)
     flat = lambda y: field(t, y.reshape(x.shape), args).reshape(-1)  # noqa: E731
     try:
         return jax.jacfwd(flat)(x.reshape(-1))
@@ -103,7 +104,8 @@ def jacobian(field, x, t=0.0, args=None) -> jax.Array:
 def tangent_jacobian(field, x, t=0.0, args=None) -> tuple[jax.Array, jax.Array]:
     """`(B^T J B, B)`: the Jacobian restricted to the tangent space of `(S^{d-1})^n` at `x`, in
     the orthonormal basis `B = tangent_basis(x)`; `J v` is computed for the columns `v` of `B`
-    only (`value_and_jvps`: `jax.jvp`), never the full `J`."""
+    only (`value_and_jvps`: `jax.jvp`), never the full `J`. `x` is checked as in `jacobian`."""
+    x = check_state(field, x, "x", t, args)
     basis = tangent_basis(x)
     columns = basis.T.reshape(-1, *x.shape)
     _, image = value_and_jvps(lambda y: field(t, y, args), x, columns)
