@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from ._checks import as_float_array, check_value, is_traced, positive_number
-from .fields import AbstractField, AbstractLayerField, AbstractSphereField
+from .fields import AbstractField, AbstractLayerField, AbstractSphereField, PostLN
 from .sphere import normalize
 
 LAYERS = "layers"
@@ -245,18 +245,29 @@ def simulate(
         raise ValueError(f"throw must be True or False; got {throw!r}")
     rtol, atol = (jnp.asarray(tol, x0.dtype) for tol in (rtol, atol))
     dt0 = None if dt0 is None else jnp.asarray(dt0, x0.dtype)
-    if throw:  # e.g. USA beyond beta ~ 709: the velocity overflows, only the layers do not
+    if throw:  # e.g. USA beyond beta ~ 709: the weights overflow, only the layers do not
         x0 = check_value(
             x0,
-            ~jnp.all(jnp.isfinite(eqx.filter_jit(field)(ts[0], x0))),
-            f"the velocity of the field at x0 is not finite in {x0.dtype} (the weights "
-            "e^{beta <x_i, x_j>} of unnormalized attention, USA, overflow beyond beta about "
-            f"{np.log(np.finfo(x0.dtype).max):.0f}); use solver='layers' (computed in log "
-            "scale) or a smaller beta",
+            ~eqx.filter_jit(_in_range)(field, ts[0], x0),
+            f"the velocity of the field at x0, or the attention output it projects, is not "
+            f"finite in {x0.dtype} (the weights e^{{beta <x_i, x_j>}} of unnormalized "
+            f"attention, USA, overflow beyond beta about {np.log(np.finfo(x0.dtype).max):.0f});"
+            " use solver='layers' (computed in log scale) or a smaller beta",
         )
     return _simulate_ode(
         field, x0, ts, solver, dt0, rtol, atol, save, int(max_steps), throw, adjoint
     )
+
+
+def _in_range(field: AbstractField, t, x) -> Array:
+    """Whether an ODE solver can integrate `field` from `x`: its velocity is finite and, for
+    Post-LN, so is the attention output it projects. Where a token's own weight
+    `e^{beta <Q x_i, K x_i>} / n` overflows, the velocity can still be finite while the tokens
+    are far apart, but not once the flow brings them together."""
+    finite = jnp.all(jnp.isfinite(field(t, x)))
+    if isinstance(field, PostLN):
+        finite = finite & jnp.all(jnp.isfinite(field.attention(t, x)))
+    return finite
 
 
 def span_reduction(field: AbstractField, x0: Array):

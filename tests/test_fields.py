@@ -71,10 +71,37 @@ def test_large_beta_is_finite_and_correct(getkey):
     )
 
 
-def test_single_token_is_fixed():
-    x = jnp.array([[0.6, 0.8, 0.0]])
-    for field in (af.SA(1e3), af.USA(1.0), af.SA(0.0)):
-        np.testing.assert_array_equal(field(0.0, x), 0.0)
+def lone_token_fields(beta):
+    return {
+        "SA": af.SA(beta),
+        "causal USA": af.PostLN(af.Unnormalized(beta, causal=True)),
+        "nGPT USA": af.NGPT(af.Unnormalized(beta), 0.5),
+        "centered": af.NoNorm(af.Softmax(beta), centered=True),
+        "multi-head": af.PostLN(af.MultiHead([af.Softmax(beta), af.Unnormalized(beta)])),
+    }
+
+
+@pytest.mark.parametrize("beta", [0.0, 1e3])
+def test_single_token_is_fixed(beta):
+    """A token with no other to attend to (`n = 1`, or the first token of a causal kernel) is
+    at rest, exactly, with finite derivatives in `x` and `beta` (its attention to the others
+    has log scale `-inf`)."""
+    one = jnp.array([[0.6, 0.8, 0.0]])
+    three = jnp.eye(3)  # orthogonal: USA stays finite at beta = 1e3
+    for name, field in lone_token_fields(beta).items():
+        np.testing.assert_array_equal(field(0.0, one), 0.0, err_msg=name)
+        np.testing.assert_array_equal(field(0.0, three)[0] if "causal" in name else 0.0, 0.0)
+        for x in (one, three):
+            grad = jax.grad(lambda x, f=field: jnp.sum(jnp.sin(f(0.0, x))))(x)
+            assert jnp.all(jnp.isfinite(grad)), name
+            dbeta = jax.grad(lambda b, name=name, x=x: jnp.sum(lone_token_fields(b)[name](0.0, x)))(
+                jnp.asarray(beta)
+            )
+            assert jnp.isfinite(dbeta), name
+    for normalized in (True, False):
+        circle = af.fields.Circle(beta, normalized)
+        np.testing.assert_array_equal(circle(0.0, jnp.array([0.3])), 0.0)
+        assert jnp.all(jnp.isfinite(jax.grad(lambda th, c=circle: c(0.0, th)[0])(jnp.array([0.3]))))
 
 
 def test_permutation_equivariance(getkey):

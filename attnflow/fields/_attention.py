@@ -103,25 +103,9 @@ def masked_softmax(
     top = jnp.where(jnp.isfinite(top), top, 0)
     e = jnp.exp(logits - top)
     z = jnp.sum(e, axis=-1, keepdims=True)
-    some = z > 0
+    some = z != 0  # NaN logits stay NaN
     z = jnp.where(some, z, 1)
     return jnp.where(some, top + jnp.log(z), -jnp.inf)[..., 0], e / z
-
-
-def unnormalized_weights(
-    logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None = None
-) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
-    """`(log(Z_i / n_i), softmax rows)`: the weights `exp(logits_ij) / n_i` in log scale.
-
-    `Z_i = sum_j exp(logits_ij)` and `n_i` count the `j` allowed by `mask` (all by default).
-    One pass of `exp` over the max-shifted logits gives both; masked weights are exactly 0.
-    """
-    lse, w = masked_softmax(logits, mask)
-    if mask is None:
-        log_count = float(np.log(logits.shape[-1]))
-    else:
-        log_count = jnp.log(jnp.sum(mask, axis=-1, dtype=logits.dtype))
-    return lse - log_count, w
 
 
 def safe_log(w: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
@@ -176,8 +160,9 @@ class AbstractAttention(eqx.Module):
         """The output in log scale, `(s, u)` with `self(t, x) = exp(s)[:, None] * u`.
 
         `s` has shape `(n,)`, or is `None` for 0 (kernels whose output is bounded, the
-        default: `(None, self(t, x))`); `u` is bounded by the values `max_j abs(V x_j)` (or
-        their sum over heads), so `u` and `s` are finite even where `exp(s)` overflows.
+        default: `(None, self(t, x))`); `u` is bounded by twice the values `max_j abs(V x_j)`
+        (a token's own term and the others' mean, each at most that; summed over heads), so `u`
+        and `s` are finite even where `exp(s)` overflows.
         """
         return None, self(t, x)
 
@@ -188,8 +173,9 @@ class AbstractAttention(eqx.Module):
 
         The default projects `u`, which is exact to the rounding of `u`. The dot-product
         kernels (and `MultiHead`, `PerLayer`, `Sharded` of them) leave out token `i`'s own
-        term where it has no tangent part (`V = I`), so the projection keeps its relative
-        accuracy even where that term dominates the output by many orders of magnitude.
+        term where it has no tangent part (`V = I`), so the projection is accurate to the
+        rounding of the other terms even where that term dominates the output by many orders
+        of magnitude.
         """
         log_scale, u = self.scaled(t, x)
         return Projected(log_scale, u, log_scale, project(x, u))
@@ -277,29 +263,33 @@ class AbstractDotProductAttention(AbstractAttention):
         to all `tokens`, token `i`'s own term apart (`SelfSplit`); blockwise with blocks of
         `block` tokens (`blockwise_attention`, one device's share when the tokens are sharded,
         `Sharded`), or from the `n x n` matrix when `block` is None (`queries = tokens`)."""
-        keys = tokens if self.K is None else tokens @ self.K.T
         values = tokens if self.V is None else tokens @ self.V.T
         own_values = None if self.V is None else queries @ self.V.T
         if not self._blockwise:  # weights from the matrix: Hardmax, Sinkhorn
-            w = self._weights(self.beta * (self._queries(queries) @ keys.T), self._mask(tokens))[1]
+            w = self._weights(self._logits(queries, tokens), self._mask(tokens))[1]
             own = jnp.diagonal(w)
             others = jnp.where(jnp.eye(w.shape[0], dtype=bool), 0, w)
             total = jnp.sum(others, axis=-1)
             rest = (others @ values) / jnp.where(total > 0, total, 1)[:, None]
             return SelfSplit(safe_log(own), own_values, safe_log(total), rest)
         q = self.beta * self._queries(queries)
-        own_keys = queries if self.K is None else queries @ self.K.T
-        self_logit = jnp.sum(q * own_keys, axis=-1)
+        self_logit = jnp.sum(q * self._keys(queries), axis=-1)
         if block is None:
             n = tokens.shape[0]
             mask = ~jnp.eye(n, dtype=bool)
             if self.causal:
-                mask = mask & jnp.tril(jnp.ones((n, n), bool))
-            lse, w = masked_softmax(q @ keys.T, mask)
+                mask = mask & self._mask(tokens)
+            lse, w = masked_softmax(q @ self._keys(tokens).T, mask)
             rest = w @ values
         else:
             lse, rest = blockwise_attention(
-                q, keys, values, causal=self.causal, block=block, offset=offset, skip_self=True
+                q,
+                self._keys(tokens),
+                values,
+                causal=self.causal,
+                block=block,
+                offset=offset,
+                skip_self=True,
             )
         if self.causal:  # token i attends to i + 1 tokens
             counts = offset + jnp.arange(1, queries.shape[0] + 1, dtype=lse.dtype)
@@ -320,6 +310,12 @@ class AbstractDotProductAttention(AbstractAttention):
             tangents.append((split.self_log, project(queries, split.values)))
         return Projected(log_scale, u, *sum_scaled(tangents, self._bounded))
 
+    def blockwise(self, queries: Points, tokens: Points, block: int, offset=0):
+        """`scaled` for the `queries` (rows `offset, offset + 1, ...` of `tokens`) attending to
+        all `tokens`, blockwise (`blockwise_attention`): one device's share of the output when
+        the tokens are sharded (`Sharded`), the whole output when `queries = tokens`."""
+        return self._projected(queries, tokens, block, offset)[:2]
+
     def _resolved_block(self, n: int) -> int | None:
         return resolve_block(self.block, n) if self._blockwise else None
 
@@ -328,11 +324,16 @@ class AbstractDotProductAttention(AbstractAttention):
         self, logits: Float[Array, "n n"], mask: Bool[Array, "n n"] | None
     ) -> tuple[LogScale, Float[Array, "n n"]]:
         """Attention weights `A_ij = exp(s_i) W_ij` from the logits `beta <Q x_i, K x_j>`, as
-        `(s, W)` with rows of `W` summing to at most 1 (`s = None` for 0); zero where the
-        `mask` (if any) is False."""
+        `(s, W)` (`s = None` for 0); zero where the `mask` (if any) is False."""
 
     def _queries(self, x: Points) -> Points:
         return x if self.Q is None else x @ self.Q.T
+
+    def _keys(self, x: Points) -> Points:
+        return x if self.K is None else x @ self.K.T
+
+    def _logits(self, queries: Points, tokens: Points) -> Float[Array, "nq n"]:
+        return (self.beta * self._queries(queries)) @ self._keys(tokens).T
 
     def _mask(self, x: Points) -> Bool[Array, "n n"] | None:
         n = x.shape[0]
@@ -340,8 +341,7 @@ class AbstractDotProductAttention(AbstractAttention):
 
     def weights(self, x: Points) -> Float[Array, "n n"]:
         """The attention matrix `A` (shape `(n, n)`) for tokens `x`."""
-        keys = x if self.K is None else x @ self.K.T
-        return apply_scale(*self._weights(self.beta * (self._queries(x) @ keys.T), self._mask(x)))
+        return apply_scale(*self._weights(self._logits(x, x), self._mask(x)))
 
     def projected(self, t: Scalar, x: Points) -> Projected:
         return self._projected(x, x, self._resolved_block(x.shape[0]))
@@ -404,18 +404,24 @@ class Unnormalized(AbstractDotProductAttention):
 
     - the discrete layers (`PostLN.layer`, `solver="layers"`) are exact and finite for any
       `beta` (tested up to `1e3` in float32 and float64);
-    - the weights, the output and the Post-LN velocity `e^{b_i} P_{x_i}(W V x)_i` (with
-      `V = I`) are finite whenever their true value is representable: for unit tokens and
-      `Q = K = I` the weights `e^{beta <x_i, x_j>} / n` are representable up to `beta` about
-      709 in float64 and 88 in float32 (for close tokens). Beyond, they are `+-inf` (never
-      NaN), and `simulate` refuses an ODE solver.
+    - the weights (`weights`, entry by entry) and the Post-LN velocity
+      `e^{b_i} P_{x_i}(W V x)_i` (with `V = I`) are finite whenever their true value is
+      representable: for unit tokens and `Q = K = I` the weights `e^{beta <x_i, x_j>} / n` are
+      representable up to `beta` about 709 in float64 and 88 in float32. Beyond, they are
+      `+-inf` (never NaN); so is the output where a token's own term overflows (its row is
+      then of no use as a whole), and `simulate` refuses an ODE solver.
     """
 
     _blockwise = True
     _bounded = False
 
     def _weights(self, logits, mask):
-        return unnormalized_weights(logits, mask)
+        """`exp(logit_ij - log n_i)` entry by entry: each weight is finite whenever it is
+        representable, whatever the others in its row."""
+        if mask is None:
+            return None, jnp.exp(logits - float(np.log(logits.shape[-1])))
+        counts = jnp.sum(mask, axis=-1, keepdims=True, dtype=logits.dtype)
+        return None, jnp.exp(jnp.where(mask, logits, -jnp.inf) - jnp.log(counts))
 
     def _log_norm(self, self_logit, lse_rest, counts):
         return jnp.broadcast_to(jnp.log(jnp.asarray(counts, self_logit.dtype)), self_logit.shape)

@@ -22,6 +22,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 BLOCK = 512  # rows of a query block and of a key block
@@ -209,8 +210,9 @@ def blockwise_attention(
     if isinstance(offset, int) and offset < 0:
         raise ValueError(f"offset must be >= 0 (the index of the first query); got {offset}")
     for flag, name in ((causal, "causal"), (skip_self, "skip_self")):
-        if not isinstance(flag, bool):
+        if not isinstance(flag, bool | np.bool_):
             raise ValueError(f"{name} must be True or False; got {flag!r}")
+    causal, skip_self = bool(causal), bool(skip_self)
     if q.ndim != 2 or k.ndim != 2 or v.ndim != 2 or q.shape[1] != k.shape[1]:
         raise ValueError(
             f"q, k, v must have shapes (nq, m), (n, m), (n, d); got {q.shape}, {k.shape}, {v.shape}"

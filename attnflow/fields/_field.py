@@ -10,10 +10,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_finite, check_value
+from .._checks import check_finite, check_on_sphere as check_points_on_sphere
 from .._types import Points, Scalar
-from ..sphere import normalize, on_sphere, project
-from ..sphere._sphere import default_atol
+from ..sphere import normalize, project
 from ._attention import AbstractAttention, Softmax, Unnormalized, apply_scale
 from ._feedforward import FeedForward
 
@@ -67,24 +66,8 @@ def check_tokens(x0, attention: AbstractAttention, mlp=None):
 
 def check_on_sphere(x0):
     """`x0`, checked to have rows of norm 1 (within `sqrt(eps)`); the error names the row
-    farthest from the sphere, its norm and how far off it is."""
-    atol = default_atol(x0.dtype)
-
-    def farthest() -> str:
-        norms = jnp.linalg.norm(x0, axis=-1)
-        i = int(jnp.argmax(jnp.abs(norms - 1)))
-        return (
-            f"; the farthest row is x0[{i}], of norm {float(norms[i]):.17g} "
-            f"(off by {abs(float(norms[i]) - 1):.1e})"
-        )
-
-    return check_value(
-        x0,
-        ~jnp.all(on_sphere(x0, atol)),
-        f"x0 must lie on the unit sphere (every row of norm 1 within {atol:.1e}); "
-        "use attnflow.sphere.normalize",
-        farthest,
-    )
+    farthest from the sphere, its norm and how far off it is (`_checks.check_on_sphere`)."""
+    return check_points_on_sphere(x0, "x0")
 
 
 class PostLN(AbstractSphereField):
@@ -98,12 +81,13 @@ class PostLN(AbstractSphereField):
     (Lie-Trotter splitting). docs/science.md section 2.
 
     The velocity is the kernel's tangent part (`AbstractAttention.projected`), computed
-    without token `i`'s own term where it has no tangent part: relative accuracy in every row,
-    also at large `beta`, where `A_ii` outweighs the other tokens' weights by
-    `e^{beta (1 - <x_i, x_j>)}`. Kernels in log scale (`Unnormalized`: `attention_i = e^{s_i}
-    u_i`) give it as `e^{r_i} p_i`, finite whenever it is representable (`+-inf` beyond, never
-    NaN), and the layer is `normalize(e^{-m_i} x_i + e^{log h + s_i - m_i} u_i)` with
-    `m_i = max(0, log h + s_i)`: the same point, computed without overflow for any `s_i`.
+    without token `i`'s own term where it has no tangent part: accurate to a few `eps` of the
+    terms each row is made of, also at large `beta`, where `A_ii` outweighs the other tokens'
+    weights by `e^{beta (1 - <x_i, x_j>)}`. Kernels in log scale (`Unnormalized`:
+    `attention_i = e^{s_i} u_i`) give it as `e^{r_i} p_i`, finite whenever it is representable
+    (`+-inf` beyond, never NaN), and the layer is
+    `normalize(e^{-m_i} x_i + e^{log h + s_i - m_i} u_i)` with `m_i = max(0, log h + s_i)`: the
+    same point, computed without overflow for any `s_i`.
     """
 
     attention: AbstractAttention

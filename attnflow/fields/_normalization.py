@@ -28,6 +28,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array
 
 from .._checks import check_value
 from .._types import Points, Scalar
@@ -42,17 +43,23 @@ from ._field import (
 )
 
 
-def direction(a: Points) -> Points:
-    """`a_i / abs(a_i)` for each row, and 0 where `a_i = 0`.
-
-    Divided by `max_k abs(a_ik)` first, so tiny or huge rows neither underflow nor overflow in
-    `abs(a_i)^2`; gradient-safe (no NaN, also at `a_i = 0`, where the gradient is 0).
-    """
+def _row_sizes(a: Points) -> tuple[Array, Points]:
+    """`(nonzero, abs(a_i))`: where a row is not 0 (NaN counts as not 0: a failed kernel is
+    never a token at rest), and each row's norm, computed divided by `max_k abs(a_ik)` so that
+    tiny or huge rows neither underflow nor overflow in `abs(a_i)^2` (1 where `a_i = 0`,
+    gradient-safe)."""
     top = jax.lax.stop_gradient(jnp.max(jnp.abs(a), axis=-1, keepdims=True))  # cancels
-    nonzero = top != 0  # NaN passes through: a failed kernel is never a token at rest
-    b = a / jnp.where(nonzero, top, 1)
-    size = jnp.sqrt(jnp.where(nonzero, jnp.sum(b * b, axis=-1, keepdims=True), 1))  # >= 1
-    return jnp.where(nonzero, b / size, 0)
+    nonzero = top != 0
+    top = jnp.where(nonzero, top, 1)
+    b = a / top
+    return nonzero, top * jnp.sqrt(jnp.where(nonzero, jnp.sum(b * b, axis=-1, keepdims=True), 1))
+
+
+def direction(a: Points) -> Points:
+    """`a_i / abs(a_i)` for each row, and 0 where `a_i = 0` (`_row_sizes`: no overflow or
+    underflow, gradient 0 at `a_i = 0`, NaN kept)."""
+    nonzero, size = _row_sizes(a)
+    return jnp.where(nonzero, a / size, 0)
 
 
 def attention_direction(attention: AbstractAttention, t: Scalar, x: Points) -> Points:
@@ -63,13 +70,9 @@ def attention_direction(attention: AbstractAttention, t: Scalar, x: Points) -> P
 
 def tangent_direction(out: Projected) -> Points:
     """`P_{x_i}(A_i / abs(A_i))` from a kernel's `projected` output: `e^{r_i - s_i} p_i /
-    abs(u_i)`, exact however large `A_i` (the scales divide out) and with the relative accuracy
-    of the tangent part `p_i`; 0 where `A_i = 0` (gradient-safe, as `direction`)."""
-    u = out.output
-    top = jax.lax.stop_gradient(jnp.max(jnp.abs(u), axis=-1, keepdims=True))  # cancels
-    nonzero = top != 0  # NaN passes through: a failed kernel is never a token at rest
-    top = jnp.where(nonzero, top, 1)
-    size = top * jnp.sqrt(jnp.where(nonzero, jnp.sum((u / top) ** 2, axis=-1, keepdims=True), 1))
+    abs(u_i)`, exact however large `A_i` (the scales divide out) and as accurate as the
+    tangent part `p_i`; 0 where `A_i = 0` (as `direction`)."""
+    nonzero, size = _row_sizes(out.output)
     s, r = out.log_scale, out.tangent_log_scale
     p = out.tangent / size
     if s is not None or r is not None:
@@ -128,13 +131,13 @@ class PeriLN(AbstractEuclideanField):
 class NoNorm(AbstractEuclideanField):
     """No normalization ("pure SA" in `R^d`): `dx_i/dt = attention_i(x) = sum_j A_ij V x_j`.
 
-        `centered=True`: `dx_i/dt = sum_j A_ij V (x_j - x_i)`, each token pulled toward its
-        attention-weighted mean. For the row-stochastic kernels this takes (`Softmax`, `Hardmax`,
-        `Sinkhorn`, single head) it is `attention_i(x) - V x_i`, computed from the attention to the
-    other tokens alone (`AbstractDotProductAttention.centered`), without the rounding of `V x_i`
-    against the output. Its `Hardmax` form is docs/science.md's
-        zero-temperature flow `dx_i/dt = (1/|C_i|) sum_{j in C_i} V (x_j - x_i)`, which comes to
-        rest (`attnflow.concentration.limit_map`); the plain form grows like `e^{tV}` instead.
+    `centered=True`: `dx_i/dt = sum_j A_ij V (x_j - x_i)`, each token pulled toward its
+    attention-weighted mean. For the row-stochastic kernels this takes (`Softmax`, `Hardmax`,
+    `Sinkhorn`, single head) it is `attention_i(x) - V x_i`, computed from the attention to the
+    other tokens alone (`AbstractDotProductAttention.centered`), without the rounding of
+    `V x_i` against the output. Its `Hardmax` form is docs/science.md's zero-temperature flow
+    `dx_i/dt = (1/|C_i|) sum_{j in C_i} V (x_j - x_i)`, which comes to rest
+    (`attnflow.concentration.limit_map`); the plain form grows like `e^{tV}` instead.
     """
 
     centered: bool = eqx.field(default=False, static=True)
