@@ -64,5 +64,13 @@ def test_energy_monotone_along_trajectories(getkey, make):
 def test_energy_bad_input():
     with pytest.raises(ValueError, match=r"beta must be > 0 for the energy"):
         af.energy(jnp.eye(3), 0.0)
-    with pytest.raises(ValueError, match=r"x must have shape \(n, d\); got shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(n, d\) with n, d >= 1; got shape \(3,\)"
+    ):
         af.energy(jnp.ones(3), 1.0)
+    with pytest.raises(ValueError, match=r"got shape \(0, 3\)"):
+        af.log_energy(jnp.ones((0, 3)), 1.0)
+    with pytest.raises(ValueError, match=r"^x must hold only finite numbers; got 1 non-finite"):
+        af.energy(jnp.eye(3).at[1, 2].set(jnp.nan), 1.0)
+    # traced (a statistic inside a sweep): a failed run's NaN is data, not an error
+    assert jnp.isnan(jax.jit(af.energy)(jnp.eye(3).at[1, 2].set(jnp.nan), 1.0))

@@ -998,7 +998,7 @@ def test_sinkhorn_stability_in_float32():
 @pytest.mark.xfail(
     strict=True,
     raises=ValueError,
-    reason="stability/_fixed_points.py (not this task's file) with optimistix 0.1.0: "
+    reason="a limitation of optimistix 0.1.0 in stability/_fixed_points.py: "
     "find_fixed_points(solver='levenberg_marquardt') on float32 guesses with x64 on (this "
     "test session, a notebook that enabled x64, or main(['fixed-points', '--float32', "
     "'--solver', 'levenberg_marquardt']) in such a process) raises "

@@ -161,6 +161,27 @@ def test_usa_velocity_is_finite_where_representable(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_by_exp_beyond_the_range_of_exp(dtype):
+    """`e^s v` where `e^s` overflows: exact where representable, `+-inf` where not, 0 at
+    `v = 0`; its derivative in `v` is `e^s dv`, `+-inf` (not 0) where that overflows."""
+    from attnflow.fields._attention import scale_by_exp
+
+    top = float(np.log(np.finfo(dtype).max))
+    s = jnp.asarray([top + 10.0], dtype)
+    v = jnp.asarray([[np.exp(-20.0), -np.exp(-20.0), 0.0, 1.0]], dtype)
+    out = scale_by_exp(s, v)
+    expected = np.exp(top - 10.0)
+    np.testing.assert_allclose(
+        out[0, :2], [expected, -expected], rtol=tolerance(dtype, 1e-13, 1e-5)
+    )
+    assert out[0, 2] == 0 and out[0, 3] == np.inf
+    _, tangent = jax.jvp(lambda v: scale_by_exp(s, v), (v,), (jnp.ones_like(v),))
+    assert jnp.all(tangent == np.inf), tangent
+    two = jnp.asarray([2.0], dtype)
+    np.testing.assert_array_equal(scale_by_exp(two, v), jnp.exp(two)[:, None] * v)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_usa_velocity_beyond_the_range_is_never_nan(getkey, dtype):
     x = sphere.uniform(getkey(), 8, 3, dtype=dtype)
     for kernel in (af.Unnormalized(1e3), af.Unnormalized(1e3, causal=True)):

@@ -3,15 +3,17 @@
 import jax
 import jax.numpy as jnp
 
-from .._checks import as_float_array, check_beta, check_value
+from .._checks import as_float_array, check_beta, check_finite, check_value, is_traced
 from .._types import Points, Scalar
 
 
 def log_energy(x: Points, beta: Scalar):
     """`log E_beta(X)`, finite for any `beta > 0` (see `energy`)."""
     x = as_float_array(x, "x")
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape (n, d); got shape {x.shape}")
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"x must have shape (n, d) with n, d >= 1; got shape {x.shape}")
+    if not is_traced(x):  # traced, in a sweep: a failed run's NaN is recorded as data
+        x = check_finite(x, "x")
     beta = check_beta(beta)
     beta = check_value(
         beta, beta <= 0, "beta must be > 0 for the energy (E_beta diverges like 1/(2 beta))"
