@@ -36,7 +36,8 @@ def sinkhorn_iterations(x, beta):
     n = x.shape[0]
     kernel = af.Sinkhorn(beta)
     problem = linear_problem.LinearProblem(geometry.Geometry(cost_matrix=-beta * x @ x.T))
-    out = sinkhorn.Sinkhorn(threshold=kernel.tol / n, max_iterations=kernel.max_iter)(problem)
+    tol = kernel.tol or max(1e-9, 100 * float(jax.numpy.finfo(x.dtype).eps))  # the default
+    out = sinkhorn.Sinkhorn(threshold=tol / n, max_iterations=kernel.max_iter)(problem)
     return int(out.n_iters)
 
 
