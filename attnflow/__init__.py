@@ -4,11 +4,10 @@ Tokens are particles, depth is time, self-attention is the interaction. See the 
 documentation site, `docs/` (`docs/science.md` for the models).
 """
 
-import importlib.metadata
-
 from . import (
     analysis as analysis,
     concentration as concentration,
+    integrate as integrate,
     meanfield as meanfield,
     optimize as optimize,
     sphere as sphere,
@@ -16,14 +15,7 @@ from . import (
     studies as studies,
     sweep as sweep,
 )
-from ._sde import simulate_sde as simulate_sde
-from ._simulate import (
-    STATUS as STATUS,
-    Trajectory as Trajectory,
-    ode_solvers as ode_solvers,
-    simulate as simulate,
-    span_reduction as span_reduction,
-)
+from ._version import __version__ as __version__
 from .analysis import (
     crossing_time as crossing_time,
     equiangular_rho as equiangular_rho,
@@ -54,9 +46,13 @@ from .fields import (
     energy as energy,
     log_energy as log_energy,
 )
+from .integrate import (
+    STATUS as STATUS,
+    Layers as Layers,
+    Trajectory as Trajectory,
+    ode_solvers as ode_solvers,
+    simulate as simulate,
+    simulate_sde as simulate_sde,
+    span_reduction as span_reduction,
+)
 from .studies import PhaseDiagram as PhaseDiagram, phase_diagram as phase_diagram
-
-try:
-    __version__ = importlib.metadata.version("attnflow")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+unknown"

@@ -1,5 +1,5 @@
 """`python -m attnflow`: the `attnflow` command line."""
 
-from .cli import _entry
+from .cli import entry
 
-_entry()
+entry()

@@ -150,3 +150,25 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
     return value
+
+
+def check_times(ts) -> jax.Array:
+    """`ts` (a float array) checked to be a 1-D array of at least two finite, strictly
+    increasing save times; concrete values now, traced ones when the compiled code runs."""
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"ts must be a 1-D array of at least two save times; got shape {ts.shape}")
+    return check_value(
+        ts,
+        ~jnp.all(jnp.isfinite(ts)) | jnp.any(jnp.diff(ts) <= 0),
+        "ts must be finite and strictly increasing",
+        lambda: f"; got {np.asarray(ts)}",
+    )
+
+
+def float_dtype(dtype=None) -> np.dtype:
+    """`dtype` as a floating NumPy dtype; None gives JAX's default float (float64 with x64
+    on, float32 otherwise)."""
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype; got {dtype}")
+    return dtype

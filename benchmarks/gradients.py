@@ -5,7 +5,7 @@ sphere in `d = 64`, save times `ts = 0, 1, ..., 30`. The loss is a scalar of the
 sum over tokens and save times of the cosine to a fixed direction `e_1` (a `save` statistic), and
 its gradient is taken with respect to `(beta, V, x0)` with `jax.grad`, through
 `simulate(adjoint="checkpoint")`, `simulate(adjoint="backsolve")` (Tsit5, rtol 1e-6,
-atol 1e-8) and `simulate(solver="layers", dt0=0.1)` (300 layers).
+atol 1e-8) and `simulate(solver=af.Layers(0.1))` (300 layers).
 
 1. Time: forward loss and gradient compiled separately (`jax.jit(...).lower(...).compile()`),
    then `--repeats` calls of each, alternated; the ratio of the medians gradient / forward
@@ -56,8 +56,8 @@ def save_times(T: float) -> np.ndarray:
 
 
 def layers_trajectory(field, x0, ts: np.ndarray, save):
-    """`simulate(solver="layers")`; concrete `ts` keep it traceable by an outer `jax.jit`."""
-    return af.simulate(field, x0, ts, solver="layers", dt0=H, save=save)
+    """`simulate(solver=Layers(h))`; concrete `ts` keep it traceable by an outer `jax.jit`."""
+    return af.simulate(field, x0, ts, solver=af.Layers(H), save=save)
 
 
 def make_loss(method: str, Q, K, e, ts=None, rtol=1e-6, atol=1e-8, **options):

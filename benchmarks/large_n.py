@@ -12,7 +12,7 @@ sampled while the compiled field runs, above what the process held just before.
    during the run, with the log-log slope over the last three sizes (1 = linear). The compiled
    program's own account (`memory_analysis`, without running it) is fitted up to `2^20` in
    any case.
-3. `n = 65536`, `d = 3`, float32: 100 layers of SA (`simulate(solver="layers", dt0=0.1)`),
+3. `n = 65536`, `d = 3`, float32: 100 layers of SA (`simulate(solver=af.Layers(0.1))`),
    time and peak memory (`--steps-n` to change `n`, `--skip-simulation` to skip).
 
     python benchmarks/large_n.py [--max-log2 18] [--steps-n 65536] [--skip-simulation]
@@ -87,7 +87,7 @@ SIMULATION = (
 n = int(sys.argv[1])
 x0 = sphere.uniform(jax.random.key(0), n, 3, dtype=jnp.float32)
 ts = jnp.linspace(0.0, 10.0, 11, dtype=jnp.float32)
-run = jax.jit(lambda x0: af.simulate(af.SA(jnp.float32(1.0)), x0, ts, solver="layers", dt0=0.1).xs)
+run = jax.jit(lambda x0: af.simulate(af.SA(jnp.float32(1.0)), x0, ts, solver=af.Layers(0.1)).xs)
 t = time.perf_counter()
 run.lower(x0).compile()
 compiled = time.perf_counter() - t

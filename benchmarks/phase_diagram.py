@@ -45,7 +45,14 @@ def main():
 
         def attnflow_run(d=d):
             return af.phase_diagram(
-                key, n=args.n, d=d, betas=betas, ts=ts, samples=args.samples, h=h, progress=False
+                key,
+                n=args.n,
+                d=d,
+                betas=betas,
+                ts=ts,
+                samples=args.samples,
+                solver=af.Layers(h),
+                progress=False,
             ).prob
 
         start = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import attnflow as af  # noqa: E402
-from attnflow import _simulate  # noqa: E402
+from attnflow.integrate import _simulate  # noqa: E402
 from attnflow.stability import _lyapunov, lyapunov_spectrum  # noqa: E402
 from attnflow.studies import _metastability, ftle_diagram  # noqa: E402
 
@@ -40,7 +40,7 @@ def calls(d: int) -> dict:
     study = dict(n=N, d=d, betas=[1.0, 4.0], samples=32, progress=False)
     return {
         "simulate, tsit5": lambda: af.simulate(af.SA(1.0), x0, TS).xs,
-        "simulate, layers": lambda: af.simulate(af.SA(1.0), x0, TS, solver="layers", dt0=0.1).xs,
+        "simulate, layers": lambda: af.simulate(af.SA(1.0), x0, TS, solver=af.Layers(0.1)).xs,
         "lyapunov_spectrum, k = 1": lambda: lyapunov_spectrum(af.SA(4.0), x0, 10.0, k=1).exponents,
         "phase_diagram": lambda: (
             af.phase_diagram(key, ts=np.arange(0, 101, 10) * 0.1, **study).prob

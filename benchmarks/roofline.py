@@ -5,7 +5,7 @@ The field is SA with `Q = K = V = I` and `d` coordinates (default 128), `block="
 matrix up to 2048 tokens, key blocks above): its useful work is two `n x n x d` products, the
 logits `<x_i, x_j>` and the weighted sum of the values, `4 n^2 d` flops (the exponentials and the
 projection are not counted). "Field" is one velocity evaluation, "step" one discrete layer
-`normalize(x + h A x)` (`PostLN.layer`, what `simulate(solver="layers")` repeats). Each time is
+`normalize(x + h A x)` (`PostLN.layer`, what `simulate(solver=Layers(h))` repeats). Each time is
 the best of several runs of the compiled function.
 
 At `d = 3` the exponentials dominate (one per pair against 12 flops of products), so the rate is

@@ -279,9 +279,9 @@ def test_memory_is_linear_not_quadratic():
 def test_simulate_and_vmap_with_blockwise_fields():
     x0 = sphere.uniform(jax.random.key(8), 100, 3)
     ts = jnp.linspace(0.0, 2.0, 5)
-    for solver, extra in (("tsit5", {}), ("layers", {"dt0": 0.1})):
-        a = af.simulate(af.SA(2.0, block=32), x0, ts, solver=solver, **extra).xs
-        b = af.simulate(af.SA(2.0, block=None), x0, ts, solver=solver, **extra).xs
+    for solver in ("tsit5", af.Layers(0.1)):
+        a = af.simulate(af.SA(2.0, block=32), x0, ts, solver=solver).xs
+        b = af.simulate(af.SA(2.0, block=None), x0, ts, solver=solver).xs
         np.testing.assert_allclose(a, b, atol=1e-10)
     betas = jnp.array([0.5, 1.0, 4.0])
     batched = jax.vmap(lambda beta: af.SA(beta, block=32)(0.0, x0))(betas)

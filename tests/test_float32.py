@@ -284,7 +284,7 @@ def test_simulate_every_model(dtype, name, solver):
     h = 0.1
     ts = jnp.arange(0, 21, 4, dtype=dtype) * h  # t in [0, 2], 20 layers
     if solver == "layers":
-        trajectory = af.simulate(field, x0, ts, solver="layers", dt0=h)
+        trajectory = af.simulate(field, x0, ts, solver=af.Layers(h))
         expected = np_layers(model.layer, up(dtype, x0)[0], h, 20)[::4]
     else:
         # failures as data (throw=False: about 15% less to compile) and checked below; SA with
@@ -986,7 +986,7 @@ def test_sinkhorn_stability_in_float32():
     x0 = af.sphere.uniform(jax.random.key(1), N, D, dtype=jnp.float32)
     field = af.PostLN(af.Sinkhorn(jnp.float32(BETA)))
     spectrum = af.stability.lyapunov_spectrum(
-        field, x0, 1.0, k=1, every=0.5, solver="layers", dt0=0.1, key=jax.random.key(2)
+        field, x0, 1.0, k=1, every=0.5, solver=af.Layers(0.1), key=jax.random.key(2)
     )
     w0 = jax.random.normal(jax.random.key(2), (N, D), jnp.float32)
     layer = MODELS["Sinkhorn"].layer

@@ -80,7 +80,7 @@ def test_layers_approach_the_flow_for_every_scheme(getkey):
     ):
         flow = af.simulate(field, x0, ts, rtol=1e-10, atol=1e-12).xs[-1]
         errors = [
-            jnp.abs(af.simulate(field, x0, ts, solver="layers", dt0=h).xs[-1] - flow).max()
+            jnp.abs(af.simulate(field, x0, ts, solver=af.Layers(h)).xs[-1] - flow).max()
             for h in (0.02, 0.01)
         ]
         assert 0.4 * errors[0] < errors[1] < 0.6 * errors[0]  # first order in h

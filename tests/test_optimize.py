@@ -34,7 +34,7 @@ def _scalar(xs):
 def _run(params, method):
     beta, Q, K, V, x0 = params
     if method == "layers":
-        trajectory = af.simulate(af.SA(beta, Q, K, V), x0, TS, solver="layers", dt0=0.1)
+        trajectory = af.simulate(af.SA(beta, Q, K, V), x0, TS, solver=af.Layers(0.1))
     else:
         trajectory = af.simulate(
             af.SA(beta, Q, K, V), x0, TS, rtol=1e-12, atol=1e-12, adjoint=method
@@ -86,7 +86,7 @@ def test_gradients_of_per_layer_weights(getkey):
     def f(betas, Vs):
         kernels = [af.Softmax(b, V=V) for b, V in zip(betas, Vs, strict=True)]
         field = af.PostLN(af.PerLayer(kernels, h))
-        return _scalar(af.simulate(field, x0, ts, solver="layers", dt0=h).xs)
+        return _scalar(af.simulate(field, x0, ts, solver=af.Layers(h)).xs)
 
     betas = jnp.linspace(0.5, 3.0, layers)
     Vs = jax.random.normal(getkey(), (layers, 3, 3))
@@ -111,7 +111,7 @@ def test_layers_under_an_outer_jit(getkey):
     ts = np.linspace(0.0, 1.0, 11)
 
     def run(x0):
-        return af.simulate(af.SA(1.0), x0, ts, solver="layers", dt0=0.1).xs
+        return af.simulate(af.SA(1.0), x0, ts, solver=af.Layers(0.1)).xs
 
     np.testing.assert_allclose(jax.jit(run)(x0), run(x0), rtol=1e-12)
 
@@ -128,7 +128,7 @@ def test_adjoint_errors(getkey):
     with pytest.raises(ValueError, match="adjoint must be one of 'checkpoint', 'backsolve'"):
         af.simulate(af.SA(1.0), x0, TS, adjoint="direct-ish")
     with pytest.raises(ValueError, match="adjoint applies to ODE solvers"):
-        af.simulate(af.SA(1.0), x0, TS, solver="layers", dt0=0.1, adjoint="backsolve")
+        af.simulate(af.SA(1.0), x0, TS, solver=af.Layers(0.1), adjoint="backsolve")
 
 
 # ---------------------------------------------------------------- objectives
@@ -461,7 +461,7 @@ def test_search_stops_when_a_check_inside_the_loss_fails(getkey):
     x0 = af.sphere.uniform(getkey(), 4, 3)
 
     def loss(beta):
-        xs = af.simulate(af.SA(beta), x0, TS, solver="layers", dt0=0.5).xs
+        xs = af.simulate(af.SA(beta), x0, TS, solver=af.Layers(0.5)).xs
         return beta + jnp.sum(xs[-1, 0])  # d/dbeta about 1: the step goes far below 0
 
     with pytest.warns(opt.SearchWarning, match="the loss raised .beta must be .* at step 1"):

@@ -24,7 +24,7 @@ def _counts(field, x0s, t1, h, delta=1e-3):
         [
             int(
                 af.analysis.count_clusters(
-                    af.simulate(field, x0, ts, solver="layers", dt0=h).xs[-1], delta
+                    af.simulate(field, x0, ts, solver=af.Layers(h)).xs[-1], delta
                 )
             )
             for x0 in x0s

@@ -112,15 +112,14 @@ def test_layer_fields_run_as_sa_on_the_sphere(tiny):
     assert isinstance(kernels, af.PerLayer) and kernels.num_layers == pretrained.model.num_layers
     theta0 = af.sphere.normalize(hidden(pretrained)[0])
     ts = jnp.arange(pretrained.model.num_layers + 1.0)
-    xs = af.simulate(af.PostLN(kernels), theta0, ts, solver="layers", dt0=1.0).xs
+    xs = af.simulate(af.PostLN(kernels), theta0, ts, solver=af.Layers(1.0)).xs
     assert np.allclose(np.linalg.norm(np.asarray(xs), axis=-1), 1)
     # the first layer is layer 0's idealized heads
     first = af.simulate(
         af.PostLN(ap.attention_heads(pretrained, 0, exact=False)),
         theta0,
         ts[:2],
-        solver="layers",
-        dt0=1.0,
+        solver=af.Layers(1.0),
     ).xs
     np.testing.assert_allclose(np.asarray(xs[1]), np.asarray(first[1]), atol=1e-12)
 

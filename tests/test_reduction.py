@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import attnflow as af
-from attnflow import _simulate, sphere
+from attnflow import sphere
+from attnflow.integrate import _simulate
 from attnflow.fields import (
     NGPT,
     FeedForward,
@@ -79,11 +80,11 @@ def test_reduced_flow_equals_full_flow(dtype, name, reductions):
             assert kernel.Q.shape[-2:] == (N, N) and kernel.K is None
     ts = jnp.linspace(0.0, 3.0, 4, dtype=dtype)
     eps = float(jnp.finfo(dtype).eps)
-    layers = af.simulate(field, x0, ts, solver="layers", dt0=0.1).xs
+    layers = af.simulate(field, x0, ts, solver=af.Layers(0.1)).xs
     assert reductions == [(N, D)]  # simulate took the reduction (full() below does not)
     assert layers.shape == (4, N, D) and layers.dtype == dtype
     np.testing.assert_array_equal(layers[0], x0)
-    np.testing.assert_allclose(layers, full(field, x0, ts, solver="layers", dt0=0.1), atol=50 * eps)
+    np.testing.assert_allclose(layers, full(field, x0, ts, solver=af.Layers(0.1)), atol=50 * eps)
     # Adaptive steps differ (the error norm runs over n x n entries instead of n x d), so the
     # two solutions agree to the solver's tolerance.
     ode = af.simulate(field, x0, ts, rtol=1e-7, atol=1e-9)
@@ -101,9 +102,9 @@ def test_statistic_sees_the_tokens_in_full(reductions):
         shapes.append(x.shape)
         return x @ jnp.arange(D, dtype=x.dtype)
 
-    got = af.simulate(af.SA(1.0), x0, ts, save=save, solver="layers", dt0=0.1).xs
+    got = af.simulate(af.SA(1.0), x0, ts, save=save, solver=af.Layers(0.1)).xs
     assert set(shapes) == {(N, D)} and reductions == [(N, D)]
-    want = full(af.SA(1.0), x0, ts, solver="layers", dt0=0.1) @ jnp.arange(D, dtype=x0.dtype)
+    want = full(af.SA(1.0), x0, ts, solver=af.Layers(0.1)) @ jnp.arange(D, dtype=x0.dtype)
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 
@@ -115,9 +116,9 @@ def test_gradient_with_respect_to_the_weights_through_the_reduced_flow(reduction
 
     def loss(beta, q, reduce):
         if reduce:
-            xs = af.simulate(af.SA(beta, q, k), x0, ts, solver="layers", dt0=0.1).xs
+            xs = af.simulate(af.SA(beta, q, k), x0, ts, solver=af.Layers(0.1)).xs
         else:
-            xs = full(af.SA(beta, q, k), x0, ts, solver="layers", dt0=0.1)
+            xs = full(af.SA(beta, q, k), x0, ts, solver=af.Layers(0.1))
         return jnp.sum((xs[-1] @ target) ** 2)
 
     reduced = jax.grad(loss, (0, 1))(1.5, q, True)
@@ -185,7 +186,7 @@ def test_lyapunov_exponents_reduced_equal_full(dtype, monkeypatch):
         return out
 
     def spectra(**options):
-        layers = lyapunov_spectrum(field, x0, 4.0, k=2, solver="layers", dt0=0.1, **options)
+        layers = lyapunov_spectrum(field, x0, 4.0, k=2, solver=af.Layers(0.1), **options)
         ode = lyapunov_spectrum(field, x0, 4.0, k=1, rtol=1e-8, atol=1e-10, **options)
         return layers.history, ode.history
 
@@ -206,7 +207,7 @@ def test_lyapunov_spectrum_second_call_compiles_nothing():
 
     def spectrum(beta, seed):
         x0 = sphere.uniform(jax.random.key(seed), N, D)
-        return lyapunov_spectrum(af.SA(beta), x0, 2.0, k=1, solver="layers", dt0=0.1)
+        return lyapunov_spectrum(af.SA(beta), x0, 2.0, k=1, solver=af.Layers(0.1))
 
     spectrum(1.0, 0)
     compiled = []

@@ -74,7 +74,7 @@ def equiangular_gaps(beta, n, m, gap0, h, layers):
 def test_usa_layers_at_large_beta_match_exact_arithmetic(getkey, dtype, beta):
     x0 = in_a_cap(getkey(), 6, 3, beta, dtype)
     ts = jnp.array([0.0, 0.5])
-    xs = af.simulate(af.USA(beta), x0, ts, solver="layers", dt0=0.1).xs
+    xs = af.simulate(af.USA(beta), x0, ts, solver=af.Layers(0.1)).xs
     assert xs.dtype == dtype and jnp.all(jnp.isfinite(xs))
     expected = usa_layers_mpmath(x0, beta, 0.1, 5)
     assert np.abs(expected - np.asarray(x0)).max() > 1e-2  # the tokens did move
@@ -101,7 +101,7 @@ def test_usa_layers_on_equiangular_groups_contract_as_the_closed_form(dtype, bet
             "clusters": af.analysis.count_clusters(x, delta),
         }
 
-    stats = af.simulate(af.USA(beta), x0, ts, solver="layers", dt0=h, save=statistic).xs
+    stats = af.simulate(af.USA(beta), x0, ts, solver=af.Layers(h), save=statistic).xs
     gaps = equiangular_gaps(beta, 2 * m, m, gap0, h, layers)
     np.testing.assert_allclose(
         stats["gap"], gaps, rtol=tolerance(dtype, 1e-9, 2e-2), atol=tolerance(dtype, 1e-14, 5e-7)
@@ -120,7 +120,7 @@ def test_usa_layers_are_differentiable_at_large_beta(getkey, dtype):
 
     def loss(x):
         return jnp.sum(
-            w * af.simulate(af.USA(1e3), x, jnp.array([0.0, 0.3]), solver="layers", dt0=0.1).xs[-1]
+            w * af.simulate(af.USA(1e3), x, jnp.array([0.0, 0.3]), solver=af.Layers(0.1)).xs[-1]
         )
 
     grad = jax.grad(loss)(x0)
@@ -198,7 +198,7 @@ def test_ode_solvers_refuse_an_overflowing_velocity(getkey, dtype):
     (the velocity can still be finite, until the flow brings tokens together)."""
     x0 = sphere.uniform(getkey(), 8, 3, dtype=dtype)
     ts = jnp.array([0.0, 1.0])
-    match = rf"the velocity of the field at x0, or the attention output it projects, is not finite in {jnp.dtype(dtype).name}.*solver='layers'"
+    match = rf"the velocity of the field at x0, or the attention output it projects, is not finite in {jnp.dtype(dtype).name}.*solver=attnflow.Layers\(h\)"
     for beta in (1e3, tolerance(dtype, 750.0, 100.0)):
         cap = in_a_cap(getkey(), 8, 3, beta, dtype)
         assert not jnp.all(jnp.isfinite(af.USA(beta)(0.0, cap)))
@@ -253,7 +253,7 @@ def test_zero_attention_leaves_tokens_at_rest(dtype, case, scheme):
     np.testing.assert_array_equal(field(0.0, x0), 0.0)
     ts = jnp.array([0.0, 0.3])
     eps = float(jnp.finfo(dtype).eps)
-    for options in (dict(), dict(solver="layers", dt0=0.1)):
+    for options in (dict(), dict(solver=af.Layers(0.1))):
         xs = af.simulate(field, x0, ts, **options).xs
         assert xs.dtype == dtype
         np.testing.assert_allclose(xs[-1], x0, rtol=4 * eps, atol=4 * eps, err_msg=str(options))
@@ -333,7 +333,7 @@ def test_non_finite_or_non_positive_options_are_refused(value):
         with pytest.raises(ValueError, match=rf"{option} must be a positive number .*; got {text}"):
             af.simulate(af.SA(1.0), x0, ts, **{option: value})
     with pytest.raises(ValueError, match=rf"dt0 must be a positive number .*; got {text}"):
-        af.simulate(af.SA(1.0), x0, ts, solver="layers", dt0=value)
+        af.simulate(af.SA(1.0), x0, ts, solver=af.Layers(value))
 
 
 def test_non_finite_values_say_so():
@@ -355,7 +355,7 @@ def test_non_finite_alpha_schedule_is_refused(dtype):
     with pytest.raises(Exception, match=r"alpha\(t\) must be positive and finite"):
         af.simulate(field, x0, jnp.array([0.0, 1.0]))
     with pytest.raises(Exception, match=r"alpha\(t\) must be positive and finite"):
-        af.simulate(field, x0, jnp.array([0.0, 1.0]), solver="layers", dt0=0.1)
+        af.simulate(field, x0, jnp.array([0.0, 1.0]), solver=af.Layers(0.1))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

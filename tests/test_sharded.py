@@ -56,9 +56,9 @@ for dtype, tol in ((jnp.float64, 1e-12), (jnp.float32, 1e-5)):
     both = MultiHead([Softmax(beta, Q, K, V), Unnormalized(beta)])
     np.testing.assert_allclose(PostLN(heads)(0.0, x), PostLN(both)(0.0, x), atol=tol)
     ts = jnp.linspace(0.0, 1.0, 3, dtype=dtype)
-    for solver, extra in (("tsit5", {}), ("layers", {"dt0": 0.1})):
-        a = af.simulate(PostLN(Sharded(Softmax(beta))), x, ts, solver=solver, **extra).xs
-        b = af.simulate(af.SA(beta), x, ts, solver=solver, **extra).xs
+    for solver in ("tsit5", af.Layers(0.1)):
+        a = af.simulate(PostLN(Sharded(Softmax(beta))), x, ts, solver=solver).xs
+        b = af.simulate(af.SA(beta), x, ts, solver=solver).xs
         np.testing.assert_allclose(a, b, atol=10 * tol)
 try:
     Sharded(Softmax(1.0))(0.0, jnp.ones((6, 3)) / 3**0.5)

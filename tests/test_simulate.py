@@ -53,9 +53,7 @@ def test_layers_converge_to_the_flow_at_first_order(getkey):
     ts = jnp.array([0.0, 2.0])
     flow = af.simulate(af.SA(1.0, Q, K, V), x0, ts, **TIGHT).xs[-1]
     errors = [
-        jnp.abs(
-            af.simulate(af.SA(1.0, Q, K, V), x0, ts, solver="layers", dt0=h).xs[-1] - flow
-        ).max()
+        jnp.abs(af.simulate(af.SA(1.0, Q, K, V), x0, ts, solver=af.Layers(h)).xs[-1] - flow).max()
         for h in (0.02, 0.01)
     ]
     assert 1.8 < errors[0] / errors[1] < 2.2
@@ -101,7 +99,7 @@ def test_norms_stay_one(getkey):
     expected = solve(lambda x: attention_field(x, 1.0, eye, eye, eye), np.asarray(x0), ts)
     np.testing.assert_allclose(ode, expected, rtol=0, atol=1e-5)
     assert np.abs(np.linalg.norm(ode, axis=-1) - 1).max() < 4 * EPS
-    layers = af.simulate(af.SA(1.0), x0, ts, solver="layers", dt0=0.1).xs
+    layers = af.simulate(af.SA(1.0), x0, ts, solver=af.Layers(0.1)).xs
     assert jnp.abs(jnp.linalg.norm(layers, axis=-1) - 1).max() < 1e-14
 
     # Repulsive values (<x, v> < 0): the sphere must not repel the numerical drift, which would
@@ -203,14 +201,14 @@ def test_layers_equal_hand_written_loop(getkey):
     Q, K, V = random_weights(getkey(), 3, 4)
     expected = layers_loop(x0, 50, 0.1, lambda k: tuple(map(np.asarray, (Q, K, V))), 2.0)
     ts = np.arange(51) * 0.1
-    xs = af.simulate(af.SA(2.0, Q, K, V), x0, ts, solver="layers", dt0=0.1).xs
+    xs = af.simulate(af.SA(2.0, Q, K, V), x0, ts, solver=af.Layers(0.1)).xs
     np.testing.assert_allclose(xs, expected, rtol=0, atol=1e-13)
     # Uneven save times pick the same states.
     picks = [0, 3, 4, 10, 50]
-    xs = af.simulate(af.SA(2.0, Q, K, V), x0, ts[picks], solver="layers", dt0=0.1).xs
+    xs = af.simulate(af.SA(2.0, Q, K, V), x0, ts[picks], solver=af.Layers(0.1)).xs
     np.testing.assert_allclose(xs, expected[picks], rtol=0, atol=1e-13)
     # A start after 0 steps from there.
-    xs = af.simulate(af.SA(2.0, Q, K, V), x0, np.array([2.0, 2.5]), solver="layers", dt0=0.1).xs
+    xs = af.simulate(af.SA(2.0, Q, K, V), x0, np.array([2.0, 2.5]), solver=af.Layers(0.1)).xs
     np.testing.assert_allclose(xs, expected[[0, 5]], rtol=0, atol=1e-13)
 
 
@@ -230,7 +228,7 @@ def test_layers_with_per_layer_weights_and_feed_forward(getkey):
         1.5,
         mlp=lambda x: np.maximum(x @ np.asarray(a).T + np.asarray(b), 0) @ np.asarray(w).T,
     )
-    xs = af.simulate(field, x0, np.arange(7) * 0.25, solver="layers", dt0=0.25).xs
+    xs = af.simulate(field, x0, np.arange(7) * 0.25, solver=af.Layers(0.25)).xs
     np.testing.assert_allclose(xs, expected, rtol=0, atol=1e-13)
 
 
@@ -256,7 +254,7 @@ def test_save_statistic_instead_of_states(getkey):
     x0 = sphere.uniform(getkey(), 6, 3)
     ts = jnp.linspace(0.0, 2.0, 5)
     gram = lambda t, x: x @ x.T  # noqa: E731
-    for kwargs in (TIGHT, dict(solver="layers", dt0=0.5)):
+    for kwargs in (TIGHT, dict(solver=af.Layers(0.5))):
         full = af.simulate(af.SA(1.0), x0, ts, **kwargs).xs
         stats = af.simulate(af.SA(1.0), x0, ts, save=gram, **kwargs).xs
         assert stats.shape == (5, 6, 6)
@@ -267,7 +265,7 @@ def test_vmap_over_initial_conditions_and_beta(getkey):
     x0s = sphere.uniform(getkey(), 3 * 5, 3).reshape(3, 5, 3)
     betas = jnp.array([0.0, 1.0, 4.0])
     ts = jnp.linspace(0.0, 2.0, 3)
-    for kwargs in (dict(), dict(solver="layers", dt0=0.1)):
+    for kwargs in (dict(), dict(solver=af.Layers(0.1))):
         run = lambda x0, b, kw=kwargs: af.simulate(af.SA(b), x0, ts, **kw).xs  # noqa: E731
         batched = jax.vmap(run)(x0s, betas)
         for i in range(3):
@@ -283,7 +281,7 @@ def test_differentiable_in_beta_and_x0(getkey):
     def final_energy(beta, kwargs):
         return af.energy(af.simulate(af.SA(beta), x0, ts, **kwargs).xs[-1], 1.0)
 
-    for kwargs in (dict(rtol=1e-10, atol=1e-12), dict(solver="layers", dt0=0.1)):
+    for kwargs in (dict(rtol=1e-10, atol=1e-12), dict(solver=af.Layers(0.1))):
         g = jax.grad(final_energy)(1.3, kwargs)
         eps = 1e-5
         fd = (final_energy(1.3 + eps, kwargs) - final_energy(1.3 - eps, kwargs)) / (2 * eps)
@@ -296,7 +294,7 @@ def test_float32_large_beta_and_single_token(getkey):
     x0 = sphere.uniform(getkey(), 6, 3, dtype=jnp.float32)
     ts = jnp.linspace(0.0, 1.0, 3)
     for field in (af.SA(1e3), af.SA(1.0), af.USA(1.0)):
-        for kwargs in (dict(), dict(solver="layers", dt0=0.1)):
+        for kwargs in (dict(), dict(solver=af.Layers(0.1))):
             xs = af.simulate(field, x0, ts, **kwargs).xs
             assert xs.dtype == jnp.float32 and jnp.all(jnp.isfinite(xs))
     xs = af.simulate(af.SA(1e3), sphere.uniform(getkey(), 6, 3), ts).xs
@@ -340,20 +338,20 @@ def test_float32_large_beta_and_single_token(getkey):
         ),
         (
             (jnp.eye(3), [0.0, 1.0]),
-            dict(solver="layers"),
-            r"dt0 must be a positive number \(the layer step h",
+            dict(solver=af.Layers(0.1), dt0=0.1),
+            r"dt0 does not apply to Layers",
         ),
         (
             (jnp.eye(3), [0.0, 0.15]),
-            dict(solver="layers", dt0=0.1),
-            r"ts must be multiples of the layer step h = dt0 = 0.1 .*got ts\[1\] = 0.15",
+            dict(solver=af.Layers(0.1)),
+            r"ts must be multiples of the layer step h = 0.1 of Layers; got ts\[1\] = 0.15",
         ),
         ((jnp.eye(3), [0.0, 1.0]), dict(rtol=-1.0), r"rtol must be a positive number"),
         ((jnp.eye(3), [0.0, 1.0]), dict(save="x"), r"save must be a callable"),
         (
             (jnp.eye(3), [0.0, 1.0]),
             dict(max_steps=2.5),
-            r"max_steps must be a positive integer; got 2.5",
+            r"max_steps must be an integer >= 1; got 2.5",
         ),
         (
             (jnp.eye(3), [0.0, 1.0]),
@@ -373,10 +371,8 @@ def test_bad_input_against_the_weights():
         match=r"x0 must have shape \(n, 4\) to match the attention weights; got shape \(3, 3\)",
     ):
         af.simulate(af.SA(1.0, Q=jnp.ones((2, 4)), K=jnp.ones((2, 4))), jnp.eye(3), [0.0, 1.0])
-    with pytest.raises(
-        ValueError, match=r"solver='layers' needs a field with a discrete layer map"
-    ):
-        af.simulate(af.Circle(1.0), jnp.zeros(3), [0.0, 1.0], solver="layers", dt0=0.1)
+    with pytest.raises(ValueError, match=r"Layers needs a field with a discrete layer map"):
+        af.simulate(af.Circle(1.0), jnp.zeros(3), [0.0, 1.0], solver=af.Layers(0.1))
     with pytest.raises(ValueError, match=r"field must be an attnflow vector field"):
         af.simulate(lambda t, x, a: x, jnp.eye(3), [0.0, 1.0])
 

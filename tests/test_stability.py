@@ -134,8 +134,7 @@ def test_layers_spectrum_at_the_cluster_is_log_of_the_layer_map():
         _near_cluster(jax.random.key(0), n, d),
         40.0,
         transient=20.0,
-        solver="layers",
-        dt0=h,
+        solver=af.Layers(h),
     )
     expected = [0.0] + [-math.log1p(h) / h] * (n - 1)
     np.testing.assert_allclose(spectrum.exponents, expected, atol=1e-4)
@@ -317,9 +316,7 @@ def test_ftle_diagram_equals_single_runs_and_resumes(tmp_path):
     for b, beta in enumerate([0.5, 6.0]):
         for s in range(3):
             x0, *_ = af.studies.phase_diagram_sample(key, s, n=6, d=3)
-            single = lyapunov_spectrum(
-                af.SA(beta), x0, 6.0, k=1, every=0.5, solver="layers", dt0=0.1
-            )
+            single = lyapunov_spectrum(af.SA(beta), x0, 6.0, k=1, every=0.5, solver=af.Layers(0.1))
             np.testing.assert_allclose(
                 diagram.ftle[b, s], single.history[:, 0], rtol=1e-10, atol=1e-12
             )
@@ -412,8 +409,7 @@ def test_exponents_are_differentiable_in_beta(getkey, solver):
             k=2,
             rtol=1e-10,
             atol=1e-12,
-            solver=solver,
-            dt0=0.1 if solver == "layers" else None,
+            solver=af.Layers(0.1) if solver == "layers" else solver,
         )
         return spectrum.exponents.sum()
 

@@ -16,7 +16,7 @@ def plain_loop(key, *, n, d, betas, ts, samples, delta=1e-3, weights="identity",
     for b, beta in enumerate(betas):
         for s in range(samples):
             x0, q, k, v = phase_diagram_sample(key, s, n=n, d=d, weights=weights)
-            xs = np.asarray(af.simulate(af.SA(beta, q, k, v), x0, ts, solver="layers", dt0=h).xs)
+            xs = np.asarray(af.simulate(af.SA(beta, q, k, v), x0, ts, solver=af.Layers(h)).xs)
             gram = np.einsum("tid,tjd->tij", xs, xs)
             counts[b, s] = np.sum((gram >= 1 - delta) & ~np.eye(n, dtype=bool), axis=(1, 2))
     return counts
@@ -127,7 +127,7 @@ def test_high_dimension_follows_gamma():
 
 def test_ode_solver_phase_diagram_is_close_to_layers():
     common = dict(n=6, d=3, betas=[1.0], ts=np.arange(0, 121, 20) * 0.1, samples=8, delta=0.05)
-    layers = af.phase_diagram(jax.random.key(10), **common, h=0.01, progress=False)
+    layers = af.phase_diagram(jax.random.key(10), **common, solver=af.Layers(0.01), progress=False)
     ode = af.phase_diagram(jax.random.key(10), **common, solver="tsit5", progress=False)
     np.testing.assert_allclose(ode.prob, layers.prob, atol=0.05)
 

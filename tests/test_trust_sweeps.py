@@ -36,7 +36,7 @@ def plain_counts(key, kind, *, n, d, betas, ts, samples, delta=1e-3, dtype=None,
         for s in range(samples):
             x0 = phase_diagram_sample(key, s, n=n, d=d, dtype=dtype)[0]
             field = factory(jnp.asarray(beta, x0.dtype))
-            xs = np.asarray(af.simulate(field, x0, ts, solver="layers", dt0=h).xs)
+            xs = np.asarray(af.simulate(field, x0, ts, solver=af.Layers(h)).xs)
             xs = xs / np.linalg.norm(xs, axis=-1, keepdims=True)
             gram = np.einsum("tid,tjd->tij", xs, xs)
             counts[b, s] = np.sum((gram >= 1 - delta) & ~np.eye(n, dtype=bool), axis=(1, 2))
@@ -170,10 +170,10 @@ def test_sinkhorn_that_does_not_converge_is_a_failed_item_not_a_crash():
             x0 = phase_diagram_sample(key, s, n=4, d=3)[0]
             field = slow(jnp.asarray(beta), throw=True)
             if diagram.status[b, s] == 0:
-                af.simulate(field, x0, TS, solver="layers", dt0=0.1)
+                af.simulate(field, x0, TS, solver=af.Layers(0.1))
             else:
                 with pytest.raises(Exception, match="Sinkhorn attention did not converge"):
-                    af.simulate(field, x0, TS, solver="layers", dt0=0.1)
+                    af.simulate(field, x0, TS, solver=af.Layers(0.1))
 
 
 def test_a_callable_kind_gets_no_shortcut_and_the_same_answer():

@@ -8,9 +8,11 @@ from ._clusters import (
     pair_fraction as pair_fraction,
 )
 from ._equiangular import (
+    check_equiangular as check_equiangular,
     crossing_time as crossing_time,
     equiangular as equiangular,
     equiangular_rho as equiangular_rho,
+    equiangular_speed_over_gap as equiangular_speed_over_gap,
 )
 from ._hemisphere import (
     hemisphere as hemisphere,

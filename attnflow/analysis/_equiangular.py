@@ -15,7 +15,8 @@ KINDS = ("SA", "USA")  # the kinds with a closed-form rate in rho alone (crossin
 SCHEMES = ("SA", "USA", "PreLN", "PeriLN", "nGPT")
 
 
-def _check(n, kind: str, kinds=KINDS) -> None:
+def check_equiangular(n, kind: str, kinds=KINDS) -> None:
+    """Raise `ValueError` unless `kind` is one of `kinds` and `n` an integer `>= 2`."""
     if kind not in kinds:
         raise ValueError(f"kind must be one of {', '.join(kinds)}; got {kind!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
@@ -35,7 +36,7 @@ def _softmax_weights(rho, beta, n: int):
     return jnp.exp(gap - log_z), jnp.exp(-log_z)
 
 
-def _speed_over_gap(rho, beta, n: int, kind: str):
+def equiangular_speed_over_gap(rho, beta, n: int, kind: str):
     """`(d rho/dt) / (1 - rho)`, written without overflow for large `beta`.
 
     SA: `2 (1 + (n-1) rho) / (e^{beta (1 - rho)} + n - 1)`;
@@ -60,7 +61,7 @@ def _rates(u, r, t, beta, n: int, kind: str, alpha):
     """
     rho = -jnp.expm1(-u)
     if kind == "USA":
-        return _speed_over_gap(rho, beta, n, kind), jnp.zeros_like(r)
+        return equiangular_speed_over_gap(rho, beta, n, kind), jnp.zeros_like(r)
     a, b = _softmax_weights(rho, beta, n)
     along = a + (n - 1) * b * rho
     size = jnp.sqrt(a**2 + 2 * a * b * (n - 1) * rho + b**2 * (n - 1) * (1 + (n - 2) * rho))
@@ -141,7 +142,7 @@ def equiangular(
     number `alpha` are traced, so new values do not recompile. A callable `alpha` is static
     (hashed): a new callable compiles anew.
     """
-    _check(n, kind, SCHEMES)
+    check_equiangular(n, kind, SCHEMES)
     ts = as_float_array(ts, "ts")
     beta = check_beta(beta, scalar=False)
     if ts.ndim != 1 or ts.shape[0] < 1:
@@ -191,7 +192,9 @@ def _solve_crossing_time(beta, delta, rho0, n: int, kind: str):
     rtol, atol = _tolerances(beta.dtype, 1e-14)
 
     def one(b):
-        term = diffrax.ODETerm(lambda u, t, args: 1 / _speed_over_gap(-jnp.expm1(-u), b, n, kind))
+        term = diffrax.ODETerm(
+            lambda u, t, args: 1 / equiangular_speed_over_gap(-jnp.expm1(-u), b, n, kind)
+        )
         solution = diffrax.diffeqsolve(
             term,
             diffrax.Dopri8(),
@@ -221,7 +224,7 @@ def crossing_time(
     times; a Python float follows JAX's default float). Compiled once per `(n, kind, dtype,
     beta.shape)`: new values of `beta`, `delta` or `rho0` do not recompile.
     """
-    _check(n, kind)
+    check_equiangular(n, kind)
     if not 0 < delta < 1 - rho0:
         raise ValueError(f"delta must lie in (0, 1 - rho0) = (0, {1 - rho0:g}); got {delta}")
     if not -1 / (n - 1) < rho0 < 1:

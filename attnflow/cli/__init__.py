@@ -3,8 +3,11 @@
 from ._main import main as main
 
 
-def _entry() -> None:
+def entry() -> None:
     """Console-script entry point: exit with `main()`'s status."""
     import sys
 
     sys.exit(main())
+
+
+_entry = entry  # the console script's name in installs made before `entry`

@@ -337,7 +337,7 @@ def _phase_diagram(args) -> str:
         samples=args.samples,
         delta=args.delta,
         weights=args.weights,
-        h=args.h,
+        solver=af.Layers(args.h),
         kind=args.model,
         store=partial,
         **kwargs,
@@ -418,7 +418,7 @@ def _figure3(args) -> str:
                 ts=ts,
                 samples=args.samples,
                 delta=args.delta,
-                h=args.h,
+                solver=af.Layers(args.h),
                 store=partial / f"d{d}",
                 **kwargs,
             )
@@ -469,7 +469,7 @@ def _metastability(args) -> str:
         ts=ts,
         samples=args.samples,
         delta=args.delta,
-        h=args.h,
+        solver=af.Layers(args.h),
         kind=args.model,
         **kwargs,
     )
@@ -534,7 +534,8 @@ def _simulate(args) -> str:
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     x0 = af.sphere.uniform(jax.random.key(args.seed), args.n, args.d, dtype=dtype)
     start = time.perf_counter()
-    traj = af.simulate(field, x0, ts, solver=args.solver, dt0=dt0)
+    solver = af.Layers(dt0) if layers else args.solver
+    traj = af.simulate(field, x0, ts, solver=solver, dt0=None if layers else dt0)
     traj.xs.block_until_ready()
     elapsed = time.perf_counter() - start
     config = _config(args) | {"dt0": dt0, "version": af.__version__}

@@ -21,7 +21,7 @@ _QUIET_HELP = (
 def _add_globals(parser: argparse.ArgumentParser) -> None:
     """--version on `parser`, and --quiet on it and on every (nested) command, so that it may
     come before or after the command's name."""
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"attnflow {__version__}")
     parser.add_argument("--quiet", action="store_true", help=_QUIET_HELP)

@@ -154,8 +154,8 @@ def _lyapunov(args) -> str:
         k=args.k,
         every=args.every,
         transient=args.transient,
-        solver=args.solver,
-        dt0=dt0,
+        solver=af.Layers(dt0) if layers else args.solver,
+        dt0=None if layers else dt0,
         key=tangents,
     )
     exponents = np.asarray(spectrum.exponents)

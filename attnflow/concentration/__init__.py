@@ -17,6 +17,7 @@ from ._study import (
     INITS as INITS,
     Concentration as Concentration,
     concentration as concentration,
+    eigenvectors as eigenvectors,
     initial_tokens as initial_tokens,
     rate as rate,
 )

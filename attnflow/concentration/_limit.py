@@ -23,8 +23,8 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._checks import as_float_array, check_finite, check_shape, positive_int, positive_number
-from .._simulate import Rejectable, _solver
 from ..fields import Hardmax, NoNorm, Softmax
+from ..integrate import Rejectable, as_solver, controller
 
 # What `Limit.status` means.
 LIMIT_STATUS = (
@@ -114,11 +114,7 @@ def hardmax_limit(
     tol, rtol, atol = solver_tolerances(dtype, tol, rtol, atol)
     scale = jnp.maximum(1, jnp.max(jnp.linalg.norm(x0, axis=-1)))
     threshold = scale * tol
-    solver = _solver(solver)
-    if isinstance(solver, diffrax.AbstractAdaptiveSolver):
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
-    else:
-        controller = diffrax.ConstantStepSize()
+    solver = as_solver(solver)
 
     def at_rest(t, y, args, **kwargs):
         return _speed(field, y) <= threshold
@@ -131,7 +127,7 @@ def hardmax_limit(
         dt0=dt0,
         y0=x0,
         saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=controller,
+        stepsize_controller=controller(solver, rtol, atol),
         max_steps=max_steps,
         throw=False,
         event=diffrax.Event(at_rest),

@@ -5,18 +5,27 @@ import math
 import warnings
 from pathlib import Path
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._checks import as_float_array, positive_int
-from .._simulate import _simulate_ode, _solver, state_status
 from ..fields import Hardmax
+from ..integrate import integrate, state_status
 from ..meanfield import wasserstein_exact
-from ..studies import SweepFailureWarning
-from ..studies._common import check_study, failures, key_data, open_store, study_times
-from ..sweep import DEFAULT_MEMORY, item_key, run
+from ..sweep import (
+    DEFAULT_MEMORY,
+    SweepFailureWarning,
+    check_study,
+    failures,
+    item_key,
+    key_data,
+    open_store,
+    run,
+    study_times,
+)
 from ._limit import (
     LIMIT_STATUS,
     attention_flow,
@@ -92,16 +101,14 @@ class FlowItem(_Static):
         beta = args["betas"][index // self.samples]
         x0 = self.tokens(args["key"], index % self.samples)
         field = attention_flow(beta, args["Q"], args["K"], args["V"])
-        trajectory = _simulate_ode(
+        trajectory = integrate(
             field,
             x0,
             args["ts"],
-            _solver("tsit5"),
-            None,
-            args["rtol"],
-            args["atol"],
-            None,
-            self.max_steps,
+            diffrax.Tsit5(),
+            rtol=args["rtol"],
+            atol=args["atol"],
+            max_steps=self.max_steps,
             throw=False,
         )
         return {"xs": trajectory.xs, "status": state_status(trajectory.xs, trajectory.status)}
@@ -287,7 +294,7 @@ def concentration(
     slowest eigenvector: `alignment`). Compiled once per static configuration (`n, d,
     samples, init, dtype`, the shapes): new betas, key, weights or tolerances reuse the code.
     """
-    n, d, samples, dtype, betas = check_study(n, d, samples, "SA", 0.0, dtype, betas, True)
+    n, d, samples, dtype, betas = check_study(n, d, samples, 0.0, dtype, betas, True)
     _check_init(init)
     ts = study_times(ts, dtype)
     if ts[0] != 0:
@@ -317,7 +324,7 @@ def concentration(
         "rtol": rtol,
         "atol": atol,
     }
-    from .. import __version__
+    from .._version import __version__
 
     config["version"] = __version__
     static = {"n": n, "d": d, "samples": samples, "init": init, "dtype": dtype.name}

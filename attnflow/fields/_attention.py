@@ -410,7 +410,7 @@ class Unnormalized(AbstractDotProductAttention):
     `e^{a_i}`, `a_i = beta <Q x_i, K x_i> - log n`, and the others' `e^{b_i} W_ij` with `W`
     softmax weights over `j != i` (`SelfSplit`), so:
 
-    - the discrete layers (`PostLN.layer`, `solver="layers"`) are exact and finite for any
+    - the discrete layers (`PostLN.layer`, `Layers`) are exact and finite for any
       `beta` (tested up to `1e3` in float32 and float64);
     - the weights (`weights`, entry by entry) and the Post-LN velocity
       `e^{b_i} P_{x_i}(W V x)_i` (with `V = I`) are finite whenever their true value is

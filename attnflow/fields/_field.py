@@ -41,7 +41,7 @@ class AbstractLayerField(AbstractField):
 
     @abc.abstractmethod
     def layer(self, t: Scalar, x: Points, h: Scalar) -> Points:
-        """One discrete transformer layer of step `h` at time `t` (for `solver="layers"`)."""
+        """One discrete transformer layer of step `h` at time `t` (for `Layers`)."""
 
 
 class AbstractSphereField(AbstractLayerField):
@@ -144,7 +144,7 @@ def USA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
     `dx_i/dt = P_{x_i}((1/n) sum_j exp(beta <Q x_i, K x_j>) V x_j)`: `Z_i` replaced by `n`.
     With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (docs/science.md,
     section 3).
-    The layers (`solver="layers"`) are computed in log scale, finite for any `beta`; the
+    The layers (`Layers`) are computed in log scale, finite for any `beta`; the
     velocity is finite wherever its true value is representable: for close tokens the weights
     `e^{beta <x_i, x_j>} / n` overflow beyond `beta` about 709 in float64, 88 in float32 (see
     `Unnormalized`).

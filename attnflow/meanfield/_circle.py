@@ -27,9 +27,9 @@ import numpy as np
 import scipy.special
 from jaxtyping import Array, Float
 
-from .._checks import as_float_array, check_beta, positive_int, positive_number
-from .._simulate import _check_times, _solver
+from .._checks import as_float_array, check_beta, check_times, positive_int, positive_number
 from ..fields import KINDS as FIELD_KINDS
+from ..integrate import as_solver, controller
 
 KINDS = tuple(FIELD_KINDS)  # the post-LN dynamics by name: "SA", "USA"
 
@@ -314,7 +314,7 @@ def solve_circle(
             q = q * scale
     else:
         q = np.where(kk == 1, np.pi, 0.0)  # 2 pi I_k(beta) / beta -> pi at k = +-1
-    ts = _check_times(as_float_array(ts, "ts").astype(dtype))
+    ts = check_times(as_float_array(ts, "ts").astype(dtype))
     term = _Continuity(
         jnp.asarray(ratios, dtype),
         jnp.asarray(q, dtype),
@@ -322,7 +322,13 @@ def solve_circle(
         kind,
         scheme,
     )
-    density = _solve(term, rho0, ts, _solver(solver), rtol, atol, max_steps)
+    solver = as_solver(solver)
+    if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        raise ValueError(
+            f"solver must be an adaptive diffrax ODE solver (the PDE's steps are controlled by "
+            f"rtol, atol); got {solver!r}"
+        )
+    density = _solve(term, rho0, ts, solver, rtol, atol, max_steps)
     minimum = jnp.min(density, axis=-1)
     if float(jnp.min(minimum)) < -1e-6:
         warnings.warn(
@@ -344,7 +350,7 @@ def _solve(term, rho0, ts, solver, rtol, atol, max_steps):
         dt0=None,
         y0=rho0,
         saveat=diffrax.SaveAt(ts=ts),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        stepsize_controller=controller(solver, rtol, atol),
         max_steps=max_steps,
     )
     return solution.ys

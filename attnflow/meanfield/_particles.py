@@ -9,8 +9,8 @@ from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from .._checks import as_float_array, check_value, is_traced, positive_int
-from .._simulate import simulate
 from ..fields import Circle
+from ..integrate import simulate
 from ._circle import CircleDensity, solve_circle
 from ._wasserstein import check_grid, wasserstein_circle
 

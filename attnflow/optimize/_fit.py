@@ -12,8 +12,8 @@ import optimistix as optx
 import scipy.interpolate
 
 from .._checks import as_float_array, check_finite, is_traced, positive_int, positive_number
-from .._simulate import simulate
 from ..fields import KINDS, AbstractDotProductAttention, PostLN
+from ..integrate import simulate
 from ..sphere import normalize, on_sphere
 from ._objectives import trajectory_loss
 from ._search import SearchResult, SearchWarning, search

@@ -21,9 +21,9 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._checks import as_float_array, positive_int, positive_number
-from .._simulate import simulate
 from ..analysis import close_pairs, count_clusters
 from ..fields import SA, PerLayer, PostLN, Softmax
+from ..integrate import Layers, simulate
 from ..sphere import uniform
 from ._fit import fit_trajectory, identifiable
 from ._objectives import soft_cluster_count
@@ -39,7 +39,7 @@ def _layer_statistics(field, x0, h: float, layers: int, statistic):
     """`statistic(t, x)` at `x0` and after each of `layers` layers of step `h`: shape
     `(layers + 1, ...)`."""
     ts = np.arange(layers + 1) * h
-    return simulate(field, x0, ts, solver="layers", dt0=h, save=statistic).xs
+    return simulate(field, x0, ts, solver=Layers(h), save=statistic).xs
 
 
 def _whole_layers(t: float, h: float, name: str) -> int:
@@ -61,7 +61,7 @@ def _sharp_counts(field, x0s, t1: float, h: float, delta: float) -> tuple[Array,
     """The tokens at `t1` from each initial state (public `simulate`, outside any jit) and
     their sharp cluster counts."""
     ts = np.array([0.0, t1])
-    xs = jnp.stack([simulate(field, x0, ts, solver="layers", dt0=h).xs[-1] for x0 in x0s])
+    xs = jnp.stack([simulate(field, x0, ts, solver=Layers(h)).xs[-1] for x0 in x0s])
     return xs, jax.vmap(lambda x: count_clusters(x, delta))(xs)
 
 
@@ -159,7 +159,7 @@ def smallest_beta(
     """The smallest `beta` under which `n` uniform tokens keep at least `k` clusters up to `t1`.
 
     The dynamics are the discrete post-LN transformer (SA layers with `Q = K = V = I`, step
-    `h`, `solver="layers"`), from `samples` initial states drawn uniformly on `S^{d-1}` from
+    `h`, `Layers`), from `samples` initial states drawn uniformly on `S^{d-1}` from
     `key`; clusters are those of `attnflow.analysis.count_clusters` at radius `delta`. With
     `schedule=True`, one `beta` per layer (`PostLN(PerLayer([Softmax(beta_l)], h))`,
     `t1 / h` of them) and the mean `beta` is minimized.

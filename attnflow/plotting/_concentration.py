@@ -3,8 +3,7 @@ by the zero-temperature limit map over `(beta, t)`, its closest approach, the te
 
 import numpy as np
 
-from ..concentration import rate
-from ..concentration._study import eigenvectors
+from ..concentration import eigenvectors, rate
 from ._trajectory import _require_matplotlib
 
 

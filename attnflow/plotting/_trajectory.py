@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._simulate import Trajectory
 from ..fields import energy
+from ..integrate import Trajectory
 
 
 def _require_matplotlib():

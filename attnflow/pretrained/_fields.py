@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._simulate import simulate
 from ..analysis import pair_fraction
 from ..fields import MultiHead, PerLayer, PostLN, Softmax
+from ..integrate import Layers, simulate
 from ..sphere import normalize
 from ._bert import Bert, Pretrained, check_text, encode
 
@@ -207,9 +207,7 @@ def compare_flows(
     block = model.layers[k]
     field = PostLN(attention_heads(model, k, exact=False))
     theta0 = normalize(x0)
-    flow = simulate(
-        field, theta0, jnp.arange(depth + 1.0, dtype=x0.dtype), solver="layers", dt0=1.0
-    )
+    flow = simulate(field, theta0, jnp.arange(depth + 1.0, dtype=x0.dtype), solver=Layers(1.0))
     runs = {
         "model": hidden,
         "attention only": _attention_network(model, x0),

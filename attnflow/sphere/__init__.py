@@ -7,6 +7,7 @@ from ._sphere import (
     on_sphere as on_sphere,
     project as project,
     random_rotation as random_rotation,
+    safe_norm as safe_norm,
     to_angles as to_angles,
     uniform as uniform,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "on_sphere",
     "project",
     "random_rotation",
+    "safe_norm",
     "to_angles",
     "uniform",
 ]

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import sphere
 from .._checks import check_beta, positive_int
-from ..analysis._equiangular import _check, _speed_over_gap
+from ..analysis import check_equiangular, equiangular_speed_over_gap
 from ..fields import KINDS
+from ..sphere import uniform
 from ._fixed_points import _log_max, classify_fixed_point, find_fixed_points
 
 
@@ -51,9 +51,9 @@ def simplex_rate(beta: float, n: int, kind: str = "SA") -> float:
     `F'(rho*) / 2`, which is `n e^{beta rho*} / (e^beta + (n - 1) e^{beta rho*})` for SA and
     `e^{beta rho*}` for USA: positive, so the simplex is unstable.
     """
-    _check(n, kind)
+    check_equiangular(n, kind)
     beta = float(check_beta(beta))
-    rate = jax.grad(lambda rho: (1 - rho) * _speed_over_gap(rho, beta, n, kind))
+    rate = jax.grad(lambda rho: (1 - rho) * equiangular_speed_over_gap(rho, beta, n, kind))
     return float(rate(-1.0 / (n - 1))) / 2
 
 
@@ -89,7 +89,7 @@ def known_results(
         positive_int(d, "d", 2),
         positive_int(guesses, "guesses"),
     )
-    _check(n, kind)
+    check_equiangular(n, kind)
     if not (math.isfinite(beta) and beta >= 0):
         raise ValueError(f"beta must be finite and >= 0; got {beta!r}")
     if n > d:
@@ -139,7 +139,7 @@ def known_results(
 
     key = jax.random.PRNGKey(0) if key is None else key
     zero = KINDS[kind](0.0)
-    starts = sphere.uniform(key, guesses * n, 2).reshape(guesses, n, 2)
+    starts = uniform(key, guesses * n, 2).reshape(guesses, n, 2)
     found = find_fixed_points(zero, starts, modulo="rotations+permutations")
     types = [classify_fixed_point(zero, p) for p in found.points]
     clustered = [float(np.min(p @ p.T)) > 1 - 1e-6 for p in found.points]

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_value, positive_int
-from .._simulate import LAYERS, Rejectable, _positive, _solver
+from .._checks import check_value, positive_int, positive_number
 from ..fields import AbstractLayerField
+from ..integrate import Layers, Rejectable, as_solver, controller
 from ..sphere import project
 from ._tangent import check_state, on_product_of_spheres, value_and_jvps
 
@@ -92,7 +92,7 @@ def lyapunov_spectrum(
         transient: time integrated (and re-orthonormalized) before the sums start, so the
             tangent vectors align with the Lyapunov vectors first.
         every: the re-orthonormalization interval (the grid is `t0` to `t1` in equal steps of at
-            most `every`; with `solver="layers"`, a whole number of layers).
+            most `every`; with `Layers`, a whole number of layers).
         args: passed to `field`.
         tangent: take the spectrum on the tangent bundle of `(S^{d-1})^n` (default: when `field`
             is a sphere field, `AbstractSphereField`). The `n` normal directions `x_i`, along
@@ -100,8 +100,8 @@ def lyapunov_spectrum(
             vectors start tangent and are projected back onto the tangent space at every QR, so
             there are `n (d - 1)` exponents in all, not `n d`.
         solver, dt0, rtol, atol, max_steps: as in `attnflow.simulate` (`max_steps` per interval);
-            `solver="layers"` gives the exponents of the discrete layer map
-            `y <- field.layer(t, y, h)`, `h = dt0`, per unit time.
+            `solver=attnflow.Layers(h)` gives the exponents of the discrete layer map
+            `y <- field.layer(t, y, h)`, per unit time.
         key: a PRNG key for the random initial tangent vectors (default `PRNGKey(1980)`, not
             0: with the key that drew `y0`, the first tangent vector would be `y0` itself, which
             the projection onto the tangent space kills).
@@ -126,7 +126,7 @@ def lyapunov_spectrum(
     t0, t1 = _number(t0, "t0"), _number(t1, "t1")
     if not t1 > t0:
         raise ValueError(f"t1 must be greater than t0 = {t0}; got {t1}")
-    every = _positive(every, "every", "the re-orthonormalization interval")
+    every = positive_number(every, "every", "the re-orthonormalization interval")
     transient = _number(transient, "transient")
     if transient < 0:
         raise ValueError(f"transient must be >= 0; got {transient}")
@@ -147,13 +147,17 @@ def lyapunov_spectrum(
         key = jax.random.PRNGKey(1980)
     if not isinstance(throw, bool):
         raise ValueError(f"throw must be True or False; got {throw!r}")
-    if isinstance(solver, str) and solver.lower() == LAYERS:
+    by_name = isinstance(solver, str)
+    solver = as_solver(solver, dt0)
+    if isinstance(solver, Layers):
         if not isinstance(field, AbstractLayerField):
             raise ValueError(
-                "solver='layers' needs a field with a discrete layer map (AbstractLayerField); "
+                "Layers needs a field with a discrete layer map (AbstractLayerField); "
                 f"got {type(field).__name__}"
             )
-        h = _positive(dt0, "dt0", "the layer step h of solver='layers'")
+        if dt0 is not None and not by_name:
+            raise ValueError(f"dt0 does not apply to Layers (its step is Layers.h); got {dt0!r}")
+        h = solver.h
         layers = round((t1 - t0) / h)
         if abs(layers * h - (t1 - t0)) > 1e-6 * max(1.0, abs(t1 - t0)):
             raise ValueError(f"t1 - t0 must be a whole number of layers h = {h}; got {t1 - t0}")
@@ -166,18 +170,17 @@ def lyapunov_spectrum(
         m, skip = _intervals(t0, t1, per * h, transient)
         step = _LayerStep(h, per)
     else:
-        solver = _solver(solver)
         if dt0 is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
             raise ValueError(
                 f"dt0 must be given for the fixed-step solver {type(solver).__name__}; got None"
             )
         if dt0 is not None:
-            dt0 = _positive(dt0, "dt0", "the step size")
+            dt0 = positive_number(dt0, "dt0", "the step size")
         step = _ODEStep(
             solver,
             dt0,
-            jnp.asarray(_positive(rtol, "rtol", "relative tolerance"), y0.dtype),
-            jnp.asarray(_positive(atol, "atol", "absolute tolerance"), y0.dtype),
+            jnp.asarray(positive_number(rtol, "rtol", "relative tolerance"), y0.dtype),
+            jnp.asarray(positive_number(atol, "atol", "absolute tolerance"), y0.dtype),
             positive_int(max_steps, "max_steps"),
             throw,
         )
@@ -225,11 +228,7 @@ class _ODEStep(eqx.Module):
             y0=state,
             args=args,
             saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=(
-                diffrax.PIDController(rtol=self.rtol, atol=self.atol)
-                if self.adaptive
-                else diffrax.ConstantStepSize()
-            ),
+            stepsize_controller=controller(self.solver, self.rtol, self.atol),
             max_steps=self.max_steps,
             throw=self.throw,
         )

@@ -12,9 +12,8 @@ dynamical meaning. Linear stability is therefore taken on the tangent space
 import jax
 import jax.numpy as jnp
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_finite
 from ..fields import AbstractField, AbstractSphereField
-from ..fields._field import check_finite
 
 
 def on_product_of_spheres(field) -> bool:

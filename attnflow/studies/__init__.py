@@ -1,7 +1,8 @@
 """Batched studies built on the sweep engine: phase diagrams, metastability (GLPR Figs. 3-5)
 and finite-time Lyapunov exponents, for every model of `MODELS` or any field."""
 
-from ._common import MODELS as MODELS, SweepFailureWarning as SweepFailureWarning
+from ..sweep import SweepFailureWarning as SweepFailureWarning
+from ._common import MODELS as MODELS
 from ._ftle import FTLEDiagram as FTLEDiagram, ftle_diagram as ftle_diagram
 from ._metastability import Metastability as Metastability, metastability as metastability
 from ._phase_diagram import (

@@ -4,14 +4,15 @@ is transiently unstable (metastability) on the phase diagram."""
 import dataclasses
 from pathlib import Path
 
+import diffrax
 import equinox as eqx
 import numpy as np
 
-from .._checks import positive_int
-from .._simulate import LAYERS, _positive, state_status
+from .._checks import positive_int, positive_number
+from ..integrate import Layers, solver_config, state_status
 from ..stability import lyapunov_spectrum
-from ..sweep import DEFAULT_MEMORY, run
-from ._common import check_study, model, open_store, report, study_args, study_config
+from ..sweep import DEFAULT_MEMORY, check_study, open_store, report, run, study_args, study_config
+from ._common import LAYERS, model, study_solver
 from ._phase_diagram import WEIGHTS, AbstractStudyItem
 
 
@@ -43,13 +44,12 @@ class FTLEItem(AbstractStudyItem):
 
     t1: float = eqx.field(static=True)
     every: float = eqx.field(static=True)
-    solver: str = eqx.field(static=True)
-    h: float | None = eqx.field(static=True)
+    solver: Layers | diffrax.AbstractSolver = eqx.field(static=True)
 
     def __call__(self, index, args):
         field, x0 = self.realization(index, args)
         spectrum = lyapunov_spectrum(
-            field, x0, self.t1, k=1, every=self.every, solver=self.solver, dt0=self.h, throw=False
+            field, x0, self.t1, k=1, every=self.every, solver=self.solver, throw=False
         )
         ftle = spectrum.history[:, 0]
         return {"ftle": ftle, "status": state_status(ftle)}
@@ -65,8 +65,8 @@ def ftle_diagram(
     every: float = 1.0,
     samples: int = 64,
     weights: str = "identity",
-    solver: str = LAYERS,
-    h: float = 0.1,
+    solver=LAYERS,
+    h: float | None = None,
     kind="SA",
     dtype=None,
     memory: int = DEFAULT_MEMORY,
@@ -86,12 +86,13 @@ def ftle_diagram(
         n, d: tokens (`n >= 2`) and dimension (`d >= 2`).
         betas: inverse temperatures (>= 0), shape `(B,)`.
         t1: the final time; the estimates are at `ts = every, 2 every, ..., t1`.
-        every: the re-orthonormalization (and save) interval; with `solver="layers"` a whole
-            number of layers that divides `t1`.
+        every: the re-orthonormalization (and save) interval; with `Layers` a whole number
+            of layers that divides `t1`.
         samples: realizations per beta.
         weights: `"identity"` or a random ensemble (see `phase_diagram`).
-        solver, h: `"layers"` (the discrete transformer of step `h`, as in `phase_diagram`) or a
-            diffrax solver name.
+        solver: `attnflow.Layers(h)` (the discrete transformer, `Layers(0.1)` by default, as
+            in `phase_diagram`) or a diffrax ODE solver, or its name. `h=` is the deprecated
+            spelling of `Layers(h)`.
         kind: a model of `attnflow.studies.MODELS` by name, or a callable
             `(beta, Q, K, V) -> field` (see `phase_diagram`).
         dtype, memory, devices, store, progress: as in `phase_diagram`.
@@ -99,14 +100,13 @@ def ftle_diagram(
     Returns:
         `FTLEDiagram` with `.ftle` and `.local` of shape `(B, samples, T)`.
     """
-    n, d, samples, dtype, betas = check_study(n, d, samples, kind, 0.0, dtype, betas, False)
+    factory, name, _ = model(kind)
+    n, d, samples, dtype, betas = check_study(n, d, samples, 0.0, dtype, betas, False)
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
-    t1 = _positive(t1, "t1", "the final time")
-    every = _positive(every, "every", "the re-orthonormalization interval")
-    layers = isinstance(solver, str) and solver.lower() == LAYERS
-    if layers:
-        h = _positive(h, "h", "the layer step")
+    t1 = positive_number(t1, "t1", "the final time")
+    every = positive_number(every, "every", "the re-orthonormalization interval")
+    solver = study_solver(solver, h)
     intervals = positive_int(round(t1 / every), "t1 / every")
     if abs(intervals * every - t1) > 1e-9 * t1:
         raise ValueError(f"t1 must be a whole number of intervals every = {every}; got t1 = {t1}")
@@ -116,21 +116,14 @@ def ftle_diagram(
         d=d,
         samples=samples,
         weights=weights,
-        kind=model(kind)[0],
+        kind=factory,
         t1=t1,
         every=every,
-        solver=LAYERS if layers else solver,
-        h=h if layers else None,
+        solver=solver,
         dtype=dtype.name,
     )
-    config = study_config("ftle", key, n, d, betas, ts, samples, None, kind, dtype)
-    config |= {
-        "t1": t1,
-        "every": every,
-        "weights": weights,
-        "solver": solver if layers else str(solver),
-        "h": h if layers else None,
-    }
+    config = study_config("ftle", key, n, d, betas, ts, samples, None, name, dtype)
+    config |= {"t1": t1, "every": every, "weights": weights, **solver_config(solver)}
     count = betas.size * samples
     ftle = np.zeros((count, ts.size), dtype)
     status = np.zeros(count, np.int8)

@@ -1,26 +1,17 @@
 """`metastability`: clusters that live long before merging, on the circle (GLPR Fig. 4)."""
 
 import dataclasses
-import math
 from collections.abc import Callable
 
 import equinox as eqx
 import numpy as np
 
 from .._checks import as_float_array
-from .._simulate import LAYERS, _layer_indices, _simulate_layers, span_reduction
 from ..analysis import count_clusters
 from ..fields import energy
-from ..sweep import DEFAULT_MEMORY, run
-from ._common import (
-    check_study,
-    directions,
-    make_field,
-    model,
-    report,
-    study_args,
-    study_config,
-)
+from ..integrate import Layers, integrate, layer_indices, solver_config, span_reduction
+from ..sweep import DEFAULT_MEMORY, check_study, report, run, study_args, study_config
+from ._common import LAYERS, directions, make_field, model, study_solver
 from ._phase_diagram import phase_diagram_sample
 
 
@@ -53,7 +44,7 @@ class MetastabilityItem(eqx.Module):
     samples: int = eqx.field(static=True)
     kind: Callable = eqx.field(static=True)
     steps: tuple[int, ...] = eqx.field(static=True)
-    h: float = eqx.field(static=True)
+    solver: Layers = eqx.field(static=True)
     dtype: str = eqx.field(static=True)
 
     def tokens(self, key, sample):
@@ -70,7 +61,7 @@ class MetastabilityItem(eqx.Module):
         def statistic(t, x):
             return save(t, directions(field, x if lift is None else lift(x)))
 
-        return _simulate_layers(field, x0, ts, self.steps, self.h, statistic)
+        return integrate(field, x0, ts, self.solver, save=statistic, steps=self.steps, throw=False)
 
     def __call__(self, index, args):
         beta = args["betas"][index // self.samples]
@@ -92,7 +83,8 @@ def metastability(
     ts=None,
     samples: int = 256,
     delta: float = 1e-3,
-    h: float = 0.1,
+    solver: Layers = LAYERS,
+    h: float | None = None,
     kind="SA",
     dtype=None,
     memory: int = DEFAULT_MEMORY,
@@ -100,7 +92,8 @@ def metastability(
     progress: bool = True,
 ) -> Metastability:
     """Runs of `n` uniform tokens on `S^{d-1}` (the circle by default), `Q = K = V = I`,
-    discrete layers of step `h`, at each `beta > 0`, with the number of clusters and the energy
+    discrete layers `solver = Layers(h)` (`h = 0.1` by default; `h=` is its deprecated
+    spelling), at each `beta > 0`, with the number of clusters and the energy
     at each save time (`ts`, default `0, 0.1, ..., 30`). Realization `s` starts from the tokens
     of `phase_diagram_sample(key, s, n=n, d=d)`: the same realizations as `phase_diagram` and
     `ftle_diagram` with the same key, for every beta.
@@ -111,23 +104,29 @@ def metastability(
     At large beta the cluster count sits on plateaus while the energy climbs a staircase: the
     tokens gather fast into a few clusters that then merge slowly, one at a time.
     """
-    n, d, samples, dtype, betas = check_study(n, d, samples, kind, delta, dtype, betas, True)
-    if not (isinstance(h, float | int) and math.isfinite(h) and h > 0):
-        raise ValueError(f"h must be a finite positive number; got {h!r}")
+    factory, name, _ = model(kind)
+    n, d, samples, dtype, betas = check_study(n, d, samples, delta, dtype, betas, True)
+    solver = study_solver(solver, h)
+    if not isinstance(solver, Layers):
+        raise ValueError(
+            "metastability runs the discrete layers: solver must be attnflow.Layers(h); "
+            f"got {solver!r}"
+        )
+    h = solver.h
     ts = np.arange(301) * h if ts is None else np.asarray(as_float_array(ts, "ts"), dtype=dtype)
     ts = ts.astype(dtype)
     item = MetastabilityItem(
         n=n,
         d=d,
         samples=samples,
-        kind=model(kind)[0],
-        steps=_layer_indices(ts, h),
-        h=float(h),
+        kind=factory,
+        steps=layer_indices(ts, h),
+        solver=solver,
         dtype=dtype.name,
     )
     args = study_args(key, betas, dtype, delta, ts)
-    config = study_config("metastability", key, n, d, betas, ts, samples, delta, kind, dtype)
-    config |= {"solver": LAYERS, "h": float(h)}
+    config = study_config("metastability", key, n, d, betas, ts, samples, delta, name, dtype)
+    config |= solver_config(solver)
     count = betas.size * samples
     clusters = np.zeros((count, ts.size), np.int32)
     energies = np.zeros((count, ts.size), dtype)

@@ -7,26 +7,27 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import sphere
-from .._simulate import LAYERS, _layer_indices, _simulate_layers, simulate, state_status
 from ..analysis import crossing_time
-from ..sweep import DEFAULT_MEMORY, item_key, run
-from ._common import (
+from ..integrate import Layers, integrate, layer_indices, solver_config, state_status
+from ..sphere import uniform
+from ..sweep import (
+    DEFAULT_MEMORY,
     check_study,
-    directions,
-    make_field,
-    model,
+    item_key,
     open_store,
     report,
+    run,
     study_args,
     study_config,
     study_times,
 )
+from ._common import LAYERS, directions, make_field, model, study_solver
 
 # Items per device in a chunk, at most: a batch stops when its last item has clustered, so
 # chunks of one beta's realizations stop together.
@@ -87,7 +88,7 @@ def phase_diagram_sample(key: jax.Array, index, *, n: int, d: int, weights="iden
     the first, `random_weights` from the second. Every `beta` uses the same realizations.
     """
     tokens, weight = jax.random.split(item_key(key, index))
-    return (sphere.uniform(tokens, n, d, dtype=dtype), *random_weights(weight, d, weights, dtype))
+    return (uniform(tokens, n, d, dtype=dtype), *random_weights(weight, d, weights, dtype))
 
 
 def span_coordinates(x: jax.Array) -> jax.Array:
@@ -177,9 +178,8 @@ class PhaseItem(AbstractStudyItem):
     """One item of a phase diagram: `{"close": (T,), "status": ()}`, the close-pair counts at
     the save times; `args` holds `betas`, `key`, `delta`, `ts`."""
 
-    solver: str = eqx.field(static=True)
+    solver: Layers | diffrax.AbstractSolver = eqx.field(static=True)
     steps: tuple[int, ...] | None = eqx.field(static=True)
-    h: float | None = eqx.field(static=True)
     reduce: bool = eqx.field(static=True)
     stop_early: bool = eqx.field(static=True)
 
@@ -190,17 +190,26 @@ class PhaseItem(AbstractStudyItem):
         def statistic(t, x):
             return {"close": close_pair_count(directions(field, x), delta)}
 
-        if self.steps is not None:
+        if isinstance(self.solver, Layers):
             all_close = self.n * (self.n - 1)
             until = (lambda s: s["close"] == all_close) if self.stop_early else None
-            trajectory = _simulate_layers(field, x0, ts, self.steps, self.h, statistic, until)
+            trajectory = integrate(
+                field,
+                x0,
+                ts,
+                self.solver,
+                save=statistic,
+                until=until,
+                steps=self.steps,
+                throw=False,
+            )
             return {"close": trajectory.xs["close"], "status": trajectory.status}
 
         # diffrax fills its save buffer with inf before writing, so save a float count.
         def float_count(t, x):
             return statistic(t, x)["close"].astype(x.dtype)
 
-        trajectory = simulate(field, x0, ts, solver=self.solver, save=float_count, throw=False)
+        trajectory = integrate(field, x0, ts, self.solver, save=float_count, throw=False)
         finite = jnp.isfinite(trajectory.xs)
         return {
             "close": jnp.where(finite, trajectory.xs, -1).astype(jnp.int32),
@@ -218,8 +227,8 @@ def phase_diagram(
     samples: int,
     delta: float = 1e-3,
     weights: str = "identity",
-    solver: str = LAYERS,
-    h: float = 0.1,
+    solver=LAYERS,
+    h: float | None = None,
     kind="SA",
     dtype=None,
     memory: int = DEFAULT_MEMORY,
@@ -234,15 +243,16 @@ def phase_diagram(
             same for every beta.
         n, d: tokens (`n >= 2`) and dimension (`d >= 2`).
         betas: inverse temperatures (>= 0), shape `(B,)`.
-        ts: save times, shape `(T,)`; multiples of `h` with `solver="layers"`; the runs start
+        ts: save times, shape `(T,)`; multiples of the layer step with `Layers`; the runs start
             at `ts[0]`.
         samples: realizations per beta.
         delta: pairs with `<x_i, x_j> >= 1 - delta` count as clustered (measured on the
             directions `x_i / |x_i|` for the schemes in `R^d`, Pre-LN and Peri-LN).
         weights: `"identity"` (`Q = K = V = I`) or a random ensemble drawn per realization,
             see `random_weights`.
-        solver: `"layers"` (the discrete transformer with step `h`, as in GLPR) or a diffrax
-            solver name (then `h` is ignored and the ODE is solved adaptively).
+        solver: `attnflow.Layers(h)` (the discrete transformer with layer step `h`, as in
+            GLPR; `Layers(0.1)` by default) or a diffrax ODE solver, or its name (the ODE is
+            then solved adaptively). `h=` is the deprecated spelling of `Layers(h)`.
         kind: a model of `attnflow.studies.MODELS` by name (`"SA"`, `"USA"`, `"PreLN"`,
             `"PeriLN"`, `"nGPT"`, `"Sinkhorn"`, `"CausalSA"`, `"Hardmax"`, `"MultiHead"`), or a
             callable `(beta, Q, K, V) -> field` (with `Q = K = V = None` for identity weights).
@@ -259,7 +269,7 @@ def phase_diagram(
 
     Exact shortcuts, for `weights="identity"` and the models of `MODELS` only (a callable
     `kind` gets none): for `d > n` the tokens are evolved in coordinates of the span of `x0`
-    (`span_coordinates`; inner products are unchanged), and with `solver="layers"` a batch
+    (`span_coordinates`; inner products are unchanged), and with `Layers` a batch
     stops as soon as all its pairs have clustered. Both rest on `V = I` and on attention
     weights that depend only on inner products: each layer maps a token to a nonnegative
     combination of tokens (of directions, for Pre-LN and Peri-LN), and if all inner products
@@ -268,18 +278,13 @@ def phase_diagram(
     clustered configuration stays fully clustered (with `delta <= 1`) and the rest of its row
     is 1.
     """
-    n, d, samples, dtype, betas = check_study(n, d, samples, kind, delta, dtype, betas, False)
+    factory, name, proved = model(kind)
+    n, d, samples, dtype, betas = check_study(n, d, samples, delta, dtype, betas, False)
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
     ts = study_times(ts, dtype)
-    layers = isinstance(solver, str) and solver.lower() == LAYERS
-    if layers:
-        if not (isinstance(h, float | int) and math.isfinite(h) and h > 0):
-            raise ValueError(f"h must be a finite positive number; got {h!r}")
-        steps = _layer_indices(ts, h)
-    elif not isinstance(solver, str):
-        raise ValueError(f"solver must be 'layers' or a diffrax solver name; got {solver!r}")
-    factory, name, proved = model(kind)
+    solver = study_solver(solver, h)
+    layers = isinstance(solver, Layers)
     identity = weights == "identity"
     reduce = identity and proved and d > n
     width = n if reduce else d
@@ -289,9 +294,8 @@ def phase_diagram(
         samples=samples,
         weights=weights,
         kind=factory,
-        solver=LAYERS if layers else solver,
-        steps=steps if layers else None,
-        h=float(h) if layers else None,
+        solver=solver,
+        steps=layer_indices(ts, solver.h) if layers else None,
         reduce=reduce,
         stop_early=identity and proved and layers and delta <= 1,
         dtype=dtype.name,
@@ -300,12 +304,8 @@ def phase_diagram(
     itemsize = np.dtype(dtype).itemsize
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
     bytes_per_item = itemsize * working + 8 * ts.size
-    config = study_config("phase_diagram", key, n, d, betas, ts, samples, delta, kind, dtype)
-    config |= {
-        "weights": weights,
-        "solver": solver if layers else str(solver),
-        "h": float(h) if layers else None,
-    }
+    config = study_config("phase_diagram", key, n, d, betas, ts, samples, delta, name, dtype)
+    config |= {"weights": weights, **solver_config(solver)}
     count = betas.size * samples
     totals = np.zeros((betas.size, ts.size), np.int64)
     status = np.zeros(count, np.int8)

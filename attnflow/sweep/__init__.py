@@ -10,3 +10,14 @@ from ._engine import (
     select_devices as select_devices,
 )
 from ._store import Store as Store
+from ._study import (
+    SweepFailureWarning as SweepFailureWarning,
+    check_study as check_study,
+    failures as failures,
+    key_data as key_data,
+    open_store as open_store,
+    report as report,
+    study_args as study_args,
+    study_config as study_config,
+    study_times as study_times,
+)

@@ -10,11 +10,10 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, PyTree
 
-from ._checks import as_float_array
-from ._simulate import Trajectory, _check_times, _positive
-from .fields import AbstractSphereField
-from .sphere import normalize, project
-from .sphere._sphere import safe_norm
+from .._checks import as_float_array, check_times, positive_number
+from ..fields import AbstractSphereField
+from ..sphere import normalize, project, safe_norm
+from ._core import Trajectory
 
 
 def simulate_sde(
@@ -45,10 +44,10 @@ def simulate_sde(
             f"field must be a field on the sphere (AbstractSphereField); got {field!r:.80}"
         )
     x0 = field.check(as_float_array(x0, "x0"))
-    ts = _check_times(as_float_array(ts, "ts").astype(x0.dtype))
+    ts = check_times(as_float_array(ts, "ts").astype(x0.dtype))
     if isinstance(kappa, bool) or not isinstance(kappa, numbers.Real) or not 0 < kappa < jnp.inf:
         raise ValueError(f"kappa must be a positive finite number (inverse noise); got {kappa!r}")
-    dt0 = _positive(dt0, "dt0", "the step size")
+    dt0 = positive_number(dt0, "dt0", "the step size")
     if save is not None and not callable(save):
         raise ValueError(f"save must be a callable save(t, x) or None; got {save!r}")
     kappa = jnp.asarray(kappa, x0.dtype)  # a value, not part of the program: no recompilation

@@ -1,0 +1,114 @@
+"""What every study built on the sweep engine shares: its checks, its recorded configuration,
+its traced arguments, its store, and the report of the items that failed."""
+
+import contextlib
+import numbers
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import as_float_array, float_dtype, positive_int
+from .._version import __version__
+from ..integrate import STATUS
+from ._store import Store
+
+
+def key_data(key) -> list[int]:
+    """The raw data of a JAX random key, as recorded in a study's configuration."""
+    if isinstance(key, numbers.Integral):
+        raise ValueError("key must be a JAX random key, e.g. jax.random.key(0); got an int")
+    if not hasattr(key, "dtype"):
+        raise ValueError(f"key must be a JAX random key, e.g. jax.random.key(0); got {key!r}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key).ravel().tolist()
+
+
+def check_study(n, d, samples, delta, dtype, betas, positive: bool):
+    """Validate the options every study shares; returns `n, d, samples, dtype, betas`, with
+    `betas` a NumPy array of `dtype` of finite values `>= 0` (`> 0` if `positive`)."""
+    n = positive_int(n, "n", 2)
+    d = positive_int(d, "d", 2)
+    samples = positive_int(samples, "samples")
+    if not (isinstance(delta, numbers.Real) and 0 <= delta <= 2):
+        raise ValueError(f"delta must lie in [0, 2]; got {delta!r}")
+    dtype = float_dtype(dtype)
+    betas = np.asarray(as_float_array(betas, "betas"), dtype=dtype)
+    low, bound = (betas > 0, "> 0") if positive else (betas >= 0, ">= 0")
+    if betas.ndim != 1 or betas.size < 1 or not np.all(np.isfinite(betas) & low):
+        raise ValueError(
+            f"betas must be a non-empty 1-D array of finite values {bound}; got {betas}"
+        )
+    return n, d, samples, dtype, betas
+
+
+def study_config(study, key, n, d, betas, ts, samples, delta, kind: str, dtype) -> dict:
+    """The configuration a study records (JSON-ready), with its seed and the package version;
+    `kind` is the model's name."""
+    return {
+        "study": study,
+        "key": key_data(key),
+        "n": n,
+        "d": d,
+        "betas": betas.tolist(),
+        "ts": ts.tolist(),
+        "samples": samples,
+        "delta": None if delta is None else float(delta),
+        "kind": kind,
+        "dtype": np.dtype(dtype).name,
+        "version": __version__,
+    }
+
+
+def study_args(key, betas, dtype, delta=None, ts=None) -> dict:
+    """The traced values of a study's items (`betas`, `key`, and `delta`, `ts` if given):
+    arrays, so new values reuse the compiled items."""
+    args = {"betas": jnp.asarray(betas), "key": key}
+    if delta is not None:
+        args["delta"] = jnp.asarray(delta, dtype)
+    if ts is not None:
+        args["ts"] = jnp.asarray(ts)
+    return args
+
+
+def failures(status: np.ndarray, betas: np.ndarray) -> str | None:
+    """One line describing the failed items of a `(betas, samples)` status array, or None."""
+    failed = status != 0
+    if not failed.any():
+        return None
+    kinds = ", ".join(
+        f"{int((status == code).sum())} {STATUS[code]}" for code in np.unique(status[failed])
+    )
+    where = ", ".join(f"{betas[b]:g}" for b in np.unique(np.nonzero(failed)[0])[:8])
+    more = "..." if np.unique(np.nonzero(failed)[0]).size > 8 else ""
+    return (
+        f"{int(failed.sum())} of {status.size} items failed ({kinds}) at beta = {where}{more}; "
+        "they are left out of the averages (see .status)"
+    )
+
+
+class SweepFailureWarning(RuntimeWarning):
+    """Some items of a study failed; they are recorded in its `status` and left out."""
+
+
+def report(status: np.ndarray, betas: np.ndarray) -> None:
+    """Warn (`SweepFailureWarning`) when some items of a study failed."""
+    line = failures(status, betas)
+    if line is not None:
+        warnings.warn(line, SweepFailureWarning, stacklevel=3)
+
+
+def study_times(ts, dtype) -> np.ndarray:
+    """`ts` as a NumPy array of `dtype`, checked to be a strictly increasing 1-D array of at
+    least two finite times."""
+    ts = np.asarray(as_float_array(ts, "ts"), dtype=dtype)
+    if ts.ndim != 1 or ts.size < 2 or not np.all(np.isfinite(ts)) or not np.all(np.diff(ts) > 0):
+        raise ValueError(f"ts must be a strictly increasing 1-D array of >= 2 times; got {ts}")
+    return ts
+
+
+def open_store(store, config: dict, count: int):
+    """The `Store` at `store` (a context manager that holds its lock), or none."""
+    return contextlib.nullcontext() if store is None else Store(store, config, count)

@@ -1,0 +1,99 @@
+"""The package's layout: each subpackage reaches another only through its public names.
+
+Parsed with `ast`, not imported: a private name (`_x`, dunders aside) is never imported
+across subpackages, no module imports from inside another subpackage (`from ..x._y import`),
+and no subpackage imports the package root, whose names are a re-export for users. Shared
+helpers live in top-level private modules (`attnflow/_checks.py`, ...) under public names.
+The command line (`attnflow.cli`) is a client of the public API, as a user is: it may import
+the root.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "attnflow"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _imports(path: pathlib.Path, text: str):
+    """`(line, target module parts, imported names)` of each `from ... import` in `path`,
+    with relative targets resolved against the package."""
+    here = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = here if path.name == "__init__.py" else here[:-1]
+    if path.name == "__init__.py":
+        package = here[:-1]
+    for node in ast.walk(ast.parse(text, str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = base + (node.module.split(".") if node.module else [])
+            elif (node.module or "").split(".")[0] == "attnflow":
+                target = node.module.split(".")
+            else:
+                continue
+            yield node.lineno, target, [alias.name for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "attnflow":
+                    yield node.lineno, alias.name.split("."), []
+
+
+def _owner(parts: list[str]) -> str:
+    """The subpackage a module belongs to (`attnflow.fields._field` -> `fields`), or `""` for
+    the root and its top-level modules."""
+    if len(parts) >= 2 and (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return ""
+
+
+def _violations(path: pathlib.Path, text: str | None = None) -> list[str]:
+    mine = _owner(list(path.relative_to(PACKAGE.parent).with_suffix("").parts))
+    found = []
+    text = path.read_text() if text is None else text
+    for line, target, names in _imports(path, text):
+        where = f"{path.relative_to(PACKAGE.parent)}:{line}"
+        theirs = _owner(target)
+        if target == ["attnflow"] and mine not in ("", "cli"):
+            if not all(
+                (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").exists() for name in names
+            ):
+                found.append(f"{where} imports the package root ({names})")
+            elif mine:
+                found.append(f"{where} imports subpackages through the root ({names})")
+            continue
+        if theirs == mine:
+            continue
+        inside = target[2:] if theirs else []
+        if any(_private(part) for part in inside):
+            found.append(f"{where} imports from inside {'.'.join(target)}")
+        private = [name for name in names if _private(name)]
+        if private:
+            found.append(f"{where} imports private names {private} from {'.'.join(target)}")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_go_through_public_names(path):
+    assert _violations(path) == []
+
+
+def test_the_check_sees_a_violation():
+    """The rule is not vacuous: the imports that the layout forbids are reported."""
+    text = (
+        "from .._checks import check_times\n"
+        "from ..fields._field import check_finite\n"
+        "from ..integrate import _core\n"
+        "from .. import __version__\n"
+        "from ..sphere import uniform\n"
+    )
+    found = _violations(PACKAGE / "studies" / "_probe.py", text)
+    assert len(found) == 3, found
+    assert "inside attnflow.fields._field" in found[0]
+    assert "private names ['_core']" in found[1]
+    assert "package root" in found[2]
