@@ -172,3 +172,15 @@ def float_dtype(dtype=None) -> np.dtype:
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating dtype; got {dtype}")
     return dtype
+
+
+def check_delta(delta):
+    """`delta`, the cluster radius (`<x_i, x_j> >= 1 - delta`), checked to be a scalar in
+    `[0, 2]`: concrete values now, traced ones (as sweeps pass it) when the compiled code
+    runs."""
+    delta = as_float_array(delta, "delta")
+    if delta.ndim != 0:
+        raise ValueError(f"delta must be a scalar; got shape {delta.shape}")
+    return check_value(
+        delta, ~((delta >= 0) & (delta <= 2)), "delta must lie in [0, 2]", lambda: f"; got {delta}"
+    )

@@ -45,7 +45,7 @@ def main():
 
         def attnflow_run(d=d):
             return af.phase_diagram(
-                key,
+                key=key,
                 n=args.n,
                 d=d,
                 betas=betas,

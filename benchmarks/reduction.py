@@ -31,7 +31,7 @@ STUDY_TS = np.arange(0, 301, 10) * 0.1
 
 @jax.jit  # traced tokens: the tangents' span is taken inside the compiled function
 def lyapunov(x0):
-    return lyapunov_spectrum(af.SA(4.0), x0, 30.0, k=1).exponents
+    return lyapunov_spectrum(af.SA(4.0), x0, 30.0, k=1, key=jax.random.key(1)).exponents
 
 
 def calls(d: int) -> dict:
@@ -41,14 +41,16 @@ def calls(d: int) -> dict:
     return {
         "simulate, tsit5": lambda: af.simulate(af.SA(1.0), x0, TS).xs,
         "simulate, layers": lambda: af.simulate(af.SA(1.0), x0, TS, solver=af.Layers(0.1)).xs,
-        "lyapunov_spectrum, k = 1": lambda: lyapunov_spectrum(af.SA(4.0), x0, 10.0, k=1).exponents,
+        "lyapunov_spectrum, k = 1": lambda: (
+            lyapunov_spectrum(af.SA(4.0), x0, 10.0, k=1, key=jax.random.key(1)).exponents
+        ),
         "phase_diagram": lambda: (
-            af.phase_diagram(key, ts=np.arange(0, 101, 10) * 0.1, **study).prob
+            af.phase_diagram(key=key, ts=np.arange(0, 101, 10) * 0.1, **study).prob
         ),
         "metastability": lambda: (
-            _metastability.metastability(key, ts=np.arange(0, 101, 10) * 0.1, **study).clusters
+            _metastability.metastability(key=key, ts=np.arange(0, 101, 10) * 0.1, **study).clusters
         ),
-        "ftle_diagram": lambda: ftle_diagram(key, t1=5.0, **study).ftle,
+        "ftle_diagram": lambda: ftle_diagram(key=key, t1=5.0, **study).ftle,
     }
 
 

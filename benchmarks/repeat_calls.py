@@ -54,7 +54,7 @@ def main():
 
     def diagram(seed=0, low=0.1, delta=1e-3):
         return af.phase_diagram(
-            jax.random.key(seed),
+            key=jax.random.key(seed),
             n=32,
             d=32,
             betas=np.linspace(low, 9.0, 10),

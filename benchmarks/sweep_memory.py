@@ -17,8 +17,8 @@ import resource, sys, jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 import attnflow as af
 samples, budget = int(sys.argv[1]), int(sys.argv[2])
-af.phase_diagram(jax.random.key(0), n=32, d=512, betas=[1.0, 6.0], ts=np.arange(0, 301, 2) * 0.1,
-                 samples=samples, memory=budget, progress=False)
+af.phase_diagram(key=jax.random.key(0), n=32, d=512, betas=[1.0, 6.0],
+                 ts=np.arange(0, 301, 2) * 0.1, samples=samples, memory=budget, progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

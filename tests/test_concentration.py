@@ -420,7 +420,9 @@ def test_concentration_closest_approach_rate():
     """ABRR: W(mu_t^beta, T_# mu_0) is smallest at t = O(log beta), about sqrt(log beta / beta)."""
     betas = [10, 30, 100, 300, 1000, 3000, 10000]
     ts = np.concatenate([[0], np.geomspace(0.05, 100, 40)])
-    c = concentration(jax.random.key(0), n=32, d=2, betas=betas, ts=ts, samples=16, progress=False)
+    c = concentration(
+        key=jax.random.key(0), n=32, d=2, betas=betas, ts=ts, samples=16, progress=False
+    )
     assert np.all(c.status == 0) and np.all(c.limit_status == 0)
     assert c.resolved.all()
     assert np.all(np.diff(c.closest) < 0)
@@ -467,7 +469,9 @@ TERMINAL_TS = np.array([0.0, 1, 5, 10, 20])
 )
 def test_terminal_phase_aligns_with_slowest_eigenvector(V, axis):
     key = jax.random.key(0)
-    c = concentration(key, n=8, d=2, betas=[3.0], ts=TERMINAL_TS, V=V, samples=3, progress=False)
+    c = concentration(
+        key=key, n=8, d=2, betas=[3.0], ts=TERMINAL_TS, V=V, samples=3, progress=False
+    )
     assert np.all(c.status == 0) and np.all(c.limit_status == 0)
     np.testing.assert_allclose(c.eigenvalues, [0.5, 1.0])
     assert np.all(c.alignment[0, :, 0] > 0.995), c.alignment
@@ -522,7 +526,7 @@ STUDY = dict(n=4, d=2, betas=[1.0], ts=[0.0, 1.0], samples=1, progress=False)
 )
 def test_concentration_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        concentration(jax.random.key(0), **(STUDY | kwargs))
+        concentration(key=jax.random.key(0), **(STUDY | kwargs))
 
 
 @pytest.mark.parametrize(
@@ -583,8 +587,9 @@ def test_limit_not_reached_names_v_spectrum():
 
 def test_concentration_records_a_limit_that_is_not_reached():
     with pytest.warns(af.studies.SweepFailureWarning, match="have no limit map"):
-        c = concentration(  # the static configuration of the terminal-phase test: no compile
-            jax.random.key(0),
+        c = concentration(
+            # the static configuration of the terminal-phase test: no compile
+            key=jax.random.key(0),
             n=8,
             d=2,
             betas=[3.0],
@@ -615,7 +620,7 @@ def test_limit_map_float32(name, switching_references):
 def test_concentration_float32_matches_float64_recomputation():
     key, betas, ts = jax.random.key(2), [3.0, 30.0], np.array([0.0, 0.5, 2, 8])
     c = concentration(
-        key, n=8, d=2, betas=betas, ts=ts, samples=2, dtype=jnp.float32, progress=False
+        key=key, n=8, d=2, betas=betas, ts=ts, samples=2, dtype=jnp.float32, progress=False
     )
     assert c.limits.dtype == c.final.dtype == c.x0.dtype == np.float32
     assert c.ts.dtype == c.betas.dtype == np.float32

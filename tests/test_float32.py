@@ -612,7 +612,7 @@ def test_phase_diagram_and_gamma(dtype):
     in practice. `gamma()` against the integral of `1 / rate` (scipy quad)."""
     key, delta = jax.random.key(2), 0.05
     diagram = af.phase_diagram(
-        key, **PD, betas=PD_BETAS, ts=PD_TS, delta=delta, dtype=dtype, progress=False
+        key=key, **PD, betas=PD_BETAS, ts=PD_TS, delta=delta, dtype=dtype, progress=False
     )
     check_array(diagram.ts, dtype, (5,))
     betas = check_array(diagram.betas, dtype, (3,))
@@ -644,7 +644,7 @@ def test_metastability(dtype):
     key, delta, n = jax.random.key(3), 0.02, 6
     ts = np.arange(0, 21, 4) * 0.1
     study = af.studies.metastability(
-        key, n=n, betas=(4.0, 9.0), ts=ts, samples=3, delta=delta, dtype=dtype, progress=False
+        key=key, n=n, betas=(4.0, 9.0), ts=ts, samples=3, delta=delta, dtype=dtype, progress=False
     )
     check_array(study.ts, dtype, (6,))
     betas = check_array(study.betas, dtype, (2,))
@@ -697,7 +697,7 @@ def test_ftle_diagram(dtype):
     key, n = jax.random.key(4), 4
     betas = np.array([0.5, 9.0])  # as `attnflow ftle --n 4 --d 2 --num-betas 2 ...`
     diagram = af.studies.ftle_diagram(
-        key, n=n, d=2, betas=betas, t1=2.0, every=0.5, samples=3, dtype=dtype, progress=False
+        key=key, n=n, d=2, betas=betas, t1=2.0, every=0.5, samples=3, dtype=dtype, progress=False
     )
     ftle = check_array(diagram.ftle, dtype, (2, 3, 4))
     assert np.all(np.isfinite(diagram.local)) and np.all(diagram.status == 0)
@@ -712,7 +712,7 @@ def test_ftle_diagram(dtype):
 def test_ftle_local_exponents_keep_the_dtype():
     """The configuration of test_ftle_diagram in float32 (compiled there already)."""
     diagram = af.studies.ftle_diagram(
-        jax.random.key(4),
+        key=jax.random.key(4),
         n=4,
         d=2,
         betas=np.array([0.5, 9.0]),
@@ -821,7 +821,7 @@ def test_fixed_points_and_their_types(dtype):
             np.sort(off_diagonal(match[0] @ match[0].T)), signature, atol=tol(dtype)
         )
         result = af.stability.classify_fixed_point(field, jnp.asarray(match[0], dtype))
-        assert (result.kind, result.unstable_dim, result.symmetry_dim) == (kind, unstable, 1)
+        assert (result.type, result.unstable_dim, result.symmetry_dim) == (kind, unstable, 1)
         expected = np_tangent_eigenvalues(theta, beta)
         zero = np.argmin(np.abs(expected))
         expected = np.delete(expected, zero)
@@ -942,7 +942,7 @@ X64_OFF = textwrap.dedent(
     record("simulate", traj.xs)
     record("energy", af.energy(traj.xs[-1], 1.0))
     diagram = af.phase_diagram(
-        key, n=6, d=3, betas=jnp.array([0.5, 4.0]), ts=jnp.arange(5) * 0.5, samples=2,
+        key=key, n=6, d=3, betas=jnp.array([0.5, 4.0]), ts=jnp.arange(5) * 0.5, samples=2,
         progress=False,
     )
     record("phase_diagram.ts", diagram.ts)
@@ -950,7 +950,7 @@ X64_OFF = textwrap.dedent(
     out["phase_diagram.prob"] = [bool(np.all(np.isfinite(diagram.prob)))]
     record("crossing_time", af.crossing_time(jnp.array([2.0, 9.0]), 6))  # gamma's compilation
     record("equiangular_rho", af.equiangular_rho(jnp.linspace(0.0, 30.0, 31), 9.0, 32))
-    record("lyapunov_spectrum", af.stability.lyapunov_spectrum(af.SA(1.0), x0[:4], 10.0).exponents)
+    record("lyapunov_spectrum", af.stability.lyapunov_spectrum(af.SA(1.0), x0[:4], 10.0, key=jax.random.PRNGKey(1980)).exponents)
     # attnflow.optimize: a gradient search through simulate, and a fit (native float32 LM)
     from attnflow import optimize as opt
     ts = jnp.linspace(0.0, 2.0, 6)
@@ -959,7 +959,7 @@ X64_OFF = textwrap.dedent(
         return (opt.soft_collapse_time(ts, xs, 0.5, 0.1) - 1.0) ** 2
     record("search", opt.search(loss, 1.0, "adam", steps=3, progress=False).history)
     recording = af.simulate(af.SA(1.0, V=jnp.eye(3)), x0[:5], ts).xs
-    fit = opt.fit_trajectory(ts, recording, steps=3, progress=False)
+    fit = opt.fit_trajectory(ts, recording, steps=3, progress=False, key=jax.random.key(0))
     record("fit_trajectory", opt.identifiable(fit.params)[0])
     print(json.dumps(out))
     """

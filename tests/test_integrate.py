@@ -45,28 +45,32 @@ def test_old_simulate_spelling_warns_and_gives_the_same_bits():
 
 
 def test_old_lyapunov_spelling_warns_and_gives_the_same_bits():
-    new = lyapunov_spectrum(af.SA(1.0), X0, 1.0, solver=af.Layers(0.1)).exponents
+    new = lyapunov_spectrum(
+        af.SA(1.0), X0, 1.0, solver=af.Layers(0.1), key=jax.random.PRNGKey(1980)
+    ).exponents
     with pytest.warns(DeprecationWarning, match=r"attnflow\.Layers\(h\)"):
-        old = lyapunov_spectrum(af.SA(1.0), X0, 1.0, solver="layers", dt0=0.1).exponents
+        old = lyapunov_spectrum(
+            af.SA(1.0), X0, 1.0, solver="layers", dt0=0.1, key=jax.random.PRNGKey(1980)
+        ).exponents
     np.testing.assert_array_equal(old, new)
 
 
 def test_old_study_spelling_warns_and_gives_the_same_bits():
     common = dict(n=4, d=3, betas=[1.0], ts=np.arange(0, 6) * 0.2, samples=2, progress=False)
     key = jax.random.key(3)
-    new = af.phase_diagram(key, **common, solver=af.Layers(0.2))
+    new = af.phase_diagram(key=key, **common, solver=af.Layers(0.2))
     with pytest.warns(DeprecationWarning, match=r"h=.*attnflow\.Layers\(h\)"):
-        old = af.phase_diagram(key, **common, h=0.2)
+        old = af.phase_diagram(key=key, **common, h=0.2)
     np.testing.assert_array_equal(old.prob, new.prob)
     assert old.config == new.config
     assert (new.config["solver"], new.config["h"]) == ("layers", 0.2)  # as stores recorded it
     with pytest.warns(DeprecationWarning) as caught:
-        named = af.phase_diagram(key, **common, solver="layers", h=0.2)
+        named = af.phase_diagram(key=key, **common, solver="layers", h=0.2)
     said = " ".join(str(w.message) for w in caught)
     assert "solver='layers'" in said and "h=" in said
     np.testing.assert_array_equal(named.prob, new.prob)
     with pytest.raises(ValueError, match="metastability runs the discrete layers"):
-        af.studies.metastability(key, n=4, samples=1, solver="tsit5", progress=False)
+        af.studies.metastability(key=key, n=4, samples=1, solver="tsit5", progress=False)
 
 
 def test_integrate_takes_traced_tolerances_without_recompiling():
@@ -101,6 +105,7 @@ def test_until_stops_and_holds_the_statistic():
         return {"x": x}
 
     full = ig.integrate(af.SA(1.0), X0, ts, af.Layers(0.1), save=save)
+
     def moved(s):  # false at ts[0], true from the first save time on
         return jnp.any(s["x"] != X0)
 

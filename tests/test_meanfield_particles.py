@@ -42,7 +42,7 @@ def test_bad_input():
         mf.particles_versus_pde(
             jax.random.key(0), rho0, jnp.asarray([0.0, 1.0]), beta=1.0, particles=(100,)
         )
-    with pytest.raises(ValueError, match="kind must be 'SA' or 'USA'"):
+    with pytest.raises(ValueError, match="kind must be one of 'SA', 'USA'"):
         mf.particles_versus_pde(
             jax.random.key(0), rho0, jnp.asarray([0.0, 1.0]), beta=1.0, kind="sa"
         )

@@ -507,7 +507,9 @@ def test_fit_trajectory_recovers_the_identifiable_parameters(getkey, dtype):
     true = af.SA(1.3, Q, K, V)
     ts = jnp.linspace(0.0, 3.0, 16)
     xs = af.simulate(true, x0, ts, rtol=1e-12, atol=1e-12).xs
-    result = opt.fit_trajectory(ts[:11].astype(dtype), xs[:11].astype(dtype), progress=False)
+    result = opt.fit_trajectory(
+        ts[:11].astype(dtype), xs[:11].astype(dtype), progress=False, key=jax.random.key(0)
+    )
     fitted, expected = opt.identifiable(result.params), opt.identifiable(true)
     for a, b in zip(fitted, expected, strict=True):
         assert a.dtype == dtype
@@ -535,16 +537,17 @@ def test_identifiable_combinations():
 def test_fit_trajectory_bad_input(getkey):
     xs = jnp.stack([af.sphere.uniform(getkey(), 4, 3)] * 3)
     with pytest.raises(ValueError, match="xs must have shape \\(T, n, d\\)"):
-        opt.fit_trajectory(jnp.arange(3.0), xs[0])
+        opt.fit_trajectory(jnp.arange(3.0), xs[0], key=jax.random.key(0))
     with pytest.raises(ValueError, match="ts must have shape \\(3,\\)"):
-        opt.fit_trajectory(jnp.arange(4.0), xs)
+        opt.fit_trajectory(jnp.arange(4.0), xs, key=jax.random.key(0))
     with pytest.raises(ValueError, match="kind must be one of 'SA', 'USA'"):
-        opt.fit_trajectory(jnp.arange(3.0), xs, kind="sa")
+        opt.fit_trajectory(jnp.arange(3.0), xs, kind="sa", key=jax.random.key(0))
     with pytest.raises(ValueError, match="xs must hold only finite numbers"):
-        opt.fit_trajectory(jnp.arange(3.0), xs.at[0, 0, 0].set(jnp.nan))
+        opt.fit_trajectory(jnp.arange(3.0), xs.at[0, 0, 0].set(jnp.nan), key=jax.random.key(0))
     with pytest.raises(ValueError, match="ts must hold at least two strictly increasing"):
-        opt.fit_trajectory(jnp.asarray([0.0, 2.0, 1.0]), xs)
+        opt.fit_trajectory(jnp.asarray([0.0, 2.0, 1.0]), xs, key=jax.random.key(0))
     with pytest.raises(ValueError, match="xs must lie on the unit sphere"):
-        opt.fit_trajectory(jnp.arange(3.0), 2 * xs)
+        opt.fit_trajectory(jnp.arange(3.0), 2 * xs, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"xs must have shape \(T, n, d\), no size 0"):
-        opt.velocity_guess(jnp.arange(3.0), xs[:, :0])  # numpy's "zero-size array" error
+        # numpy's "zero-size array" error
+        opt.velocity_guess(jnp.arange(3.0), xs[:, :0], key=jax.random.key(0))

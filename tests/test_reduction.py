@@ -7,7 +7,6 @@ import pytest
 
 import attnflow as af
 from attnflow import sphere
-from attnflow.integrate import _simulate
 from attnflow.fields import (
     NGPT,
     FeedForward,
@@ -20,6 +19,7 @@ from attnflow.fields import (
     Softmax,
     Unnormalized,
 )
+from attnflow.integrate import _simulate
 
 N, D = 8, 64
 
@@ -160,10 +160,10 @@ def test_metastability_reduced_equals_full(monkeypatch):
         return real(field, x0)
 
     monkeypatch.setattr(_metastability, "span_reduction", recorded)
-    reduced = metastability(jax.random.key(0), progress=False, **options)
+    reduced = metastability(key=jax.random.key(0), progress=False, **options)
     assert used and all(used)  # the reduction was taken
     monkeypatch.setattr(_metastability, "span_reduction", lambda field, x0: None)
-    computed_in_full = metastability(jax.random.key(0), progress=False, **options)
+    computed_in_full = metastability(key=jax.random.key(0), progress=False, **options)
     np.testing.assert_array_equal(reduced.clusters, computed_in_full.clusters)
     np.testing.assert_allclose(reduced.energy, computed_in_full.energy, rtol=1e-12)
     np.testing.assert_allclose(reduced.xs, computed_in_full.xs, atol=1e-12)
@@ -207,7 +207,9 @@ def test_lyapunov_spectrum_second_call_compiles_nothing():
 
     def spectrum(beta, seed):
         x0 = sphere.uniform(jax.random.key(seed), N, D)
-        return lyapunov_spectrum(af.SA(beta), x0, 2.0, k=1, solver=af.Layers(0.1))
+        return lyapunov_spectrum(
+            af.SA(beta), x0, 2.0, k=1, solver=af.Layers(0.1), key=jax.random.PRNGKey(1980)
+        )
 
     spectrum(1.0, 0)
     compiled = []

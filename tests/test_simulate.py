@@ -130,11 +130,11 @@ def test_its_own_output_is_a_valid_input(dtype):
         4 * np.finfo(dtype).eps
     )
     # one cluster at t = 30 (beta = 1, d = 3): a sink modulo rotations
-    assert af.stability.classify_fixed_point(af.SA(1.0), xs[-1]).kind == "sink"
+    assert af.stability.classify_fixed_point(af.SA(1.0), xs[-1]).type == "sink"
     # fit_trajectory checks the recording (on the sphere) before anything else: reaching the
     # check of `kind` shows it accepted, without compiling a fit
     with pytest.raises(ValueError, match="kind must be one of"):
-        af.optimize.fit_trajectory(ts, xs, kind="none", progress=False)
+        af.optimize.fit_trajectory(ts, xs, kind="none", progress=False, key=jax.random.key(0))
 
 
 def test_renormalized_states_of_a_failed_solve_stay_inf():

@@ -30,7 +30,15 @@ def lorenz(t, y, args):
 
 def test_lorenz_published_spectrum_and_divergence():
     # Sprott, "Chaos and Time-Series Analysis" (2003): (0.9056, 0, -14.5723)
-    spectrum = lyapunov_spectrum(lorenz, jnp.ones(3), 3020.0, transient=20.0, rtol=1e-8, atol=1e-8)
+    spectrum = lyapunov_spectrum(
+        lorenz,
+        jnp.ones(3),
+        3020.0,
+        transient=20.0,
+        rtol=1e-8,
+        atol=1e-8,
+        key=jax.random.PRNGKey(1980),
+    )
     l1, l2, l3 = np.asarray(spectrum.exponents)
     assert abs(l1 - 0.9056) < 0.02 * 0.9056
     assert abs(l2) < 0.02 * 0.9056
@@ -43,8 +51,12 @@ def test_lorenz_published_spectrum_and_divergence():
 
 
 def test_largest_exponent_alone_matches_the_spectrum():
-    top = lyapunov_spectrum(lorenz, jnp.ones(3), 1020.0, k=1, transient=20.0, rtol=1e-8)
-    full = lyapunov_spectrum(lorenz, jnp.ones(3), 1020.0, transient=20.0, rtol=1e-8)
+    top = lyapunov_spectrum(
+        lorenz, jnp.ones(3), 1020.0, k=1, transient=20.0, rtol=1e-8, key=jax.random.PRNGKey(1980)
+    )
+    full = lyapunov_spectrum(
+        lorenz, jnp.ones(3), 1020.0, transient=20.0, rtol=1e-8, key=jax.random.PRNGKey(1980)
+    )
     assert top.exponents.shape == (1,)
     np.testing.assert_allclose(top.exponents[0], full.exponents[0], atol=0.02)
 
@@ -117,7 +129,12 @@ def test_sphere_spectrum_converges_to_the_linearized_cluster(getkey, kind, beta)
     n, d = 4, 3
     field = {"SA": af.SA, "USA": af.USA}[kind](beta)
     spectrum = lyapunov_spectrum(
-        field, _near_cluster(getkey(), n, d), 60.0, transient=30.0, every=0.5
+        field,
+        _near_cluster(getkey(), n, d),
+        60.0,
+        transient=30.0,
+        every=0.5,
+        key=jax.random.PRNGKey(1980),
     )
     c = 1.0 if kind == "SA" else math.exp(beta)
     expected = np.array([0.0] * (d - 1) + [-c] * ((n - 1) * (d - 1)))
@@ -135,6 +152,7 @@ def test_layers_spectrum_at_the_cluster_is_log_of_the_layer_map():
         40.0,
         transient=20.0,
         solver=af.Layers(h),
+        key=jax.random.PRNGKey(1980),
     )
     expected = [0.0] + [-math.log1p(h) / h] * (n - 1)
     np.testing.assert_allclose(spectrum.exponents, expected, atol=1e-4)
@@ -146,7 +164,7 @@ def test_vmap_over_initial_conditions_and_beta(getkey):
     betas = jnp.array([0.5, 1.0, 4.0])
 
     def top(x0, beta):
-        return lyapunov_spectrum(af.SA(beta), x0, 10.0, k=2).exponents
+        return lyapunov_spectrum(af.SA(beta), x0, 10.0, k=2, key=jax.random.PRNGKey(1980)).exponents
 
     batched = jax.jit(jax.vmap(top))(x0s, betas)
     for i in range(3):
@@ -156,27 +174,27 @@ def test_vmap_over_initial_conditions_and_beta(getkey):
 def test_lyapunov_bad_input_is_refused(getkey):
     x0 = af.sphere.uniform(getkey(), 4, 3)
     with pytest.raises(ValueError, match="y0's shape"):
-        lyapunov_spectrum(lambda t, y, a: y[:2], x0, 1.0)
+        lyapunov_spectrum(lambda t, y, a: y[:2], x0, 1.0, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match="finite"):
-        lyapunov_spectrum(lorenz, jnp.array([1.0, jnp.nan, 0.0]), 1.0)
+        lyapunov_spectrum(lorenz, jnp.array([1.0, jnp.nan, 0.0]), 1.0, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match="unit sphere"):
-        lyapunov_spectrum(af.SA(1.0), 2 * x0, 1.0)
+        lyapunov_spectrum(af.SA(1.0), 2 * x0, 1.0, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match=r"k must be at most the dimension 8 \(n \(d - 1\)"):
-        lyapunov_spectrum(af.SA(1.0), x0, 1.0, k=9)
+        lyapunov_spectrum(af.SA(1.0), x0, 1.0, k=9, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        lyapunov_spectrum(lorenz, jnp.ones(3), 1.0, k=0)
+        lyapunov_spectrum(lorenz, jnp.ones(3), 1.0, k=0, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match="t1 must be greater than t0"):
-        lyapunov_spectrum(lorenz, jnp.ones(3), 0.0)
+        lyapunov_spectrum(lorenz, jnp.ones(3), 0.0, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match="transient must be shorter"):
-        lyapunov_spectrum(lorenz, jnp.ones(3), 5.0, transient=5.0)
+        lyapunov_spectrum(lorenz, jnp.ones(3), 5.0, transient=5.0, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match="tangent=True needs tokens"):
-        lyapunov_spectrum(lorenz, jnp.ones(3), 1.0, tangent=True)
+        lyapunov_spectrum(lorenz, jnp.ones(3), 1.0, tangent=True, key=jax.random.PRNGKey(1980))
     with pytest.raises(ValueError, match="solver must be one of"):
-        lyapunov_spectrum(lorenz, jnp.ones(3), 1.0, solver="rk99")
+        lyapunov_spectrum(lorenz, jnp.ones(3), 1.0, solver="rk99", key=jax.random.PRNGKey(1980))
     with pytest.raises(eqx.EquinoxRuntimeError, match="finite"):
-        eqx.filter_jit(lambda y: lyapunov_spectrum(lorenz, y, 1.0).exponents)(
-            jnp.array([1.0, jnp.inf, 0])
-        )
+        eqx.filter_jit(
+            lambda y: lyapunov_spectrum(lorenz, y, 1.0, key=jax.random.PRNGKey(1980)).exponents
+        )(jnp.array([1.0, jnp.inf, 0]))
 
 
 @pytest.mark.parametrize(("kind", "d"), [("SA", 2), ("SA", 4), ("USA", 3)])
@@ -184,13 +202,13 @@ def test_single_cluster_is_a_sink_modulo_rotations(kind, d):
     beta, n = 1.5, 5
     field = {"SA": af.SA, "USA": af.USA}[kind](beta)
     result = classify_fixed_point(field, af.stability.cluster(n, d))
-    assert result.kind == "sink" and result.unstable_dim == 0
+    assert result.type == "sink" and result.unstable_dim == 0
     assert result.symmetry_dim == d - 1  # the rotations that move the cluster's point
     assert len(result.eigenvalues) == (n - 1) * (d - 1)
     c = 1.0 if kind == "SA" else math.exp(beta)
     np.testing.assert_allclose(result.eigenvalues, -c, atol=1e-10)
     unfiltered = classify_fixed_point(field, af.stability.cluster(n, d), symmetries=None)
-    assert unfiltered.kind == "degenerate" and unfiltered.center_dim == d - 1
+    assert unfiltered.type == "degenerate" and unfiltered.center_dim == d - 1
 
 
 def _kuramoto_jacobian(theta):
@@ -222,7 +240,7 @@ def test_beta_zero_critical_points_are_strict_saddles(n):
         )
         if float((x @ x.T).min()) > 1 - 1e-9:
             clusters += 1
-            assert result.kind == "sink"
+            assert result.type == "sink"
         else:
             assert result.unstable_dim >= 1
     assert clusters == 1
@@ -248,7 +266,9 @@ def test_simplex_matches_the_equiangular_linearization(kind, beta, n, d):
 
 @pytest.mark.parametrize("kind", ["SA", "USA"])
 def test_known_results_hold(kind):
-    results = af.stability.known_results(beta=2.0, n=3, d=3, kind=kind, guesses=16)
+    results = af.stability.known_results(
+        beta=2.0, n=3, d=3, kind=kind, guesses=16, key=jax.random.PRNGKey(0)
+    )
     assert [r.name for r in results] == [
         "single cluster",
         "regular simplex",
@@ -281,7 +301,7 @@ def test_circle_and_euclidean_fields_classify_with_given_symmetries():
     )
     a = jnp.array([[1.0, 0.0], [0.0, -2.0]])
     saddle = classify_fixed_point(lambda t, y, args: a @ y, jnp.zeros(2))
-    assert (saddle.kind, saddle.unstable_dim, saddle.stable_dim) == ("saddle", 1, 1)
+    assert (saddle.type, saddle.unstable_dim, saddle.stable_dim) == ("saddle", 1, 1)
     np.testing.assert_allclose(saddle.eigenvalues.real, [1.0, -2.0])
     assert abs(saddle.eigenvectors[0] @ np.array([1.0, 0.0])) == pytest.approx(1.0)
 
@@ -311,12 +331,20 @@ def test_fixed_point_bad_input_is_refused(getkey):
 def test_ftle_diagram_equals_single_runs_and_resumes(tmp_path):
     key = jax.random.key(3)
     kwargs = dict(n=6, d=3, betas=[0.5, 6.0], t1=6.0, every=0.5, samples=3, progress=False)
-    diagram = af.studies.ftle_diagram(key, store=tmp_path / "store", memory=2**20, **kwargs)
+    diagram = af.studies.ftle_diagram(key=key, store=tmp_path / "store", memory=2**20, **kwargs)
     assert diagram.ftle.shape == diagram.local.shape == (2, 3, 12)
     for b, beta in enumerate([0.5, 6.0]):
         for s in range(3):
             x0, *_ = af.studies.phase_diagram_sample(key, s, n=6, d=3)
-            single = lyapunov_spectrum(af.SA(beta), x0, 6.0, k=1, every=0.5, solver=af.Layers(0.1))
+            single = lyapunov_spectrum(
+                af.SA(beta),
+                x0,
+                6.0,
+                k=1,
+                every=0.5,
+                solver=af.Layers(0.1),
+                key=jax.random.PRNGKey(1980),
+            )
             np.testing.assert_allclose(
                 diagram.ftle[b, s], single.history[:, 0], rtol=1e-10, atol=1e-12
             )
@@ -324,10 +352,10 @@ def test_ftle_diagram_equals_single_runs_and_resumes(tmp_path):
     np.testing.assert_allclose(
         np.cumsum(diagram.local * 0.5, axis=-1) / diagram.ts, diagram.ftle, atol=1e-12
     )
-    again = af.studies.ftle_diagram(key, store=tmp_path / "store", **kwargs)
+    again = af.studies.ftle_diagram(key=key, store=tmp_path / "store", **kwargs)
     np.testing.assert_array_equal(again.ftle, diagram.ftle)
     with pytest.raises(ValueError, match="whole number of intervals"):
-        af.studies.ftle_diagram(key, **{**kwargs, "every": 0.7})
+        af.studies.ftle_diagram(key=key, **{**kwargs, "every": 0.7})
 
 
 def test_sphere_spectrum_sum_is_the_mean_tangential_divergence(getkey):
@@ -337,7 +365,15 @@ def test_sphere_spectrum_sum_is_the_mean_tangential_divergence(getkey):
     n, d, beta, t1 = 4, 3, 1.0, 10.0
     q, k, v = (np.asarray(jax.random.normal(getkey(), (d, d))) / math.sqrt(d) for _ in range(3))
     x0 = af.sphere.uniform(getkey(), n, d)
-    spectrum = lyapunov_spectrum(af.SA(beta, q, k, v), x0, t1, rtol=1e-10, atol=1e-12, every=0.5)
+    spectrum = lyapunov_spectrum(
+        af.SA(beta, q, k, v),
+        x0,
+        t1,
+        rtol=1e-10,
+        atol=1e-12,
+        every=0.5,
+        key=jax.random.PRNGKey(1980),
+    )
 
     def velocity(x):
         return attention_field(x, beta, q, k, v)
@@ -368,7 +404,7 @@ def test_ftle_maps_metastability_on_the_circle():
     # realizations; at beta = 1 they have reached the single cluster, whose top exponent is that
     # of its rotation, 0
     diagram = af.studies.ftle_diagram(
-        jax.random.key(0), n=16, d=2, betas=[1.0, 9.0], t1=30.0, samples=8, progress=False
+        key=jax.random.key(0), n=16, d=2, betas=[1.0, 9.0], t1=30.0, samples=8, progress=False
     )
     growth = diagram.ftle * diagram.ts
     late = (growth[..., -1] - growth[..., 19]) / 10  # over [20, 30]
@@ -389,9 +425,9 @@ def test_sinkhorn_has_only_a_reverse_rule_and_still_linearizes(getkey):
         fd[:, c] = np.asarray(velocity(x + e.reshape(3, 3)) - velocity(x - e.reshape(3, 3))).ravel()
     np.testing.assert_allclose(jacobian(field, x), fd / (2 * eps), atol=1e-6)
     result = classify_fixed_point(field, af.stability.cluster(3, 3))
-    assert result.kind == "sink" and result.symmetry_dim == 2
+    assert result.type == "sink" and result.symmetry_dim == 2
     np.testing.assert_allclose(result.eigenvalues, -1.0, atol=1e-8)
-    spectrum = lyapunov_spectrum(field, x, 2.0, k=2)
+    spectrum = lyapunov_spectrum(field, x, 2.0, k=2, key=jax.random.PRNGKey(1980))
     assert np.all(np.isfinite(spectrum.exponents))
 
 
@@ -410,6 +446,7 @@ def test_exponents_are_differentiable_in_beta(getkey, solver):
             rtol=1e-10,
             atol=1e-12,
             solver=af.Layers(0.1) if solver == "layers" else solver,
+            key=jax.random.PRNGKey(1980),
         )
         return spectrum.exponents.sum()
 
@@ -459,3 +496,19 @@ def test_jacobians_refuse_states_that_make_them_meaningless(dtype, function, bad
 def test_stability_options_that_make_the_answer_meaningless(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_fixed_point_type_and_the_deprecated_kind():
+    result = classify_fixed_point(af.SA(1.0), af.stability.cluster(3, 3))
+    assert result.type == "sink"
+    with pytest.warns(DeprecationWarning, match=r"FixedPointType\.type"):
+        assert result.kind == "sink"
+    assert jax.tree.leaves(result)[0].shape == result.eigenvalues.shape  # a pytree
+
+
+def test_a_missing_key_is_deprecated_not_silent():
+    x0 = af.sphere.uniform(jax.random.key(0), 3, 3)
+    with pytest.warns(DeprecationWarning, match=r"lyapunov_spectrum without key="):
+        old = lyapunov_spectrum(af.SA(1.0), x0, 1.0, k=1)
+    new = lyapunov_spectrum(af.SA(1.0), x0, 1.0, k=1, key=jax.random.PRNGKey(1980))
+    np.testing.assert_array_equal(old.exponents, new.exponents)

@@ -39,7 +39,7 @@ def test_layers_sweep_equals_a_plain_loop(tmp_path, n, d, weights):
     key, betas, samples = jax.random.key(7), [0.3, 2.0, 6.0], 4
     ts = np.array([0, 5, 10, 20, 40, 80, 120]) * 0.1
     diagram = af.phase_diagram(
-        key,
+        key=key,
         n=n,
         d=d,
         betas=betas,
@@ -103,7 +103,7 @@ def test_random_weight_ensembles(getkey):
 def test_beta_zero_on_the_circle_every_sample_clusters():
     """GLPR Theorem 4.1 at beta = 0, d = 2: almost every initial condition clusters."""
     diagram = af.phase_diagram(
-        jax.random.key(8),
+        key=jax.random.key(8),
         n=8,
         d=2,
         betas=[0.0],
@@ -119,7 +119,7 @@ def test_high_dimension_follows_gamma():
     """GLPR Theorem 6.9: in high dimension the boundary P = 1/2 sits on the curve Gamma."""
     betas, ts = [0.5, 2.0, 4.0], np.arange(0, 151) * 0.1
     diagram = af.phase_diagram(
-        jax.random.key(9), n=16, d=1024, betas=betas, ts=ts, samples=16, progress=False
+        key=jax.random.key(9), n=16, d=1024, betas=betas, ts=ts, samples=16, progress=False
     )
     crossing = ts[np.argmax(diagram.prob >= 0.5, axis=1)]
     np.testing.assert_allclose(crossing, diagram.gamma(), rtol=0.1)
@@ -127,17 +127,38 @@ def test_high_dimension_follows_gamma():
 
 def test_ode_solver_phase_diagram_is_close_to_layers():
     common = dict(n=6, d=3, betas=[1.0], ts=np.arange(0, 121, 20) * 0.1, samples=8, delta=0.05)
-    layers = af.phase_diagram(jax.random.key(10), **common, solver=af.Layers(0.01), progress=False)
-    ode = af.phase_diagram(jax.random.key(10), **common, solver="tsit5", progress=False)
+    layers = af.phase_diagram(
+        key=jax.random.key(10), **common, solver=af.Layers(0.01), progress=False
+    )
+    ode = af.phase_diagram(key=jax.random.key(10), **common, solver="tsit5", progress=False)
     np.testing.assert_allclose(ode.prob, layers.prob, atol=0.05)
 
 
 def test_metastability_on_the_circle():
     """GLPR Fig. 4: two clusters at beta = 4, three at beta = 9, mostly; energy never drops."""
-    study = af.studies.metastability(jax.random.key(0), samples=32, progress=False)
+    study = af.studies.metastability(key=jax.random.key(0), samples=32, progress=False)
     assert study.clusters.shape == study.energy.shape == (2, 32, 301)
     modes = [np.bincount(study.clusters[b, :, -1]).argmax() for b in range(2)]
     assert modes == [2, 3]
     assert np.all(np.diff(study.energy, axis=-1) >= -1e-12)
     assert np.all(study.clusters[:, :, 0] >= 20) and np.all(study.clusters[:, :, -1] <= 5)
     assert study.xs.shape == (2, 301, 32, 2)
+
+
+def test_key_is_keyword_only_and_the_positional_key_is_deprecated():
+    common = dict(n=4, d=3, betas=[1.0], ts=np.arange(0, 4) * 0.1, samples=2, progress=False)
+    new = af.phase_diagram(key=jax.random.key(5), **common)
+    with pytest.warns(DeprecationWarning, match=r"phase_diagram\(key=key, \.\.\.\)"):
+        old = af.phase_diagram(jax.random.key(5), **common)
+    np.testing.assert_array_equal(old.prob, new.prob)
+    with pytest.raises(TypeError, match="takes only keyword arguments"):
+        af.phase_diagram(jax.random.key(5), 4, **common)
+
+
+def test_results_are_pytrees_with_static_configuration():
+    common = dict(n=4, d=3, betas=[1.0, 2.0], ts=np.arange(0, 4) * 0.1, samples=2)
+    diagram = af.phase_diagram(key=jax.random.key(5), **common, progress=False)
+    shapes = jax.tree.map(np.shape, diagram)
+    assert (shapes.prob, shapes.status, shapes.betas) == ((2, 4), (2, 2), (2,))
+    assert shapes.config == diagram.config  # static: not a leaf
+    assert diagram.failed.shape == (0, 2)

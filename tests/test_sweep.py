@@ -56,21 +56,21 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="devices must be between 1 and"):
         list(run(toy, 3, bytes_per_item=1, devices=len(jax.devices()) + 1, progress=False))
     with pytest.raises(ValueError, match="cannot hold one item"):
-        af.phase_diagram(jax.random.key(0), **SMALL, memory=1000, progress=False)
+        af.phase_diagram(key=jax.random.key(0), **SMALL, memory=1000, progress=False)
     with pytest.raises(ValueError, match="weights must be one of"):
-        af.phase_diagram(jax.random.key(0), **SMALL, weights="wishart", progress=False)
+        af.phase_diagram(key=jax.random.key(0), **SMALL, weights="wishart", progress=False)
     with pytest.raises(ValueError, match="multiples of the layer step"):
-        af.phase_diagram(jax.random.key(0), **{**SMALL, "ts": [0.0, 0.15]}, progress=False)
+        af.phase_diagram(key=jax.random.key(0), **{**SMALL, "ts": [0.0, 0.15]}, progress=False)
     with pytest.raises(ValueError, match="betas must be"):
-        af.phase_diagram(jax.random.key(0), **{**SMALL, "betas": [-1.0]}, progress=False)
+        af.phase_diagram(key=jax.random.key(0), **{**SMALL, "betas": [-1.0]}, progress=False)
     with pytest.raises(ValueError, match="key must be a JAX random key"):
-        af.phase_diagram(0, **SMALL, progress=False)
+        af.phase_diagram(key=0, **SMALL, progress=False)
 
 
 def test_chunk_size_does_not_change_results():
     key = jax.random.key(1)
-    whole = af.phase_diagram(key, **SMALL, progress=False)
-    pieces = af.phase_diagram(key, **SMALL, memory=20_000, progress=False)
+    whole = af.phase_diagram(key=key, **SMALL, progress=False)
+    pieces = af.phase_diagram(key=key, **SMALL, memory=20_000, progress=False)
     np.testing.assert_array_equal(whole.prob, pieces.prob)
     assert 0 < whole.prob.mean() < 1  # neither trivial nor empty
 
@@ -87,13 +87,13 @@ def test_device_count_does_not_change_results(tmp_path):
         key = jax.random.key(1)
         for devices in (4, 1):
             for memory in (20_000, 2**31):
-                p = af.phase_diagram(key, **small, devices=devices, memory=memory, progress=False)
+                p = af.phase_diagram(key=key, **small, devices=devices, memory=memory, progress=False)
                 np.save("{tmp_path}/prob-%d-%d.npy" % (devices, memory), p.prob)
         """
     )
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env)
-    reference = af.phase_diagram(jax.random.key(1), **SMALL, progress=False).prob
+    reference = af.phase_diagram(key=jax.random.key(1), **SMALL, progress=False).prob
     files = sorted(tmp_path.glob("prob-*.npy"))
     assert len(files) == 4
     for file in files:
@@ -106,7 +106,7 @@ class Interrupt(Exception):
 
 def test_resume_recomputes_nothing_and_gives_the_same_result(tmp_path, monkeypatch):
     key, store = jax.random.key(2), tmp_path / "store"
-    uninterrupted = af.phase_diagram(key, **SMALL, progress=False)
+    uninterrupted = af.phase_diagram(key=key, **SMALL, progress=False)
     write, writes = Store.write, []
 
     def interrupted_write(self, start, stop, arrays):
@@ -117,7 +117,7 @@ def test_resume_recomputes_nothing_and_gives_the_same_result(tmp_path, monkeypat
 
     monkeypatch.setattr(Store, "write", interrupted_write)
     with pytest.raises(Interrupt):
-        af.phase_diagram(key, **SMALL, memory=20_000, store=store, progress=False)
+        af.phase_diagram(key=key, **SMALL, memory=20_000, store=store, progress=False)
     monkeypatch.setattr(Store, "write", write)
     first = {p.name: p.read_bytes() for p in store.glob("chunk-*.npz")}
     assert len(first) == 2
@@ -128,7 +128,7 @@ def test_resume_recomputes_nothing_and_gives_the_same_result(tmp_path, monkeypat
         "write",
         lambda self, a, b, arrays: (computed.append((a, b)), write(self, a, b, arrays)),
     )
-    resumed = af.phase_diagram(key, **SMALL, memory=20_000, store=store, progress=False)
+    resumed = af.phase_diagram(key=key, **SMALL, memory=20_000, store=store, progress=False)
     np.testing.assert_array_equal(resumed.prob, uninterrupted.prob)
     assert not set(computed) & set(writes)  # nothing written before was computed again
     for name, content in first.items():
@@ -139,11 +139,11 @@ def test_resume_recomputes_nothing_and_gives_the_same_result(tmp_path, monkeypat
 
 def test_a_different_configuration_is_refused(tmp_path):
     key, store = jax.random.key(3), tmp_path / "store"
-    af.phase_diagram(key, **SMALL, store=store, progress=False)
+    af.phase_diagram(key=key, **SMALL, store=store, progress=False)
     with pytest.raises(ValueError, match=r"samples: 24 there, 25 now"):
-        af.phase_diagram(key, **{**SMALL, "samples": 25}, store=store, progress=False)
+        af.phase_diagram(key=key, **{**SMALL, "samples": 25}, store=store, progress=False)
     with pytest.raises(ValueError, match="key"):
-        af.phase_diagram(jax.random.key(4), **SMALL, store=store, progress=False)
+        af.phase_diagram(key=jax.random.key(4), **SMALL, store=store, progress=False)
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["config"]["version"] == af.__version__
     assert manifest["config"]["samples"] == 24
@@ -158,7 +158,7 @@ def test_kill_9_while_running_loses_nothing(tmp_path):
         import jax, numpy as np
         jax.config.update("jax_enable_x64", True)
         import attnflow as af
-        af.phase_diagram(jax.random.key(5), **{config!r}, ts=np.arange(301) * 0.1,
+        af.phase_diagram(key=jax.random.key(5), **{config!r}, ts=np.arange(301) * 0.1,
                          memory=60_000, store="{store}", progress=False)
         """
     )
@@ -175,9 +175,9 @@ def test_kill_9_while_running_loses_nothing(tmp_path):
     (store / ".chunk-torn.tmp").write_bytes(b"half a chunk")  # as a kill while writing leaves
     kept = {p.name: p.read_bytes() for p in store.glob("chunk-*.npz")}
     key, ts = jax.random.key(5), np.arange(301) * 0.1
-    resumed = af.phase_diagram(key, **config, ts=ts, memory=60_000, store=store, progress=False)
+    resumed = af.phase_diagram(key=key, **config, ts=ts, memory=60_000, store=store, progress=False)
     assert not list(store.glob(".*.tmp"))
     for name, content in kept.items():
         assert (store / name).read_bytes() == content
-    fresh = af.phase_diagram(key, **config, ts=ts, progress=False)
+    fresh = af.phase_diagram(key=key, **config, ts=ts, progress=False)
     np.testing.assert_array_equal(resumed.prob, fresh.prob)

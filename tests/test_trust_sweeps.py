@@ -50,7 +50,9 @@ def test_results_do_not_depend_on_the_chunk_size_in_either_dtype(dtype):
     batched matrix kernels, and their rounding, by shape)."""
     options = dict(n=32, d=8, betas=np.linspace(0.1, 9, 10), ts=np.arange(31.0), samples=64)
     probs = [
-        af.phase_diagram(jax.random.key(0), **options, dtype=dtype, memory=m, progress=False).prob
+        af.phase_diagram(
+            key=jax.random.key(0), **options, dtype=dtype, memory=m, progress=False
+        ).prob
         for m in (10**9, 1_000_000, 100_000)
     ]
     assert probs[0].dtype == np.float64 and 0 < probs[0].mean() < 1
@@ -61,14 +63,14 @@ def test_results_do_not_depend_on_the_chunk_size_in_either_dtype(dtype):
 def test_a_second_identical_phase_diagram_compiles_nothing():
     options = dict(n=8, d=4, ts=TS, samples=16, progress=False)
     betas = np.linspace(0.1, 9, 5)
-    first, a = compiles(lambda: af.phase_diagram(jax.random.key(0), betas=betas, **options))
+    first, a = compiles(lambda: af.phase_diagram(key=jax.random.key(0), betas=betas, **options))
     assert first > 0
-    again, b = compiles(lambda: af.phase_diagram(jax.random.key(0), betas=betas, **options))
+    again, b = compiles(lambda: af.phase_diagram(key=jax.random.key(0), betas=betas, **options))
     assert again == 0
     np.testing.assert_array_equal(a.prob, b.prob)
     # other betas (same count), another key, another delta: traced values, no new program
     other, _ = compiles(
-        lambda: af.phase_diagram(jax.random.key(3), betas=betas + 0.5, delta=2e-3, **options)
+        lambda: af.phase_diagram(key=jax.random.key(3), betas=betas + 0.5, delta=2e-3, **options)
     )
     assert other == 0
 
@@ -109,7 +111,9 @@ def test_a_failed_item_is_data_not_a_crash_and_never_counted(tmp_path):
     key, betas = jax.random.key(1), [0.5, 3.0, 8.0]
     options = dict(n=5, d=3, betas=betas, ts=TS, samples=16, progress=False)
     with pytest.warns(SweepFailureWarning, match=r"16 of 48 items failed \(16 non-finite state"):
-        diagram = af.phase_diagram(key, **options, kind=explode_above_five, store=tmp_path / "s")
+        diagram = af.phase_diagram(
+            key=key, **options, kind=explode_above_five, store=tmp_path / "s"
+        )
     assert (diagram.status[:2] == 0).all() and (diagram.status[2] == 2).all()
     assert diagram.failed.shape == (16, 2) and (diagram.failed[:, 0] == 2).all()
     assert np.isnan(diagram.prob[2]).all()
@@ -117,14 +121,14 @@ def test_a_failed_item_is_data_not_a_crash_and_never_counted(tmp_path):
     np.testing.assert_array_equal(diagram.prob[:2], reference.mean(axis=1) / 20)
     # the store keeps the status: a resume reads it back, and reports it again
     with pytest.warns(SweepFailureWarning):
-        again = af.phase_diagram(key, **options, kind=explode_above_five, store=tmp_path / "s")
+        again = af.phase_diagram(key=key, **options, kind=explode_above_five, store=tmp_path / "s")
     np.testing.assert_array_equal(again.status, diagram.status)
 
 
 def test_an_ode_item_that_fails_is_recorded_not_raised():
     with pytest.warns(SweepFailureWarning, match="solver failed"):
         diagram = af.phase_diagram(
-            jax.random.key(2),
+            key=jax.random.key(2),
             n=4,
             d=3,
             betas=[1.0, 8.0],
@@ -145,7 +149,7 @@ def test_every_model_in_the_phase_diagram_equals_a_plain_loop(kind):
     key, betas = jax.random.key(4), [0.5, 2.5]
     n, d, samples = 4, 6, 3
     diagram = af.phase_diagram(
-        key, n=n, d=d, betas=betas, ts=TS, samples=samples, kind=kind, progress=False
+        key=key, n=n, d=d, betas=betas, ts=TS, samples=samples, kind=kind, progress=False
     )
     expected = plain_counts(key, kind, n=n, d=d, betas=betas, ts=TS, samples=samples)
     np.testing.assert_allclose(diagram.prob, expected.mean(axis=1) / (n * (n - 1)), atol=1e-12)
@@ -162,7 +166,7 @@ def test_sinkhorn_that_does_not_converge_is_a_failed_item_not_a_crash():
     key, betas, samples = jax.random.key(4), [1.0, 4.0], 3
     with pytest.warns(SweepFailureWarning, match="of 6 items failed"):
         diagram = af.phase_diagram(
-            key, n=4, d=3, betas=betas, ts=TS, samples=samples, kind=slow, progress=False
+            key=key, n=4, d=3, betas=betas, ts=TS, samples=samples, kind=slow, progress=False
         )
     assert set(np.unique(diagram.status)) <= {0, 2} and (diagram.status == 2).any()
     for b, beta in enumerate(betas):
@@ -178,14 +182,14 @@ def test_sinkhorn_that_does_not_converge_is_a_failed_item_not_a_crash():
 
 def test_a_callable_kind_gets_no_shortcut_and_the_same_answer():
     key, options = jax.random.key(5), dict(n=4, d=6, betas=[0.5, 4.0], ts=TS, samples=3)
-    named = af.phase_diagram(key, **options, progress=False)
+    named = af.phase_diagram(key=key, **options, progress=False)
     called = af.phase_diagram(
-        key, **options, kind=lambda b, Q, K, V: af.SA(b, Q, K, V), progress=False
+        key=key, **options, kind=lambda b, Q, K, V: af.SA(b, Q, K, V), progress=False
     )
     np.testing.assert_allclose(called.prob, named.prob, atol=1e-12)
     assert called.config["kind"].endswith("<lambda>")
     with pytest.raises(ValueError, match="kind must be one of SA, USA, PreLN"):
-        af.phase_diagram(key, **options, kind="GPT", progress=False)
+        af.phase_diagram(key=key, **options, kind="GPT", progress=False)
 
 
 def test_multi_head_with_identity_weights_is_twice_sa(getkey):
@@ -199,7 +203,7 @@ def test_usa_phase_diagram_at_large_beta_has_no_nan_counted_as_data():
     with warnings.catch_warnings():
         warnings.simplefilter("error", SweepFailureWarning)
         diagram = af.phase_diagram(
-            key, n=6, d=3, betas=[400.0, 1000.0], ts=TS, samples=8, kind="USA", progress=False
+            key=key, n=6, d=3, betas=[400.0, 1000.0], ts=TS, samples=8, kind="USA", progress=False
         )
     assert (diagram.status == 0).all() and np.all(np.isfinite(diagram.prob))
     reference = plain_counts(key, "USA", n=6, d=3, betas=[400.0, 1000.0], ts=TS, samples=8)
@@ -209,7 +213,7 @@ def test_usa_phase_diagram_at_large_beta_has_no_nan_counted_as_data():
 def test_metastability_uses_the_phase_diagram_realizations():
     key = jax.random.key(8)
     study = af.studies.metastability(
-        key, n=6, betas=[4.0], ts=np.arange(11) * 0.1, samples=4, progress=False
+        key=key, n=6, betas=[4.0], ts=np.arange(11) * 0.1, samples=4, progress=False
     )
     x0 = phase_diagram_sample(key, 0, n=6, d=2)[0]
     np.testing.assert_array_equal(study.xs[0, 0], x0)
@@ -238,5 +242,7 @@ def test_usa_ode_recovers_from_trial_steps_that_leave_the_range():
     ts = jnp.linspace(0.0, 2.0, 3)
     trajectory = af.simulate(af.USA(9.0), x0, ts)
     assert trajectory.status == 0 and np.all(np.isfinite(trajectory.xs))
-    spectrum = af.stability.lyapunov_spectrum(af.USA(9.0), x0, 1.0, k=1)
+    spectrum = af.stability.lyapunov_spectrum(
+        af.USA(9.0), x0, 1.0, k=1, key=jax.random.PRNGKey(1980)
+    )
     assert np.all(np.isfinite(spectrum.exponents))

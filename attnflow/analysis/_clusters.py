@@ -12,9 +12,9 @@ from jaxtyping import Array, Bool, Float, Int
 from .._checks import (
     SOLVED_ATOL,
     as_float_array,
+    check_delta,
     check_finite,
     check_on_sphere,
-    check_value,
     is_traced,
     positive_int,
 )
@@ -30,20 +30,10 @@ def _points(x) -> Array:
     return x if is_traced(x) else check_on_sphere(x, "x", atol=SOLVED_ATOL)
 
 
-def _check_delta(delta):
-    """`delta` checked to lie in [0, 2] (when traced, as sweeps pass it, under jit)."""
-    delta = as_float_array(delta, "delta")
-    if delta.ndim != 0:
-        raise ValueError(f"delta must be a scalar; got shape {delta.shape}")
-    return check_value(
-        delta, ~((delta >= 0) & (delta <= 2)), "delta must lie in [0, 2]", lambda: f"; got {delta}"
-    )
-
-
 def close_pairs(x: Points, delta: float = 1e-3) -> Bool[Array, "n n"]:
     """The graph `<x_i, x_j> >= 1 - delta` (with the diagonal)."""
     x = _points(x)
-    delta = _check_delta(delta)
+    delta = check_delta(delta)
     return x @ x.T >= 1 - delta
 
 

@@ -10,9 +10,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import as_float_array, check_beta, check_value
+from ..fields import MODELS
 
-KINDS = ("SA", "USA")  # the kinds with a closed-form rate in rho alone (crossing_time)
-SCHEMES = ("SA", "USA", "PreLN", "PeriLN", "nGPT")
+# The kinds with a closed-form rate in rho alone (crossing_time), and every equiangular scheme.
+KINDS = tuple(name for name, model in MODELS.items() if model.closed_form)
+SCHEMES = tuple(name for name, model in MODELS.items() if model.equiangular)
 
 
 def check_equiangular(n, kind: str, kinds=KINDS) -> None:

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import as_float_array, positive_int
+from .._checks import as_float_array, float_dtype, positive_int
+from .._deprecated import keyword_key
 from ..fields import Hardmax
 from ..integrate import integrate, state_status
 from ..meanfield import wasserstein_exact
@@ -49,7 +50,7 @@ def initial_tokens(key, sample, *, n: int, d: int, init: str = "ball", dtype=Non
     (the same realization whatever the other arguments of the study)."""
     _check_init(init)
     n, d = positive_int(n, "n"), positive_int(d, "d")
-    dtype = jnp.dtype(dtype or jnp.result_type(float))
+    dtype = float_dtype(dtype)
     direction_key, radius_key = jax.random.split(item_key(key, sample))
     g = jax.random.normal(direction_key, (n, d), dtype)
     if init == "gaussian":
@@ -230,9 +231,10 @@ def _fit(betas, closest, resolved) -> tuple[float, float]:
     return slope, exponent
 
 
+@keyword_key
 def concentration(
-    key: jax.Array,
     *,
+    key: jax.Array,
     n: int,
     d: int,
     betas,

@@ -20,7 +20,6 @@ from ._circle import Circle as Circle
 from ._energy import energy as energy, log_energy as log_energy
 from ._feedforward import FeedForward as FeedForward
 from ._field import (
-    KINDS as KINDS,
     SA as SA,
     USA as USA,
     AbstractField as AbstractField,
@@ -28,6 +27,7 @@ from ._field import (
     AbstractSphereField as AbstractSphereField,
     PostLN as PostLN,
 )
+from ._models import KINDS as KINDS, MODELS as MODELS, Model as Model
 from ._normalization import (
     NGPT as NGPT,
     AbstractEuclideanField as AbstractEuclideanField,

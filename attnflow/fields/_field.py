@@ -151,6 +151,3 @@ def USA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
     `block`: dense `n x n` matrix or key blocks, see `Unnormalized`.
     """
     return PostLN(Unnormalized(beta, Q, K, V, block=block))
-
-
-KINDS = {"SA": SA, "USA": USA}  # the post-LN dynamics by name: KINDS[kind](beta, Q, K, V)

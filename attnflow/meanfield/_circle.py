@@ -31,7 +31,7 @@ from .._checks import as_float_array, check_beta, check_times, positive_int, pos
 from ..fields import KINDS as FIELD_KINDS
 from ..integrate import as_solver, controller
 
-KINDS = tuple(FIELD_KINDS)  # the post-LN dynamics by name: "SA", "USA"
+KINDS = tuple(FIELD_KINDS)  # the post-LN dynamics with a closed-form kernel: "SA", "USA"
 
 
 def _check_kind(kind: str) -> None:

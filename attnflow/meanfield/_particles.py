@@ -9,7 +9,7 @@ from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from .._checks import as_float_array, check_value, is_traced, positive_int
-from ..fields import Circle
+from ..fields import KINDS, Circle
 from ..integrate import simulate
 from ._circle import CircleDensity, solve_circle
 from ._wasserstein import check_grid, wasserstein_circle
@@ -98,8 +98,8 @@ def particles_versus_pde(
     fit, and one size fits no slope), in any order (they are sorted).
     `progress` shows a tqdm bar over the sizes (the largest takes most of the time).
     """
-    if kind not in ("SA", "USA"):
-        raise ValueError(f"kind must be 'SA' or 'USA'; got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
     counts = tuple(sorted(positive_int(n, "particles") for n in np.atleast_1d(particles)))
     if len(counts) < 2 or len(set(counts)) < len(counts):
         raise ValueError(

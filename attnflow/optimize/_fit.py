@@ -12,6 +12,7 @@ import optimistix as optx
 import scipy.interpolate
 
 from .._checks import as_float_array, check_finite, is_traced, positive_int, positive_number
+from .._deprecated import default_key
 from ..fields import KINDS, AbstractDotProductAttention, PostLN
 from ..integrate import simulate
 from ..sphere import normalize, on_sphere
@@ -89,6 +90,7 @@ def fit_trajectory(
     atol: float | None = None,
     patience: int | None = 20,
     progress: bool = True,
+    key=None,
 ) -> SearchResult:
     """Fit the idealized attention flow to a recorded trajectory of tokens.
 
@@ -105,7 +107,7 @@ def fit_trajectory(
         init: the field to start from (its floating-point leaves are all fitted). Default:
             `kind(beta=1, Q=I, K=L, V)` with `beta` and `Q` held fixed, so that the fitted
             parameters are exactly the identifiable ones, `L = beta Q^T K` and `V` (see
-            `identifiable`), started from `velocity_guess(ts, xs, kind)`.
+            `identifiable`), started from `velocity_guess(ts, xs, kind, key=key)`.
         steps: the most optimizer steps.
         optimizer: None (the default) for Levenberg-Marquardt on the shooting residuals
             (`optimistix.LevenbergMarquardt`, Jacobians by reverse mode): a Gauss-Newton
@@ -117,6 +119,8 @@ def fit_trajectory(
         rtol, atol: the ODE tolerances of the fitted flow (default 1e-10 in float64, 1e-6 in
             float32); the recovered parameters cannot be more accurate than the recording.
         patience, progress: as in `search` (with an optax `optimizer`).
+        key: a JAX random key for the starts of `velocity_guess` (when `init` is None);
+            required there (the call without it is deprecated and uses `jax.random.key(0)`).
 
     Returns:
         A `SearchResult` whose `.params` is the fitted field (`.attention.beta`, `.Q`, `.K`,
@@ -129,7 +133,8 @@ def fit_trajectory(
     if init is None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
-        build, params = _Identifiable(kind), velocity_guess(ts, xs, kind)
+        key = default_key(key, "fit_trajectory", jax.random.key(0))
+        build, params = _Identifiable(kind), velocity_guess(ts, xs, kind, key=key)
     else:
         identifiable(init)  # checks that it is a dot-product attention field
         build, params = _as_is, init
@@ -242,10 +247,11 @@ def velocity_guess(ts, xs, kind: str = "SA", key=None):
     `V`, so `V` is eliminated (variable projection) and only `L` is searched, by Adam from 64
     starts of increasing scale at once (`jax.vmap`); the best one is returned. Its accuracy is
     that of the spline's derivative (about `h^3` for a recording step `h`): the trajectory fit
-    then removes that error.
+    then removes that error. `key` draws the starts (required; the call without it is
+    deprecated and uses `jax.random.key(0)`).
     """
     ts, xs = _recording(ts, xs)
-    key = jax.random.key(0) if key is None else key
+    key = default_key(key, "velocity_guess", jax.random.key(0))
     spline = scipy.interpolate.CubicSpline(np.asarray(ts), np.asarray(xs), axis=0)
     velocities = jnp.asarray(spline.derivative()(np.asarray(ts)), xs.dtype)
     return _velocity_fit(ts, xs, velocities, key, kind)

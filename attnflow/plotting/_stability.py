@@ -85,7 +85,7 @@ def plot_fixed_points(points, types: list[FixedPointType], *, path=None):
         for (u, v), size in zip(places, sizes, strict=True):
             if size > 1:  # tokens at one place: a cluster
                 ax.annotate(f"{size}", (u, v), xytext=(0.8 * u, 0.8 * v), ha="center", va="center")
-        ax.set_title(f"{kind.kind}, unstable {kind.unstable_dim}", fontsize="small")
+        ax.set_title(f"{kind.type}, unstable {kind.unstable_dim}", fontsize="small")
         ax.set_aspect("equal")
         ax.set_xlim(-1.15, 1.15)
         ax.set_ylim(-1.15, 1.15)

@@ -1,7 +1,6 @@
 """Equilibria of a vector field (`find_fixed_points`, optimistix) and their linear stability
 (`classify_fixed_point`, eigenvalues of the tangent Jacobian modulo symmetry modes)."""
 
-import dataclasses
 import itertools
 
 import equinox as eqx
@@ -12,16 +11,16 @@ import numpy as np
 import optimistix as optx
 
 from .._checks import as_float_array, positive_int, positive_number
+from .._deprecated import deprecated
 from ..sphere import normalize
 from ._tangent import check_state, jacobian, on_product_of_spheres, tangent_jacobian
 
 SOLVERS = ("newton", "levenberg_marquardt")
 MODULO = (None, "rotations", "rotations+permutations")
-KINDS = ("sink", "source", "saddle", "degenerate")
+TYPES = ("sink", "source", "saddle", "degenerate")
 
 
-@dataclasses.dataclass(frozen=True)
-class FixedPoints:
+class FixedPoints(eqx.Module):
     """Distinct equilibria found from a batch of guesses.
 
     `points`: shape `(m, *state)`, the equilibria (on the sphere for sphere fields).
@@ -33,17 +32,16 @@ class FixedPoints:
     points: np.ndarray
     residuals: np.ndarray
     counts: np.ndarray
-    failed: int
+    failed: int = eqx.field(static=True)
 
     def __len__(self) -> int:
         return len(self.points)
 
 
-@dataclasses.dataclass(frozen=True)
-class FixedPointType:
+class FixedPointType(eqx.Module):
     """The linear stability of one equilibrium, modulo its symmetry modes.
 
-    `kind`: `"sink"` (every eigenvalue has real part `< -tol S`), `"source"` (every real part
+    `type`: `"sink"` (every eigenvalue has real part `< -tol S`), `"source"` (every real part
     `> tol S`), `"saddle"` (at least one of each sign; centers allowed) or
     `"degenerate"` (the linearization does not decide: a real part within `tol S` of 0 and no
     saddle); `S = max(1, |J|)`, `|J|` the spectral norm of the (tangent) Jacobian, see
@@ -58,14 +56,20 @@ class FixedPointType:
     `residual`: `max |field(t, x)|` at the point.
     """
 
-    kind: str
-    unstable_dim: int
-    stable_dim: int
-    center_dim: int
-    symmetry_dim: int
+    type: str = eqx.field(static=True)
+    unstable_dim: int = eqx.field(static=True)
+    stable_dim: int = eqx.field(static=True)
+    center_dim: int = eqx.field(static=True)
+    symmetry_dim: int = eqx.field(static=True)
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray
     residual: float
+
+    @property
+    def kind(self) -> str:
+        """The deprecated name of `type`."""
+        deprecated("FixedPointType.kind", "FixedPointType.type")
+        return self.type
 
 
 def _eps(dtype) -> float:
@@ -315,7 +319,7 @@ def classify_fixed_point(
             equilibrium).
 
     Returns:
-        A `FixedPointType` with `.kind`, `.unstable_dim`, `.stable_dim`, `.center_dim`,
+        A `FixedPointType` with `.type`, `.unstable_dim`, `.stable_dim`, `.center_dim`,
         `.symmetry_dim`, `.eigenvalues`, `.eigenvectors` and `.residual`.
     """
     if not callable(field):
@@ -388,15 +392,15 @@ def classify_fixed_point(
     stable = int((values.real < -tol * scale).sum())
     center = len(values) - unstable - stable
     if unstable and stable:
-        kind = "saddle"
+        type_ = "saddle"
     elif center:
-        kind = "degenerate"
+        type_ = "degenerate"
     elif unstable:
-        kind = "source"
+        type_ = "source"
     else:
-        kind = "sink"
+        type_ = "sink"
     return FixedPointType(
-        kind=kind,
+        type=type_,
         unstable_dim=unstable,
         stable_dim=stable,
         center_dim=center,

@@ -1,27 +1,27 @@
 """`known_results`: the linear stability results of docs/science.md, recomputed and checked."""
 
-import dataclasses
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_beta, positive_int
+from .._deprecated import default_key
 from ..analysis import check_equiangular, equiangular_speed_over_gap
 from ..fields import KINDS
 from ..sphere import uniform
 from ._fixed_points import _log_max, classify_fixed_point, find_fixed_points
 
 
-@dataclasses.dataclass(frozen=True)
-class KnownResult:
+class KnownResult(eqx.Module):
     """One result: what theory predicts, what attnflow computes, and whether they agree."""
 
-    name: str
-    predicted: str
-    computed: str
-    holds: bool
+    name: str = eqx.field(static=True)
+    predicted: str = eqx.field(static=True)
+    computed: str = eqx.field(static=True)
+    holds: bool = eqx.field(static=True)
 
 
 def cluster(n: int, d: int, dtype=None) -> jax.Array:
@@ -77,7 +77,9 @@ def known_results(
        a strict saddle (GLPR, Lemma A.2).
 
     Returns one `KnownResult` per check, for a table in a notebook:
-    `[(r.name, r.predicted, r.computed, r.holds) for r in known_results()]`.
+    `[(r.name, r.predicted, r.computed, r.holds) for r in known_results(key=key)]`; `key`
+    draws the random starts of check 3 (required; the call without it is deprecated and uses
+    `PRNGKey(0)`).
 
     Computed in JAX's default float. For USA, `beta` must leave `e^beta` representable in it
     (`beta` below about 709 in float64, 88 in float32; the Jacobian, of size `beta e^beta`
@@ -112,8 +114,8 @@ def known_results(
         KnownResult(
             "single cluster",
             f"sink modulo {d - 1} rotations, every eigenvalue {sink:.6g}",
-            f"{c.kind} modulo {c.symmetry_dim} modes, eigenvalues within {error:.1e} of it",
-            c.kind == "sink" and c.symmetry_dim == d - 1 and error < 1e-6 * max(1, -sink),
+            f"{c.type} modulo {c.symmetry_dim} modes, eigenvalues within {error:.1e} of it",
+            c.type == "sink" and c.symmetry_dim == d - 1 and error < 1e-6 * max(1, -sink),
         )
     )
 
@@ -129,7 +131,7 @@ def known_results(
             "regular simplex",
             f"equilibrium; symmetric eigenvalue F'(rho*)/2 = {rate:.8g}",
             f"residual {c.residual:.1e}; J w = {along:.8g} w (off by {residual:.1e}); "
-            f"{c.kind}, unstable dim {c.unstable_dim}",
+            f"{c.type}, unstable dim {c.unstable_dim}",
             c.residual < 1e-8
             and abs(along - rate) < 1e-6
             and residual < 1e-6
@@ -137,14 +139,14 @@ def known_results(
         )
     )
 
-    key = jax.random.PRNGKey(0) if key is None else key
+    key = default_key(key, "known_results", jax.random.PRNGKey(0))
     zero = KINDS[kind](0.0)
     starts = uniform(key, guesses * n, 2).reshape(guesses, n, 2)
     found = find_fixed_points(zero, starts, modulo="rotations+permutations")
     types = [classify_fixed_point(zero, p) for p in found.points]
     clustered = [float(np.min(p @ p.T)) > 1 - 1e-6 for p in found.points]
     saddles = [t.unstable_dim >= 1 for t, c in zip(types, clustered, strict=True) if not c]
-    sinks = [t.kind == "sink" for t, c in zip(types, clustered, strict=True) if c]
+    sinks = [t.type == "sink" for t, c in zip(types, clustered, strict=True) if c]
     results.append(
         KnownResult(
             "beta = 0, d = 2 (Lemma A.2)",

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._checks import check_value, positive_int, positive_number
+from .._deprecated import default_key
 from ..fields import AbstractLayerField
 from ..integrate import Layers, Rejectable, as_solver, controller
 from ..sphere import project
@@ -102,9 +103,10 @@ def lyapunov_spectrum(
         solver, dt0, rtol, atol, max_steps: as in `attnflow.simulate` (`max_steps` per interval);
             `solver=attnflow.Layers(h)` gives the exponents of the discrete layer map
             `y <- field.layer(t, y, h)`, per unit time.
-        key: a PRNG key for the random initial tangent vectors (default `PRNGKey(1980)`, not
-            0: with the key that drew `y0`, the first tangent vector would be `y0` itself, which
-            the projection onto the tangent space kills).
+        key: a PRNG key for the random initial tangent vectors, required (the call without
+            it is deprecated and uses `PRNGKey(1980)`). Not the key that drew `y0`: the first
+            tangent vector would be `y0` itself, which the projection onto the tangent space
+            kills.
         throw: raise when a solve fails or the sums are not finite (the default); `False`
             returns non-finite estimates instead, for sweeps that record failures as data.
 
@@ -143,8 +145,7 @@ def lyapunov_spectrum(
             f"k must be at most the dimension {dimension} "
             f"({'n (d - 1), the tangent bundle' if tangent else 'the size of y0'}); got k = {k}"
         )
-    if key is None:
-        key = jax.random.PRNGKey(1980)
+    key = default_key(key, "lyapunov_spectrum", jax.random.PRNGKey(1980))
     if not isinstance(throw, bool):
         raise ValueError(f"throw must be True or False; got {throw!r}")
     by_name = isinstance(solver, str)

@@ -7,45 +7,16 @@ import diffrax
 import jax.numpy as jnp
 
 from .._deprecated import deprecated
-from ..fields import (
-    NGPT,
-    SA,
-    USA,
-    AbstractEuclideanField,
-    AbstractField,
-    Hardmax,
-    MultiHead,
-    PeriLN,
-    PostLN,
-    PreLN,
-    Sinkhorn,
-    Softmax,
-)
+from ..fields import MODELS as FIELD_MODELS, AbstractEuclideanField, AbstractField
 from ..integrate import Layers, as_solver
 
 # The discrete transformer of GLPR's experiments, layer step 0.1: the studies' default solver.
 LAYERS = Layers(0.1)
 
 
-def _multi_head(beta, Q=None, K=None, V=None):
-    return PostLN(MultiHead([Softmax(beta, Q, K, V), Softmax(beta, K, Q, V)]))
-
-
-# Every model a study runs, by name: `MODELS[kind](beta, Q, K, V)` is its vector field.
-MODELS: dict[str, Callable] = {
-    "SA": SA,  # Post-LN softmax attention on the sphere
-    "USA": USA,  # unnormalized: Z_i replaced by n
-    "PreLN": lambda beta, Q=None, K=None, V=None: PreLN(Softmax(beta, Q, K, V)),
-    "PeriLN": lambda beta, Q=None, K=None, V=None: PeriLN(Softmax(beta, Q, K, V)),
-    "nGPT": lambda beta, Q=None, K=None, V=None: NGPT(Softmax(beta, Q, K, V), 1.0),
-    # not converged within max_iter: NaN weights, a failed item (see STATUS), not a crash
-    "Sinkhorn": lambda beta, Q=None, K=None, V=None: PostLN(Sinkhorn(beta, Q, K, V, throw=False)),
-    "CausalSA": lambda beta, Q=None, K=None, V=None: PostLN(Softmax(beta, Q, K, V, causal=True)),
-    "Hardmax": lambda beta, Q=None, K=None, V=None: PostLN(Hardmax(Q, K, V)),  # beta unused
-    # two heads sharing V, the second with the transposed interaction (K, Q); with Q = K the
-    # heads agree and the velocity is twice SA's
-    "MultiHead": _multi_head,
-}
+# Every model a study runs, by name: `MODELS[kind](beta, Q, K, V)` is its vector field (the
+# factories of `attnflow.fields.MODELS`).
+MODELS: dict[str, Callable] = {name: model.make for name, model in FIELD_MODELS.items()}
 
 
 def model(kind) -> tuple[Callable, str, bool]:

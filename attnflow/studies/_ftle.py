@@ -1,14 +1,15 @@
 """`ftle_diagram`: finite-time Lyapunov exponents over `(t, beta)`, to map where the dynamics
 is transiently unstable (metastability) on the phase diagram."""
 
-import dataclasses
 from pathlib import Path
 
 import diffrax
 import equinox as eqx
+import jax
 import numpy as np
 
 from .._checks import positive_int, positive_number
+from .._deprecated import keyword_key
 from ..integrate import Layers, solver_config, state_status
 from ..stability import lyapunov_spectrum
 from ..sweep import DEFAULT_MEMORY, check_study, open_store, report, run, study_args, study_config
@@ -16,8 +17,7 @@ from ._common import LAYERS, model, study_solver
 from ._phase_diagram import WEIGHTS, AbstractStudyItem
 
 
-@dataclasses.dataclass(frozen=True)
-class FTLEDiagram:
+class FTLEDiagram(eqx.Module):
     """The largest finite-time Lyapunov exponent over time and temperature.
 
     `ftle[b, s, k]`: realization `s` at `beta = betas[b]`, the largest exponent over
@@ -34,8 +34,13 @@ class FTLEDiagram:
     ts: np.ndarray
     ftle: np.ndarray
     local: np.ndarray
-    config: dict
+    config: dict = eqx.field(static=True)
     status: np.ndarray
+
+
+# The seed of the initial tangent vector of every item: one fixed frame (as before `key` was
+# required by `lyapunov_spectrum`), so that a diagram does not depend on how it was chunked.
+_TANGENTS = 1980
 
 
 class FTLEItem(AbstractStudyItem):
@@ -49,15 +54,23 @@ class FTLEItem(AbstractStudyItem):
     def __call__(self, index, args):
         field, x0 = self.realization(index, args)
         spectrum = lyapunov_spectrum(
-            field, x0, self.t1, k=1, every=self.every, solver=self.solver, throw=False
+            field,
+            x0,
+            self.t1,
+            k=1,
+            every=self.every,
+            solver=self.solver,
+            throw=False,
+            key=jax.random.PRNGKey(_TANGENTS),
         )
         ftle = spectrum.history[:, 0]
         return {"ftle": ftle, "status": state_status(ftle)}
 
 
+@keyword_key
 def ftle_diagram(
-    key,
     *,
+    key,
     n: int = 32,
     d: int = 2,
     betas,

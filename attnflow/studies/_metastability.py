@@ -1,12 +1,12 @@
 """`metastability`: clusters that live long before merging, on the circle (GLPR Fig. 4)."""
 
-import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
 import numpy as np
 
 from .._checks import as_float_array
+from .._deprecated import keyword_key
 from ..analysis import count_clusters
 from ..fields import energy
 from ..integrate import Layers, integrate, layer_indices, solver_config, span_reduction
@@ -15,8 +15,7 @@ from ._common import LAYERS, directions, make_field, model, study_solver
 from ._phase_diagram import phase_diagram_sample
 
 
-@dataclasses.dataclass(frozen=True)
-class Metastability:
+class Metastability(eqx.Module):
     """Cluster counts and energies along discrete-layer runs at a few temperatures.
 
     `clusters[b, s, k]`: the number of clusters (`count_clusters` with `delta`) of realization
@@ -31,7 +30,7 @@ class Metastability:
     clusters: np.ndarray
     energy: np.ndarray
     xs: np.ndarray
-    config: dict
+    config: dict = eqx.field(static=True)
     status: np.ndarray
 
 
@@ -74,9 +73,10 @@ class MetastabilityItem(eqx.Module):
         return {**trajectory.xs, "status": trajectory.status}
 
 
+@keyword_key
 def metastability(
-    key,
     *,
+    key,
     n: int = 32,
     d: int = 2,
     betas=(4.0, 9.0),

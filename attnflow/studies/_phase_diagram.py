@@ -2,7 +2,6 @@
 Figs. 3 and 5)."""
 
 import abc
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import float_dtype
+from .._deprecated import keyword_key
 from ..analysis import crossing_time
 from ..integrate import Layers, integrate, layer_indices, solver_config, state_status
 from ..sphere import uniform
@@ -62,7 +63,7 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
     if weights == "identity":
         return None, None, None
-    dtype = dtype or jnp.result_type(float)
+    dtype = float_dtype(dtype)
     k1, k2, k3 = jax.random.split(key, 3)
     interaction, value, *published = weights.split("_")
     g1 = jax.random.normal(k1, (d, d), dtype)
@@ -102,8 +103,7 @@ def span_coordinates(x: jax.Array) -> jax.Array:
     return r.T
 
 
-@dataclasses.dataclass(frozen=True)
-class PhaseDiagram:
+class PhaseDiagram(eqx.Module):
     """Mean fraction of clustered pairs over time and temperature.
 
     `prob[b, k]`: over the realizations that succeeded, the mean fraction of pairs `i != j`
@@ -118,7 +118,7 @@ class PhaseDiagram:
     betas: np.ndarray
     ts: np.ndarray
     prob: np.ndarray
-    config: dict
+    config: dict = eqx.field(static=True)
     status: np.ndarray
 
     @property
@@ -217,9 +217,10 @@ class PhaseItem(AbstractStudyItem):
         }
 
 
+@keyword_key
 def phase_diagram(
-    key: jax.Array,
     *,
+    key: jax.Array,
     n: int,
     d: int,
     betas,
