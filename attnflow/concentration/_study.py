@@ -18,6 +18,7 @@ from ..integrate import integrate, state_status
 from ..meanfield import wasserstein_exact
 from ..sweep import (
     DEFAULT_MEMORY,
+    AbstractStudyItem,
     SweepFailureWarning,
     check_study,
     failures,
@@ -59,12 +60,10 @@ def initial_tokens(key, sample, *, n: int, d: int, init: str = "ball", dtype=Non
     return g / jnp.linalg.norm(g, axis=-1, keepdims=True) * radius
 
 
-class _Static(eqx.Module):
-    n: int = eqx.field(static=True)
-    d: int = eqx.field(static=True)
-    samples: int = eqx.field(static=True)
+class _Static(AbstractStudyItem):
+    """The configuration of the concentration items: realizations of `initial_tokens`."""
+
     init: str = eqx.field(static=True)
-    dtype: str = eqx.field(static=True)
 
     def tokens(self, key, sample):
         return initial_tokens(key, sample, n=self.n, d=self.d, init=self.init, dtype=self.dtype)
@@ -99,8 +98,8 @@ class FlowItem(_Static):
     max_steps: int = eqx.field(static=True)
 
     def __call__(self, index, args):
-        beta = args["betas"][index // self.samples]
-        x0 = self.tokens(args["key"], index % self.samples)
+        beta = self.beta(index, args)
+        x0 = self.tokens(args["key"], self.sample(index))
         field = attention_flow(beta, args["Q"], args["K"], args["V"])
         trajectory = integrate(
             field,

@@ -14,7 +14,7 @@ from ..integrate import Layers, solver_config, state_status
 from ..stability import lyapunov_spectrum
 from ..sweep import DEFAULT_MEMORY, check_study, open_store, report, run, study_args, study_config
 from ._common import LAYERS, model, study_solver
-from ._phase_diagram import WEIGHTS, AbstractStudyItem
+from ._phase_diagram import WEIGHTS, AbstractRealizationItem
 
 
 class FTLEDiagram(eqx.Module):
@@ -43,7 +43,7 @@ class FTLEDiagram(eqx.Module):
 _TANGENTS = 1980
 
 
-class FTLEItem(AbstractStudyItem):
+class FTLEItem(AbstractRealizationItem):
     """One item of `ftle_diagram`: `{"ftle": (T,), "status": ()}`, the running estimates of
     the largest exponent; `args` holds `betas` and `key`."""
 

@@ -10,7 +10,15 @@ from .._deprecated import keyword_key
 from ..analysis import count_clusters
 from ..fields import energy
 from ..integrate import Layers, integrate, layer_indices, solver_config, span_reduction
-from ..sweep import DEFAULT_MEMORY, check_study, report, run, study_args, study_config
+from ..sweep import (
+    DEFAULT_MEMORY,
+    AbstractStudyItem,
+    check_study,
+    report,
+    run,
+    study_args,
+    study_config,
+)
 from ._common import LAYERS, directions, make_field, model, study_solver
 from ._phase_diagram import phase_diagram_sample
 
@@ -34,17 +42,13 @@ class Metastability(eqx.Module):
     status: np.ndarray
 
 
-class MetastabilityItem(eqx.Module):
+class MetastabilityItem(AbstractStudyItem):
     """One item of `metastability`: the static configuration, hashable (compiled once); the
     traced values `betas`, `key`, `delta`, `ts` come in `args`."""
 
-    n: int = eqx.field(static=True)
-    d: int = eqx.field(static=True)
-    samples: int = eqx.field(static=True)
     kind: Callable = eqx.field(static=True)
     steps: tuple[int, ...] = eqx.field(static=True)
     solver: Layers = eqx.field(static=True)
-    dtype: str = eqx.field(static=True)
 
     def tokens(self, key, sample):
         """Realization `sample`: the tokens of `phase_diagram_sample` with identity weights."""
@@ -63,8 +67,8 @@ class MetastabilityItem(eqx.Module):
         return integrate(field, x0, ts, self.solver, save=statistic, steps=self.steps, throw=False)
 
     def __call__(self, index, args):
-        beta = args["betas"][index // self.samples]
-        x0 = self.tokens(args["key"], index % self.samples)
+        beta = self.beta(index, args)
+        x0 = self.tokens(args["key"], self.sample(index))
 
         def save(t, x):
             return {"clusters": count_clusters(x, args["delta"]), "energy": energy(x, beta)}

@@ -1,7 +1,6 @@
 """`phase_diagram`: when do tokens cluster, over temperatures and random initializations (GLPR
 Figs. 3 and 5)."""
 
-import abc
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..integrate import Layers, integrate, layer_indices, solver_config, state_s
 from ..sphere import uniform
 from ..sweep import (
     DEFAULT_MEMORY,
+    AbstractStudyItem,
     check_study,
     item_key,
     open_store,
@@ -141,25 +141,18 @@ def close_pair_count(x: jax.Array, delta) -> jax.Array:
     return (jnp.sum(close) - jnp.sum(jnp.diagonal(close))).astype(jnp.int32)
 
 
-class AbstractStudyItem(eqx.Module):
-    """Item `index` of a study over `(beta, realization)` pairs, `(index, args) -> results`:
-    `beta = args["betas"][index // samples]` and realization `index % samples` of
-    `phase_diagram_sample(args["key"], ...)`. The fields are the static configuration,
-    hashable, so the sweep engine compiles an item once and reuses the executable; `args`
-    holds the traced values."""
+class AbstractRealizationItem(AbstractStudyItem):
+    """An item whose realization is `phase_diagram_sample(args["key"], sample, ...)`: the
+    same tokens (and weights) in `phase_diagram`, `metastability` and `ftle_diagram`."""
 
-    n: int = eqx.field(static=True)
-    d: int = eqx.field(static=True)
-    samples: int = eqx.field(static=True)
     weights: str = eqx.field(static=True)
     kind: Callable = eqx.field(static=True)
-    dtype: str = eqx.field(static=True)
 
     def realization(self, index, args, reduce: bool = False):
         """`(field, x0)` of item `index`; `x0` in span coordinates when `reduce`."""
         x0, q, k, v = phase_diagram_sample(
             args["key"],
-            index % self.samples,
+            self.sample(index),
             n=self.n,
             d=self.d,
             weights=self.weights,
@@ -167,14 +160,10 @@ class AbstractStudyItem(eqx.Module):
         )
         if reduce:
             x0 = span_coordinates(x0)
-        return make_field(self.kind, args["betas"][index // self.samples], q, k, v), x0
-
-    @abc.abstractmethod
-    def __call__(self, index, args) -> dict:
-        """The item's results: a dict of arrays, with an int `"status"` (0 = ok)."""
+        return make_field(self.kind, self.beta(index, args), q, k, v), x0
 
 
-class PhaseItem(AbstractStudyItem):
+class PhaseItem(AbstractRealizationItem):
     """One item of a phase diagram: `{"close": (T,), "status": ()}`, the close-pair counts at
     the save times; `args` holds `betas`, `key`, `delta`, `ts`."""
 

@@ -11,6 +11,7 @@ from ._engine import (
 )
 from ._store import Store as Store
 from ._study import (
+    AbstractStudyItem as AbstractStudyItem,
     SweepFailureWarning as SweepFailureWarning,
     check_study as check_study,
     failures as failures,

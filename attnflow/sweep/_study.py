@@ -1,10 +1,12 @@
 """What every study built on the sweep engine shares: its checks, its recorded configuration,
 its traced arguments, its store, and the report of the items that failed."""
 
+import abc
 import contextlib
 import numbers
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,3 +115,30 @@ def study_times(ts, dtype) -> np.ndarray:
 def open_store(store, config: dict, count: int):
     """The `Store` at `store` (a context manager that holds its lock), or none."""
     return contextlib.nullcontext() if store is None else Store(store, config, count)
+
+
+class AbstractStudyItem(eqx.Module):
+    """Item `index` of a study over `(beta, realization)` pairs, `(index, args) -> results`:
+    `beta = args["betas"][index // samples]` (`beta(index, args)`) and realization
+    `index % samples` (`sample(index)`), drawn from `args["key"]` by the study's sampler,
+    which takes `(key, sample, *, n, d, ..., dtype)` like `phase_diagram_sample`.
+
+    The fields are the static configuration, hashable, so the sweep engine compiles an item
+    once and reuses the executable; `args` holds the traced values (`betas`, `key`, ...)."""
+
+    n: int = eqx.field(static=True)
+    d: int = eqx.field(static=True)
+    samples: int = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def sample(self, index):
+        """The realization of item `index`."""
+        return index % self.samples
+
+    def beta(self, index, args):
+        """The inverse temperature of item `index`."""
+        return args["betas"][index // self.samples]
+
+    @abc.abstractmethod
+    def __call__(self, index, args) -> dict:
+        """The item's results: a dict of arrays, with an int `"status"` (0 = ok)."""
