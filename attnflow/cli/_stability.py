@@ -266,7 +266,7 @@ def _ftle(args) -> str:
         t1=args.t1,
         every=args.every,
         samples=args.samples,
-        h=args.h,
+        solver=af.Layers(args.h),
         kind=args.model,
         store=partial,
         **kwargs,
