@@ -72,7 +72,19 @@ def test_concentration_writes_data_plot_and_summary(tmp_path, capsys):
 
 def test_concentration_float32_flags_unresolved_minima(tmp_path, capsys):
     out = tmp_path / "c.npz"
-    argv = [*TINY, "--t1", "0.5", "--d", "3", "--value", "2", "--init", "gaussian", "--float32"]
+    argv = [
+        *TINY,
+        "--t1",
+        "0.5",
+        "--d",
+        "3",
+        "--value",
+        "2",
+        "--init",
+        "gaussian",
+        "--dtype",
+        "float32",
+    ]
     status, io = run_cli(["concentration", *argv, "--out", str(out), "--no-plot"], capsys)
     assert status == 0, io.err
     data = np.load(out)
@@ -95,8 +107,8 @@ def test_concentration_float32_flags_unresolved_minima(tmp_path, capsys):
         (["--betas", "10"], "argument --betas: expected at least two distinct positive"),
         (["--betas", "10,10"], "argument --betas: expected at least two distinct positive"),
         (["--betas", "10,x"], "argument --betas: expected at least two distinct positive"),
-        (["--d", "1"], "--d must be at least 2; got 1"),
-        (["--n", "1"], "--n must be at least 2; got 1"),
+        (["--d", "1"], "argument --d: expected an integer >= 2, got '1'"),
+        (["--n", "1"], "argument --n: expected an integer >= 2, got '1'"),
         (["--t1", "0"], "argument --t1: expected a positive number"),
         (["--init", "cube"], "argument --init: invalid choice"),
     ],

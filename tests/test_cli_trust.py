@@ -195,11 +195,11 @@ class _Paced:
     processes do."""
 
     def __init__(self, monkeypatch, argv):
-        from attnflow.cli import _main
-        from attnflow.studies import _common
+        from attnflow.cli import _studies
+        from attnflow.sweep import _study
 
         self.argv, self.runs, self.changed = argv, {}, threading.Condition()
-        pace, store, partial = self.pace, _common.Store, _main._partial
+        pace, store, partial = self.pace, _study.Store, _studies._partial
 
         class PacedStore(store):
             def __init__(self, *args, **kwargs):
@@ -215,8 +215,8 @@ class _Paced:
             pace("claimed")
             return folder
 
-        monkeypatch.setattr(_common, "Store", PacedStore)
-        monkeypatch.setattr(_main, "_partial", paced_partial)
+        monkeypatch.setattr(_study, "Store", PacedStore)  # the store a study opens
+        monkeypatch.setattr(_studies, "_partial", paced_partial)  # phase-diagram's folder
 
     def pace(self, point: str) -> None:
         run = self.runs.get(threading.current_thread().name)

@@ -59,6 +59,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_2(text: str) -> int:
+    """An integer >= 2: a number of tokens, a dimension, a number of save times."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
+    return value
+
+
 def _real(text: str) -> float:
     try:
         return float(text)
@@ -94,15 +105,36 @@ def _positive(text: str) -> float:
     return value
 
 
+def _real_at_least_2(text: str) -> float:
+    """A number >= 2 (a number of tokens that may be as large as 1e9 and beyond)."""
+    value = _real(text)
+    if not value >= 2:
+        raise argparse.ArgumentTypeError(f"expected a number >= 2, got {text!r}")
+    return value
+
+
+_DTYPES = ("float32", "float64")
+
+
+def _add_dtype(command, default: str = "float64", old: str | None = "float32") -> None:
+    """--dtype, and `--{old}`, its deprecated spelling, hidden from --help (`main` applies
+    them: see `_main._dtype`)."""
+    command.add_argument(
+        "--dtype", choices=_DTYPES, default=default, help=f"floating-point type ({default})"
+    )
+    if old is not None:
+        command.add_argument(f"--{old}", action="store_true", help=argparse.SUPPRESS)
+
+
 def _add_sweep_options(command, *, resume: bool, samples: int, saves: int | None) -> None:
     """Options shared by the batched studies (`saves=None`: no --saves and no --delta)."""
-    command.add_argument("--n", type=_positive_int, default=32, help="number of tokens (32)")
+    command.add_argument("--n", type=_at_least_2, default=32, help="number of tokens (32)")
     command.add_argument(
         "--samples", type=_positive_int, default=samples, help=f"per beta ({samples})"
     )
     if saves is not None:
         command.add_argument(
-            "--saves", type=_positive_int, default=saves, help=f"save times in [0, t1] ({saves})"
+            "--saves", type=_at_least_2, default=saves, help=f"save times in [0, t1] ({saves})"
         )
     command.add_argument("--t1", type=_positive, default=30.0, help="final time (30)")
     command.add_argument("--h", type=_positive, default=0.1, help="layer step (0.1)")
@@ -114,7 +146,7 @@ def _add_sweep_options(command, *, resume: bool, samples: int, saves: int | None
             default=1e-3,
             help="pairs with <x_i, x_j> >= 1 - delta are clustered (1e-3)",
         )
-    command.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
+    _add_dtype(command)
     command.add_argument(
         "--devices", type=_positive_int, default=None, help="shard over this many devices (all)"
     )
@@ -187,15 +219,6 @@ def _config(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
 
 
-def _setup(args):
-    """x64 unless --float32; returns the float dtype."""
-    import jax
-
-    if not args.float32:
-        jax.config.update("jax_enable_x64", True)
-    return "float32" if args.float32 else "float64"
-
-
 def _layer_times(t1: float, h: float, saves: int):
     """`saves` times in `[0, t1]`, rounded to whole layers of `h` (`t1` must be one)."""
     import numpy as np
@@ -204,8 +227,6 @@ def _layer_times(t1: float, h: float, saves: int):
     if steps < 1 or abs(t1 / h - steps) > 1e-6:
         raise ValueError(f"--t1 must be a whole number of layers of h = {h:g}; got {t1:g}")
     # spread the saves over the layers of [0, t1]
-    if saves < 2:
-        raise ValueError(f"--saves must be at least 2; got {saves}")
     return np.unique(np.linspace(0, steps, min(saves, steps + 1)).round()) * h
 
 
@@ -287,6 +308,6 @@ def _sweep_kwargs(args) -> dict:
     return {
         "devices": args.devices,
         "memory": int(args.memory * 2**30),
-        "dtype": _setup(args),
+        "dtype": args.dtype,
         "progress": _progress(args),
     }

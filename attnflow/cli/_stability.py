@@ -5,8 +5,10 @@ import time
 from ..studies import MODELS
 from ._options import (
     _add_beta_range,
+    _add_dtype,
     _add_outputs,
     _add_sweep_options,
+    _at_least_2,
     _beta_grid,
     _config,
     _finished,
@@ -14,7 +16,6 @@ from ._options import (
     _partial,
     _positive,
     _positive_int,
-    _setup,
     _sweep_kwargs,
     _write,
 )
@@ -52,7 +53,7 @@ def add_commands(commands) -> None:
     lyap.add_argument(
         "--dt0", type=_positive, default=None, help="step; the layer step h for layers (0.1)"
     )
-    lyap.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
+    _add_dtype(lyap)
     _add_outputs(lyap, "lyapunov")
     lyap.set_defaults(run=_lyapunov)
 
@@ -84,7 +85,7 @@ def add_commands(commands) -> None:
     fixed.add_argument(
         "--tol", type=_positive, default=1e-6, help="equilibria this close are one (1e-6)"
     )
-    fixed.add_argument("--float32", action="store_true", help="compute in float32 (float64)")
+    _add_dtype(fixed)
     _add_outputs(fixed, "fixed_points")
     fixed.set_defaults(run=_fixed_points)
 
@@ -95,7 +96,7 @@ def add_commands(commands) -> None:
         "uniform tokens (the phase diagram's realizations), over each interval of time, through "
         "the sweep engine. Chunks are written to OUT.partial/ as they finish.",
     )
-    ftle.add_argument("--d", type=_positive_int, default=2, help="dimension, >= 2 (2)")
+    ftle.add_argument("--d", type=_at_least_2, default=2, help="dimension, >= 2 (2)")
     _add_beta_range(ftle, 0.5, 9.0, 35)
     ftle.add_argument("--every", type=_positive, default=0.5, help="interval of time (0.5)")
     ftle.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
@@ -106,17 +107,10 @@ def add_commands(commands) -> None:
 
 def _add_model_options(command, *, n: int, d: int) -> None:
     command.add_argument("--n", type=_positive_int, default=n, help=f"number of tokens ({n})")
-    command.add_argument("--d", type=_positive_int, default=d, help=f"dimension, >= 2 ({d})")
+    command.add_argument("--d", type=_at_least_2, default=d, help=f"dimension, >= 2 ({d})")
     command.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
     command.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
     command.add_argument("--seed", type=int, default=0, help="random seed (0)")
-
-
-def _check_tokens(args) -> None:
-    if args.d < 2:
-        raise ValueError(f"--d must be at least 2; got {args.d}")
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1; got {args.n}")
 
 
 def _versioned_config(args) -> dict:
@@ -133,14 +127,13 @@ def _rows(values, per_line: int = 8) -> list[str]:
 
 
 def _lyapunov(args) -> str:
-    dtype = _setup(args)
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     import attnflow as af
 
-    _check_tokens(args)
+    dtype = args.dtype
     layers = args.solver.lower() == "layers"
     dt0 = 0.1 if layers and args.dt0 is None else args.dt0
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
@@ -196,14 +189,13 @@ def _lyapunov(args) -> str:
 
 
 def _fixed_points(args) -> str:
-    dtype = _setup(args)
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     import attnflow as af
 
-    _check_tokens(args)
+    dtype = args.dtype
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     starts = af.sphere.uniform(jax.random.key(args.seed), args.guesses * args.n, args.d, dtype)
     starts = starts.reshape(args.guesses, args.n, args.d)
@@ -263,8 +255,6 @@ def _ftle(args) -> str:
     kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    if args.d < 2 or args.n < 2:
-        raise ValueError(f"--n and --d must be at least 2; got {args.n}, {args.d}")
     betas = _beta_grid(args)
     partial = _partial(args)
     start = time.perf_counter()
@@ -276,7 +266,7 @@ def _ftle(args) -> str:
         t1=args.t1,
         every=args.every,
         samples=args.samples,
-        h=args.h,
+        solver=af.Layers(args.h),
         kind=args.model,
         store=partial,
         **kwargs,

@@ -1,0 +1,135 @@
+"""`attnflow normalization` and `long-context`: equiangular tokens and their closed forms."""
+
+from ._options import (
+    _add_dtype,
+    _add_outputs,
+    _at_least_2,
+    _config,
+    _nonnegative,
+    _positive,
+    _positive_int,
+    _real_at_least_2,
+    _write,
+)
+
+
+def add_commands(commands) -> None:
+    """Add `normalization` and `long-context` to the `attnflow` subparsers."""
+    norm = commands.add_parser(
+        "normalization",
+        help="mean cosine over depth for Post-LN, Pre-LN, Peri-LN and nGPT",
+        description="n tokens uniform on S^{d-1}, softmax attention with Q = K = V = I, under "
+        "each normalization scheme; 1 - mean pairwise cosine over depth on log axes, with the "
+        "equiangular predictions (rho(0) = 0).",
+    )
+    norm.add_argument("--n", type=_at_least_2, default=32, help="number of tokens (32)")
+    norm.add_argument("--d", type=_at_least_2, default=128, help="dimension, >= 2 (128)")
+    norm.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
+    norm.add_argument("--t1", type=_positive, default=1000.0, help="final time (1000)")
+    norm.add_argument("--alpha", type=_positive, default=1.0, help="nGPT step alpha (1)")
+    norm.add_argument("--seed", type=int, default=0, help="seed of the tokens (0)")
+    _add_dtype(norm, old=None)
+    _add_outputs(norm, "normalization")
+    norm.set_defaults(run=_normalization)
+
+    long = commands.add_parser(
+        "long-context",
+        help="one attention layer with beta = gamma log n: the (rho, gamma) phase diagram",
+        description="Output cosine of one softmax layer on n equiangular tokens with cosine rho "
+        "and beta = gamma log n (Rigollet Thm 7), over a (rho, gamma) grid, with the critical "
+        "curve gamma = 1/(1 - rho).",
+    )
+    long.add_argument("--n", type=_real_at_least_2, default=1e9, help="number of tokens (1e9)")
+    long.add_argument("--gamma-max", type=_positive, default=10.0, help="largest gamma (10)")
+    long.add_argument("--points", type=_positive_int, default=200, help="grid size (200)")
+    _add_dtype(long, old=None)
+    _add_outputs(long, "long_context")
+    long.set_defaults(run=_long_context)
+
+
+def _normalization(args) -> str:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import attnflow as af
+
+    ts = np.concatenate([[0.0], np.geomspace(0.1, args.t1, 60)]).astype(args.dtype)
+    x0 = af.sphere.uniform(jax.random.key(args.seed), args.n, args.d, dtype=args.dtype)
+    # float64 tight; float32 simulate's defaults (rtol 1e-6, atol 1e-8), the tightest it meets
+    tolerances = {"rtol": 1e-9, "atol": 1e-12} if args.dtype == "float64" else {}
+    kernel = af.Softmax(args.beta)
+    schemes = {
+        "Post-LN": (af.PostLN(kernel), "SA"),
+        "Pre-LN": (af.PreLN(kernel), "PreLN"),
+        "Peri-LN": (af.PeriLN(kernel), "PeriLN"),
+        "nGPT": (af.NGPT(kernel, args.alpha), "nGPT"),
+    }
+    off = ~np.eye(args.n, dtype=bool)
+
+    def mean_gap(t, x):
+        theta = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+        return 1 - jnp.sum(jnp.where(off, theta @ theta.T, 0)) / off.sum()
+
+    gaps, predictions, lines = {}, {}, []
+    for name, (field, kind) in schemes.items():
+        gap = af.simulate(field, x0, ts, save=mean_gap, max_steps=10**6, **tolerances).xs
+        rho = af.equiangular_rho(ts, args.beta, args.n, kind=kind, alpha=args.alpha)
+        gaps[name], predictions[name] = np.asarray(gap), np.asarray(1 - rho)
+        lines.append(
+            f"  {name}: 1 - mean cosine at t = {args.t1:g}: {gaps[name][-1]:.3g} "
+            f"(equiangular: {predictions[name][-1]:.3g})"
+        )
+
+    def draw(path):
+        from attnflow.plotting import plot_normalization
+
+        title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
+        plot_normalization(ts, gaps, predictions, title=title, path=path)
+
+    wrote = _write(
+        args,
+        _config(args),
+        draw,
+        ts=ts,
+        **{f"gap_{k}": v for k, v in gaps.items()},
+        **{f"equiangular_{k}": v for k, v in predictions.items()},
+    )
+    head = f"attnflow normalization: n = {args.n}, d = {args.d}, beta = {args.beta:g}"
+    return "\n".join([head, *lines, wrote])
+
+
+def _long_context(args) -> str:
+    import numpy as np
+
+    import attnflow as af
+
+    rhos = np.linspace(0.0, 1.0, args.points + 2)[1:-1].astype(args.dtype)
+    gammas = np.linspace(0.0, args.gamma_max, args.points).astype(args.dtype)
+    cosine = np.asarray(af.long_context_cosine(args.n, rhos[None, :], gammas[:, None]))
+    config = {
+        "n": args.n,
+        "gamma_max": args.gamma_max,
+        "points": args.points,
+        "dtype": args.dtype,
+    }
+
+    def draw(path):
+        from attnflow.plotting import plot_long_context
+
+        plot_long_context(rhos, gammas, cosine, n=args.n, path=path)
+
+    wrote = _write(args, config, draw, rhos=rhos, gammas=gammas, cosine=cosine)
+    rho = 0.5
+    limits = [
+        float(af.long_context_cosine(args.n, np.asarray(rho, args.dtype), g / (1 - rho)))
+        for g in (0.5, 1.0, 2.0)
+    ]
+    return "\n".join(
+        [
+            f"attnflow long-context: n = {args.n:.3g}, {args.points} x {args.points} grid",
+            f"  rho = 0.5, gamma = 1, 2, 4 (critical 2): output cosine {limits[0]:.6f}, "
+            f"{limits[1]:.6f}, {limits[2]:.6f} (limits 1, 0.8, 0.5)",
+            wrote,
+        ]
+    )

@@ -1,0 +1,249 @@
+"""`attnflow phase-diagram`, `figure3` and `metastability`: the batched studies of GLPR."""
+
+import time
+
+from ..studies import MODELS, WEIGHTS
+from ._options import (
+    _add_beta_range,
+    _add_outputs,
+    _add_sweep_options,
+    _at_least_2,
+    _beta_grid,
+    _finished,
+    _layer_times,
+    _partial,
+    _positive,
+    _positive_int,
+    _sweep_kwargs,
+    _write,
+)
+
+
+def add_commands(commands) -> None:
+    """Add `phase-diagram`, `figure3` and `metastability` to the `attnflow` subparsers."""
+    phase = commands.add_parser(
+        "phase-diagram",
+        help="P(clustered pair) over time and temperature (GLPR Figs. 3, 5)",
+        description="For each beta, run many realizations of n uniform tokens on S^{d-1} through "
+        "the discrete post-LN transformer and record the fraction of clustered pairs over "
+        "time; the curve Gamma is overlaid. Chunks are written to OUT.partial/ as they finish.",
+    )
+    phase.add_argument("--d", type=_at_least_2, default=32, help="dimension, >= 2 (32)")
+    _add_beta_range(phase, 0.1, 9.0, 90)
+    phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
+    phase.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
+    _add_sweep_options(phase, resume=True, samples=256, saves=151)
+    _add_outputs(phase, "phase_diagram")
+    phase.set_defaults(run=_phase_diagram)
+
+    figure3 = commands.add_parser(
+        "figure3",
+        help="the whole GLPR Fig. 3: phase diagrams for d = 2, 8, 32, 128, 512, 1024",
+        description="GLPR Fig. 3: SA with Q = K = V = I, n = 32, 90 betas in [0.1, 9], 1024 "
+        "samples, T = 30, h = 0.1, one panel per dimension.",
+    )
+    figure3.add_argument(
+        "--dims",
+        type=_at_least_2,
+        nargs="+",
+        default=[2, 8, 32, 128, 512, 1024],
+        help="dimensions (2 8 32 128 512 1024)",
+    )
+    figure3.add_argument("--num-betas", type=_positive_int, default=90, help="in [0.1, 9] (90)")
+    _add_sweep_options(figure3, resume=True, samples=1024, saves=151)
+    _add_outputs(figure3, "figure3")
+    figure3.set_defaults(run=_figure3)
+
+    meta = commands.add_parser(
+        "metastability",
+        help="clusters on the circle that live long before merging (GLPR Fig. 4)",
+        description="n uniform tokens on the circle (d = 2), SA layers at each beta: snapshots, "
+        "angles, the energy staircase, and the distribution of the number of clusters at t1.",
+    )
+    meta.add_argument("--betas", type=_positive, nargs="+", default=[4.0, 9.0], help="(4 9)")
+    meta.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
+    _add_sweep_options(meta, resume=False, samples=256, saves=301)
+    _add_outputs(meta, "metastability")
+    meta.set_defaults(run=_metastability)
+
+
+def _phase_diagram(args) -> str:
+    import jax
+
+    kwargs = _sweep_kwargs(args)
+    import attnflow as af
+
+    ts = _layer_times(args.t1, args.h, args.saves)
+    betas = _beta_grid(args)
+    partial = _partial(args)
+    start = time.perf_counter()
+    diagram = af.phase_diagram(
+        jax.random.key(args.seed),
+        n=args.n,
+        d=args.d,
+        betas=betas,
+        ts=ts,
+        samples=args.samples,
+        delta=args.delta,
+        weights=args.weights,
+        solver=af.Layers(args.h),
+        kind=args.model,
+        store=partial,
+        **kwargs,
+    )
+    elapsed = time.perf_counter() - start
+    arrays = {"betas": diagram.betas, "ts": diagram.ts, "prob": diagram.prob}
+    arrays["status"] = diagram.status
+    if _has_gamma(diagram):
+        arrays["gamma"] = diagram.gamma()
+
+    def draw(path):
+        from attnflow.plotting import plot_phase_diagram
+
+        plot_phase_diagram(diagram, path=path)
+
+    wrote = _write(args, diagram.config, draw, **arrays)
+    _finished(partial)  # only once the data and the figure are written
+    items = args.num_betas * args.samples
+    return "\n".join(
+        [
+            f"attnflow phase-diagram: {args.model}, n = {args.n}, d = {args.d}, "
+            f"weights {args.weights}, {args.num_betas} betas in [{args.beta_min:g}, "
+            f"{args.beta_max:g}] x {args.samples} samples, t in [0, {ts[-1]:g}], h = {args.h:g}"
+            f": {elapsed:.1f} s ({items / elapsed:.0f} samples/s)",
+            *_boundary(diagram),
+            wrote,
+        ]
+    )
+
+
+def _has_gamma(diagram) -> bool:
+    """Whether the curve Gamma (the equiangular reduction) describes this diagram."""
+    return diagram.config["weights"] == "identity" and diagram.config["kind"] in ("SA", "USA")
+
+
+def _boundary(diagram) -> list[str]:
+    """A few lines: where P(clustered pair) first reaches 1/2, against Gamma."""
+    import numpy as np
+
+    picks = np.unique(np.linspace(0, len(diagram.betas) - 1, 4).round().astype(int))
+    gamma = diagram.gamma() if _has_gamma(diagram) else None
+    lines = []
+    for b in picks:
+        above = np.nonzero(diagram.prob[b] >= 0.5)[0]
+        when = (
+            f"at t = {diagram.ts[above[0]]:g}" if above.size else f"not by t = {diagram.ts[-1]:g}"
+        )
+        line = f"  beta = {diagram.betas[b]:.3g}: P >= 1/2 {when}"
+        if gamma is not None:
+            line += f" (Gamma: t = {gamma[b]:.3g})"
+        lines.append(line)
+    return lines
+
+
+def _figure3(args) -> str:
+    import jax
+    import numpy as np
+
+    kwargs = _sweep_kwargs(args)
+    import attnflow as af
+
+    ts = _layer_times(args.t1, args.h, args.saves)
+    betas = np.linspace(0.1, 9.0, args.num_betas)
+    partial = _partial(args)
+    lines, diagrams = [], []
+    for d in args.dims:
+        start = time.perf_counter()
+        diagrams.append(
+            af.phase_diagram(
+                jax.random.key(args.seed),
+                n=args.n,
+                d=d,
+                betas=betas,
+                ts=ts,
+                samples=args.samples,
+                delta=args.delta,
+                solver=af.Layers(args.h),
+                store=partial / f"d{d}",
+                **kwargs,
+            )
+        )
+        lines.append(f"  d = {d}: {time.perf_counter() - start:.1f} s")
+    config = {"dims": list(args.dims), **diagrams[0].config}
+    config.pop("d")
+
+    def draw(path):
+        from attnflow.plotting import plot_figure3
+
+        plot_figure3(diagrams, path=path)
+
+    wrote = _write(
+        args,
+        config,
+        draw,
+        dims=np.asarray(args.dims),
+        betas=betas,
+        ts=diagrams[0].ts,
+        prob=np.stack([p.prob for p in diagrams]),
+        status=np.stack([p.status for p in diagrams]),
+        gamma=diagrams[0].gamma(),
+    )
+    _finished(partial)  # only once the data and the figure are written
+    head = (
+        f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "
+        f"t in [0, {ts[-1]:g}], h = {args.h:g}, d in {args.dims}"
+    )
+    return "\n".join([head, *lines, wrote])
+
+
+def _metastability(args) -> str:
+    import jax
+    import numpy as np
+
+    kwargs = _sweep_kwargs(args)
+    import attnflow as af
+
+    ts = _layer_times(args.t1, args.h, args.saves)
+    start = time.perf_counter()
+    study = af.studies.metastability(
+        jax.random.key(args.seed),
+        n=args.n,
+        betas=args.betas,
+        ts=ts,
+        samples=args.samples,
+        delta=args.delta,
+        solver=af.Layers(args.h),
+        kind=args.model,
+        **kwargs,
+    )
+    elapsed = time.perf_counter() - start
+
+    def draw(path):
+        from attnflow.plotting import plot_metastability
+
+        snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
+        plot_metastability(study, snapshots=snapshots, path=path)
+
+    wrote = _write(
+        args,
+        study.config,
+        draw,
+        betas=study.betas,
+        ts=study.ts,
+        clusters=study.clusters,
+        energy=study.energy,
+        xs=study.xs,
+        status=study.status,
+    )
+    lines = [
+        f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
+        f"t in [0, {study.ts[-1]:g}], h = {args.h:g}: {elapsed:.1f} s"
+    ]
+    for b, beta in enumerate(study.betas):
+        values, counts = np.unique(study.clusters[b, :, -1], return_counts=True)
+        share = ", ".join(
+            f"{v}: {c / args.samples:.0%}" for v, c in zip(values, counts, strict=True)
+        )
+        lines.append(f"  beta = {beta:g}: clusters at t = {study.ts[-1]:g}: {share}")
+    lines.append(wrote)
+    return "\n".join(lines)
