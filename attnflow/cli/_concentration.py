@@ -104,7 +104,7 @@ def _concentration(args) -> str:
     ts = np.concatenate([[0.0], np.geomspace(args.t1 / 2000, args.t1, args.saves)])
     start = time.perf_counter()
     result = concentration(
-        jax.random.key(args.seed),
+        key=jax.random.key(args.seed),
         n=args.n,
         d=args.d,
         betas=args.betas,

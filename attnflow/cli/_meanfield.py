@@ -1,5 +1,6 @@
 """`attnflow meanfield`: the mean-field PDE on the circle against particles."""
 
+from ..fields import KINDS
 from ._options import (
     _add_dtype,
     _add_outputs,
@@ -23,7 +24,7 @@ def add_commands(commands) -> None:
         "and its fitted exponent in n.",
     )
     meanfield.add_argument("--beta", type=_nonnegative, default=4.0, help="inverse temperature (4)")
-    meanfield.add_argument("--kind", choices=("SA", "USA"), default="SA", help="dynamics (SA)")
+    meanfield.add_argument("--kind", choices=tuple(KINDS), default="SA", help="dynamics (SA)")
     meanfield.add_argument("--grid", type=_positive_int, default=512, help="grid points (512)")
     meanfield.add_argument(
         "--particles", type=_counts, default=(256, 1024, 4096), help="sizes n (256,1024,4096)"

@@ -213,7 +213,7 @@ def _fixed_points(args) -> str:
     )
     types = [af.stability.classify_fixed_point(field, x) for x in found.points]
     elapsed = time.perf_counter() - start
-    kinds = np.asarray([t.kind for t in types])
+    kinds = np.asarray([t.type for t in types])
 
     def draw(path):
         from attnflow.plotting import plot_fixed_points
@@ -241,7 +241,7 @@ def _fixed_points(args) -> str:
         top = kind.eigenvalues.real.max(initial=-np.inf)
         cosine = (x @ x.T).min()
         lines.append(
-            f"  {i:3d}  {kind.kind:<10}  {kind.unstable_dim:8d}  {kind.symmetry_dim:8d}  "
+            f"  {i:3d}  {kind.type:<10}  {kind.unstable_dim:8d}  {kind.symmetry_dim:8d}  "
             f"{top:+14.6f}  {cosine:+10.6f}  {found.residuals[i]:8.1e}  {found.counts[i]:5d}"
         )
     lines.append(wrote)
@@ -259,7 +259,7 @@ def _ftle(args) -> str:
     partial = _partial(args)
     start = time.perf_counter()
     diagram = af.studies.ftle_diagram(
-        jax.random.key(args.seed),
+        key=jax.random.key(args.seed),
         n=args.n,
         d=args.d,
         betas=betas,

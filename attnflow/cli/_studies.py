@@ -2,6 +2,7 @@
 
 import time
 
+from ..fields import KINDS
 from ..studies import MODELS, WEIGHTS
 from ._options import (
     _add_beta_range,
@@ -78,7 +79,7 @@ def _phase_diagram(args) -> str:
     partial = _partial(args)
     start = time.perf_counter()
     diagram = af.phase_diagram(
-        jax.random.key(args.seed),
+        key=jax.random.key(args.seed),
         n=args.n,
         d=args.d,
         betas=betas,
@@ -119,7 +120,7 @@ def _phase_diagram(args) -> str:
 
 def _has_gamma(diagram) -> bool:
     """Whether the curve Gamma (the equiangular reduction) describes this diagram."""
-    return diagram.config["weights"] == "identity" and diagram.config["kind"] in ("SA", "USA")
+    return diagram.config["weights"] == "identity" and diagram.config["kind"] in KINDS
 
 
 def _boundary(diagram) -> list[str]:
@@ -156,7 +157,7 @@ def _figure3(args) -> str:
         start = time.perf_counter()
         diagrams.append(
             af.phase_diagram(
-                jax.random.key(args.seed),
+                key=jax.random.key(args.seed),
                 n=args.n,
                 d=d,
                 betas=betas,
@@ -206,7 +207,7 @@ def _metastability(args) -> str:
     ts = _layer_times(args.t1, args.h, args.saves)
     start = time.perf_counter()
     study = af.studies.metastability(
-        jax.random.key(args.seed),
+        key=jax.random.key(args.seed),
         n=args.n,
         betas=args.betas,
         ts=ts,
