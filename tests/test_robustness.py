@@ -332,7 +332,9 @@ def test_non_finite_or_non_positive_options_are_refused(value):
     for option in ("rtol", "atol", "dt0"):
         with pytest.raises(ValueError, match=rf"{option} must be a positive number .*; got {text}"):
             af.simulate(af.SA(1.0), x0, ts, **{option: value})
-    with pytest.raises(ValueError, match=rf"dt0 must be a positive number .*; got {text}"):
+    with pytest.raises(
+        ValueError, match=rf"h must be a positive number \(the layer step\); got {text}"
+    ):
         af.simulate(af.SA(1.0), x0, ts, solver=af.Layers(value))
 
 
