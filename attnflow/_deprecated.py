@@ -2,17 +2,34 @@
 new one (listed in CHANGELOG.md)."""
 
 import functools
+import sys
 import warnings
 from collections.abc import Callable
 
 
-def deprecated(old: str, new: str, stacklevel: int = 3) -> None:
-    """Warn that `old` is deprecated in favour of `new` (the caller's caller by default)."""
+def deprecated(old: str, new: str) -> None:
+    """Warn that `old` is deprecated in favour of `new`, at the line of the user's code that
+    spelled it: the first frame outside attnflow, however deep inside the package the old
+    spelling was read. So Python's default filters show it when that line is a script's
+    (`__main__`, as for the installed `attnflow` command)."""
     warnings.warn(
         f"{old} is deprecated and will be removed in the next release; use {new}",
         DeprecationWarning,
-        stacklevel=stacklevel,
+        stacklevel=_outside_level(),
     )
+
+
+def _outside_level() -> int:
+    """The `stacklevel` of `warnings.warn` in `deprecated` that names the first frame outside
+    the package (2 is `deprecated`'s caller)."""
+    package = __name__.partition(".")[0]
+    frame, level = sys._getframe(2), 2
+    while (
+        frame.f_back is not None
+        and frame.f_globals.get("__name__", "").partition(".")[0] == package
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def keyword_key(function: Callable) -> Callable:
@@ -41,6 +58,6 @@ def default_key(key, name: str, legacy):
     """`key`, or for the deprecated call without one the former default `legacy` (a
     `DeprecationWarning` asks for the key)."""
     if key is None:
-        deprecated(f"{name} without key=", f"{name}(..., key=jax.random.key(seed))", 4)
+        deprecated(f"{name} without key=", f"{name}(..., key=jax.random.key(seed))")
         return legacy
     return key

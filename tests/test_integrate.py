@@ -59,14 +59,17 @@ def test_old_study_spelling_warns_and_gives_the_same_bits():
     common = dict(n=4, d=3, betas=[1.0], ts=np.arange(0, 6) * 0.2, samples=2, progress=False)
     key = jax.random.key(3)
     new = af.phase_diagram(key=key, **common, solver=af.Layers(0.2))
-    with pytest.warns(DeprecationWarning, match=r"h=.*attnflow\.Layers\(h\)"):
+    with pytest.warns(DeprecationWarning, match=r"h=.*attnflow\.Layers\(h\)") as caught:
         old = af.phase_diagram(key=key, **common, h=0.2)
+    # at the caller's line, not inside attnflow: Python's default filters then show it
+    assert {w.filename for w in caught} == {__file__}
     np.testing.assert_array_equal(old.prob, new.prob)
     assert old.config == new.config
     assert (new.config["solver"], new.config["h"]) == ("layers", 0.2)  # as stores recorded it
     with pytest.warns(DeprecationWarning) as caught:
         named = af.phase_diagram(key=key, **common, solver="layers", h=0.2)
     said = " ".join(str(w.message) for w in caught)
+    assert {w.filename for w in caught} == {__file__}
     assert "solver='layers'" in said and "h=" in said
     np.testing.assert_array_equal(named.prob, new.prob)
     with pytest.raises(ValueError, match="metastability runs the discrete layers"):

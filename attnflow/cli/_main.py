@@ -83,7 +83,7 @@ def _dtype(args) -> None:
     with a `DeprecationWarning` naming --dtype."""
     for old in ("float32", "float64"):
         if getattr(args, old, False):
-            deprecated(f"--{old}", f"--dtype {old}", stacklevel=_caller_level())
+            deprecated(f"--{old}", f"--dtype {old}")
             args.dtype = old
         if hasattr(args, old):  # recorded in the data file as before, beside "dtype"
             setattr(args, old, args.dtype == old)
@@ -91,16 +91,6 @@ def _dtype(args) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-
-
-def _caller_level() -> int:
-    """The `stacklevel` (for `deprecated`, called from `_dtype`) of the first frame outside
-    attnflow.cli: the line that called `main`, so that Python's default filters show the
-    warning when that line is a script's (`__main__`, as for the installed command)."""
-    frame, level = sys._getframe(2), 3  # _dtype's caller, level 3 from `deprecated`'s warn
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(__package__):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _one_line(err: Exception) -> str:

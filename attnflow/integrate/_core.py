@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
-from .._checks import check_value, positive_number
+from .._checks import check_value, is_traced, positive_number
 from .._deprecated import deprecated
 from ..fields import AbstractLayerField, AbstractSphereField
 from ..sphere import normalize
@@ -88,18 +88,21 @@ def ode_solvers() -> dict[str, type[diffrax.AbstractSolver]]:
     return solvers
 
 
-def as_solver(solver, dt0=None, stacklevel: int = 4) -> "Layers | diffrax.AbstractSolver":
+def as_solver(solver, dt0=None) -> "Layers | diffrax.AbstractSolver":
     """`solver` as a solver object: a diffrax solver or `Layers` as given, a diffrax ODE solver
-    by lower-case name (`ode_solvers()`) built with its defaults.
+    by lower-case name (`ode_solvers()`) built with its defaults. `dt0`, the step a caller was
+    given, is refused beside `Layers` (whose step is its own `h`).
 
     The old spelling `"layers"` (with the layer step in `dt0`) gives `Layers(dt0)` and a
     `DeprecationWarning`."""
-    if isinstance(solver, Layers | diffrax.AbstractSolver):
+    if isinstance(solver, Layers):
+        if dt0 is not None:
+            raise ValueError(f"dt0 does not apply to Layers (its step is Layers.h); got {dt0!r}")
+        return solver
+    if isinstance(solver, diffrax.AbstractSolver):
         return solver
     if isinstance(solver, str) and solver.lower() == LAYERS:
-        deprecated(
-            "solver='layers' (with the step in dt0 or h)", "solver=attnflow.Layers(h)", stacklevel
-        )
+        deprecated("solver='layers' (with the step in dt0 or h)", "solver=attnflow.Layers(h)")
         return Layers(positive_number(dt0, "dt0", "the layer step h of solver='layers'"))
     solvers = ode_solvers()
     if not isinstance(solver, str) or solver.lower() not in solvers:
@@ -189,7 +192,7 @@ def integrate(
                 f"rematerialized layer loop (leave adjoint='checkpoint'); got {adjoint!r}"
             )
         if steps is None:
-            if isinstance(ts, jax.core.Tracer):
+            if is_traced(ts):
                 raise ValueError("ts must be concrete (not traced) with Layers, or steps given")
             steps = layer_indices(np.asarray(ts, dtype=np.float64), solver.h)
         trajectory = _simulate_layers(field, x0, ts, steps, solver.h, save, until)

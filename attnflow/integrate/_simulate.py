@@ -20,7 +20,6 @@ from .._checks import (
 )
 from ..fields import AbstractField, PostLN
 from ._core import (
-    LAYERS,
     Layers,
     Trajectory,
     _adjoint,
@@ -110,12 +109,9 @@ def simulate(
     ts = check_times(as_float_array(ts, "ts").astype(x0.dtype))
     if save is not None and not callable(save):
         raise ValueError(f"save must be a callable save(t, x) or None; got {save!r}")
-    by_name = isinstance(solver, str) and solver.lower() == LAYERS
     solver = as_solver(solver, dt0)
     if isinstance(solver, Layers):
-        if dt0 is not None and not by_name:
-            raise ValueError(f"dt0 does not apply to Layers (its step is Layers.h); got {dt0!r}")
-        dt0 = None
+        dt0 = None  # the layer step of the deprecated solver="layers", now Layers.h
     reduced = None if is_traced(x0) else span_reduction(field, x0)
     if reduced is not None:  # the same flow in n coordinates instead of d > n
         field, y0, lift = reduced

@@ -148,7 +148,6 @@ def lyapunov_spectrum(
     key = default_key(key, "lyapunov_spectrum", jax.random.PRNGKey(1980))
     if not isinstance(throw, bool):
         raise ValueError(f"throw must be True or False; got {throw!r}")
-    by_name = isinstance(solver, str)
     solver = as_solver(solver, dt0)
     if isinstance(solver, Layers):
         if not isinstance(field, AbstractLayerField):
@@ -156,8 +155,6 @@ def lyapunov_spectrum(
                 "Layers needs a field with a discrete layer map (AbstractLayerField); "
                 f"got {type(field).__name__}"
             )
-        if dt0 is not None and not by_name:
-            raise ValueError(f"dt0 does not apply to Layers (its step is Layers.h); got {dt0!r}")
         h = solver.h
         layers = round((t1 - t0) / h)
         if abs(layers * h - (t1 - t0)) > 1e-6 * max(1.0, abs(t1 - t0)):

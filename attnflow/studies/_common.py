@@ -11,7 +11,7 @@ from ..fields import MODELS as FIELD_MODELS, AbstractEuclideanField, AbstractFie
 from ..integrate import Layers, as_solver
 
 # The discrete transformer of GLPR's experiments, layer step 0.1: the studies' default solver.
-LAYERS = Layers(0.1)
+GLPR_LAYERS = Layers(0.1)
 
 
 # Every model a study runs, by name: `MODELS[kind](beta, Q, K, V)` is its vector field (the
@@ -67,11 +67,11 @@ def study_solver(solver, h=None):
     The old spelling, `solver="layers"` with the step in `h=`, gives `Layers(h)` with a
     `DeprecationWarning`; `h=` with an ODE solver was ignored, and still is."""
     if h is not None:
-        deprecated("the study option h=", "solver=attnflow.Layers(h)", stacklevel=4)
+        deprecated("the study option h=", "solver=attnflow.Layers(h)")
     if isinstance(solver, Layers):
         return solver if h is None else Layers(h)
     if isinstance(solver, str | diffrax.AbstractSolver):  # "layers": deprecated, Layers(h)
-        return as_solver(solver, LAYERS.h if h is None else h, stacklevel=5)
+        return as_solver(solver, GLPR_LAYERS.h if h is None else h)
     raise ValueError(
         f"solver must be attnflow.Layers(h) or a diffrax ODE solver (or its name); got {solver!r}"
     )

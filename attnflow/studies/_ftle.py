@@ -13,7 +13,7 @@ from .._deprecated import keyword_key
 from ..integrate import Layers, solver_config, state_status
 from ..stability import lyapunov_spectrum
 from ..sweep import DEFAULT_MEMORY, check_study, open_store, report, run, study_args, study_config
-from ._common import LAYERS, model, study_solver
+from ._common import GLPR_LAYERS, model, study_solver
 from ._phase_diagram import WEIGHTS, AbstractRealizationItem
 
 
@@ -78,7 +78,7 @@ def ftle_diagram(
     every: float = 1.0,
     samples: int = 64,
     weights: str = "identity",
-    solver=LAYERS,
+    solver=GLPR_LAYERS,
     h: float | None = None,
     kind="SA",
     dtype=None,

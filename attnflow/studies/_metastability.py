@@ -19,7 +19,7 @@ from ..sweep import (
     study_args,
     study_config,
 )
-from ._common import LAYERS, directions, make_field, model, study_solver
+from ._common import GLPR_LAYERS, directions, make_field, model, study_solver
 from ._phase_diagram import phase_diagram_sample
 
 
@@ -87,7 +87,7 @@ def metastability(
     ts=None,
     samples: int = 256,
     delta: float = 1e-3,
-    solver: Layers = LAYERS,
+    solver: Layers = GLPR_LAYERS,
     h: float | None = None,
     kind="SA",
     dtype=None,

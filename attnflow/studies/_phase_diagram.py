@@ -28,7 +28,7 @@ from ..sweep import (
     study_config,
     study_times,
 )
-from ._common import LAYERS, directions, make_field, model, study_solver
+from ._common import GLPR_LAYERS, directions, make_field, model, study_solver
 
 # Items per device in a chunk, at most: a batch stops when its last item has clustered, so
 # chunks of one beta's realizations stop together.
@@ -217,7 +217,7 @@ def phase_diagram(
     samples: int,
     delta: float = 1e-3,
     weights: str = "identity",
-    solver=LAYERS,
+    solver=GLPR_LAYERS,
     h: float | None = None,
     kind="SA",
     dtype=None,
