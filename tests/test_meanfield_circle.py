@@ -83,6 +83,27 @@ def test_mass_and_the_uniform_density():
     assert float(jnp.min(sol.min_density)) > 0
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_two_bump_density_against_quadrature(dtype):
+    """The values are the formula divided by its integral (scipy's adaptive quadrature), to
+    rounding in the dtype: the rectangle rule is spectrally accurate for a smooth periodic
+    density."""
+    from scipy.integrate import quad
+
+    def bumps(t):
+        return np.exp(np.cos(t - 0.3) + 0.8 * np.cos(2 * t - 1.0))
+
+    Z = quad(bumps, 0, 2 * np.pi, epsabs=0, epsrel=1e-13, limit=200)[0]
+    M = 64
+    rho = mf.two_bump_density(M, dtype)
+    assert rho.shape == (M,) and rho.dtype == dtype
+    theta = 2 * np.pi * np.arange(M) / M
+    np.testing.assert_allclose(rho, bumps(theta) / Z, rtol=4 * float(jnp.finfo(dtype).eps))
+    np.testing.assert_allclose(mf.solve_circle(rho, [0.0, 0.5], beta=1.0).mass(), 1, rtol=1e-5)
+    with pytest.raises(ValueError, match="grid must be an integer >= 8; got 4"):
+        mf.two_bump_density(4)
+
+
 def _smooth(theta):
     rho = np.exp(np.cos(theta - 0.3) + 0.5 * np.sin(2 * theta))
     return rho / (rho.sum() * 2 * np.pi / theta.shape[0])

@@ -69,15 +69,11 @@ def _meanfield(args) -> str:
             f"--grid {args.grid} is too coarse at beta = {args.beta:g}; use >= {needed}"
         )
 
-    def rho0(theta):
-        rho = np.exp(np.cos(theta - 0.3) + 0.8 * np.cos(2 * theta - 1.0))
-        return (rho / (rho.sum() * 2 * np.pi / theta.shape[0])).astype(dtype)
-
     start = time.perf_counter()
     ts = jnp.linspace(0.0, args.t1, args.saves, dtype=dtype)
     result = af.meanfield.particles_versus_pde(
         jax.random.key(args.seed),
-        rho0,
+        af.meanfield.two_bump_density(args.grid, dtype),
         ts,
         beta=args.beta,
         kind=args.kind,

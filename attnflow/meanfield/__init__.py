@@ -6,6 +6,7 @@ from ._circle import (
     predicted_clusters as predicted_clusters,
     smallest_grid as smallest_grid,
     solve_circle as solve_circle,
+    two_bump_density as two_bump_density,
 )
 from ._particles import (
     ParticlesVersusPDE as ParticlesVersusPDE,

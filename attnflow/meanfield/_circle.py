@@ -27,7 +27,14 @@ import numpy as np
 import scipy.special
 from jaxtyping import Array, Float
 
-from .._checks import as_float_array, check_beta, check_times, positive_int, positive_number
+from .._checks import (
+    as_float_array,
+    check_beta,
+    check_times,
+    float_dtype,
+    positive_int,
+    positive_number,
+)
 from ..fields import KINDS as FIELD_KINDS
 from ..integrate import as_solver, controller
 
@@ -216,6 +223,28 @@ class _Continuity(eqx.Module):
         flux = jnp.where(faces > 0, faces * left, faces * right)
         flux = flux - self.diffusion * (up - rho) / h
         return -(flux - jnp.roll(flux, 1)) / h
+
+
+def two_bump_density(grid: int = 512, dtype=None) -> Float[Array, " M"]:
+    """A smooth initial density on the circle with two bumps of different heights.
+
+    `rho0(theta) = exp(cos(theta - 0.3) + 0.8 cos(2 theta - 1)) / Z` at the grid points
+    `theta_m = 2 pi m / M` (those of `solve_circle`), `Z` making the rectangle rule give mass 1
+    (the rule is spectrally accurate here: `Z` is `int exp(...) dtheta` to rounding). The
+    initial density of `attnflow meanfield`, ready for `solve_circle` and
+    `particles_versus_pde` (pass the same `grid` there).
+
+    Arguments:
+        grid: the number of grid points `M`, `>= 8`.
+        dtype: a floating dtype (default: JAX's default float); computed in float64, then cast.
+
+    Returns:
+        The values `rho0(theta_m)`, shape `(M,)`.
+    """
+    M = positive_int(grid, "grid", minimum=8)
+    theta = 2 * np.pi * np.arange(M) / M
+    rho = np.exp(np.cos(theta - 0.3) + 0.8 * np.cos(2 * theta - 1.0))
+    return jnp.asarray((rho / (rho.sum() * 2 * np.pi / M)).astype(float_dtype(dtype)))
 
 
 def solve_circle(
