@@ -109,6 +109,23 @@ def test_equiangular_bad_input(call, match):
         call()
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_mean_cosine_gap_of_equiangular_tokens_is_one_minus_rho(getkey, dtype):
+    """Equiangular tokens of cosine rho give 1 - rho, whatever their radii (the directions are
+    compared); the regular simplex n / (n - 1); one cluster 0; batched over leading axes."""
+    n, eps = 5, float(jnp.finfo(dtype).eps)
+    radii = jax.random.uniform(getkey(), (n, 1), minval=0.5, maxval=3.0)
+    rhos = (0.3, -1 / (n - 1), 1.0)
+    x = jnp.asarray(np.stack([equiangular(n, rho) for rho in rhos]) * radii, dtype)
+    gap = analysis.mean_cosine_gap(x)
+    assert gap.shape == (3,) and gap.dtype == dtype
+    expected = [1 - rhos[0], n / (n - 1), 0.0]
+    np.testing.assert_allclose(gap, expected, rtol=0, atol=20 * eps)
+    assert analysis.mean_cosine_gap(x[0]).shape == ()
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., n, d\) with n >= 2"):
+        analysis.mean_cosine_gap(jnp.ones((1, 3), dtype))
+
+
 def test_pair_fraction_and_clusters_on_a_construction(getkey):
     a, b = sphere.uniform(getkey(), 2, 3)
     x = jnp.stack([a, a, a, b, b])

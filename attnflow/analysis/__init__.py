@@ -13,6 +13,7 @@ from ._equiangular import (
     equiangular as equiangular,
     equiangular_rho as equiangular_rho,
     equiangular_speed_over_gap as equiangular_speed_over_gap,
+    mean_cosine_gap as mean_cosine_gap,
 )
 from ._hemisphere import (
     hemisphere as hemisphere,

@@ -187,6 +187,32 @@ def equiangular_rho(
     return equiangular(ts, beta, n, rho0, kind, r0, alpha)[0]
 
 
+def mean_cosine_gap(x: Float[ArrayLike, "... n d"]) -> Float[Array, "..."]:
+    """One minus the mean pairwise cosine of the tokens: the gap `1 - rho` that `equiangular_rho`
+    predicts.
+
+    `1 - (1 / (n (n - 1))) sum_{i != j} <theta_i, theta_j>` with `theta_i = x_i / |x_i|`: the
+    directions are compared, so it applies to the schemes whose tokens leave the sphere
+    (Pre-LN, Peri-LN, nGPT) as well. For equiangular tokens of common cosine `rho` it is
+    `1 - rho` (docs/science.md section 5); it is 0 for one cluster and `n / (n - 1)` for the
+    regular simplex. As a statistic of `simulate`: `save=lambda t, x: mean_cosine_gap(x)`.
+
+    Arguments:
+        x: tokens, shape `(..., n, d)` with `n >= 2`, none of them zero.
+
+    Returns:
+        The gap, shape `x.shape[:-2]`, in `x`'s dtype.
+    """
+    x = as_float_array(x, "x")
+    if x.ndim < 2 or x.shape[-2] < 2:
+        raise ValueError(f"x must have shape (..., n, d) with n >= 2 tokens; got {x.shape}")
+    n = x.shape[-2]
+    theta = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    off = ~jnp.eye(n, dtype=bool)
+    cosines = jnp.where(off, theta @ jnp.swapaxes(theta, -1, -2), 0)
+    return 1 - jnp.sum(cosines, axis=(-2, -1)) / (n * (n - 1))
+
+
 @eqx.filter_jit
 def _solve_crossing_time(beta, delta, rho0, n: int, kind: str):
     """`crossing_time` for every entry of `beta`, compiled once per `(n, kind, dtype, shape)`:

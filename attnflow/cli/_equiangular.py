@@ -49,7 +49,6 @@ def add_commands(commands) -> None:
 
 def _normalization(args) -> str:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     import attnflow as af
@@ -65,15 +64,16 @@ def _normalization(args) -> str:
         "Peri-LN": (af.PeriLN(kernel), "PeriLN"),
         "nGPT": (af.NGPT(kernel, args.alpha), "nGPT"),
     }
-    off = ~np.eye(args.n, dtype=bool)
-
-    def mean_gap(t, x):
-        theta = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-        return 1 - jnp.sum(jnp.where(off, theta @ theta.T, 0)) / off.sum()
-
     gaps, predictions, lines = {}, {}, []
     for name, (field, kind) in schemes.items():
-        gap = af.simulate(field, x0, ts, save=mean_gap, max_steps=10**6, **tolerances).xs
+        gap = af.simulate(
+            field,
+            x0,
+            ts,
+            save=lambda t, x: af.analysis.mean_cosine_gap(x),
+            max_steps=10**6,
+            **tolerances,
+        ).xs
         rho = af.equiangular_rho(ts, args.beta, args.n, kind=kind, alpha=args.alpha)
         gaps[name], predictions[name] = np.asarray(gap), np.asarray(1 - rho)
         lines.append(
