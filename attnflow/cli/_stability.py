@@ -20,7 +20,6 @@ from ._options import (
     _write,
 )
 
-_FLOW_TIMES = (0.0, 1.0, 3.0, 10.0)  # guesses: random tokens, and the flow's states from them
 _MODULO = {"none": None, "rotations": "rotations", "symmetries": "rotations+permutations"}
 
 
@@ -197,13 +196,10 @@ def _fixed_points(args) -> str:
 
     dtype = args.dtype
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
-    starts = af.sphere.uniform(jax.random.key(args.seed), args.guesses * args.n, args.d, dtype)
-    starts = starts.reshape(args.guesses, args.n, args.d)
     start = time.perf_counter()
-    # random configurations and where the flow takes them: the flow visits the saddles and
-    # ends at the sinks, whose basins of attraction under Newton's method are small
-    flowed = jax.vmap(lambda x0: af.simulate(field, x0, _FLOW_TIMES).xs)(starts)
-    guesses = jnp.concatenate([starts, flowed.reshape(-1, args.n, args.d)])
+    guesses = af.stability.fixed_point_guesses(
+        field, args.n, args.d, key=jax.random.key(args.seed), samples=args.guesses, dtype=dtype
+    )
     found = af.stability.find_fixed_points(
         field,
         guesses,

@@ -11,6 +11,7 @@ from ._fixed_points import (
     FixedPointType as FixedPointType,
     classify_fixed_point as classify_fixed_point,
     find_fixed_points as find_fixed_points,
+    fixed_point_guesses as fixed_point_guesses,
     rotation_modes as rotation_modes,
 )
 from ._known import (

@@ -12,7 +12,8 @@ import optimistix as optx
 
 from .._checks import as_float_array, positive_int, positive_number
 from .._deprecated import deprecated
-from ..sphere import normalize
+from ..integrate import simulate
+from ..sphere import normalize, uniform
 from ._tangent import check_state, jacobian, on_product_of_spheres, tangent_jacobian
 
 SOLVERS = ("newton", "levenberg_marquardt")
@@ -239,6 +240,47 @@ def find_fixed_points(
         counts=np.asarray(counts, dtype=int)[order],
         failed=int((~good).sum()),
     )
+
+
+def fixed_point_guesses(
+    field,
+    n: int,
+    d: int,
+    *,
+    key,
+    samples: int = 64,
+    times=(0.0, 1.0, 3.0, 10.0),
+    dtype=None,
+) -> jax.Array:
+    """Initial guesses for `find_fixed_points`: random configurations and where the flow takes
+    them.
+
+    `samples` configurations of `n` tokens drawn uniformly on `S^{d-1}` (`sphere.uniform`, one
+    draw of `samples * n` tokens), then the state of each under the flow of `field` (`simulate`
+    with its default solver, the run starting from the configuration at `times[0]`) at each of
+    `times`. The flow visits the saddles and ends at the sinks, whose basins of attraction
+    under Newton's method are small, so the flowed states find equilibria that random
+    configurations alone miss. With the default `times`, which start at 0, each configuration
+    is given twice (itself, and its state at `t = 0`), as the `fixed-points` command uses them:
+    `find_fixed_points` counts both in `FixedPoints.counts`.
+
+    Arguments:
+        field: a sphere field `field(t, x, args)` on `(n, d)` tokens.
+        n, d: the number of tokens and their dimension.
+        key: a JAX PRNG key (keyword-only, required).
+        samples: the number of random configurations, `>= 1`.
+        times: the flow's save times, strictly increasing.
+        dtype: a floating dtype (default: JAX's default float).
+
+    Returns:
+        The guesses, shape `(samples * (1 + len(times)), n, d)`: the configurations, then the
+        states at `times` of the first configuration, of the second, and so on.
+    """
+    samples = positive_int(samples, "samples")
+    n, d = positive_int(n, "n"), positive_int(d, "d")
+    starts = uniform(key, samples * n, d, dtype).reshape(samples, n, d)
+    flowed = jax.vmap(lambda x0: simulate(field, x0, times).xs)(starts)
+    return jnp.concatenate([starts, flowed.reshape(-1, n, d)])
 
 
 def rotation_modes(x: jax.Array) -> jax.Array:
