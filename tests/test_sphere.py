@@ -25,6 +25,31 @@ def test_uniform_is_deterministic_and_rejects_bad_sizes(getkey):
         sphere.uniform(key, 3, 2.5)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_around_axes_groups_at_the_ends_of_orthonormal_axes(getkey, dtype):
+    """Without noise, the points are the centers: cosine 1 within a group, -1 between the two
+    ends of an axis (groups 2k, 2k + 1), 0 otherwise; with noise, each point is nearest its
+    own center."""
+    key, n, d, groups = getkey(), 12, 3, 5
+    x, labels = sphere.around_axes(key, n, d, groups, spread=0.0, dtype=dtype)
+    assert x.shape == (n, d) and x.dtype == dtype
+    np.testing.assert_array_equal(labels, np.arange(n) % groups)
+    g = np.asarray(labels)
+    same_axis = g[:, None] // 2 == g[None, :] // 2
+    expected = np.where(g[:, None] == g[None, :], 1.0, np.where(same_axis, -1.0, 0.0))
+    eps = float(jnp.finfo(dtype).eps)
+    np.testing.assert_allclose(x @ x.T, expected, rtol=0, atol=20 * eps)
+    noisy, same = sphere.around_axes(key, n, d, groups, spread=0.1, dtype=dtype)
+    np.testing.assert_array_equal(same, labels)
+    assert jnp.all(sphere.on_sphere(noisy))
+    nearest = np.argmax(np.asarray(noisy @ x.T), axis=1)
+    np.testing.assert_array_equal(g[nearest], g)
+    with pytest.raises(ValueError, match=r"groups must be at most 2 d = 6 .* and n = 12; got 7"):
+        sphere.around_axes(key, n, d, 7)
+    with pytest.raises(ValueError, match="spread must be finite and >= 0; got -0.1"):
+        sphere.around_axes(key, n, d, 2, spread=-0.1)
+
+
 def test_project_is_tangent_and_idempotent(getkey):
     x = sphere.uniform(getkey(), 10, 5)
     v = jax.random.normal(getkey(), (10, 5))

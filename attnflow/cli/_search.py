@@ -94,7 +94,7 @@ def _search(args) -> str:
             n=args.n,
             d=args.d,
             t1=args.t1,
-            h=args.h,
+            solver=af.Layers(args.h),
             samples=args.samples,
             schedule=args.name == "beta-schedule",
             init=args.init,
@@ -128,12 +128,7 @@ def _search(args) -> str:
             raise ValueError(
                 f"--groups must be at most 2 d = {2 * args.d} and n = {args.n}; got {args.groups}"
             )
-        basis, noise = jax.random.split(key)
-        q = jnp.linalg.qr(jax.random.normal(basis, (args.d, args.d), dtype))[0].T
-        centers = jnp.stack([sign * row for row in q for sign in (1, -1)])[: args.groups]
-        labels = np.arange(args.n) % args.groups
-        noise = args.spread * jax.random.normal(noise, (args.n, args.d), dtype)
-        x0 = af.sphere.normalize(centers[labels] + noise)
+        x0, labels = af.sphere.around_axes(key, args.n, args.d, args.groups, args.spread, dtype)
         result = af.optimize.value_for_groups(
             x0, labels, beta=args.beta, t1=args.t1, steps=args.steps, progress=_progress(args)
         )

@@ -1,6 +1,7 @@
 """Geometry of the unit sphere `S^{d-1}` and of the circle: sampling, projections, distances."""
 
 from ._sphere import (
+    around_axes as around_axes,
     from_angles as from_angles,
     geodesic_distance as geodesic_distance,
     normalize as normalize,
@@ -13,6 +14,7 @@ from ._sphere import (
 )
 
 __all__ = [
+    "around_axes",
     "from_angles",
     "geodesic_distance",
     "normalize",

@@ -4,7 +4,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from .._checks import is_traced, positive_int
 from .._types import Angles, Points
@@ -27,6 +27,46 @@ def uniform(key: PRNGKeyArray, n: int, d: int, dtype=None) -> Points:
     d = positive_int(d, "d")
     g = jax.random.normal(key, (n, d), dtype=dtype or float)
     return normalize(g)
+
+
+def around_axes(
+    key: PRNGKeyArray, n: int, d: int, groups: int, spread: float = 0.3, dtype=None
+) -> tuple[Points, Int[Array, " n"]]:
+    """`n` points of `S^{d-1}` in `groups` groups, each around one end of an axis of a random
+    orthonormal basis.
+
+    The centers are `+e_1, -e_1, +e_2, -e_2, ...` (the first `groups` of them), `e_k` the rows
+    of the orthogonal factor of the QR decomposition of a `d x d` standard Gaussian matrix;
+    point `i` belongs to group `i mod groups` and is its center plus a Gaussian vector of
+    standard deviation `spread` in each coordinate, normalized. With `spread = 0` the points
+    are the centers: cosine 1 within a group, -1 between the two ends of an axis, 0 otherwise.
+    The tokens of `attnflow search value-groups` (`attnflow.optimize.value_for_groups`).
+
+    Arguments:
+        key: a JAX PRNG key (split in two: the basis, the noise).
+        n, d: the number of points and the dimension, `n, d >= 1`.
+        groups: the number of groups, `1 <= groups <= min(2 d, n)`.
+        spread: the standard deviation of the noise, `>= 0`.
+        dtype: a floating dtype (default: JAX's default float).
+
+    Returns:
+        `(x, labels)`: the points, shape `(n, d)`, and the group of each, `arange(n) % groups`.
+    """
+    n, d = positive_int(n, "n"), positive_int(d, "d")
+    groups = positive_int(groups, "groups")
+    if groups > min(2 * d, n):
+        raise ValueError(
+            f"groups must be at most 2 d = {2 * d} (two ends of each axis) and n = {n}; "
+            f"got {groups}"
+        )
+    if not 0 <= spread < math.inf:
+        raise ValueError(f"spread must be finite and >= 0; got {spread}")
+    dtype = dtype or float
+    basis, noise = jax.random.split(key)
+    q = jnp.linalg.qr(jax.random.normal(basis, (d, d), dtype))[0].T
+    centers = jnp.stack([sign * row for row in q for sign in (1, -1)])[:groups]
+    labels = jnp.arange(n) % groups
+    return normalize(centers[labels] + spread * jax.random.normal(noise, (n, d), dtype)), labels
 
 
 def normalize(x: Float[Array, "... d"]) -> Float[Array, "... d"]:
