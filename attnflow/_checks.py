@@ -184,3 +184,49 @@ def check_delta(delta):
     return check_value(
         delta, ~((delta >= 0) & (delta <= 2)), "delta must lie in [0, 2]", lambda: f"; got {delta}"
     )
+
+
+def grid_tolerance(dtype) -> float:
+    """Tolerance on a grid density's mass, negative values and grid spacing: `1e-6` (as
+    `solve_circle`), or `sqrt(eps)` where larger (float32: `3.5e-4`)."""
+    return max(1e-6, float(jnp.finfo(dtype).eps) ** 0.5)
+
+
+def finite_values(x, name: str, xp):
+    """`x`, checked to hold only finite numbers (computed with `xp`: NumPy for concrete
+    arrays, which compiles nothing, `jax.numpy` under tracing)."""
+    bad = ~xp.isfinite(x)
+    return check_value(
+        x,
+        xp.any(bad),
+        f"{name} must hold only finite numbers",
+        lambda: f"; got {int(bad.sum())} non-finite entries",
+    )
+
+
+def check_grid(theta, density, names: tuple[str, str], xp):
+    """`(theta, density)`, 1-D of the same length `M`, checked to be a density on a uniform
+    grid: `theta` finite cell centers `theta_0 + 2 pi k / M`, `density` finite and
+    non-negative (entries down to `-tol`, `grid_tolerance`, are rounding and read as 0); `names`
+    name them in the errors. `xp`: NumPy for concrete arrays, `jax.numpy` under tracing."""
+    M = theta.shape[0]
+    h = 2 * math.pi / M
+    tol = grid_tolerance(theta.dtype)
+    k = xp.arange(M, dtype=theta.dtype)
+    theta = check_value(
+        theta,
+        xp.any(~xp.isfinite(theta)) | xp.any(xp.abs(theta - theta[0] - k * h) > tol * h),
+        f"{names[0]} must be a uniform grid of M = {M} cell centers theta_0 + 2 pi k / M",
+        lambda: (
+            f"; got spacings from {np.min(np.diff(theta)):.6g} to "
+            f"{np.max(np.diff(theta)):.6g}, expected {h:.6g}"
+        ),
+    )
+    density = finite_values(density, names[1], xp)
+    density = check_value(
+        density,
+        xp.min(density) < -tol,
+        f"{names[1]} must be non-negative (entries down to -{tol:g} are read as 0)",
+        lambda: f"; got a smallest entry {float(np.min(density)):.3g}",
+    )
+    return theta, density

@@ -1,4 +1,5 @@
-"""Analysis of configurations and of the equiangular reduction (docs/science.md sections 5-6)."""
+"""Analysis of configurations, of the equiangular reduction, and Wasserstein distances between
+measures (docs/science.md sections 4-6)."""
 
 from ._clusters import (
     close_pairs as close_pairs,
@@ -23,4 +24,10 @@ from ._hemisphere import (
 from ._long_context import (
     long_context_attention as long_context_attention,
     long_context_cosine as long_context_cosine,
+)
+from ._wasserstein import (
+    COSTS as COSTS,
+    wasserstein as wasserstein,
+    wasserstein_circle as wasserstein_circle,
+    wasserstein_exact as wasserstein_exact,
 )

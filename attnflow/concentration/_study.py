@@ -10,12 +10,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from .._checks import as_float_array, float_dtype, positive_int
 from .._deprecated import keyword_key
+from ..analysis import wasserstein_exact
 from ..fields import Hardmax
 from ..integrate import integrate, state_status
-from ..meanfield import wasserstein_exact
 from ..sweep import (
     DEFAULT_MEMORY,
     AbstractStudyItem,
@@ -91,19 +92,21 @@ class LimitItem(_Static):
 
 
 class FlowItem(_Static):
-    """Item `b * samples + s`: realization `s` moved by the softmax flow at `betas[b]`, its
-    tokens at the save times; `args` holds `betas`, `key`, `Q`, `K`, `V`, `ts`, `rtol`,
-    `atol`."""
+    """Item `b * samples + s`: realization `s` moved by the softmax flow at `betas[b]`, and
+    what the study reads from its tokens at the save times, computed on the device (not the
+    trajectory): the distance to the push-forward `limits[s]` at each save time, and the
+    terminal phase (`terminal_phase`). `args` holds `betas`, `key`, `Q`, `K`, `V`, `ts`,
+    `rtol`, `atol`, `limits` and `limit_status` (traced: new values reuse the code)."""
 
     max_steps: int = eqx.field(static=True)
 
     def __call__(self, index, args):
         beta = self.beta(index, args)
-        x0 = self.tokens(args["key"], self.sample(index))
+        s = self.sample(index)
         field = attention_flow(beta, args["Q"], args["K"], args["V"])
         trajectory = integrate(
             field,
-            x0,
+            self.tokens(args["key"], s),
             args["ts"],
             diffrax.Tsit5(),
             rtol=args["rtol"],
@@ -111,7 +114,25 @@ class FlowItem(_Static):
             max_steps=self.max_steps,
             throw=False,
         )
-        return {"xs": trajectory.xs, "status": state_status(trajectory.xs, trajectory.status)}
+        status = state_status(trajectory.xs, trajectory.status)
+        solved = status == 0
+        # A failed run or limit is left out as NaN; its states stand in by zeros (finite) so
+        # that nothing downstream raises.
+        xs = jnp.where(solved, trajectory.xs, 0)
+        measured = solved & (args["limit_status"][s] == 0)
+        limit = jnp.where(measured, args["limits"][s], 0)
+        distance = jax.vmap(
+            lambda x: wasserstein_exact(x, limit, cost="euclidean", max_points=self.n)
+        )(xs)
+        direction, k, spread = terminal_phase(xs)
+        return {
+            "distance": jnp.where(measured, distance, jnp.nan),
+            "direction": jnp.where(solved, direction, jnp.nan),
+            "terminal": jnp.where(solved, k, -1),
+            "spread": jnp.where(solved, spread, jnp.nan),
+            "final": jnp.where(solved, trajectory.xs[k], trajectory.xs[-1]),
+            "status": status,
+        }
 
 
 class Concentration(eqx.Module):
@@ -207,17 +228,24 @@ def eigenvectors(V, d: int) -> tuple[np.ndarray, list[np.ndarray]]:
 TERMINAL = 1e-3
 
 
-def terminal_phase(xs: np.ndarray, bases: list[np.ndarray]) -> tuple[np.ndarray, int, float]:
-    """For tokens `xs` `(T, n, d)`: `(alignment, k, spread)`, where `k` is the last save time
-    whose rms spread about the mean is `>= TERMINAL` times the initial one, `alignment` the
-    `|cos|` between the principal direction of the tokens about their mean at `k` and each
-    basis (`eigenvectors`), and `spread` the rms spread at the last save time."""
+def terminal_phase(xs: Float[Array, "T n d"]) -> tuple[Float[Array, " d"], Array, Array]:
+    """For tokens `xs` `(T, n, d)`: `(direction, k, spread)`, where `k` is the last save time
+    whose rms spread about the mean is `>= TERMINAL` times the initial one, `direction` the
+    principal direction of the tokens about their mean at `k` (unit, sign arbitrary), and
+    `spread` the rms spread at the last save time. Jit- and vmap-able."""
     deviations = xs - xs.mean(axis=1, keepdims=True)
-    spreads = np.sqrt(np.mean(np.sum(deviations**2, axis=-1), axis=-1))
-    k = int(np.nonzero(spreads >= TERMINAL * spreads[0])[0].max(initial=0))
-    direction = np.linalg.svd(deviations[k], full_matrices=False)[2][0]
-    cosines = np.array([np.linalg.norm(basis.T @ direction) for basis in bases])
-    return np.minimum(cosines, 1.0), k, float(spreads[-1])
+    spreads = jnp.sqrt(jnp.mean(jnp.sum(deviations**2, axis=-1), axis=-1))
+    ahead = spreads >= TERMINAL * spreads[0]
+    k = jnp.max(jnp.where(ahead, jnp.arange(spreads.size), 0))
+    direction = jnp.linalg.svd(deviations[k], full_matrices=False)[2][0]
+    return direction, k, spreads[-1]
+
+
+def alignment(directions: np.ndarray, bases: list[np.ndarray]) -> np.ndarray:
+    """`|cos|` of the angle between each row of `directions` `(..., d)` and each basis of
+    `eigenvectors` (the norm of the projection on its span), shape `(..., len(bases))`."""
+    cosines = np.stack([np.linalg.norm(directions @ basis, axis=-1) for basis in bases], -1)
+    return np.minimum(cosines, 1.0)
 
 
 def _fit(betas, closest, resolved) -> tuple[float, float]:
@@ -261,7 +289,9 @@ def concentration(
     zero-temperature flow (`hardmax_limit`, one sweep over the realizations), and each `beta`
     moves them by the finite-temperature flow `dx_i/dt = sum_j A_ij V (x_j - x_i)` (a second
     sweep over `(beta, realization)`, adaptive Tsit5). The distance between the empirical
-    measures at each save time is exact (`wasserstein_exact`, Euclidean cost, `p = 2`).
+    measures at each save time is exact (`attnflow.analysis.wasserstein_exact`, Euclidean cost,
+    `p = 2`), computed on the device by each item: the sweep keeps statistics, not
+    trajectories.
 
     Arguments:
         key: a JAX random key; realization `s` is `initial_tokens(key, s, ...)` for every beta.
@@ -280,8 +310,7 @@ def concentration(
         memory, devices, progress: the sweep engine's options (`attnflow.sweep.run`).
         store: a folder that receives every finished chunk of both sweeps (subfolders
             `limits/` and `flows/`, each an `attnflow.sweep.Store`); an existing one with the
-            same configuration is resumed, one with another configuration is refused. The
-            distances are recomputed from the stored tokens.
+            same configuration is resumed, one with another configuration is refused.
 
     Returns:
         A `Concentration`. Failed runs (a finite-beta solve, or a zero-temperature flow that
@@ -356,17 +385,19 @@ def concentration(
     count = betas.size * samples
     distance = np.full((count, ts.size), np.nan)
     status = np.zeros(count, np.int8)
-    eigenvalues, bases = eigenvectors(V, d)
-    aligned = np.full((count, d), np.nan)
+    direction = np.full((count, d), np.nan)
+    terminal = np.full(count, -1)
     spread = np.full(count, np.nan)
-    terminal_time = np.full(count, np.nan)
     final = np.zeros((betas.size, n, d), dtype)
-    with _open_part(store, "flows", config, count) as opened:
+    flows = weights | tolerances | {"betas": jnp.asarray(betas), "ts": jnp.asarray(ts)}
+    flows |= {"limits": jnp.asarray(limits), "limit_status": jnp.asarray(limit_status)}
+    # the items save statistics, not trajectories (format 2); a store of trajectories is refused
+    with _open_part(store, "flows", config | {"format": 2}, count) as opened:
         chunks = run(
             FlowItem(**static, max_steps=max_steps),
             count,
-            args=weights | tolerances | {"betas": jnp.asarray(betas), "ts": jnp.asarray(ts)},
-            bytes_per_item=itemsize * (ts.size * n * d + 40 * n * d + 6 * n * n),
+            args=flows,
+            bytes_per_item=itemsize * (ts.size * n * (d + n) + 40 * n * d + 6 * n * n),
             memory=memory,
             devices=devices,
             store=opened,
@@ -374,24 +405,15 @@ def concentration(
             desc="concentration: finite-beta flows",
         )
         for start, stop, results in chunks:
+            distance[start:stop] = results["distance"]
             status[start:stop] = results["status"]
-            for index in range(start, stop):
-                b, s = divmod(index, samples)
-                xs = results["xs"][index - start]
-                if status[index] != 0:
-                    if s == 0:
-                        final[b] = xs[-1]
-                    continue
-                aligned[index], k, spread[index] = terminal_phase(np.asarray(xs, float), bases)
-                terminal_time[index] = ts[k]
-                if s == 0:
-                    final[b] = xs[k]
-                if limit_status[s] != 0:
-                    continue
-                distance[index] = [
-                    wasserstein_exact(x, limits[s], cost="euclidean", max_points=max(2048, n))
-                    for x in xs
-                ]
+            direction[start:stop] = results["direction"]
+            terminal[start:stop] = results["terminal"]
+            spread[start:stop] = results["spread"]
+            firsts = [i for i in range(start, stop) if i % samples == 0]
+            final[[i // samples for i in firsts]] = results["final"][[i - start for i in firsts]]
+    eigenvalues, bases = eigenvectors(V, d)
+    terminal_time = np.where(terminal >= 0, ts[terminal], np.nan)
     shape = (betas.size, samples)
     status = status.reshape(shape)
     _report(status, limit_status, betas)
@@ -408,7 +430,7 @@ def concentration(
         slope=slope,
         exponent=exponent,
         eigenvalues=eigenvalues,
-        alignment=aligned.reshape(*shape, d),
+        alignment=alignment(direction, bases).reshape(*shape, d),
         spread=spread.reshape(shape),
         terminal_time=terminal_time.reshape(shape),
         limits=limits,

@@ -13,9 +13,21 @@ from ._particles import (
     particles_versus_pde as particles_versus_pde,
     sample_density as sample_density,
 )
-from ._wasserstein import (
-    COSTS as COSTS,
-    wasserstein as wasserstein,
-    wasserstein_circle as wasserstein_circle,
-    wasserstein_exact as wasserstein_exact,
-)
+
+
+def __getattr__(name: str):
+    """The Wasserstein distances moved to `attnflow.analysis`; the old spelling works for a
+    release, with a `DeprecationWarning`."""
+    from .._deprecated import deprecated
+    from ..analysis import COSTS, wasserstein, wasserstein_circle, wasserstein_exact
+
+    moved = {
+        "COSTS": COSTS,
+        "wasserstein": wasserstein,
+        "wasserstein_circle": wasserstein_circle,
+        "wasserstein_exact": wasserstein_exact,
+    }
+    if name in moved:
+        deprecated(f"attnflow.meanfield.{name}", f"attnflow.analysis.{name}")
+        return moved[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,11 +8,11 @@ import numpy as np
 from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
-from .._checks import as_float_array, check_value, is_traced, positive_int
+from .._checks import as_float_array, check_grid, check_value, is_traced, positive_int
+from ..analysis import wasserstein_circle
 from ..fields import KINDS, Circle
 from ..integrate import simulate
 from ._circle import CircleDensity, solve_circle
-from ._wasserstein import check_grid, wasserstein_circle
 
 
 class ParticlesVersusPDE(eqx.Module):

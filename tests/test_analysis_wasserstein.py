@@ -1,6 +1,6 @@
-"""Wasserstein distances of the mean-field package: the circle's exact quantile formula against
-scipy's exact assignment and the CDF formula, and ott-jax's Sinkhorn divergence against the
-exact assignment within its proven bias."""
+"""Wasserstein distances (attnflow.analysis): the circle's exact quantile formula against scipy's
+exact assignment and the CDF formula, the exact assignment (both of its solvers) against scipy,
+and ott-jax's Sinkhorn divergence against the exact assignment within its proven bias."""
 
 import math
 
@@ -12,7 +12,10 @@ import pytest
 import scipy.optimize
 from conftest import tol
 
-from attnflow.meanfield._wasserstein import wasserstein, wasserstein_circle, wasserstein_exact
+import attnflow.analysis
+import attnflow.meanfield
+from attnflow.analysis import wasserstein, wasserstein_circle, wasserstein_exact
+from attnflow.analysis._wasserstein import _device_assignment
 
 TWO_PI = 2 * np.pi
 
@@ -266,7 +269,7 @@ def test_sinkhorn_against_exact_assignment(cost, p):
     x, y = _sphere_points(rng, n, 3), _sphere_points(rng, n, 3, shift=1.0)
     if cost == "euclidean":
         x, y = 1.5 * x, y + 0.3  # off the sphere
-    exact = wasserstein_exact(x, y, cost=cost, p=p)
+    exact = float(wasserstein_exact(x, y, cost=cost, p=p))
     epsilon = 1e-3
     w = wasserstein(jnp.asarray(x), jnp.asarray(y), cost=cost, p=p, epsilon=epsilon)
     _assert_within_bias(w, exact, p, n, n, epsilon, jnp.float64)
@@ -279,7 +282,7 @@ def test_sinkhorn_float32_and_unequal_sizes(dtype):
     rng = np.random.default_rng(4)
     n, m = 12, 8
     x, y = _sphere_points(rng, n, 4), _sphere_points(rng, m, 4, shift=2.0)
-    exact = wasserstein_exact(x, y, cost="geodesic", p=2)  # lcm(12, 8) = 24 atoms
+    exact = float(wasserstein_exact(x, y, cost="geodesic", p=2))  # lcm(12, 8) = 24 atoms
     epsilon = 3e-3
     w = wasserstein(jnp.asarray(x, dtype), jnp.asarray(y, dtype), p=2, epsilon=epsilon)
     assert w.dtype == dtype
@@ -294,7 +297,7 @@ def test_circle_point_clouds_agree():
     y = np.stack([np.cos(b), np.sin(b)], axis=1)
     for p in (1, 2):
         circle = float(wasserstein_circle(a, b, p))
-        assert wasserstein_exact(x, y, p=p) == pytest.approx(circle, abs=1e-12)
+        assert float(wasserstein_exact(x, y, p=p)) == pytest.approx(circle, abs=1e-12)
         w = wasserstein(jnp.asarray(x), jnp.asarray(y), p=p, epsilon=3e-3, max_iterations=20_000)
         _assert_within_bias(w, circle, p, 10, 15, 3e-3, jnp.float64)
 
@@ -354,3 +357,54 @@ def test_point_cloud_errors():
         wasserstein(x, y, max_iterations=0)
     with pytest.raises(ValueError, match=r"lcm\(n, m\) = 20 atoms, more than max_points = 10"):
         wasserstein_exact(x, y, max_points=10)
+
+
+def _scipy_distance(x, y, p):
+    """Exact W_p (chordal cost) by scipy's assignment, in float64, each point repeated to
+    lcm(n, m) atoms."""
+    size = math.lcm(len(x), len(y))
+    x = np.repeat(np.asarray(x, np.float64), size // len(x), axis=0)
+    y = np.repeat(np.asarray(y, np.float64), size // len(y), axis=0)
+    costs = np.linalg.norm(x[:, None] - y[None], axis=-1) ** p
+    rows, cols = scipy.optimize.linear_sum_assignment(costs)
+    return costs[rows, cols].mean() ** (1 / p)
+
+
+@pytest.mark.parametrize("sizes", [(9, 9), (6, 4)])
+@pytest.mark.parametrize("p", [1, 2])
+def test_exact_assignment_against_scipy(dtype, sizes, p):
+    """Eager, under jit and under vmap, in the inputs' dtype, against scipy in float64."""
+    rng = np.random.default_rng(9)
+    xs = np.stack([_sphere_points(rng, sizes[0], 3) for _ in range(3)])
+    y = _sphere_points(rng, sizes[1], 3, shift=0.5)
+    expected = [_scipy_distance(x, y, p) for x in xs]
+    x32, y32 = jnp.asarray(xs, dtype), jnp.asarray(y, dtype)
+    eager = wasserstein_exact(x32[0], y32, cost="chordal", p=p)
+    assert eager.dtype == dtype
+    assert float(eager) == pytest.approx(expected[0], rel=50 * _eps(dtype))
+    mapped = jax.jit(jax.vmap(lambda x: wasserstein_exact(x, y32, cost="chordal", p=p)))(x32)
+    np.testing.assert_allclose(mapped, expected, rtol=50 * _eps(dtype))
+
+
+def test_device_assignment_against_scipy(dtype):
+    """The accelerators' solver (optax's Hungarian algorithm) finds assignments as cheap as
+    scipy's, batched, ties included."""
+    rng = np.random.default_rng(10)
+    costs = rng.random((4, 12, 12))
+    costs[3] = np.round(costs[3] * 3)  # many ties
+    columns = np.asarray(jax.jit(jax.vmap(_device_assignment))(jnp.asarray(costs, dtype)))
+    for c, sigma in zip(costs, columns, strict=True):
+        assert sorted(sigma) == list(range(12))
+        rows, best = scipy.optimize.linear_sum_assignment(c)
+        assert c[rows, sigma].sum() == pytest.approx(c[rows, best].sum(), rel=50 * _eps(dtype))
+
+
+@pytest.mark.parametrize(
+    "name", ["COSTS", "wasserstein", "wasserstein_circle", "wasserstein_exact"]
+)
+def test_meanfield_spellings_deprecated(name):
+    with pytest.warns(DeprecationWarning, match=f"use attnflow.analysis.{name}"):
+        moved = getattr(attnflow.meanfield, name)
+    assert moved is getattr(attnflow.analysis, name)
+    with pytest.raises(AttributeError):
+        attnflow.meanfield.no_such_name  # noqa: B018

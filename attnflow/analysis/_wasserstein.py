@@ -1,4 +1,4 @@
-"""Wasserstein distances between empirical measures and densities (docs/science.md section 4).
+"""Wasserstein distances between empirical measures and densities (docs/science.md sections 4-5).
 
 The mean-field limit is measured in Wasserstein distance: the empirical measure `mu_n(t)` of `n`
 tokens stays close to the solution `mu(t)` of the continuity equation,
@@ -8,8 +8,8 @@ tokens stays close to the solution `mu(t)` of the continuity equation,
   empirical measures (angles) and densities on a uniform grid, through quantile functions.
 - `wasserstein`: any dimension, point clouds on the sphere `S^{d-1}` (geodesic or chordal
   cost) or in `R^d`, by ott-jax's debiased Sinkhorn divergence.
-- `wasserstein_exact`: the exact `W_p` between small point clouds by an assignment (scipy),
-  to check `wasserstein`.
+- `wasserstein_exact`: the exact `W_p` between point clouds by an optimal assignment
+  (`assignment`: jit- and vmap-able, SciPy's on CPU, optax's Hungarian algorithm elsewhere).
 """
 
 import functools
@@ -21,13 +21,17 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+import optax
 from jaxtyping import Array, Float
 
 from .._checks import (
     as_float_array,
     check_finite,
+    check_grid,
     check_on_sphere,
     check_value,
+    finite_values,
+    grid_tolerance,
     is_traced,
     positive_int,
     positive_number,
@@ -44,60 +48,14 @@ _TWO_PI = 2 * math.pi
 # ----------------------------------------------------------------------------------------------
 
 
-def _grid_tol(dtype) -> float:
-    """Tolerance on a grid density's mass, negative values and grid spacing: `1e-6` (as
-    `solve_circle`), or `sqrt(eps)` where larger (float32: `3.5e-4`)."""
-    return max(1e-6, float(jnp.finfo(dtype).eps) ** 0.5)
-
-
-def _finite(x, name: str, xp):
-    """`x`, checked to hold only finite numbers (computed with `xp`: NumPy for concrete
-    arrays, which compiles nothing, `jax.numpy` under tracing)."""
-    bad = ~xp.isfinite(x)
-    return check_value(
-        x,
-        xp.any(bad),
-        f"{name} must hold only finite numbers",
-        lambda: f"; got {int(bad.sum())} non-finite entries",
-    )
-
-
 def _empirical_quantile(angles, name: str, xp):
     """Knots `(t, q)` of the lifted quantile function of the empirical measure of `angles`."""
-    angles = _finite(angles, name, xp)
+    angles = finite_values(angles, name, xp)
     n = angles.shape[0]
     s = xp.sort(xp.mod(angles, _TWO_PI))
     # Q(t) = s_i on ((i - 1)/n, i/n]: a staircase, flat pieces joined by vertical jumps.
     t = xp.repeat(xp.arange(n + 1, dtype=angles.dtype) / n, 2)[1:-1]
     return t, xp.repeat(s, 2)
-
-
-def check_grid(theta, density, names: tuple[str, str], xp):
-    """`(theta, density)`, 1-D of the same length `M`, checked to be a density on a uniform
-    grid: `theta` finite cell centers `theta_0 + 2 pi k / M`, `density` finite and
-    non-negative (entries down to `-tol`, `_grid_tol`, are rounding and read as 0); `names`
-    name them in the errors. `xp`: NumPy for concrete arrays, `jax.numpy` under tracing."""
-    M = theta.shape[0]
-    h = _TWO_PI / M
-    tol = _grid_tol(theta.dtype)
-    k = xp.arange(M, dtype=theta.dtype)
-    theta = check_value(
-        theta,
-        xp.any(~xp.isfinite(theta)) | xp.any(xp.abs(theta - theta[0] - k * h) > tol * h),
-        f"{names[0]} must be a uniform grid of M = {M} cell centers theta_0 + 2 pi k / M",
-        lambda: (
-            f"; got spacings from {np.min(np.diff(theta)):.6g} to "
-            f"{np.max(np.diff(theta)):.6g}, expected {h:.6g}"
-        ),
-    )
-    density = _finite(density, names[1], xp)
-    density = check_value(
-        density,
-        xp.min(density) < -tol,
-        f"{names[1]} must be non-negative (entries down to -{tol:g} are read as 0)",
-        lambda: f"; got a smallest entry {float(np.min(density)):.3g}",
-    )
-    return theta, density
 
 
 def _grid_quantile(theta, density, name: str, xp):
@@ -106,7 +64,7 @@ def _grid_quantile(theta, density, name: str, xp):
     inverse is the polyline through `(CDF(e_k), e_k)` at the cell edges `e_k`."""
     M = theta.shape[0]
     h = _TWO_PI / M
-    tol = _grid_tol(theta.dtype)
+    tol = grid_tolerance(theta.dtype)
     theta, density = check_grid(theta, density, (f"{name}[0] (theta)", f"{name}[1] (density)"), xp)
     mass = xp.sum(density) * h
     density = check_value(
@@ -299,7 +257,7 @@ def _circle_distance(knots_mu, knots_nu, p: int):
 
 
 # ----------------------------------------------------------------------------------------------
-# Any dimension: point clouds, by Sinkhorn divergence (ott-jax), exact by assignment (scipy).
+# Any dimension: point clouds, by Sinkhorn divergence (ott-jax) or exactly by assignment.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -455,33 +413,70 @@ def _sinkhorn_distance(x, y, cost, p, epsilon, threshold, max_iterations):
     return jnp.maximum(divergence, 0) ** (1 / p)
 
 
-def wasserstein_exact(x, y, *, cost: str = "geodesic", p: float = 2, max_points: int = 2048):
-    """The exact Wasserstein distance `W_p` between the empirical measures of two small point
-    clouds `x` `(n, d)` and `y` `(m, d)` (uniform weights), for the check of `wasserstein`.
+def wasserstein_exact(
+    x: Float[Array, "n d"],
+    y: Float[Array, "m d"],
+    *,
+    cost: Literal["geodesic", "chordal", "euclidean"] = "geodesic",
+    p: float = 2,
+    max_points: int = 2048,
+) -> Float[Array, ""]:
+    """The exact Wasserstein distance `W_p` between the empirical measures of two point clouds
+    `x` `(n, d)` and `y` `(m, d)` (uniform weights).
 
-    Arguments as `wasserstein`. Computed by scipy's `linear_sum_assignment` on the cost matrix
-    `d(x_i, y_j)^p`: for `n = m` an optimal plan is a permutation (Birkhoff), so
-    `W_p^p = min_sigma (1/n) sum_i d(x_i, y_sigma(i))^p`; for `n != m` each point is repeated
-    `L/n` (`L/m`) times, `L = lcm(n, m)`, which turns the transport between uniform measures
-    into an assignment between `L` atoms of mass `1/L`. Not jit-able (NumPy, float64); cost
-    `O(L^3)`, with `L <= max_points`.
+    Arguments as `wasserstein`. For `n = m` an optimal plan is a permutation (Birkhoff), so
+    `W_p^p = min_sigma (1/n) sum_i d(x_i, y_sigma(i))^p`, found by the Hungarian algorithm on
+    the cost matrix `d(x_i, y_j)^p` (`assignment`); for `n != m` each
+    point is repeated `L/n` (`L/m`) times, `L = lcm(n, m)`, which turns the transport between
+    uniform measures into an assignment between `L` atoms of mass `1/L`. Cost `O(L^3)`, with
+    `L <= max_points`. Jit- and vmap-able (`cost`, `p`, `max_points` static; value checks then
+    raise when the compiled code runs), in the inputs' dtype.
 
     Returns:
-        `W_p` as a Python float.
+        `W_p`, a scalar of the inputs' dtype.
     """
-    import scipy.optimize
-
     x, y, p = _point_clouds(x, y, cost, p)
-    n, m = x.shape[0], y.shape[0]
-    size = math.lcm(n, m)
+    size = math.lcm(x.shape[0], y.shape[0])
     if size > positive_int(max_points, "max_points"):
         raise ValueError(
             f"x and y: the exact assignment needs lcm(n, m) = {size} atoms, more than "
             f"max_points = {max_points}; use wasserstein (Sinkhorn) or subsample"
         )
-    x = np.repeat(np.asarray(x, np.float64), size // n, axis=0)
-    y = np.repeat(np.asarray(y, np.float64), size // m, axis=0)
-    with jax.enable_x64(True):
-        costs = np.asarray(_pair_cost(jnp.asarray(x)[:, None], jnp.asarray(y)[None], cost, p))
-    rows, cols = scipy.optimize.linear_sum_assignment(costs)
-    return float(costs[rows, cols].mean()) ** (1 / p)
+    return _assignment_distance(x, y, cost, p)
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "p"))
+def _assignment_distance(x, y, cost: str, p: float):
+    size = math.lcm(x.shape[0], y.shape[0])
+    x = jnp.repeat(x, size // x.shape[0], axis=0)
+    y = jnp.repeat(y, size // y.shape[0], axis=0)
+    costs = _pair_cost(x[:, None], y[None], cost, p)
+    return jnp.mean(costs[jnp.arange(size), assignment(costs)]) ** (1 / p)
+
+
+def assignment(costs: Float[Array, "n n"]) -> Array:
+    """The columns `sigma` of an optimal assignment for the square cost matrix `costs`: the
+    permutation minimizing `sum_i costs[i, sigma(i)]`. Jit- and vmap-able. On CPU SciPy's
+    `linear_sum_assignment` through a host callback (several times faster there than a
+    compiled Hungarian loop); on accelerators the Hungarian algorithm of `optax.assignment` in
+    the compiled program (the one ott-jax's `tools.unreg.hungarian` uses)."""
+    return jax.lax.platform_dependent(costs, cpu=_host_assignment, default=_device_assignment)
+
+
+def _device_assignment(costs):
+    rows, columns = optax.assignment.hungarian_algorithm(costs)  # pairs (rows[k], columns[k])
+    return jnp.zeros(rows.shape, jnp.int32).at[rows].set(columns.astype(jnp.int32))
+
+
+def _host_assignment(costs):
+    def columns(costs):
+        import scipy.optimize
+
+        costs = np.asarray(costs)
+        out = np.empty(costs.shape[:-1], np.int32)
+        for index in np.ndindex(*costs.shape[:-2]):
+            out[index] = scipy.optimize.linear_sum_assignment(costs[index])[1]
+        return out
+
+    shape = jax.ShapeDtypeStruct(costs.shape[:-1], jnp.int32)
+    return jax.pure_callback(columns, shape, costs, vmap_method="expand_dims")
