@@ -92,7 +92,7 @@ def test_concentration_float32_flags_unresolved_minima(tmp_path, capsys):
     assert jax.config.jax_enable_x64  # float32 runs leave the session's x64 alone
     # t1 = 0.5 is far below the closest approach at t = O(log beta): unresolved, no fit
     assert not data["resolved"].any() and np.isnan(data["slope"])
-    assert io.out.count("UNRESOLVED: the minimum sits at the last save time; extend --t1") == 2
+    assert io.out.count("UNRESOLVED: the minimum sits at the last save time; extend ts") == 2
     assert "no fit: 0 resolved betas" in io.out and "V = 2 I" in io.out
     assert "the slowest eigenvalue is repeated" in io.out
     assert f"wrote {out}\n" in io.out

@@ -117,7 +117,6 @@ def _concentration(args) -> str:
     )
     elapsed = time.perf_counter() - start
     config = result.config | {"seed": args.seed, "value": list(args.value)}
-    mean = result.mean()
 
     def draw(path):
         from attnflow.plotting import plot_concentration
@@ -131,7 +130,7 @@ def _concentration(args) -> str:
         betas=result.betas,
         ts=result.ts,
         distance=result.distance,
-        mean=mean,
+        mean=result.mean(),
         closest=result.closest,
         closest_time=result.closest_time,
         resolved=result.resolved,
@@ -152,72 +151,7 @@ def _concentration(args) -> str:
             f"attnflow concentration: n = {args.n}, d = {args.d}, V = {value}, Q = K = I, "
             f"init {args.init}, {args.samples} samples, t in [0, {args.t1:g}] ({args.saves} "
             f"log-spaced saves), {dtype}: {elapsed:.1f} s",
-            *_concentration_lines(result, mean),
+            *result.summary(),
             wrote,
         ]
     )
-
-
-def _concentration_lines(result, mean) -> list[str]:
-    """The summary of a `Concentration`: per beta the closest approach and the terminal
-    alignment; the fit against ABRR's rate; unresolved minima and failures."""
-    import numpy as np
-
-    import attnflow as af
-    from attnflow.concentration import LIMIT_STATUS
-
-    def average(values):  # over the realizations that succeeded (NaN if none did)
-        return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-
-    lines = ["  mean W2(mu_t^beta, T#mu0): closest approach; at t1 (terminal phase):"]
-    samples = result.status.shape[1]
-    for b, beta in enumerate(result.betas):
-        line = (
-            f"  beta = {beta:g}: closest {result.closest[b]:.4g} at t = "
-            f"{result.closest_time[b]:.3g}; at t1 {mean[b, -1]:.4g}, spread "
-            f"{average(result.spread[b]):.3g}; alignment with V's slowest eigenvector "
-            f"{average(result.alignment[b, :, 0]):.3f} (at t = "
-            f"{average(result.terminal_time[b]):.3g})"
-        )
-        if not result.resolved[b]:
-            if not np.isfinite(result.closest[b]):
-                line += " [UNRESOLVED: no run succeeded]"
-            elif np.isfinite(mean[b, -1]) and mean[b, -1] <= np.nanmin(mean[b]):
-                line += " [UNRESOLVED: the minimum sits at the last save time; extend --t1]"
-            else:
-                line += (
-                    " [UNRESOLVED: the minimum sits at t = 0: at this beta the flow never gets "
-                    "closer to T#mu0 than it starts]"
-                )
-        failed = int((result.status[b] != 0).sum())
-        if failed:
-            line += f" [{failed} of {samples} runs failed]"
-        lines.append(line)
-    resolved = int(result.resolved.sum())
-    if np.isfinite(result.slope):
-        lines.append(
-            f"  fit over the {resolved} resolved betas: slope of log closest vs log beta "
-            f"{result.slope:.3f} (ABRR's rate sqrt(log(beta+1)/beta): about -1/2); exponent "
-            f"against that rate {result.exponent:.3f} (1)"
-        )
-    else:
-        lines.append(f"  no fit: {resolved} resolved betas (2 needed); extend --t1 or add betas")
-    eigenvalues = ", ".join(f"{e.real:g}" if e.imag == 0 else f"{e:g}" for e in result.eigenvalues)
-    note = ""
-    if np.sum(np.isclose(result.eigenvalues.real, result.eigenvalues[0].real)) > 1:
-        note = " (the slowest eigenvalue is repeated: the alignment with its first eigenvector "
-        note += "is not a prediction)"
-    lines.append(f"  V's eigenvalues by increasing real part: {eigenvalues}{note}")
-    failures = []
-    for codes, names, what in (
-        (result.status, af.STATUS, "finite-beta runs"),
-        (result.limit_status, LIMIT_STATUS, "limit maps"),
-    ):
-        bad = codes != 0
-        if bad.any():
-            kinds = ", ".join(
-                f"{int((codes == c).sum())} {names[c]}" for c in np.unique(codes[bad])
-            )
-            failures.append(f"{int(bad.sum())} of {codes.size} {what} ({kinds})")
-    lines.append("  failures: " + ("; ".join(failures) + "; left out" if failures else "none"))
-    return lines

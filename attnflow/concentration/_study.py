@@ -16,7 +16,7 @@ from .._checks import as_float_array, float_dtype, positive_int
 from .._deprecated import keyword_key
 from ..analysis import wasserstein_exact
 from ..fields import Hardmax
-from ..integrate import integrate, state_status
+from ..integrate import STATUS, integrate, state_status
 from ..sweep import (
     DEFAULT_MEMORY,
     AbstractStudyItem,
@@ -189,6 +189,73 @@ class Concentration(eqx.Module):
     def mean(self) -> np.ndarray:
         """The distance averaged over the realizations that succeeded, shape `(B, T)`."""
         return mean_distance(self.distance)
+
+    def summary(self) -> list[str]:
+        """The result in lines of text: per beta the closest approach, the distance and spread
+        at the last save time and the terminal alignment (averages over the realizations that
+        succeeded), with why a minimum is unresolved; the fit against ABRR's rate; `V`'s
+        eigenvalues; the failures."""
+        mean = self.mean()
+        lines = ["  mean W2(mu_t^beta, T#mu0): closest approach; at t1 (terminal phase):"]
+        for b, beta in enumerate(self.betas):
+            line = (
+                f"  beta = {beta:g}: closest {self.closest[b]:.4g} at t = "
+                f"{self.closest_time[b]:.3g}; at t1 {mean[b, -1]:.4g}, spread "
+                f"{_average(self.spread[b]):.3g}; alignment with V's slowest eigenvector "
+                f"{_average(self.alignment[b, :, 0]):.3f} (at t = "
+                f"{_average(self.terminal_time[b]):.3g})"
+            )
+            if not self.resolved[b]:
+                if not np.isfinite(self.closest[b]):
+                    line += " [UNRESOLVED: no run succeeded]"
+                elif np.isfinite(mean[b, -1]) and mean[b, -1] <= np.nanmin(mean[b]):
+                    line += " [UNRESOLVED: the minimum sits at the last save time; extend ts]"
+                else:
+                    line += (
+                        " [UNRESOLVED: the minimum sits at t = 0: at this beta the flow never "
+                        "gets closer to T#mu0 than it starts]"
+                    )
+            failed = int((self.status[b] != 0).sum())
+            if failed:
+                line += f" [{failed} of {self.status.shape[1]} runs failed]"
+            lines.append(line)
+        resolved = int(self.resolved.sum())
+        if np.isfinite(self.slope):
+            lines.append(
+                f"  fit over the {resolved} resolved betas: slope of log closest vs log beta "
+                f"{self.slope:.3f} (ABRR's rate sqrt(log(beta+1)/beta): about -1/2); exponent "
+                f"against that rate {self.exponent:.3f} (1)"
+            )
+        else:
+            lines.append(f"  no fit: {resolved} resolved betas (2 needed); extend ts or add betas")
+        values = ", ".join(f"{e.real:g}" if e.imag == 0 else f"{e:g}" for e in self.eigenvalues)
+        if np.sum(np.isclose(self.eigenvalues.real, self.eigenvalues[0].real)) > 1:
+            values += (
+                " (the slowest eigenvalue is repeated: the alignment with its first eigenvector "
+                "is not a prediction)"
+            )
+        lines.append(f"  V's eigenvalues by increasing real part: {values}")
+        failures = [
+            _failed(self.status, STATUS, "finite-beta runs"),
+            _failed(self.limit_status, LIMIT_STATUS, "limit maps"),
+        ]
+        failures = [line for line in failures if line]
+        lines.append("  failures: " + ("; ".join(failures) + "; left out" if failures else "none"))
+        return lines
+
+
+def _average(values: np.ndarray) -> float:
+    """The mean over the realizations that succeeded (NaN if none did)."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+
+
+def _failed(codes: np.ndarray, names: tuple[str, ...], what: str) -> str:
+    """`"3 of 12 <what> (2 <name>, 1 <name>)"` for the nonzero status `codes`, or `""`."""
+    bad = codes != 0
+    if not bad.any():
+        return ""
+    kinds = ", ".join(f"{int((codes == c).sum())} {names[c]}" for c in np.unique(codes[bad]))
+    return f"{int(bad.sum())} of {codes.size} {what} ({kinds})"
 
 
 def rate(betas) -> np.ndarray:
@@ -473,14 +540,9 @@ def _open_part(store, part: str, config: dict, count: int):
 
 def _report(status: np.ndarray, limit_status: np.ndarray, betas: np.ndarray) -> None:
     lines = []
-    bad = limit_status != 0
-    if bad.any():
-        codes = np.unique(limit_status[bad])
-        kinds = ", ".join(f"{int((limit_status == c).sum())} {LIMIT_STATUS[c]}" for c in codes)
-        lines.append(
-            f"{int(bad.sum())} of {limit_status.size} realizations have no limit map ({kinds}); "
-            "they are left out (see .limit_status)"
-        )
+    no_limit = _failed(limit_status, LIMIT_STATUS, "realizations")
+    if no_limit:
+        lines.append(f"{no_limit} have no limit map; they are left out (see .limit_status)")
     line = failures(status, betas)
     if line is not None:
         lines.append(line)
