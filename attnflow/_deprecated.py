@@ -32,24 +32,28 @@ def _outside_level() -> int:
     return level
 
 
-def keyword_key(function: Callable) -> Callable:
-    """`function(*, key, ...)` that still accepts the key as its first positional argument, the
-    old spelling, for a release (with a `DeprecationWarning`)."""
+def keyword_key(function: Callable | None = None, *, positional: int = 0) -> Callable:
+    """`function(<positional> arguments, *, key, ...)` that still accepts the key before them,
+    the old spelling, for a release (with a `DeprecationWarning`)."""
+    if function is None:
+        return functools.partial(keyword_key, positional=positional)
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        if args:
-            if len(args) > 1 or "key" in kwargs:
+        if len(args) > positional:
+            if len(args) > positional + 1 or "key" in kwargs:
+                takes = f"{positional} positional arguments and" if positional else "only"
                 raise TypeError(
-                    f"{function.__name__}() takes only keyword arguments (key=..., ...); "
+                    f"{function.__name__}() takes {takes} keyword arguments (key=..., ...); "
                     f"got {len(args)} positional"
                 )
+            new = "..., key=key" if positional else "key=key, ..."
             deprecated(
                 f"{function.__name__}(key, ...) with a positional key",
-                f"{function.__name__}(key=key, ...)",
+                f"{function.__name__}({new})",
             )
-            kwargs["key"] = args[0]
-        return function(**kwargs)
+            kwargs["key"], args = args[0], args[1:]
+        return function(*args, **kwargs)
 
     return wrapper
 

@@ -24,9 +24,9 @@ def test_sampling_matches_the_density():
 
 def test_particles_approach_the_pde_at_the_rate_n_to_the_minus_half():
     result = mf.particles_versus_pde(
-        jax.random.key(1),
         rho0,
         jnp.linspace(0.0, 2.0, 3),
+        key=jax.random.key(1),
         beta=2.0,
         grid=128,
         particles=(64, 256, 1024),
@@ -41,11 +41,11 @@ def test_particles_approach_the_pde_at_the_rate_n_to_the_minus_half():
 def test_bad_input():
     with pytest.raises(ValueError, match="at least two sizes"):
         mf.particles_versus_pde(
-            jax.random.key(0), rho0, jnp.asarray([0.0, 1.0]), beta=1.0, particles=(100,)
+            rho0, jnp.asarray([0.0, 1.0]), key=jax.random.key(0), beta=1.0, particles=(100,)
         )
     with pytest.raises(ValueError, match="kind must be one of 'SA', 'USA'"):
         mf.particles_versus_pde(
-            jax.random.key(0), rho0, jnp.asarray([0.0, 1.0]), beta=1.0, kind="sa"
+            rho0, jnp.asarray([0.0, 1.0]), key=jax.random.key(0), beta=1.0, kind="sa"
         )
 
 
@@ -94,7 +94,7 @@ def test_cli_meanfield(tmp_path, capsys):
 def test_particles_must_be_at_least_two_different_sizes(particles):
     with pytest.raises(ValueError, match="particles must hold at least two sizes, all different"):
         mf.particles_versus_pde(
-            jax.random.key(0), rho0, jnp.asarray([0.0, 1.0]), beta=1.0, particles=particles
+            rho0, jnp.asarray([0.0, 1.0]), key=jax.random.key(0), beta=1.0, particles=particles
         )
 
 
@@ -125,3 +125,16 @@ def test_sample_density_refuses_bad_grids_and_sizes():
         mf.sample_density(jax.random.key(0), theta, density, 0)
     # rounding below zero, as a solved density has, is read as 0
     assert mf.sample_density(jax.random.key(0), theta, density.at[0].set(-1e-9), 8).shape == (8,)
+
+
+def test_particles_versus_pde_positional_key_deprecated():
+    theta = jnp.arange(64) * (2 * jnp.pi / 64)
+    rho0 = (1 + 0.5 * jnp.cos(2 * theta)) / (2 * jnp.pi)
+    common = dict(beta=1.0, particles=(8, 16), samples=1)
+    ts = jnp.asarray([0.0, 0.5])
+    new = mf.particles_versus_pde(rho0, ts, key=jax.random.key(3), **common)
+    with pytest.warns(DeprecationWarning, match=r"particles_versus_pde\(\.\.\., key=key\)"):
+        old = mf.particles_versus_pde(jax.random.key(3), rho0, ts, **common)
+    np.testing.assert_array_equal(old.distance, new.distance)
+    with pytest.raises(TypeError, match="takes 2 positional arguments"):
+        mf.particles_versus_pde(jax.random.key(3), rho0, ts, 1.0)

@@ -72,9 +72,9 @@ def _meanfield(args) -> str:
     start = time.perf_counter()
     ts = jnp.linspace(0.0, args.t1, args.saves, dtype=dtype)
     result = af.meanfield.particles_versus_pde(
-        jax.random.key(args.seed),
         af.meanfield.two_bump_density(args.grid, dtype),
         ts,
+        key=jax.random.key(args.seed),
         beta=args.beta,
         kind=args.kind,
         particles=args.particles,

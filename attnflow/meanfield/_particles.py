@@ -9,6 +9,7 @@ from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from .._checks import as_float_array, check_grid, check_value, is_traced, positive_int
+from .._deprecated import keyword_key
 from ..analysis import wasserstein_circle
 from ..fields import KINDS, Circle
 from ..integrate import simulate
@@ -72,11 +73,12 @@ def sample_density(key, theta, density, n: int) -> Array:
     return theta[cells] + offsets
 
 
+@keyword_key(positional=2)
 def particles_versus_pde(
-    key,
     rho0,
     ts,
     *,
+    key: jax.Array,
     beta,
     kind: str = "SA",
     particles=(256, 1024, 4096),
