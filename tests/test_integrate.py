@@ -76,6 +76,18 @@ def test_old_study_spelling_warns_and_gives_the_same_bits():
         af.studies.metastability(key=key, n=4, samples=1, solver="tsit5", progress=False)
 
 
+def test_old_smallest_beta_spelling_warns_and_gives_the_same_bits():
+    small = dict(key=jax.random.key(0), k=2, n=6, t1=1.0, samples=1, margin=0.0, steps=2)
+    new = af.optimize.smallest_beta(solver=af.Layers(0.25), progress=False, **small)
+    with pytest.warns(DeprecationWarning, match=r"smallest_beta\(h=.*attnflow\.Layers\(h\)"):
+        old = af.optimize.smallest_beta(h=0.25, progress=False, **small)
+    np.testing.assert_array_equal(old.beta, new.beta)
+    np.testing.assert_array_equal(old.xs, new.xs)
+    assert old.h == new.h == 0.25
+    with pytest.raises(ValueError, match="solver must be attnflow.Layers"):
+        af.optimize.smallest_beta(solver=diffrax.Tsit5(), progress=False, **small)
+
+
 def test_integrate_takes_traced_tolerances_without_recompiling():
     traces = []
 
@@ -98,6 +110,24 @@ def test_integrate_refuses_what_does_not_apply():
         ig.integrate(af.SA(1.0), X0, TS, "tsit5")
     with pytest.raises(ValueError, match=r"ts must be multiples of the layer step h = 0.3"):
         ig.integrate(af.SA(1.0), X0, TS, af.Layers(0.3))
+
+
+def test_stepper_steps_one_interval_as_integrate_does():
+    """`Stepper` from t = 0 to 1: ten layers of `Layers(0.1)` give `integrate`'s state, a Tsit5
+    interval the ODE's state to the tolerances; a field without a layer map is refused."""
+    field = af.SA(1.5)
+    layers = ig.Stepper(af.Layers(0.1), layers=10)
+    x, _ = layers(field, None, 0.0, 1.0, X0, 0.1)
+    reference = ig.integrate(field, X0, TS, af.Layers(0.1)).xs[-1]
+    np.testing.assert_allclose(x, reference, rtol=0, atol=1e-15)
+    tol = jnp.asarray(1e-10)
+    ode = ig.Stepper(diffrax.Tsit5(), rtol=tol, atol=tol)
+    x, dt = ode(field, None, TS[0], TS[-1], X0, jnp.asarray(ode.first_dt(1.0)))
+    reference = af.simulate(field, X0, TS, rtol=1e-10, atol=1e-10).xs[-1]
+    np.testing.assert_allclose(x, reference, rtol=0, atol=1e-8)
+    assert 0 < dt < 1  # the mean accepted step, the next interval's first
+    with pytest.raises(ValueError, match="Layers needs a field with a discrete layer map"):
+        layers(lambda t, y, args: y, None, 0.0, 1.0, X0, 0.1)
 
 
 def test_until_stops_and_holds_the_statistic():

@@ -97,3 +97,24 @@ def test_the_check_sees_a_violation():
     assert "inside attnflow.fields._field" in found[0]
     assert "private names ['_core']" in found[1]
     assert "package root" in found[2]
+
+
+TESTS = pathlib.Path(__file__).resolve().parent
+SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+# What no single subpackage owns: the documentation, the notebooks, this layout, and the public
+# API in float32 across every subpackage.
+ACROSS = {"test_docs.py", "test_notebooks.py", "test_layout.py", "test_float32.py"}
+
+
+def _mirrors(name: str) -> bool:
+    """`test_<subpackage>.py` or `test_<subpackage>_<topic>.py`, or a test across them."""
+    stem = name.removesuffix(".py").removeprefix("test_")
+    return name in ACROSS or any(stem == s or stem.startswith(f"{s}_") for s in SUBPACKAGES)
+
+
+def test_tests_mirror_the_package():
+    """Each test file is named after the subpackage it tests, so `tests/test_fields*.py` holds
+    every test of `attnflow.fields`."""
+    strays = [p.name for p in sorted(TESTS.glob("test_*.py")) if not _mirrors(p.name)]
+    assert strays == [], f"name these test_<subpackage>[_<topic>].py: {strays}"
+    assert not _mirrors("test_blockwise.py") and _mirrors("test_fields_blockwise.py")
