@@ -6,6 +6,7 @@ from ._core import (
     STATUS as STATUS,
     Layers as Layers,
     Rejectable as Rejectable,
+    Stepper as Stepper,
     Trajectory as Trajectory,
     as_solver as as_solver,
     controller as controller,

@@ -2,8 +2,9 @@
 solver object, either a diffrax ODE solver or `Layers(h)`, the discrete transformer.
 
 Every run in attnflow goes through it: `simulate` (which validates and reduces `d > n` first),
-`lyapunov_spectrum`, the studies and the concentration sweep. It holds the one step-size rule
-(`controller`), the one way to name a solver (`as_solver`), and the failure codes (`STATUS`).
+`lyapunov_spectrum` (one interval at a time, by `Stepper`), the studies and the concentration
+sweep. It holds the one step-size rule (`controller`), the one way to name a solver
+(`as_solver`), and the failure codes (`STATUS`).
 """
 
 import functools
@@ -122,6 +123,14 @@ def controller(solver, rtol, atol) -> diffrax.AbstractStepSizeController:
     return diffrax.ConstantStepSize()
 
 
+def _check_layer_map(field) -> None:
+    if not isinstance(field, AbstractLayerField):
+        raise ValueError(
+            "Layers needs a field with a discrete layer map (AbstractLayerField); "
+            f"got {type(field).__name__}"
+        )
+
+
 def layer_indices(ts: np.ndarray, h: float) -> tuple[int, ...]:
     """The layer index `k = t / h` of each save time; `ValueError` if one is not a multiple of
     `h`, or two are less than one layer apart."""
@@ -181,11 +190,7 @@ def integrate(
     Returns a `Trajectory`. With `throw=False` a failure is data, in `Trajectory.status`.
     """
     if isinstance(solver, Layers):
-        if not isinstance(field, AbstractLayerField):
-            raise ValueError(
-                f"Layers needs a field with a discrete layer map (AbstractLayerField); "
-                f"got {type(field).__name__}"
-            )
+        _check_layer_map(field)
         if not (isinstance(adjoint, str) and adjoint == "checkpoint"):
             raise ValueError(
                 "adjoint applies to ODE solvers; Layers is differentiated through its "
@@ -253,6 +258,68 @@ class Rejectable(eqx.Module):
     def __call__(self, t, y, args):
         v = self.field(t, y, args)
         return jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, jnp.nan), v)
+
+
+class Stepper(eqx.Module):
+    """One interval of a run, `stepper(field, args, ta, tb, state, dt, lift) -> (state, dt)`:
+    `state` from `ta` to `tb` by a diffrax solve under `controller`, or, with `Layers(h)`, by
+    `layers` steps of the field's own layer map `field.layer(t, x, h)`. `dt0`, `rtol`, `atol`
+    (arrays: new values do not recompile), `max_steps` (per interval) and `throw` are as in
+    `integrate` and unchecked: the caller checks them, as `lyapunov_spectrum` does.
+
+    `lift(f, state)` moves the state by `f`, the tokens' velocity `field(t, ., args)` or layer
+    map: `f(state)` by default; `(f(y), Df(y) W)` carries tangent vectors `W` along. An adaptive
+    solve starts from the step `dt` and returns the interval's mean accepted step for the next
+    one (`first_dt` for the first) instead of restarting diffrax's initial-step heuristic and
+    its ramp-up of small steps: about half the cost of intervals of length 1.
+    """
+
+    solver: "Layers | diffrax.AbstractSolver"
+    dt0: float | None = eqx.field(static=True, default=None)
+    rtol: Array | None = None
+    atol: Array | None = None
+    max_steps: int = eqx.field(static=True, default=100_000)
+    throw: bool = eqx.field(static=True, default=True)
+    layers: int = eqx.field(static=True, default=1)
+
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.solver, diffrax.AbstractAdaptiveSolver)
+
+    def first_dt(self, every):
+        """The first step of the first interval, of length `every`."""
+        if isinstance(self.solver, Layers):
+            return self.solver.h
+        if not self.adaptive:
+            return self.dt0
+        return every / 10 if self.dt0 is None else min(self.dt0, every)
+
+    def __call__(self, field, args, ta, tb, state, dt, lift=lambda f, state: f(state)):
+        if isinstance(self.solver, Layers):
+            _check_layer_map(field)
+            h = self.solver.h
+
+            def one_layer(j, state):
+                t = ta + j * h
+                return lift(lambda y: field.layer(t, y, h), state)
+
+            return jax.lax.fori_loop(0, self.layers, one_layer, state), dt
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(Rejectable(lambda t, s, args: lift(lambda y: field(t, y, args), s))),
+            self.solver,
+            t0=ta,
+            t1=tb,
+            dt0=dt,
+            y0=state,
+            args=args,
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=controller(self.solver, self.rtol, self.atol),
+            max_steps=self.max_steps,
+            throw=self.throw,
+        )
+        if self.adaptive:
+            dt = (tb - ta) / jnp.maximum(solution.stats["num_accepted_steps"], 1)
+        return jax.tree.map(lambda a: a[0], solution.ys), dt
 
 
 @eqx.filter_jit

@@ -11,8 +11,7 @@ from jaxtyping import Array, Float
 
 from .._checks import check_value, positive_int, positive_number
 from .._deprecated import default_key
-from ..fields import AbstractLayerField
-from ..integrate import Layers, Rejectable, as_solver, controller
+from ..integrate import Layers, Stepper, as_solver
 from ..sphere import project
 from ._tangent import check_state, on_product_of_spheres, value_and_jvps
 
@@ -150,11 +149,6 @@ def lyapunov_spectrum(
         raise ValueError(f"throw must be True or False; got {throw!r}")
     solver = as_solver(solver, dt0)
     if isinstance(solver, Layers):
-        if not isinstance(field, AbstractLayerField):
-            raise ValueError(
-                "Layers needs a field with a discrete layer map (AbstractLayerField); "
-                f"got {type(field).__name__}"
-            )
         h = solver.h
         layers = round((t1 - t0) / h)
         if abs(layers * h - (t1 - t0)) > 1e-6 * max(1.0, abs(t1 - t0)):
@@ -166,7 +160,7 @@ def lyapunov_spectrum(
                 f"(every = {every}, h = {h})"
             )
         m, skip = _intervals(t0, t1, per * h, transient)
-        step = _LayerStep(h, per)
+        step = Stepper(solver, layers=per)
     else:
         if dt0 is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
             raise ValueError(
@@ -174,7 +168,7 @@ def lyapunov_spectrum(
             )
         if dt0 is not None:
             dt0 = positive_number(dt0, "dt0", "the step size")
-        step = _ODEStep(
+        step = Stepper(
             solver,
             dt0,
             jnp.asarray(positive_number(rtol, "rtol", "relative tolerance"), y0.dtype),
@@ -186,71 +180,9 @@ def lyapunov_spectrum(
     return _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension, throw)
 
 
-class _ODEStep(eqx.Module):
-    """Advance `(y, W)` over `[ta, tb]` with a diffrax solve of the state and its tangents.
-
-    Adaptive solvers start each interval with a first step `dt`, the mean accepted step of the
-    previous interval (`every / 10` at first), instead of restarting diffrax's initial-step
-    heuristic: this saves its extra evaluations and the ramp-up of small steps, about halving
-    the cost at `every = 1`.
-    """
-
-    solver: diffrax.AbstractSolver
-    dt0: float | None = eqx.field(static=True)
-    rtol: Array  # arrays, not static: new tolerances do not recompile
-    atol: Array
-    max_steps: int = eqx.field(static=True)
-    throw: bool = eqx.field(static=True, default=True)
-
-    @property
-    def adaptive(self) -> bool:
-        return isinstance(self.solver, diffrax.AbstractAdaptiveSolver)
-
-    def first_dt(self, every):
-        """The first step of the first interval."""
-        if not self.adaptive:
-            return self.dt0
-        return every / 10 if self.dt0 is None else min(self.dt0, every)
-
-    def __call__(self, field, args, ta, tb, state, dt):
-        def augmented(t, state, args):
-            y, w = state
-            return value_and_jvps(lambda y: field(t, y, args), y, w)
-
-        solution = diffrax.diffeqsolve(
-            diffrax.ODETerm(Rejectable(augmented)),
-            self.solver,
-            t0=ta,
-            t1=tb,
-            dt0=dt,
-            y0=state,
-            args=args,
-            saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=controller(self.solver, self.rtol, self.atol),
-            max_steps=self.max_steps,
-            throw=self.throw,
-        )
-        if self.adaptive:
-            dt = (tb - ta) / jnp.maximum(solution.stats["num_accepted_steps"], 1)
-        return jax.tree.map(lambda a: a[0], solution.ys), dt
-
-
-class _LayerStep(eqx.Module):
-    """Advance `(y, W)` by `layers` discrete layers of step `h` and their tangent maps."""
-
-    h: float = eqx.field(static=True)
-    layers: int = eqx.field(static=True)
-
-    def first_dt(self, every):
-        return self.h
-
-    def __call__(self, field, args, ta, tb, state, dt):
-        def one_layer(j, state):
-            y, w = state
-            t = ta + j * self.h
-            return value_and_jvps(lambda y: field.layer(t, y, self.h), y, w)
-
-        return jax.lax.fori_loop(0, self.layers, one_layer, state), dt
+def _tangents(f, state):
+    """`(f(y), Df(y) W)` for `state = (y, W)`: the state and its tangent vectors under `f`."""
+    return value_and_jvps(f, *state)
 
 
 def _orthonormalize(y, w, tangent: bool):
@@ -293,7 +225,7 @@ def _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension
 
     def interval(carry, j):
         state, dt = carry
-        (y, w), dt = step(field, args, grid[j], grid[j + 1], state, dt)
+        (y, w), dt = step(field, args, grid[j], grid[j + 1], state, dt, _tangents)
         w, growth = _orthonormalize(y, w, tangent)
         return ((y, w), dt), growth
 
