@@ -130,24 +130,6 @@ def test_stepper_steps_one_interval_as_integrate_does():
         layers(lambda t, y, args: y, None, 0.0, 1.0, X0, 0.1)
 
 
-def test_stepper_steps_one_interval_as_integrate_does():
-    """`Stepper` from t = 0 to 1: ten layers of `Layers(0.1)` give `integrate`'s state, a Tsit5
-    interval the ODE's state to the tolerances; a field without a layer map is refused."""
-    field = af.SA(1.5)
-    layers = ig.Stepper(af.Layers(0.1), layers=10)
-    x, _ = layers(field, None, 0.0, 1.0, X0, 0.1)
-    reference = ig.integrate(field, X0, TS, af.Layers(0.1)).xs[-1]
-    np.testing.assert_allclose(x, reference, rtol=0, atol=1e-15)
-    tol = jnp.asarray(1e-10)
-    ode = ig.Stepper(diffrax.Tsit5(), rtol=tol, atol=tol)
-    x, dt = ode(field, None, TS[0], TS[-1], X0, jnp.asarray(ode.first_dt(1.0)))
-    reference = af.simulate(field, X0, TS, rtol=1e-10, atol=1e-10).xs[-1]
-    np.testing.assert_allclose(x, reference, rtol=0, atol=1e-8)
-    assert 0 < dt < 1  # the mean accepted step, the next interval's first
-    with pytest.raises(ValueError, match="Layers needs a field with a discrete layer map"):
-        layers(lambda t, y, args: y, None, 0.0, 1.0, X0, 0.1)
-
-
 def test_until_stops_and_holds_the_statistic():
     """Once `until` holds at a save time the statistic is held; before that it is exact."""
     ts = jnp.arange(0, 31, 10, dtype=jnp.float64) * 0.1
