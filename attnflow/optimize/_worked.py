@@ -21,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._checks import as_float_array, positive_int, positive_number
+from .._deprecated import deprecated
 from ..analysis import close_pairs, count_clusters
 from ..fields import SA, PerLayer, PostLN, Softmax
 from ..integrate import Layers, simulate
@@ -33,6 +34,9 @@ from ._search import SearchResult, optimizer as named_optimizer, search
 # indicator "the soft count N is at least k": 1 within 1e-8 once N >= k (a soft count exceeds
 # an integer count by a few hundredths), 0 within 1e-8 once N <= k - 1.
 _COUNT_WIDTH = 0.05
+
+# The layer step of GLPR Fig. 4, the default of `smallest_beta`.
+_LAYERS = Layers(0.1)
 
 
 def _layer_statistics(field, x0, h: float, layers: int, statistic):
@@ -141,7 +145,7 @@ def smallest_beta(
     n: int = 32,
     d: int = 2,
     t1: float = 30.0,
-    h: float = 0.1,
+    solver: Layers = _LAYERS,
     samples: int = 4,
     schedule: bool = False,
     init: float = 10.0,
@@ -155,11 +159,12 @@ def smallest_beta(
     progress: bool = True,
     checkpoint=None,
     dtype=None,
+    h: float | None = None,
 ) -> SmallestBeta:
     """The smallest `beta` under which `n` uniform tokens keep at least `k` clusters up to `t1`.
 
     The dynamics are the discrete post-LN transformer (SA layers with `Q = K = V = I`, step
-    `h`, `Layers`), from `samples` initial states drawn uniformly on `S^{d-1}` from
+    `h` of `solver=Layers(h)`), from `samples` initial states drawn uniformly on `S^{d-1}` from
     `key`; clusters are those of `attnflow.analysis.count_clusters` at radius `delta`. With
     `schedule=True`, one `beta` per layer (`PostLN(PerLayer([Softmax(beta_l)], h))`,
     `t1 / h` of them) and the mean `beta` is minimized.
@@ -177,7 +182,8 @@ def smallest_beta(
         key: a JAX PRNG key for the initial tokens.
         k: the number of clusters to keep, `2 <= k <= n`.
         n, d: the number of tokens and their dimension (`d >= 2`).
-        t1, h: the final time and the layer step; `t1` must be a whole number of layers.
+        t1: the final time, a whole number of layers.
+        solver: `attnflow.Layers(h)`, the layer step `h` (default 0.1).
         samples: how many initial states the constraint is averaged over (and verified on).
         schedule: one `beta` per layer instead of one for all.
         init: the initial `beta` (every layer's, for a schedule); start above the answer.
@@ -189,6 +195,7 @@ def smallest_beta(
         steps, optimizer, progress, checkpoint: as in `search`; default `optimizer`:
             Adam with learning rate 0.03 (a 3% change of `beta` per step).
         dtype: of the tokens and `beta` (JAX's default float if None).
+        h: deprecated, the old spelling of `solver=attnflow.Layers(h)`.
 
     Returns:
         A `SmallestBeta`: the answer, the search, and the sharp counts that verify it.
@@ -201,7 +208,15 @@ def smallest_beta(
     samples = positive_int(samples, "samples")
     if not isinstance(schedule, bool):
         raise ValueError(f"schedule must be True or False; got {schedule!r}")
-    h = positive_number(h, "h", "the layer step")
+    if h is not None:
+        deprecated("smallest_beta(h=...)", "smallest_beta(solver=attnflow.Layers(h))")
+        solver = Layers(h)
+    if not isinstance(solver, Layers):
+        raise ValueError(
+            "solver must be attnflow.Layers(h) (smallest_beta searches the discrete "
+            f"transformer); got {solver!r}"
+        )
+    h = solver.h
     t1 = positive_number(t1, "t1", "the final time")
     layers = _whole_layers(t1, h, "t1")
     init = positive_number(init, "init", "the initial beta")
