@@ -830,7 +830,7 @@ def test_fixed_points_and_their_types(dtype):
         )
 
 
-# --- the command line with --float32 -------------------------------------------------------
+# --- the command line with --dtype float32 -------------------------------------------------
 
 
 def finite_data(path, float32=()):
@@ -846,7 +846,10 @@ def finite_data(path, float32=()):
     return arrays, config
 
 
-SWEEP = ["--samples", "4", "--t1", "2", "--saves", "5", "--n", "6", "--float32", "--no-plot"]
+SWEEP = [
+    *("--samples", "4", "--t1", "2", "--saves", "5", "--n", "6"),
+    *("--dtype", "float32", "--no-plot"),
+]
 
 
 def test_cli_phase_diagram_and_figure3_in_float32(tmp_path, capsys):
@@ -882,7 +885,8 @@ def test_cli_phase_diagram_and_figure3_in_float32(tmp_path, capsys):
 
 def test_cli_simulate_ftle_and_lyapunov_in_float32(tmp_path, capsys):
     out = str(tmp_path / "s.npz")
-    argv = ["simulate", "--float32", "--n", "5", "--t1", "2", "--saves", "6", "--out", out]
+    argv = ["simulate", "--dtype", "float32", "--n", "5", "--t1", "2", "--saves", "6"]
+    argv += ["--out", out]
     status, io = run_cli(argv, capsys)
     assert status == 0, io.err
     arrays, _ = finite_data(out, ("ts", "xs", "x0", "energy"))
@@ -893,7 +897,7 @@ def test_cli_simulate_ftle_and_lyapunov_in_float32(tmp_path, capsys):
     np.testing.assert_allclose(arrays["xs"], expected, rtol=0, atol=tol(np.float32))
     np.testing.assert_allclose(np.linalg.norm(arrays["xs"], axis=-1), 1, atol=tol(np.float32))
     status, io = run_cli(
-        ["ftle", "--float32", "--n", "4", "--d", "2", "--num-betas", "2", "--samples", "3"]
+        ["ftle", "--dtype", "float32", "--n", "4", "--d", "2", "--num-betas", "2", "--samples", "3"]
         + ["--t1", "2", "--every", "0.5", "--no-plot", "--out", str(tmp_path / "t.npz")],
         capsys,
     )
@@ -901,7 +905,7 @@ def test_cli_simulate_ftle_and_lyapunov_in_float32(tmp_path, capsys):
     arrays, _ = finite_data(tmp_path / "t.npz", ("betas", "ts", "ftle"))
     assert arrays["ftle"].shape == (2, 3, 4) and np.all(arrays["status"] == 0)
     status, io = run_cli(
-        ["lyapunov", "--float32", "--n", "4", "--d", "3", "--t1", "2", "--no-plot"]
+        ["lyapunov", "--dtype", "float32", "--n", "4", "--d", "3", "--t1", "2", "--no-plot"]
         + ["--out", str(tmp_path / "l.npz")],
         capsys,
     )
@@ -1000,7 +1004,7 @@ def test_sinkhorn_stability_in_float32():
     raises=ValueError,
     reason="a limitation of optimistix 0.1.0 in stability/_fixed_points.py: "
     "find_fixed_points(solver='levenberg_marquardt') on float32 guesses with x64 on (this "
-    "test session, a notebook that enabled x64, or main(['fixed-points', '--float32', "
+    "test session, a notebook that enabled x64, or main(['fixed-points', '--dtype', 'float32', "
     "'--solver', 'levenberg_marquardt']) in such a process) raises "
     "'Vector and operator structures do not match': the damping lm_param = 1 / step_size is "
     "float64 (the trust region's Python-float step size), so the damped operator "

@@ -255,7 +255,8 @@ def test_cli_refuses_nan_weights(tiny_path, tmp_path, capsys):
 def test_cli_float64_file_and_truncation(tiny_path, tmp_path, capsys):
     out = tmp_path / "c.npz"
     (tmp_path / "text.txt").write_text("the cat " * 100)
-    argv = ["--model", str(tiny_path), "--file", str(tmp_path / "text.txt"), "--float64"]
+    argv = ["--model", str(tiny_path), "--file", str(tmp_path / "text.txt")]
+    argv += ["--dtype", "float64"]
     argv += ["--no-special-tokens", "--out", str(out), "--no-plot"]
     status, io = run_cli(["pretrained-clusters", *argv], capsys)
     assert status == 0, io.err
