@@ -64,16 +64,13 @@ def _normalization(args) -> str:
         "Peri-LN": (af.PeriLN(kernel), "PeriLN"),
         "nGPT": (af.NGPT(kernel, args.alpha), "nGPT"),
     }
+
+    def mean_gap(t, x):
+        return af.analysis.mean_cosine_gap(x)
+
     gaps, predictions, lines = {}, {}, []
     for name, (field, kind) in schemes.items():
-        gap = af.simulate(
-            field,
-            x0,
-            ts,
-            save=lambda t, x: af.analysis.mean_cosine_gap(x),
-            max_steps=10**6,
-            **tolerances,
-        ).xs
+        gap = af.simulate(field, x0, ts, save=mean_gap, max_steps=10**6, **tolerances).xs
         rho = af.equiangular_rho(ts, args.beta, args.n, kind=kind, alpha=args.alpha)
         gaps[name], predictions[name] = np.asarray(gap), np.asarray(1 - rho)
         lines.append(
