@@ -14,7 +14,9 @@ from attnflow.cli import main
 
 # A small circle problem whose sharp cluster count at T is monotone in beta over [0.5, 5]
 # (checked below by the scan): 12 tokens, T = 20, h = 0.25, two initial states.
-SMALL = dict(k=2, n=12, d=2, t1=20.0, h=0.25, samples=2, init=5.0, margin=0.5, steps=60)
+H = 0.25  # the layer step
+SMALL = dict(k=2, n=12, d=2, t1=20.0, solver=af.Layers(H), samples=2, init=5.0, margin=0.5)
+SMALL["steps"] = 60
 
 
 def _counts(field, x0s, t1, h, delta=1e-3):
@@ -42,19 +44,17 @@ def test_smallest_beta_is_the_brute_force_smallest(constant):
     beta = float(result.beta)
     assert result.beta.shape == () and result.x0.shape == (2, 12, 2)
     # The answer keeps k clusters on every initial state (fresh simulations, sharp count) ...
-    counts = _counts(af.SA(beta), result.x0, SMALL["t1"], SMALL["h"])
+    counts = _counts(af.SA(beta), result.x0, SMALL["t1"], H)
     assert np.all(counts >= k)
     np.testing.assert_array_equal(result.clusters, counts)
     assert result.holds
     # ... and 0.9 beta does not: the answer is tight.
-    below = _counts(af.SA(0.9 * beta), result.x0, SMALL["t1"], SMALL["h"])
+    below = _counts(af.SA(0.9 * beta), result.x0, SMALL["t1"], H)
     assert np.any(below < k) and result.tight
     np.testing.assert_array_equal(result.clusters_below, below)
     # A scan over beta in steps of 0.05: the smallest beta from which on the constraint holds.
     grid = np.arange(0.5, 5.0, 0.05)
-    holds = np.array(
-        [np.all(_counts(af.SA(b), result.x0, SMALL["t1"], SMALL["h"]) >= k) for b in grid]
-    )
+    holds = np.array([np.all(_counts(af.SA(b), result.x0, SMALL["t1"], H) >= k) for b in grid])
     first = int(np.argmax(holds))
     assert holds[first:].all() and not holds[:first].any()  # monotone on this problem
     assert grid[first] - 0.05 <= beta <= grid[first] + 0.1
@@ -69,11 +69,11 @@ def test_beta_schedule_holds_and_does_no_worse(constant):
     result = af.optimize.smallest_beta(
         key=jax.random.key(0), schedule=True, progress=False, **SMALL
     )
-    layers = round(SMALL["t1"] / SMALL["h"])
+    layers = round(SMALL["t1"] / H)
     assert result.beta.shape == (layers,) and bool(jnp.all(result.beta > 0))
     # Verified on a field built here from the public constructors, one Softmax per layer.
-    field = af.PostLN(af.PerLayer([af.Softmax(b) for b in result.beta], SMALL["h"]))
-    counts = _counts(field, result.x0, SMALL["t1"], SMALL["h"])
+    field = af.PostLN(af.PerLayer([af.Softmax(b) for b in result.beta], H))
+    counts = _counts(field, result.x0, SMALL["t1"], H)
     assert np.all(counts >= SMALL["k"]) and result.holds
     np.testing.assert_array_equal(result.clusters, counts)
     # One beta per layer can do what one beta for all does, at no higher mean.
@@ -85,7 +85,7 @@ def test_smallest_beta_float32():
         key=jax.random.key(0), progress=False, dtype=jnp.float32, **SMALL
     )
     assert result.beta.dtype == jnp.float32 and result.x0.dtype == jnp.float32
-    counts = _counts(af.SA(result.beta), result.x0, SMALL["t1"], SMALL["h"])
+    counts = _counts(af.SA(result.beta), result.x0, SMALL["t1"], H)
     np.testing.assert_array_equal(result.clusters, counts)
     assert result.holds
 
@@ -161,8 +161,8 @@ def test_recover_parameters_recovers_the_identifiable_weights():
     [
         (dict(k=1), "k must be an integer >= 2"),
         (dict(k=13, n=12), "k must be at most n = 12"),
-        (dict(t1=20.1, h=0.25), "t1 must be a whole number of layers of h = 0.25"),
-        (dict(margin=0.3, h=0.25), "margin must be a whole number of layers"),
+        (dict(t1=20.1, solver=af.Layers(0.25)), "t1 must be a whole number of layers of h = 0.25"),
+        (dict(margin=0.3, solver=af.Layers(0.25)), "margin must be a whole number of layers"),
         (dict(below=1.0), r"below must be in \(0, 1\)"),
         (dict(d=1), "d must be an integer >= 2"),
         (dict(init=-1.0), "init must be a positive number"),

@@ -219,6 +219,20 @@ def _config(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
 
 
+def _solver(args):
+    """`--solver` and `--dt0` as the API takes them, `(solver, dt0)`: `--solver layers` is the
+    discrete transformer `Layers(h)` with the layer step `h = --dt0` (0.1 by default); any
+    other name is a diffrax solver, stepping from `--dt0`."""
+    import attnflow as af
+
+    if args.solver.lower() != "layers":
+        return args.solver, args.dt0
+    h = 0.1 if args.dt0 is None else args.dt0
+    if not h > 0:
+        raise ValueError(f"--dt0 must be positive; got {h:g}")
+    return af.Layers(h), None
+
+
 def _layer_times(t1: float, h: float, saves: int):
     """`saves` times in `[0, t1]`, rounded to whole layers of `h` (`t1` must be one)."""
     import numpy as np

@@ -12,6 +12,7 @@ from ._options import (
     _positive,
     _positive_int,
     _real,
+    _solver,
     _write,
 )
 
@@ -67,23 +68,20 @@ def _simulate(args) -> str:
 
     import attnflow as af
 
-    layers = args.solver.lower() == "layers"
-    dt0 = args.dt0 if args.dt0 is not None or not layers else 0.1
-    if layers:
-        if not dt0 > 0:
-            raise ValueError(f"--dt0 must be positive; got {dt0:g}")
-        ts = _layer_times(args.t1, dt0, args.saves)  # save times must be whole layers
+    solver, dt0 = _solver(args)
+    if isinstance(solver, af.Layers):
+        ts = _layer_times(args.t1, solver.h, args.saves)  # save times must be whole layers
     else:
         ts = np.linspace(0.0, args.t1, args.saves)
     dtype = jnp.dtype(args.dtype)
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     x0 = af.sphere.uniform(jax.random.key(args.seed), args.n, args.d, dtype=dtype)
     start = time.perf_counter()
-    solver = af.Layers(dt0) if layers else args.solver
-    traj = af.simulate(field, x0, ts, solver=solver, dt0=None if layers else dt0)
+    traj = af.simulate(field, x0, ts, solver=solver, dt0=dt0)
     traj.xs.block_until_ready()
     elapsed = time.perf_counter() - start
-    config = _config(args) | {"dt0": dt0, "version": af.__version__}
+    step = solver.h if isinstance(solver, af.Layers) else dt0
+    config = _config(args) | {"dt0": step, "version": af.__version__}
     data = {"ts": np.asarray(traj.ts), "xs": np.asarray(traj.xs), "x0": np.asarray(x0)}
     lines = [
         f"attnflow simulate: {args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}, "

@@ -16,6 +16,7 @@ from ._options import (
     _partial,
     _positive,
     _positive_int,
+    _solver,
     _sweep_kwargs,
     _write,
 )
@@ -133,8 +134,7 @@ def _lyapunov(args) -> str:
     import attnflow as af
 
     dtype = args.dtype
-    layers = args.solver.lower() == "layers"
-    dt0 = 0.1 if layers and args.dt0 is None else args.dt0
+    solver, dt0 = _solver(args)
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     key, tangents = jax.random.split(jax.random.key(args.seed))
     x0 = af.sphere.uniform(key, args.n, args.d, dtype=dtype)
@@ -146,8 +146,8 @@ def _lyapunov(args) -> str:
         k=args.k,
         every=args.every,
         transient=args.transient,
-        solver=af.Layers(dt0) if layers else args.solver,
-        dt0=None if layers else dt0,
+        solver=solver,
+        dt0=dt0,
         key=tangents,
     )
     exponents = np.asarray(spectrum.exponents)

@@ -513,7 +513,10 @@ def recover_parameters(
     ts = jnp.linspace(0.0, t1, saves, dtype=dtype)
     tol = 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-6
     xs = simulate(true, x0, ts, rtol=tol, atol=tol).xs
-    result = fit_trajectory(ts, xs, steps=steps, optimizer=optimizer, progress=progress)
+    fit_key = jax.random.fold_in(key, 5)  # the fit's initial guess
+    result = fit_trajectory(
+        ts, xs, steps=steps, optimizer=optimizer, progress=progress, key=fit_key
+    )
     fitted = result.params
     (A, Vt), (A_fit, V_fit) = identifiable(true), identifiable(fitted)
     held_true = simulate(true, held_out, ts, rtol=tol, atol=tol).xs
