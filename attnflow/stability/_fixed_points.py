@@ -249,7 +249,7 @@ def fixed_point_guesses(
     *,
     key,
     samples: int = 64,
-    times=(0.0, 1.0, 3.0, 10.0),
+    times=(1.0, 3.0, 10.0),
     dtype=None,
 ) -> jax.Array:
     """Initial guesses for `find_fixed_points`: random configurations and where the flow takes
@@ -257,19 +257,17 @@ def fixed_point_guesses(
 
     `samples` configurations of `n` tokens drawn uniformly on `S^{d-1}` (`sphere.uniform`, one
     draw of `samples * n` tokens), then the state of each under the flow of `field` (`simulate`
-    with its default solver, the run starting from the configuration at `times[0]`) at each of
-    `times`. The flow visits the saddles and ends at the sinks, whose basins of attraction
-    under Newton's method are small, so the flowed states find equilibria that random
-    configurations alone miss. With the default `times`, which start at 0, each configuration
-    is given twice (itself, and its state at `t = 0`), as the `fixed-points` command uses them:
-    `find_fixed_points` counts both in `FixedPoints.counts`.
+    with its default solver, from the configuration at `t = 0`) at each of `times`. The flow
+    visits the saddles and ends at the sinks, whose basins of attraction under Newton's method
+    are small, so the flowed states find equilibria that random configurations alone miss.
+    Each guess is given once, so `FixedPoints.counts` counts distinct guesses.
 
     Arguments:
         field: a sphere field `field(t, x, args)` on `(n, d)` tokens.
         n, d: the number of tokens and their dimension.
         key: a JAX PRNG key (keyword-only, required).
         samples: the number of random configurations, `>= 1`.
-        times: the flow's save times, strictly increasing.
+        times: the flow's save times, `> 0` and strictly increasing.
         dtype: a floating dtype (default: JAX's default float).
 
     Returns:
@@ -279,7 +277,8 @@ def fixed_point_guesses(
     samples = positive_int(samples, "samples")
     n, d = positive_int(n, "n"), positive_int(d, "d")
     starts = uniform(key, samples * n, d, dtype).reshape(samples, n, d)
-    flowed = jax.vmap(lambda x0: simulate(field, x0, times).xs)(starts)
+    ts = jnp.concatenate([jnp.zeros(1), jnp.asarray(times, float)]).astype(starts.dtype)
+    flowed = jax.vmap(lambda x0: simulate(field, x0, ts).xs[1:])(starts)
     return jnp.concatenate([starts, flowed.reshape(-1, n, d)])
 
 
