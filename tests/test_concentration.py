@@ -13,6 +13,7 @@ Tolerances: the limit map stops once `max_i |dx_i/dt| <= tol * scale` (`scale = 
 (`lambda_min`: the smallest eigenvalue of `V`); `limit_bound` below is that bound.
 """
 
+import os
 import re
 
 import jax
@@ -710,3 +711,33 @@ def test_centered_nonorm_rejects_other_kernels(kernel):
 def test_centered_must_be_a_bool():
     with pytest.raises(ValueError, match="centered must be True or False"):
         NoNorm(Softmax(1.0), centered=1)
+
+
+def test_distances_on_two_devices_equal_one_device(tmp_path):
+    """The distances are computed inside the sweep (on CPU through a host callback): the same
+    bits when the items are sharded over two devices as on one."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import numpy as np
+        from attnflow.concentration import concentration
+        assert len(jax.devices()) == 2
+        ts = np.concatenate([[0.0], np.geomspace(0.1, 10, 5)])
+        kw = dict(key=jax.random.key(0), n=6, d=2, betas=[4.0, 16.0], ts=ts, samples=3)
+        for devices in (1, 2):
+            result = concentration(**kw, devices=devices, progress=False)
+            np.save("{tmp_path}/distance-%d.npy" % devices, result.distance)
+            np.save("{tmp_path}/alignment-%d.npy" % devices, result.alignment)
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    for name in ("distance", "alignment"):
+        one, two = (np.load(tmp_path / f"{name}-{k}.npy") for k in (1, 2))
+        assert np.isfinite(one).all()
+        np.testing.assert_array_equal(one, two, err_msg=name)
