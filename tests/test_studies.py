@@ -162,3 +162,28 @@ def test_results_are_pytrees_with_static_configuration():
     assert (shapes.prob, shapes.status, shapes.betas) == ((2, 4), (2, 2), (2,))
     assert shapes.config == diagram.config  # static: not a leaf
     assert diagram.failed.shape == (0, 2)
+
+
+def test_summaries_read_the_results():
+    """`summary()` states what the arrays say: the first time `prob >= 1/2` (beside Gamma for
+    SA with identity weights), and the shares of cluster counts at the last save time."""
+    common = dict(n=4, d=3, betas=[0.5, 1.0, 2.0, 4.0], ts=np.arange(0, 31) * 0.1, samples=4)
+    diagram = af.phase_diagram(key=jax.random.key(5), **common, progress=False)
+    lines = diagram.summary()
+    assert diagram.has_gamma and len(lines) == 4
+    for line, b in zip(lines, range(4), strict=True):
+        above = np.nonzero(diagram.prob[b] >= 0.5)[0]
+        expected = f"at t = {diagram.ts[above[0]]:g}" if above.size else "not by t = 3"
+        assert f"beta = {diagram.betas[b]:.3g}: P >= 1/2 {expected} (Gamma: t = " in line
+    study = af.studies.metastability(
+        key=jax.random.key(5),
+        n=6,
+        betas=[4.0],
+        ts=np.arange(0, 11) * 0.1,
+        samples=5,
+        progress=False,
+    )
+    (line,) = study.summary()
+    shares = [int(s.split(": ")[1].rstrip("%")) for s in line.split("t = 1: ")[1].split(", ")]
+    counts = np.unique(study.clusters[0, :, -1], return_counts=True)[1]
+    assert shares == [round(100 * c / 5) for c in counts]

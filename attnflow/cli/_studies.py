@@ -2,7 +2,6 @@
 
 import time
 
-from ..fields import KINDS
 from ..studies import MODELS, WEIGHTS
 from ._options import (
     _add_beta_range,
@@ -95,7 +94,7 @@ def _phase_diagram(args) -> str:
     elapsed = time.perf_counter() - start
     arrays = {"betas": diagram.betas, "ts": diagram.ts, "prob": diagram.prob}
     arrays["status"] = diagram.status
-    if _has_gamma(diagram):
+    if diagram.has_gamma:
         arrays["gamma"] = diagram.gamma()
 
     def draw(path):
@@ -112,34 +111,10 @@ def _phase_diagram(args) -> str:
             f"weights {args.weights}, {args.num_betas} betas in [{args.beta_min:g}, "
             f"{args.beta_max:g}] x {args.samples} samples, t in [0, {ts[-1]:g}], h = {args.h:g}"
             f": {elapsed:.1f} s ({items / elapsed:.0f} samples/s)",
-            *_boundary(diagram),
+            *diagram.summary(),
             wrote,
         ]
     )
-
-
-def _has_gamma(diagram) -> bool:
-    """Whether the curve Gamma (the equiangular reduction) describes this diagram."""
-    return diagram.config["weights"] == "identity" and diagram.config["kind"] in KINDS
-
-
-def _boundary(diagram) -> list[str]:
-    """A few lines: where P(clustered pair) first reaches 1/2, against Gamma."""
-    import numpy as np
-
-    picks = np.unique(np.linspace(0, len(diagram.betas) - 1, 4).round().astype(int))
-    gamma = diagram.gamma() if _has_gamma(diagram) else None
-    lines = []
-    for b in picks:
-        above = np.nonzero(diagram.prob[b] >= 0.5)[0]
-        when = (
-            f"at t = {diagram.ts[above[0]]:g}" if above.size else f"not by t = {diagram.ts[-1]:g}"
-        )
-        line = f"  beta = {diagram.betas[b]:.3g}: P >= 1/2 {when}"
-        if gamma is not None:
-            line += f" (Gamma: t = {gamma[b]:.3g})"
-        lines.append(line)
-    return lines
 
 
 def _figure3(args) -> str:
@@ -199,7 +174,6 @@ def _figure3(args) -> str:
 
 def _metastability(args) -> str:
     import jax
-    import numpy as np
 
     kwargs = _sweep_kwargs(args)
     import attnflow as af
@@ -240,11 +214,4 @@ def _metastability(args) -> str:
         f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
         f"t in [0, {study.ts[-1]:g}], h = {args.h:g}: {elapsed:.1f} s"
     ]
-    for b, beta in enumerate(study.betas):
-        values, counts = np.unique(study.clusters[b, :, -1], return_counts=True)
-        share = ", ".join(
-            f"{v}: {c / args.samples:.0%}" for v, c in zip(values, counts, strict=True)
-        )
-        lines.append(f"  beta = {beta:g}: clusters at t = {study.ts[-1]:g}: {share}")
-    lines.append(wrote)
-    return "\n".join(lines)
+    return "\n".join([*lines, *study.summary(), wrote])

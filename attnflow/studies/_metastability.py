@@ -41,6 +41,19 @@ class Metastability(eqx.Module):
     config: dict = eqx.field(static=True)
     status: np.ndarray
 
+    def summary(self) -> list[str]:
+        """One line per beta: the share of realizations with each number of clusters at the
+        last save time."""
+        lines = []
+        for b, beta in enumerate(self.betas):
+            values, counts = np.unique(self.clusters[b, :, -1], return_counts=True)
+            share = ", ".join(
+                f"{v}: {c / self.clusters.shape[1]:.0%}"
+                for v, c in zip(values, counts, strict=True)
+            )
+            lines.append(f"  beta = {beta:g}: clusters at t = {self.ts[-1]:g}: {share}")
+        return lines
+
 
 class MetastabilityItem(AbstractStudyItem):
     """One item of `metastability`: the static configuration, hashable (compiled once); the

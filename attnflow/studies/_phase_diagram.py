@@ -14,6 +14,7 @@ import numpy as np
 from .._checks import float_dtype
 from .._deprecated import keyword_key
 from ..analysis import crossing_time
+from ..fields import KINDS
 from ..integrate import Layers, integrate, layer_indices, solver_config, state_status
 from ..sphere import uniform
 from ..sweep import (
@@ -125,6 +126,27 @@ class PhaseDiagram(eqx.Module):
     def failed(self) -> np.ndarray:
         """The `(beta index, sample)` pairs of the failed items, shape `(F, 2)`."""
         return np.argwhere(self.status != 0)
+
+    @property
+    def has_gamma(self) -> bool:
+        """Whether the curve `Gamma` describes this diagram: identity weights and a model
+        whose equiangular solution is known in closed form (`fields.KINDS`)."""
+        return self.config["weights"] == "identity" and self.config["kind"] in KINDS
+
+    def summary(self) -> list[str]:
+        """A few lines: at four betas across the range, when the fraction of clustered pairs
+        first reaches 1/2, beside `Gamma` where it describes the diagram."""
+        picks = np.unique(np.linspace(0, len(self.betas) - 1, 4).round().astype(int))
+        gamma = self.gamma() if self.has_gamma else None
+        lines = []
+        for b in picks:
+            above = np.nonzero(self.prob[b] >= 0.5)[0]
+            when = f"at t = {self.ts[above[0]]:g}" if above.size else f"not by t = {self.ts[-1]:g}"
+            line = f"  beta = {self.betas[b]:.3g}: P >= 1/2 {when}"
+            if gamma is not None:
+                line += f" (Gamma: t = {gamma[b]:.3g})"
+            lines.append(line)
+        return lines
 
     def gamma(self, betas=None) -> np.ndarray:
         """The curve `Gamma` at `betas` (default `self.betas`): the time at which the
