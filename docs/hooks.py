@@ -1,7 +1,8 @@
 """mkdocs hooks: the CLI reference from the parser itself, and the notebooks that exist.
 
 - `on_config` fills the nav's "Notebooks" section with `notebooks/*.ipynb` (sorted), so the site
-  lists whatever notebooks the repository has.
+  lists whatever notebooks the repository has, and reads the site's and the source's addresses
+  from `[project.urls]` in `pyproject.toml`, where they are configured once.
 - `on_page_markdown` lists the public names of each `::: attnflow.x` of the API pages as its
   `members` (attnflow re-exports its names with `from ._x import a as a`, which griffe does not
   count as public by itself), and replaces the marker `<!-- cli-help -->` in `cli.md` by the
@@ -26,7 +27,18 @@ def on_config(config, **kwargs):
     for i, entry in enumerate(config["nav"] or []):
         if isinstance(entry, dict) and "Notebooks" in entry:
             config["nav"][i] = {"Notebooks": [f"notebooks/{p.name}" for p in notebooks]}
+    urls = _project_urls(Path(config["config_file_path"]).parent / "pyproject.toml")
+    config["site_url"] = urls.get("Documentation", config.get("site_url"))
+    config["repo_url"] = urls.get("Source", config.get("repo_url"))
     return config
+
+
+def _project_urls(pyproject: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the addresses stay unset
+        return {}
+    return tomllib.loads(pyproject.read_text()).get("project", {}).get("urls", {})
 
 
 def _subcommands(parser: argparse.ArgumentParser):
