@@ -1,7 +1,10 @@
-"""The notebooks, executed top to bottom by a real Jupyter kernel (nbclient + ipykernel).
+"""The notebooks, executed top to bottom by a real Jupyter kernel (nbclient + ipykernel), as a
+user runs them: against attnflow installed from its wheel, not the source tree.
 
-Each notebook runs in a fresh `python3` kernel (this interpreter's ipykernel) with
-`ATTNFLOW_NOTEBOOK_SCALE` set small, so its sizes shrink; a cell that raises fails its test.
+The wheel is built once and installed alone into a fresh virtual environment
+(`tests/built.py`); each notebook runs in a fresh kernel of that environment's Python, with
+`ATTNFLOW_NOTEBOOK_SCALE` set small, so its sizes shrink; a cell that raises fails its test,
+and so does an attnflow imported from anywhere but the wheel.
 
 Figure cells: a code cell that calls a `plot_...(` function of `attnflow.plotting`, or that is
 tagged `figure` (cell metadata `"tags": ["figure"]`), must produce an `image/png` output. The
@@ -15,12 +18,13 @@ The notebooks are stored without outputs or execution counts (tested below): str
 before committing, e.g. `jupyter nbconvert --clear-output --inplace notebooks/*.ipynb`.
 """
 
-import os
+import json
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from built import build, install
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -42,23 +46,55 @@ def _text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
+@pytest.fixture(scope="module")
+def wheel_kernel(tmp_path_factory) -> tuple[str, Path]:
+    """A Jupyter kernel spec whose Python has attnflow from the wheel alone: its name and the
+    folder to put on `JUPYTER_PATH`, and the environment's folder."""
+    root = tmp_path_factory.mktemp("wheel")
+    python = install(build(root / "dist"), root / "venv")
+    spec = root / "jupyter" / "kernels" / "attnflow-wheel"
+    spec.mkdir(parents=True)
+    argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec.joinpath("kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "attnflow (wheel)", "language": "python"})
+    )
+    return root / "jupyter", root / "venv"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_a_kernel(path, tmp_path, monkeypatch):
-    # the kernel inherits this environment: small sizes, no GPU preallocation, no plot window
+def test_notebook_runs_in_a_kernel(path, tmp_path, monkeypatch, wheel_kernel):
+    _run_notebook(path, tmp_path, monkeypatch, wheel_kernel)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_float32_as_on_a_tpu(path, tmp_path, monkeypatch, wheel_kernel):
+    """A TPU computes in float32: the first cell then leaves x64 off, as this variable makes
+    it do on any backend."""
+    monkeypatch.setenv("ATTNFLOW_NOTEBOOK_FLOAT32", "1")
+    _run_notebook(path, tmp_path, monkeypatch, wheel_kernel)
+
+
+def _run_notebook(path, tmp_path, monkeypatch, wheel_kernel):
+    jupyter, venv = wheel_kernel
+    # the kernel inherits this environment: small sizes, no GPU preallocation, no plot window,
+    # and no source tree on its path
     monkeypatch.setenv("ATTNFLOW_NOTEBOOK_SCALE", SCALE)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    )
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell("import attnflow\nprint(attnflow.__file__)"))
     client = nbclient.NotebookClient(
         notebook,
         timeout=CELL_TIMEOUT,
-        kernel_name="python3",
+        kernel_name="attnflow-wheel",
         resources={"metadata": {"path": str(tmp_path)}},  # files it writes land in tmp_path
     )
     client.execute()  # a cell error raises CellExecutionError, naming the cell and the error
+    module = Path(_text(notebook.cells.pop()).strip())
+    assert module.is_relative_to(venv), f"attnflow imported from {module}, not the wheel"
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code" or not _is_figure_cell(cell):
             continue
