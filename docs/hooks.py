@@ -99,11 +99,13 @@ def on_page_markdown(markdown: str, page, **kwargs) -> str:
     if _MARKER not in markdown:
         return markdown
     from attnflow.cli._main import _parser
+    from attnflow.cli._options import _add_globals
 
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "80"  # argparse wraps to the terminal width: fix it to the page's
     try:
         parser = _parser()
+        _add_globals(parser)  # --version and --quiet, as the command has them
         parser.prog = "attnflow"
         lines = []
         for sub, subparser in _subcommands(parser):

@@ -7,6 +7,7 @@ test is skipped.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,4 +34,15 @@ def test_mkdocs_build_strict(tmp_path):
         assert (tmp_path / f"{page}.html").is_file(), page
     cli = (tmp_path / "cli" / "index.html").read_text()
     assert "attnflow phase-diagram" in cli and "--samples" in cli  # generated from the parser
+    assert "--quiet" in cli and "--version" in cli  # the global options too
+    # a list with no blank line before it renders as one paragraph with literal "- " in it
+    run_on = [
+        f"{page.relative_to(tmp_path)}: {paragraph[:60]!r}"
+        for page in sorted(tmp_path.rglob("*.html"))
+        for paragraph in re.findall(r"<p>(.*?)</p>", page.read_text(), re.S)
+        if re.search(r"(^|\n)- ", paragraph)
+    ]
+    assert run_on == [], "lists rendered as text (add a blank line before them):\n" + "\n".join(
+        run_on
+    )
     assert not (ROOT / ".cache").exists() or "mkdocs-jupyter" not in os.listdir(ROOT / ".cache")

@@ -197,6 +197,7 @@ def wasserstein_circle(mu, nu, p: Literal[1, 2] = 1) -> Float[Array, ""]:
 
     Arguments:
         mu, nu: each a probability measure on the circle, either
+
             - an empirical measure: a 1-D array of `n >= 1` angles (radians, any range, equal
               weights `1/n`); points `(cos, sin)` convert by `attnflow.sphere.to_angles`;
             - a density on a uniform grid: a tuple `(theta, density)` of 1-D arrays of length

@@ -281,6 +281,7 @@ def solve_circle(
     density stationary to rounding (its velocity is zero); the velocity `v[rho]`, a
     convolution of `rho` with a smooth kernel, is computed by FFT in both; time is adaptive
     (diffrax):
+
     - `"finite-volume"`: cell averages, fluxes `v rho` at the cell faces with `rho`
       reconstructed by minmod-limited slopes and taken upwind, the noise as a centered flux.
       Second order where `rho` is smooth, first order at its extrema; it stays non-negative

@@ -48,6 +48,7 @@ def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None
     """`(Q, K, V)` of GLPR Fig. 5 (docs/science.md section 6), from `d x d` standard Gaussians `G`.
 
     The name is `<interaction>_<value>`:
+
     - interaction `ginibre`: `Q^T K = G1 G2 / sqrt(d)`; `goe`: `Q^T K = (G + G^T) / sqrt(2)`;
     - value `psd`: `V = G3 G3^T / sqrt(d)`; `qk`: `V = Q^T K / sqrt(d)` (Ginibre) or
       `Q^T K / sqrt(d + 1)` (GOE), the scales of the code published with GLPR.

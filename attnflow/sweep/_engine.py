@@ -86,6 +86,7 @@ def run(
     so that an item's result never depends on which chunk or device computed it. `args` is a
     pytree of arrays (temperatures, a random key, tolerances): traced, so new values reuse the
     compiled code. The engine:
+
     - compiles once per `(fn, chunk shape, batch, devices, shapes and dtypes of args)` and keeps
       the executable for later calls: pass a module-level function or a hashable static
       configuration (an `eqx.Module` of static fields) as `fn`, not a fresh closure, and a

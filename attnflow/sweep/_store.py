@@ -41,6 +41,7 @@ class Store:
     that cannot be corrupted silently.
 
     The folder `path` holds:
+
     - `manifest.json`: the full configuration (including the seed and the package version),
       `count`, and their `fingerprint` (sha256 of the canonical JSON of both);
     - `chunk-<start>-<stop>.npz`: the arrays of items `start:stop` (each with `stop - start`
@@ -48,6 +49,7 @@ class Store:
     - `lock`: the pid of the process writing.
 
     Guarantees (every refusal is a one-line `ValueError` naming the file and what to do):
+
     - One writer: opening takes an exclusive non-blocking `fcntl.flock` on `lock`, held until
       `close()` (or the end of a `with` block, or the store's garbage collection, or the death
       of the process, even by `kill -9`). A second `Store` on the folder, in this process or
