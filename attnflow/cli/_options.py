@@ -203,7 +203,7 @@ def _check_outputs(args) -> None:
 
     if getattr(args, "no_plot", False):
         args.plot = None
-    for option in ("out", "plot"):
+    for option in ("out", "plot", "movie"):
         path = getattr(args, option, None)
         if path is not None and path.is_dir():
             raise ValueError(f"--{option} {path} is a folder; give a file name")
@@ -211,11 +211,19 @@ def _check_outputs(args) -> None:
         raise ValueError(
             f"--plot {args.plot} needs matplotlib: pip install 'attnflow[plot]', or pass --no-plot"
         )
+    movie = getattr(args, "movie", None)
+    if movie is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ValueError(f"--movie {movie} needs matplotlib: pip install 'attnflow[plot]'")
+        from matplotlib.animation import FFMpegWriter
+
+        if movie.suffix.lower() == ".mp4" and not FFMpegWriter.isAvailable():
+            raise ValueError(f"--movie {movie}: writing .mp4 needs ffmpeg; give a .gif name")
 
 
 def _config(args) -> dict:
     """The options of a command, JSON-ready, as recorded in its data file."""
-    skip = ("run", "out", "plot", "no_plot", "quiet")
+    skip = ("run", "out", "plot", "no_plot", "quiet", "movie")
     return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
 
 

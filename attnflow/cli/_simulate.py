@@ -58,6 +58,12 @@ def add_commands(commands) -> None:
         default=None,
         help="output figure, .png/.pdf/.svg (none)",
     )
+    sim.add_argument(
+        "--movie",
+        type=_output(".gif", ".mp4"),
+        default=None,
+        help="also a movie of the tokens and the energy, .gif/.mp4 (.mp4 needs ffmpeg) (none)",
+    )
     sim.set_defaults(run=_simulate)
 
 
@@ -104,4 +110,9 @@ def _simulate(args) -> str:
         plot_trajectory(traj, args.beta, path=path)
 
     lines.append(_write(args, config, draw, **data))
+    if args.movie is not None:
+        from attnflow.plotting import animate
+
+        animate(traj, args.beta, path=args.movie)
+        lines.append(f"  wrote {args.movie}")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Figures (matplotlib, imported lazily so attnflow itself never needs it)."""
 
+from ._animate import animate as animate
 from ._concentration import plot_concentration as plot_concentration
 from ._flows import plot_flow_comparison as plot_flow_comparison
 from ._meanfield import plot_meanfield as plot_meanfield
@@ -26,6 +27,7 @@ from ._variants import (
 )
 
 __all__ = [
+    "animate",
     "plot_concentration",
     "plot_figure3",
     "plot_flow_comparison",

@@ -25,6 +25,42 @@ def energy_curve(xs, beta: float) -> tuple[np.ndarray, str]:
     return np.asarray(values), r"$\lim_{\beta\to 0}\,(E_\beta - 1/2\beta)$"
 
 
+def draw_tokens(fig, spec, x):
+    """Draw the tokens `x` `(n, d)` on the circle (`d = 2`) or the sphere (`d >= 3`: the first
+    three coordinates, renormalized) in the subplot `spec` of `fig`; returns a function that
+    moves them to new positions (its `.axes` is the subplot)."""
+    colors = np.arange(x.shape[0])
+    if x.shape[-1] == 2:
+        ax = fig.add_subplot(spec)
+        circle = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=1)
+        points = ax.scatter(x[:, 0], x[:, 1], c=colors, cmap="viridis", s=18, zorder=3)
+        ax.set_aspect("equal")
+
+        def move(x):
+            points.set_offsets(x[:, :2])
+
+    else:
+        ax = fig.add_subplot(spec, projection="3d")
+        u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 24), np.linspace(0, np.pi, 12))
+        ax.plot_wireframe(
+            np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.5
+        )
+        p = x[:, :3] / np.linalg.norm(x[:, :3], axis=-1, keepdims=True)
+        points = ax.scatter(
+            p[:, 0], p[:, 1], p[:, 2], c=colors, cmap="viridis", s=18, depthshade=False
+        )
+        ax.set_box_aspect((1, 1, 1), zoom=1.35)
+
+        def move(x):
+            p = x[:, :3] / np.linalg.norm(x[:, :3], axis=-1, keepdims=True)
+            points._offsets3d = (p[:, 0], p[:, 1], p[:, 2])
+
+    ax.set_axis_off()
+    move.axes = ax
+    return move
+
+
 def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=None):
     """Plot `snapshots` states of a sphere trajectory (shape `(T, n, d)`) and its energy.
 
@@ -40,26 +76,8 @@ def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=N
     picks = np.unique(np.linspace(0, len(ts) - 1, snapshots).round().astype(int))
     fig = Figure(figsize=(3.2 * (len(picks) + 1.3), 3.4), layout="constrained")
     grid = fig.add_gridspec(1, len(picks) + 1, width_ratios=[1] * len(picks) + [1.3])
-    colors = np.arange(xs.shape[1])
     for col, i in enumerate(picks):
-        if d == 2:
-            ax = fig.add_subplot(grid[0, col])
-            circle = np.linspace(0, 2 * np.pi, 200)
-            ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=1)
-            ax.scatter(xs[i, :, 0], xs[i, :, 1], c=colors, cmap="viridis", s=18, zorder=3)
-            ax.set_aspect("equal")
-            ax.set_axis_off()
-        else:
-            ax = fig.add_subplot(grid[0, col], projection="3d")
-            u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 24), np.linspace(0, np.pi, 12))
-            ax.plot_wireframe(
-                np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.5
-            )
-            p = xs[i, :, :3] / np.linalg.norm(xs[i, :, :3], axis=-1, keepdims=True)
-            ax.scatter(p[:, 0], p[:, 1], p[:, 2], c=colors, cmap="viridis", s=18, depthshade=False)
-            ax.set_box_aspect((1, 1, 1), zoom=1.35)
-            ax.set_axis_off()
-        ax.set_title(f"t = {ts[i]:.3g}")
+        draw_tokens(fig, grid[0, col], xs[i]).axes.set_title(f"t = {ts[i]:.3g}")
     values, label = energy_curve(xs, beta)
     ax = fig.add_subplot(grid[0, -1])
     ax.plot(ts, values, color="C3")
