@@ -741,3 +741,26 @@ def test_distances_on_two_devices_equal_one_device(tmp_path):
         one, two = (np.load(tmp_path / f"{name}-{k}.npy") for k in (1, 2))
         assert np.isfinite(one).all()
         np.testing.assert_array_equal(one, two, err_msg=name)
+
+
+def test_concentration_as_a_labelled_dataset(tmp_path):
+    xarray = pytest.importorskip("xarray")
+    V = np.diag([1.0, 0.5])
+    result = concentration(
+        key=jax.random.key(0),
+        n=4,
+        d=2,
+        betas=[4.0],
+        ts=[0.0, 0.5, 1.0],
+        V=V,
+        samples=2,
+        progress=False,
+    )
+    dataset = result.to_xarray()
+    assert dataset["distance"].dims == ("beta", "sample", "t")
+    np.testing.assert_array_equal(dataset["distance"], result.distance)
+    np.testing.assert_array_equal(dataset["eigenvalues_real"], result.eigenvalues.real)
+    assert float(dataset["slope"]) is not None and dataset.attrs["study"] == "concentration"
+    dataset.to_netcdf(tmp_path / "c.nc")
+    with xarray.open_dataset(tmp_path / "c.nc") as back:
+        xarray.testing.assert_identical(back.load(), dataset)

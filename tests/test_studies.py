@@ -187,3 +187,41 @@ def test_summaries_read_the_results():
     shares = [int(s.split(": ")[1].rstrip("%")) for s in line.split("t = 1: ")[1].split(", ")]
     counts = np.unique(study.clusters[0, :, -1], return_counts=True)[1]
     assert shares == [round(100 * c / 5) for c in counts]
+
+
+def test_labelled_results_round_trip_through_netcdf(tmp_path, capsys):
+    """`.to_xarray()` names every dimension, keeps the configuration, and a netCDF file of it
+    reads back equal; `--out NAME.nc` writes one with the command's configuration."""
+    xarray = pytest.importorskip("xarray")
+    import json
+
+    from clitools import run_cli
+
+    common = dict(n=4, d=3, betas=[1.0, 3.0], ts=np.arange(0, 4) * 0.1, samples=3)
+    key = jax.random.key(5)
+    results = [
+        af.phase_diagram(key=key, **common, progress=False),
+        af.studies.metastability(key=key, **common | {"d": 2}, progress=False),
+        af.studies.ftle_diagram(
+            key=key, n=4, d=3, betas=[1.0, 3.0], t1=2.0, samples=3, progress=False
+        ),
+    ]
+    for result in results:
+        dataset = result.to_xarray()
+        assert json.loads(dataset.attrs["config"]) == json.loads(json.dumps(result.config))
+        assert dataset.attrs["attnflow_version"] == af.__version__
+        np.testing.assert_array_equal(dataset["beta"], result.betas)
+        np.testing.assert_array_equal(dataset["status"].transpose("beta", "sample"), result.status)
+        path = tmp_path / f"{dataset.attrs['study']}.nc"
+        dataset.to_netcdf(path)
+        with xarray.open_dataset(path) as back:
+            xarray.testing.assert_identical(back.load(), dataset)
+    out = tmp_path / "pd.nc"
+    argv = ["phase-diagram", "--n", "4", "--d", "3", "--num-betas", "2", "--samples", "2"]
+    status, io = run_cli(
+        [*argv, "--t1", "1", "--saves", "3", "--no-plot", "--out", str(out)], capsys
+    )
+    assert status == 0, io.err
+    with xarray.open_dataset(out) as back:
+        assert back["prob"].dims == ("beta", "t") and back["prob"].shape == (2, 3)
+        assert json.loads(back.attrs["config"])["n"] == 4

@@ -47,7 +47,7 @@ def add_commands(commands) -> None:
     conc.add_argument("--init", choices=INITS, default="ball", help="initial tokens (ball)")
     conc.add_argument("--seed", type=int, default=0, help="seed of the initial tokens (0)")
     _add_dtype(conc)
-    _add_outputs(conc, "concentration")
+    _add_outputs(conc, "concentration", labelled=True)
     conc.set_defaults(run=_concentration)
 
 
@@ -127,6 +127,7 @@ def _concentration(args) -> str:
         args,
         config,
         draw,
+        result.to_xarray,
         betas=result.betas,
         ts=result.ts,
         distance=result.distance,

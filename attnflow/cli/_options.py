@@ -183,10 +183,15 @@ def _beta_grid(args):
     return np.linspace(args.beta_min, args.beta_max, args.num_betas)
 
 
-def _add_outputs(command, name: str) -> None:
-    command.add_argument(
-        "--out", type=_output(".npz"), default=Path(f"{name}.npz"), help=f"data file ({name}.npz)"
-    )
+def _add_outputs(command, name: str, labelled: bool = False) -> None:
+    """--out (`.npz`, or also `.nc` for a labelled result), --plot and --no-plot."""
+    if labelled:
+        kinds, more = (".npz", ".nc"), "; .nc: labelled netCDF, needs xarray"
+    else:
+        kinds, more = (".npz",), ""
+    default = Path(f"{name}.npz")
+    text = f"data file ({default}){more}"
+    command.add_argument("--out", type=_output(*kinds), default=default, help=text)
     command.add_argument(
         "--plot",
         type=_output(".png", ".pdf", ".svg"),
@@ -211,6 +216,8 @@ def _check_outputs(args) -> None:
         raise ValueError(
             f"--plot {args.plot} needs matplotlib: pip install 'attnflow[plot]', or pass --no-plot"
         )
+    if args.out.suffix.lower() == ".nc" and importlib.util.find_spec("xarray") is None:
+        raise ValueError(f"--out {args.out} needs xarray: pip install 'attnflow[xarray]'")
     movie = getattr(args, "movie", None)
     if movie is not None:
         if importlib.util.find_spec("matplotlib") is None:
@@ -316,10 +323,18 @@ def _save(path: Path, config: dict, **arrays) -> None:
     atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))
 
 
-def _write(args, config: dict, draw, **arrays) -> str:
-    """Write the npz (`_save`) and, if --plot was given, the figure by `draw(path)`; returns the
-    report line naming what was written."""
-    _save(args.out, config, **arrays)
+def _write(args, config: dict, draw, labelled=None, **arrays) -> str:
+    """Write the data and, if --plot was given, the figure by `draw(path)`; returns the report
+    line naming what was written. The data: the npz (`_save`), or for an `.nc` name the
+    result's `labelled()` dataset with the command's configuration, as netCDF."""
+    if args.out.suffix.lower() == ".nc":
+        from .._files import atomic_write
+
+        dataset = labelled()
+        dataset.attrs["config"] = json.dumps(config, sort_keys=True)
+        atomic_write(args.out, lambda file: file.write(dataset.to_netcdf()))
+    else:
+        _save(args.out, config, **arrays)
     if args.plot is None:
         return f"  wrote {args.out}"
     draw(args.plot)

@@ -101,7 +101,7 @@ def add_commands(commands) -> None:
     ftle.add_argument("--every", type=_positive, default=0.5, help="interval of time (0.5)")
     ftle.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
     _add_sweep_options(ftle, resume=True, samples=64, saves=None)
-    _add_outputs(ftle, "ftle")
+    _add_outputs(ftle, "ftle", labelled=True)
     ftle.set_defaults(run=_ftle)
 
 
@@ -278,6 +278,7 @@ def _ftle(args) -> str:
         args,
         diagram.config,
         draw,
+        diagram.to_xarray,
         betas=diagram.betas,
         ts=diagram.ts,
         ftle=diagram.ftle,

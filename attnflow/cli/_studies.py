@@ -33,7 +33,7 @@ def add_commands(commands) -> None:
     phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
     phase.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
     _add_sweep_options(phase, resume=True, samples=256, saves=151)
-    _add_outputs(phase, "phase_diagram")
+    _add_outputs(phase, "phase_diagram", labelled=True)
     phase.set_defaults(run=_phase_diagram)
 
     figure3 = commands.add_parser(
@@ -63,7 +63,7 @@ def add_commands(commands) -> None:
     meta.add_argument("--betas", type=_positive, nargs="+", default=[4.0, 9.0], help="(4 9)")
     meta.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
     _add_sweep_options(meta, resume=False, samples=256, saves=301)
-    _add_outputs(meta, "metastability")
+    _add_outputs(meta, "metastability", labelled=True)
     meta.set_defaults(run=_metastability)
 
 
@@ -102,7 +102,7 @@ def _phase_diagram(args) -> str:
 
         plot_phase_diagram(diagram, path=path)
 
-    wrote = _write(args, diagram.config, draw, **arrays)
+    wrote = _write(args, diagram.config, draw, diagram.to_xarray, **arrays)
     _finished(partial)  # only once the data and the figure are written
     items = args.num_betas * args.samples
     return "\n".join(
@@ -203,6 +203,7 @@ def _metastability(args) -> str:
         args,
         study.config,
         draw,
+        study.to_xarray,
         betas=study.betas,
         ts=study.ts,
         clusters=study.clusters,

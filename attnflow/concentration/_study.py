@@ -25,6 +25,7 @@ from ..sweep import (
     failures,
     item_key,
     key_data,
+    labelled,
     open_store,
     run,
     study_times,
@@ -189,6 +190,36 @@ class Concentration(eqx.Module):
     def mean(self) -> np.ndarray:
         """The distance averaged over the realizations that succeeded, shape `(B, T)`."""
         return mean_distance(self.distance)
+
+    def to_xarray(self):
+        """The result as an `xarray.Dataset` (needs xarray), dimensions `beta`, `sample`, `t`,
+        `mode` (`V`'s eigenvalues, by increasing real part), `token`, `d`; `slope` and
+        `exponent` are 0-d variables, the eigenvalues split into real and imaginary parts; its
+        attributes hold `config` and attnflow's version."""
+        runs = ("beta", "sample")
+        return labelled(
+            "concentration",
+            self.config,
+            {
+                "distance": ((*runs, "t"), self.distance),
+                "closest": (("beta",), self.closest),
+                "closest_time": (("beta",), self.closest_time),
+                "resolved": (("beta",), self.resolved),
+                "slope": ((), self.slope),
+                "exponent": ((), self.exponent),
+                "eigenvalues": (("mode",), np.asarray(self.eigenvalues, complex)),
+                "alignment": ((*runs, "mode"), self.alignment),
+                "spread": (runs, self.spread),
+                "terminal_time": (runs, self.terminal_time),
+                "limits": (("sample", "token", "d"), self.limits),
+                "limit_time": (("sample",), self.limit_time),
+                "limit_status": (("sample",), self.limit_status),
+                "status": (runs, self.status),
+                "x0": (("token", "d"), self.x0),
+                "final": (("beta", "token", "d"), self.final),
+            },
+            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
+        )
 
     def summary(self) -> list[str]:
         """The result in lines of text: per beta the closest approach, the distance and spread

@@ -12,7 +12,16 @@ from .._checks import positive_int, positive_number
 from .._deprecated import keyword_key
 from ..integrate import Layers, solver_config, state_status
 from ..stability import lyapunov_spectrum
-from ..sweep import DEFAULT_MEMORY, check_study, open_store, report, run, study_args, study_config
+from ..sweep import (
+    DEFAULT_MEMORY,
+    check_study,
+    labelled,
+    open_store,
+    report,
+    run,
+    study_args,
+    study_config,
+)
 from ._common import GLPR_LAYERS, model, study_solver
 from ._phase_diagram import WEIGHTS, AbstractRealizationItem
 
@@ -36,6 +45,22 @@ class FTLEDiagram(eqx.Module):
     local: np.ndarray
     config: dict = eqx.field(static=True)
     status: np.ndarray
+
+    def to_xarray(self):
+        """The diagram as an `xarray.Dataset` (needs xarray): `ftle` and `local` over
+        `(beta, sample, t)`, `status` over `(beta, sample)`; its attributes hold `config` and
+        attnflow's version."""
+        runs = ("beta", "sample", "t")
+        return labelled(
+            "ftle",
+            self.config,
+            {
+                "ftle": (runs, self.ftle),
+                "local": (runs, self.local),
+                "status": (("beta", "sample"), self.status),
+            },
+            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
+        )
 
 
 # The seed of the initial tangent vector of every item: one fixed frame (as before `key` was

@@ -14,6 +14,7 @@ from ..sweep import (
     DEFAULT_MEMORY,
     AbstractStudyItem,
     check_study,
+    labelled,
     report,
     run,
     study_args,
@@ -40,6 +41,23 @@ class Metastability(eqx.Module):
     xs: np.ndarray
     config: dict = eqx.field(static=True)
     status: np.ndarray
+
+    def to_xarray(self):
+        """The study as an `xarray.Dataset` (needs xarray): `clusters` and `energy` over
+        `(beta, sample, t)`, `xs` (realization 0) over `(beta, t, token, d)`, `status` over
+        `(beta, sample)`; its attributes hold `config` and attnflow's version."""
+        runs = ("beta", "sample", "t")
+        return labelled(
+            "metastability",
+            self.config,
+            {
+                "clusters": (runs, self.clusters),
+                "energy": (runs, self.energy),
+                "xs": (("beta", "t", "token", "d"), self.xs),
+                "status": (("beta", "sample"), self.status),
+            },
+            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
+        )
 
     def summary(self) -> list[str]:
         """One line per beta: the share of realizations with each number of clusters at the

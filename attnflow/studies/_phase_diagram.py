@@ -22,6 +22,7 @@ from ..sweep import (
     AbstractStudyItem,
     check_study,
     item_key,
+    labelled,
     open_store,
     report,
     run,
@@ -127,6 +128,16 @@ class PhaseDiagram(eqx.Module):
     def failed(self) -> np.ndarray:
         """The `(beta index, sample)` pairs of the failed items, shape `(F, 2)`."""
         return np.argwhere(self.status != 0)
+
+    def to_xarray(self):
+        """The diagram as an `xarray.Dataset` (needs xarray): `prob` over `(beta, t)`,
+        `status` over `(beta, sample)`; its attributes hold `config` and attnflow's version."""
+        return labelled(
+            "phase_diagram",
+            self.config,
+            {"prob": (("beta", "t"), self.prob), "status": (("beta", "sample"), self.status)},
+            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
+        )
 
     @property
     def has_gamma(self) -> bool:

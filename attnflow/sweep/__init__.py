@@ -16,6 +16,7 @@ from ._study import (
     check_study as check_study,
     failures as failures,
     key_data as key_data,
+    labelled as labelled,
     open_store as open_store,
     report as report,
     study_args as study_args,

@@ -3,6 +3,7 @@ its traced arguments, its store, and the report of the items that failed."""
 
 import abc
 import contextlib
+import json
 import numbers
 import warnings
 
@@ -142,3 +143,27 @@ class AbstractStudyItem(eqx.Module):
     @abc.abstractmethod
     def __call__(self, index, args) -> dict:
         """The item's results: a dict of arrays, with an int `"status"` (0 = ok)."""
+
+
+def labelled(study: str, config: dict, variables: dict, coords: dict):
+    """A study's result as an `xarray.Dataset`: `variables` maps each name to `(dims, array)`,
+    `coords` each dimension to its values; the attributes hold the study's name, its whole
+    configuration (JSON, as `config` on the result) and attnflow's version, so a file written
+    from it (`to_netcdf`) says what made it. Complex arrays are split into `_real`/`_imag`
+    parts (netCDF has no complex type)."""
+    try:
+        import xarray
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "labelled results need xarray: pip install 'attnflow[xarray]'"
+        ) from err
+    data = {}
+    for name, (dims, array) in variables.items():
+        array = np.asarray(array)
+        if np.iscomplexobj(array):
+            data[f"{name}_real"], data[f"{name}_imag"] = (dims, array.real), (dims, array.imag)
+        else:
+            data[name] = (dims, array.astype(np.int8) if array.dtype == bool else array)
+    attrs = {"study": study, "config": json.dumps(config, sort_keys=True)}
+    attrs["attnflow_version"] = __version__
+    return xarray.Dataset(data, coords={k: np.asarray(v) for k, v in coords.items()}, attrs=attrs)
