@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..optimize import Recovery, SmallestBeta, ValueForGroups
-from ._trajectory import _require_matplotlib
+from ._trajectory import _require_matplotlib, draw_tokens
 
 
 def _loss_curve(ax, search, *, log: bool = True) -> None:
@@ -24,25 +24,9 @@ def _loss_curve(ax, search, *, log: bool = True) -> None:
 def _tokens(fig, spec, x, colors, title: str):
     """Tokens on the circle (`d = 2`) or the sphere (first three coordinates, renormalized),
     colored by `colors` (integers)."""
-    x = np.asarray(x)
     colors = np.asarray(colors)
     cmap, top = ("tab10", 9) if colors.max() < 10 else ("viridis", int(colors.max()))
-    if x.shape[-1] == 2:
-        ax = fig.add_subplot(spec)
-        circle = np.linspace(0, 2 * np.pi, 200)
-        ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=1)
-        ax.scatter(x[:, 0], x[:, 1], c=colors, cmap=cmap, vmin=0, vmax=top, s=22, zorder=3)
-        ax.set_aspect("equal")
-    else:
-        ax = fig.add_subplot(spec, projection="3d")
-        u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 24), np.linspace(0, np.pi, 12))
-        ax.plot_wireframe(
-            np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.5
-        )
-        p = x[:, :3] / np.linalg.norm(x[:, :3], axis=-1, keepdims=True)
-        ax.scatter(*p.T, c=colors, cmap=cmap, vmin=0, vmax=top, s=22, depthshade=False)
-        ax.set_box_aspect((1, 1, 1), zoom=1.3)
-    ax.set_axis_off()
+    ax = draw_tokens(fig, spec, np.asarray(x), colors, cmap, top, size=22, zoom=1.3).axes
     ax.set_title(title, fontsize="small")
     return ax
 

@@ -25,16 +25,19 @@ def energy_curve(xs, beta: float) -> tuple[np.ndarray, str]:
     return np.asarray(values), r"$\lim_{\beta\to 0}\,(E_\beta - 1/2\beta)$"
 
 
-def draw_tokens(fig, spec, x):
+def draw_tokens(fig, spec, x, colors=None, cmap="viridis", vmax=None, size=18, zoom=1.35):
     """Draw the tokens `x` `(n, d)` on the circle (`d = 2`) or the sphere (`d >= 3`: the first
-    three coordinates, renormalized) in the subplot `spec` of `fig`; returns a function that
+    three coordinates, renormalized) in the subplot `spec` of `fig`, colored by `colors`
+    (integers, default the token index) on `cmap` from 0 to `vmax`; returns a function that
     moves them to new positions (its `.axes` is the subplot)."""
-    colors = np.arange(x.shape[0])
+    colors = np.arange(x.shape[0]) if colors is None else np.asarray(colors)
+    style = {"c": colors, "cmap": cmap, "vmin": 0 if vmax is not None else None, "vmax": vmax}
+    style["s"] = size
     if x.shape[-1] == 2:
         ax = fig.add_subplot(spec)
         circle = np.linspace(0, 2 * np.pi, 200)
         ax.plot(np.cos(circle), np.sin(circle), color="0.8", lw=1)
-        points = ax.scatter(x[:, 0], x[:, 1], c=colors, cmap="viridis", s=18, zorder=3)
+        points = ax.scatter(x[:, 0], x[:, 1], zorder=3, **style)
         ax.set_aspect("equal")
 
         def move(x):
@@ -47,10 +50,8 @@ def draw_tokens(fig, spec, x):
             np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.5
         )
         p = x[:, :3] / np.linalg.norm(x[:, :3], axis=-1, keepdims=True)
-        points = ax.scatter(
-            p[:, 0], p[:, 1], p[:, 2], c=colors, cmap="viridis", s=18, depthshade=False
-        )
-        ax.set_box_aspect((1, 1, 1), zoom=1.35)
+        points = ax.scatter(p[:, 0], p[:, 1], p[:, 2], depthshade=False, **style)
+        ax.set_box_aspect((1, 1, 1), zoom=zoom)
 
         def move(x):
             p = x[:, :3] / np.linalg.norm(x[:, :3], axis=-1, keepdims=True)
