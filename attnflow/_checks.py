@@ -52,13 +52,15 @@ def check_value(x, bad, message: str, detail: Callable[[], str] | None = None):
     return x
 
 
-def check_finite(x, name: str = "x0"):
-    """`x`, checked to hold only finite numbers (`ValueError` naming `name`, with the count)."""
+def check_finite(x, name: str = "x0", xp=jnp):
+    """`x`, checked to hold only finite numbers (`ValueError` naming `name`, with the count).
+    `xp`: `jax.numpy`, or NumPy for concrete arrays (which compiles nothing)."""
+    bad = ~xp.isfinite(x)
     return check_value(
         x,
-        ~jnp.all(jnp.isfinite(x)),
+        xp.any(bad),
         f"{name} must hold only finite numbers",
-        lambda: f"; got {int((~jnp.isfinite(x)).sum())} non-finite entries",
+        lambda: f"; got {int(bad.sum())} non-finite entries",
     )
 
 
@@ -192,18 +194,6 @@ def grid_tolerance(dtype) -> float:
     return max(1e-6, float(jnp.finfo(dtype).eps) ** 0.5)
 
 
-def finite_values(x, name: str, xp):
-    """`x`, checked to hold only finite numbers (computed with `xp`: NumPy for concrete
-    arrays, which compiles nothing, `jax.numpy` under tracing)."""
-    bad = ~xp.isfinite(x)
-    return check_value(
-        x,
-        xp.any(bad),
-        f"{name} must hold only finite numbers",
-        lambda: f"; got {int(bad.sum())} non-finite entries",
-    )
-
-
 def check_grid(theta, density, names: tuple[str, str], xp):
     """`(theta, density)`, 1-D of the same length `M`, checked to be a density on a uniform
     grid: `theta` finite cell centers `theta_0 + 2 pi k / M`, `density` finite and
@@ -222,7 +212,7 @@ def check_grid(theta, density, names: tuple[str, str], xp):
             f"{np.max(np.diff(theta)):.6g}, expected {h:.6g}"
         ),
     )
-    density = finite_values(density, names[1], xp)
+    density = check_finite(density, names[1], xp)
     density = check_value(
         density,
         xp.min(density) < -tol,

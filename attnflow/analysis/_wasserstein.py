@@ -30,7 +30,6 @@ from .._checks import (
     check_grid,
     check_on_sphere,
     check_value,
-    finite_values,
     grid_tolerance,
     is_traced,
     positive_int,
@@ -50,7 +49,7 @@ _TWO_PI = 2 * math.pi
 
 def _empirical_quantile(angles, name: str, xp):
     """Knots `(t, q)` of the lifted quantile function of the empirical measure of `angles`."""
-    angles = finite_values(angles, name, xp)
+    angles = check_finite(angles, name, xp)
     n = angles.shape[0]
     s = xp.sort(xp.mod(angles, _TWO_PI))
     # Q(t) = s_i on ((i - 1)/n, i/n]: a staircase, flat pieces joined by vertical jumps.
