@@ -16,12 +16,13 @@ from .._checks import as_float_array, float_dtype, positive_int
 from .._deprecated import keyword_key
 from ..analysis import wasserstein_exact
 from ..fields import Hardmax
-from ..integrate import STATUS, integrate, state_status
+from ..integrate import integrate, state_status
 from ..sweep import (
     DEFAULT_MEMORY,
     AbstractStudyItem,
     SweepFailureWarning,
     check_study,
+    failure_counts,
     failures,
     item_key,
     key_data,
@@ -198,8 +199,8 @@ class Concentration(eqx.Module):
         attributes hold `config` and attnflow's version."""
         runs = ("beta", "sample")
         return labelled(
+            self,
             "concentration",
-            self.config,
             {
                 "distance": ((*runs, "t"), self.distance),
                 "closest": (("beta",), self.closest),
@@ -214,11 +215,9 @@ class Concentration(eqx.Module):
                 "limits": (("sample", "token", "d"), self.limits),
                 "limit_time": (("sample",), self.limit_time),
                 "limit_status": (("sample",), self.limit_status),
-                "status": (runs, self.status),
                 "x0": (("token", "d"), self.x0),
                 "final": (("beta", "token", "d"), self.final),
             },
-            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
         )
 
     def summary(self) -> list[str]:
@@ -267,8 +266,8 @@ class Concentration(eqx.Module):
             )
         lines.append(f"  V's eigenvalues by increasing real part: {values}")
         failures = [
-            _failed(self.status, STATUS, "finite-beta runs"),
-            _failed(self.limit_status, LIMIT_STATUS, "limit maps"),
+            failure_counts(self.status, "finite-beta runs"),
+            failure_counts(self.limit_status, "limit maps", LIMIT_STATUS),
         ]
         failures = [line for line in failures if line]
         lines.append("  failures: " + ("; ".join(failures) + "; left out" if failures else "none"))
@@ -278,15 +277,6 @@ class Concentration(eqx.Module):
 def _average(values: np.ndarray) -> float:
     """The mean over the realizations that succeeded (NaN if none did)."""
     return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-
-
-def _failed(codes: np.ndarray, names: tuple[str, ...], what: str) -> str:
-    """`"3 of 12 <what> (2 <name>, 1 <name>)"` for the nonzero status `codes`, or `""`."""
-    bad = codes != 0
-    if not bad.any():
-        return ""
-    kinds = ", ".join(f"{int((codes == c).sum())} {names[c]}" for c in np.unique(codes[bad]))
-    return f"{int(bad.sum())} of {codes.size} {what} ({kinds})"
 
 
 def rate(betas) -> np.ndarray:
@@ -571,7 +561,7 @@ def _open_part(store, part: str, config: dict, count: int):
 
 def _report(status: np.ndarray, limit_status: np.ndarray, betas: np.ndarray) -> None:
     lines = []
-    no_limit = _failed(limit_status, LIMIT_STATUS, "realizations")
+    no_limit = failure_counts(limit_status, "realizations", LIMIT_STATUS)
     if no_limit:
         lines.append(f"{no_limit} have no limit map; they are left out (see .limit_status)")
     line = failures(status, betas)

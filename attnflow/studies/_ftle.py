@@ -52,14 +52,12 @@ class FTLEDiagram(eqx.Module):
         attnflow's version."""
         runs = ("beta", "sample", "t")
         return labelled(
+            self,
             "ftle",
-            self.config,
             {
                 "ftle": (runs, self.ftle),
                 "local": (runs, self.local),
-                "status": (("beta", "sample"), self.status),
             },
-            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
         )
 
 

@@ -48,15 +48,13 @@ class Metastability(eqx.Module):
         `(beta, sample)`; its attributes hold `config` and attnflow's version."""
         runs = ("beta", "sample", "t")
         return labelled(
+            self,
             "metastability",
-            self.config,
             {
                 "clusters": (runs, self.clusters),
                 "energy": (runs, self.energy),
                 "xs": (("beta", "t", "token", "d"), self.xs),
-                "status": (("beta", "sample"), self.status),
             },
-            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
         )
 
     def summary(self) -> list[str]:

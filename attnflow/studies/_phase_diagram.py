@@ -133,10 +133,9 @@ class PhaseDiagram(eqx.Module):
         """The diagram as an `xarray.Dataset` (needs xarray): `prob` over `(beta, t)`,
         `status` over `(beta, sample)`; its attributes hold `config` and attnflow's version."""
         return labelled(
+            self,
             "phase_diagram",
-            self.config,
-            {"prob": (("beta", "t"), self.prob), "status": (("beta", "sample"), self.status)},
-            {"beta": self.betas, "t": self.ts, "sample": np.arange(self.status.shape[1])},
+            {"prob": (("beta", "t"), self.prob)},
         )
 
     @property

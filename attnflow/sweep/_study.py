@@ -77,20 +77,24 @@ def study_args(key, betas, dtype, delta=None, ts=None) -> dict:
     return args
 
 
+def failure_counts(codes: np.ndarray, what: str, names=STATUS) -> str:
+    """`"3 of 12 <what> (2 <name>, 1 <name>)"` for the nonzero status `codes` (indices into
+    `names`), or `""` when there are none."""
+    bad = codes != 0
+    if not bad.any():
+        return ""
+    kinds = ", ".join(f"{int((codes == c).sum())} {names[c]}" for c in np.unique(codes[bad]))
+    return f"{int(bad.sum())} of {codes.size} {what} ({kinds})"
+
+
 def failures(status: np.ndarray, betas: np.ndarray) -> str | None:
     """One line describing the failed items of a `(betas, samples)` status array, or None."""
-    failed = status != 0
-    if not failed.any():
+    counts = failure_counts(status, "items failed")
+    if not counts:
         return None
-    kinds = ", ".join(
-        f"{int((status == code).sum())} {STATUS[code]}" for code in np.unique(status[failed])
-    )
-    where = ", ".join(f"{betas[b]:g}" for b in np.unique(np.nonzero(failed)[0])[:8])
-    more = "..." if np.unique(np.nonzero(failed)[0]).size > 8 else ""
-    return (
-        f"{int(failed.sum())} of {status.size} items failed ({kinds}) at beta = {where}{more}; "
-        "they are left out of the averages (see .status)"
-    )
+    rows = np.unique(np.nonzero(status != 0)[0])
+    where = ", ".join(f"{betas[b]:g}" for b in rows[:8]) + ("..." if rows.size > 8 else "")
+    return f"{counts} at beta = {where}; they are left out of the averages (see .status)"
 
 
 class SweepFailureWarning(RuntimeWarning):
@@ -145,12 +149,13 @@ class AbstractStudyItem(eqx.Module):
         """The item's results: a dict of arrays, with an int `"status"` (0 = ok)."""
 
 
-def labelled(study: str, config: dict, variables: dict, coords: dict):
+def labelled(result, study: str, variables: dict):
     """A study's result as an `xarray.Dataset`: `variables` maps each name to `(dims, array)`,
-    `coords` each dimension to its values; the attributes hold the study's name, its whole
-    configuration (JSON, as `config` on the result) and attnflow's version, so a file written
-    from it (`to_netcdf`) says what made it. Complex arrays are split into `_real`/`_imag`
-    parts (netCDF has no complex type)."""
+    beside the result's `status` over `(beta, sample)`, with the coordinates `beta`
+    (`result.betas`), `t` (`result.ts`) and `sample` (`0, 1, ...`); the attributes hold the
+    study's name, its whole configuration (JSON, as `result.config`) and attnflow's version,
+    so a file written from it (`to_netcdf`) says what made it. Complex arrays are split into
+    `_real`/`_imag` parts and booleans stored as int8 (netCDF has neither type)."""
     try:
         import xarray
     except ModuleNotFoundError as err:
@@ -158,12 +163,15 @@ def labelled(study: str, config: dict, variables: dict, coords: dict):
             "labelled results need xarray: pip install 'attnflow[xarray]'"
         ) from err
     data = {}
-    for name, (dims, array) in variables.items():
+    for name, (dims, array) in (
+        variables | {"status": (("beta", "sample"), result.status)}
+    ).items():
         array = np.asarray(array)
         if np.iscomplexobj(array):
             data[f"{name}_real"], data[f"{name}_imag"] = (dims, array.real), (dims, array.imag)
         else:
             data[name] = (dims, array.astype(np.int8) if array.dtype == bool else array)
-    attrs = {"study": study, "config": json.dumps(config, sort_keys=True)}
+    coords = {"beta": result.betas, "t": result.ts, "sample": np.arange(result.status.shape[1])}
+    attrs = {"study": study, "config": json.dumps(result.config, sort_keys=True)}
     attrs["attnflow_version"] = __version__
     return xarray.Dataset(data, coords={k: np.asarray(v) for k, v in coords.items()}, attrs=attrs)
