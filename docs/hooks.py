@@ -8,17 +8,27 @@
   count as public by itself), and replaces the marker `<!-- cli-help -->` in `cli.md` by the
   `--help` text of `attnflow` and of every subcommand (recursively), so the page cannot drift
   from the code.
+- `on_files` serves each notebook page from its executed copy in `build/notebooks/` (or the
+  folder `ATTNFLOW_EXECUTED_NOTEBOOKS` names) when one exists: `tests/test_notebooks.py` writes
+  them, so a site built after the notebook test shows the notebooks' figures, while git keeps
+  the notebooks without outputs.
+- `on_page_content` and `on_post_page` render the maths as MathML at build time (latex2mathml),
+  which browsers display without any script: `$...$` in the Markdown pages (marked by
+  `pymdownx.arithmatex`) and in the notebooks' Markdown cells, whose MathJax script, fetched
+  from the network, is dropped.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import html
 import os
 import re
 from pathlib import Path
 
 _MARKER = "<!-- cli-help -->"
+_ROOT = Path(__file__).parent.parent
 
 
 def on_config(config, **kwargs):
@@ -118,3 +128,46 @@ def on_page_markdown(markdown: str, page, **kwargs) -> str:
         else:
             os.environ["COLUMNS"] = columns
     return markdown.replace(_MARKER, "\n".join(top + lines))
+
+
+def on_files(files, config, **kwargs):
+    executed = Path(os.environ.get("ATTNFLOW_EXECUTED_NOTEBOOKS", _ROOT / "build" / "notebooks"))
+    for file in files:
+        if file.src_uri.startswith("notebooks/") and file.src_uri.endswith(".ipynb"):
+            copy = executed / Path(file.src_uri).name
+            if copy.is_file():
+                file.abs_src_path = str(copy)
+    return files
+
+
+def _mathml(tex: str, display: bool) -> str:
+    from latex2mathml.converter import convert
+
+    return convert(html.unescape(tex).strip(), display="block" if display else "inline")
+
+
+# what pymdownx.arithmatex (generic mode) makes of `$...$` and `$$...$$`
+_ARITHMATEX = re.compile(r'<(span|div) class="arithmatex">\s*\\[(\[](.*?)\\[)\]]\s*</\1>', re.S)
+
+
+def on_page_content(content: str, page, **kwargs) -> str:
+    return _ARITHMATEX.sub(lambda m: _mathml(m.group(2), m.group(1) == "div"), content)
+
+
+# text between tags, outside code, preformatted text, scripts and styles
+_VERBATIM = re.compile(r"(<(pre|code|script|style)\b.*?</\2>|<[^>]*>)", re.S)
+_DOLLARS = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
+
+
+def on_post_page(output: str, page, **kwargs) -> str:
+    if not page.file.src_uri.endswith(".ipynb"):
+        return output
+    output = _SCRIPT.sub(lambda m: "" if "mathjax" in m.group(0).lower() else m.group(0), output)
+    parts = _VERBATIM.split(output)
+    # split keeps each match and its inner group: text, match, group, text, match, group, ...
+    for i in range(0, len(parts), 3):
+        parts[i] = _DOLLARS.sub(
+            lambda m: _mathml(m.group(1) or m.group(2), m.group(1) is not None), parts[i]
+        )
+    return "".join(p for i, p in enumerate(parts) if i % 3 != 2)

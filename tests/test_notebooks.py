@@ -14,6 +14,10 @@ plot functions return a matplotlib `Figure` without displaying it, so a notebook
 A cell that skips its figure (09's model cells when the model package is absent) says so by
 printing a line starting with `Skipped`, and is then exempt.
 
+Each notebook that passes is written, with its outputs, to `build/notebooks/` (ignored by git),
+where the documentation build takes it (`docs/hooks.py`): a site built after this test shows the
+notebooks' figures.
+
 The notebooks are stored without outputs or execution counts (tested below): strip them
 before committing, e.g. `jupyter nbconvert --clear-output --inplace notebooks/*.ipynb`.
 """
@@ -32,6 +36,7 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 
 ROOT = Path(__file__).parent.parent
+EXECUTED = ROOT / "build" / "notebooks"  # the executed copies the docs build shows
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SCALE = "0.1"  # ATTNFLOW_NOTEBOOK_SCALE in CI: each notebook in seconds
 CELL_TIMEOUT = 300  # seconds, per cell
@@ -63,7 +68,9 @@ def wheel_kernel(tmp_path_factory) -> tuple[str, Path]:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_a_kernel(path, tmp_path, monkeypatch, wheel_kernel):
-    _run_notebook(path, tmp_path, monkeypatch, wheel_kernel)
+    notebook = _run_notebook(path, tmp_path, monkeypatch, wheel_kernel)
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, EXECUTED / path.name)
 
 
 @pytest.mark.slow
@@ -105,6 +112,7 @@ def _run_notebook(path, tmp_path, monkeypatch, wheel_kernel):
             f"{path.name}, cell {index}: a figure cell without an image/png output "
             f"(outputs: {kinds}):\n{cell.source}"
         )
+    return notebook
 
 
 def test_there_are_notebooks():
