@@ -5,7 +5,10 @@ from ._options import (
     _add_outputs,
     _at_least_2,
     _config,
+    _fields,
+    _figure,
     _nonnegative,
+    _option,
     _positive,
     _positive_int,
     _real_at_least_2,
@@ -22,12 +25,12 @@ def add_commands(commands) -> None:
         "each normalization scheme; 1 - mean pairwise cosine over depth on log axes, with the "
         "equiangular predictions (rho(0) = 0).",
     )
-    norm.add_argument("--n", type=_at_least_2, default=32, help="number of tokens (32)")
-    norm.add_argument("--d", type=_at_least_2, default=128, help="dimension, >= 2 (128)")
-    norm.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
-    norm.add_argument("--t1", type=_positive, default=1000.0, help="final time (1000)")
-    norm.add_argument("--alpha", type=_positive, default=1.0, help="nGPT step alpha (1)")
-    norm.add_argument("--seed", type=int, default=0, help="seed of the tokens (0)")
+    _option(norm, "--n", 32, "number of tokens", type=_at_least_2)
+    _option(norm, "--d", 128, "dimension, >= 2", type=_at_least_2)
+    _option(norm, "--beta", 1.0, "inverse temperature", type=_nonnegative)
+    _option(norm, "--t1", 1000.0, "final time", type=_positive)
+    _option(norm, "--alpha", 1.0, "nGPT step alpha", type=_positive)
+    _option(norm, "--seed", 0, "seed of the tokens", type=int)
     _add_dtype(norm, old=None)
     _add_outputs(norm, "normalization")
     norm.set_defaults(run=_normalization)
@@ -39,9 +42,9 @@ def add_commands(commands) -> None:
         "and beta = gamma log n (Rigollet Thm 7), over a (rho, gamma) grid, with the critical "
         "curve gamma = 1/(1 - rho).",
     )
-    long.add_argument("--n", type=_real_at_least_2, default=1e9, help="number of tokens (1e9)")
-    long.add_argument("--gamma-max", type=_positive, default=10.0, help="largest gamma (10)")
-    long.add_argument("--points", type=_positive_int, default=200, help="grid size (200)")
+    _option(long, "--n", 1e9, "number of tokens", shown="1e9", type=_real_at_least_2)
+    _option(long, "--gamma-max", 10.0, "largest gamma", type=_positive)
+    _option(long, "--points", 200, "grid size", type=_positive_int)
     _add_dtype(long, old=None)
     _add_outputs(long, "long_context")
     long.set_defaults(run=_long_context)
@@ -77,23 +80,16 @@ def _normalization(args) -> str:
             f"  {name}: 1 - mean cosine at t = {args.t1:g}: {gaps[name][-1]:.3g} "
             f"(equiangular: {predictions[name][-1]:.3g})"
         )
-
-    def draw(path):
-        from attnflow.plotting import plot_normalization
-
-        title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
-        plot_normalization(ts, gaps, predictions, title=title, path=path)
-
+    title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
     wrote = _write(
         args,
         _config(args),
-        draw,
+        _figure("plot_normalization", ts, gaps, predictions, title=title),
         ts=ts,
         **{f"gap_{k}": v for k, v in gaps.items()},
         **{f"equiangular_{k}": v for k, v in predictions.items()},
     )
-    head = f"attnflow normalization: n = {args.n}, d = {args.d}, beta = {args.beta:g}"
-    return "\n".join([head, *lines, wrote])
+    return "\n".join([f"attnflow normalization: {title}", *lines, wrote])
 
 
 def _long_context(args) -> str:
@@ -104,19 +100,9 @@ def _long_context(args) -> str:
     rhos = np.linspace(0.0, 1.0, args.points + 2)[1:-1].astype(args.dtype)
     gammas = np.linspace(0.0, args.gamma_max, args.points).astype(args.dtype)
     cosine = np.asarray(af.long_context_cosine(args.n, rhos[None, :], gammas[:, None]))
-    config = {
-        "n": args.n,
-        "gamma_max": args.gamma_max,
-        "points": args.points,
-        "dtype": args.dtype,
-    }
-
-    def draw(path):
-        from attnflow.plotting import plot_long_context
-
-        plot_long_context(rhos, gammas, cosine, n=args.n, path=path)
-
-    wrote = _write(args, config, draw, rhos=rhos, gammas=gammas, cosine=cosine)
+    config = _fields(args, "n gamma_max points dtype")
+    figure = _figure("plot_long_context", rhos, gammas, cosine, n=args.n)
+    wrote = _write(args, config, figure, rhos=rhos, gammas=gammas, cosine=cosine)
     rho = 0.5
     limits = [
         float(af.long_context_cosine(args.n, np.asarray(rho, args.dtype), g / (1 - rho)))

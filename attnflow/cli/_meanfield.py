@@ -5,7 +5,10 @@ from ._options import (
     _add_dtype,
     _add_outputs,
     _at_least_2,
+    _fields,
+    _figure,
     _nonnegative,
+    _option,
     _positive,
     _positive_int,
     _progress,
@@ -23,16 +26,15 @@ def add_commands(commands) -> None:
         "and moved by the same dynamics: the exact circle W1 distance over time for each n, "
         "and its fitted exponent in n.",
     )
-    meanfield.add_argument("--beta", type=_nonnegative, default=4.0, help="inverse temperature (4)")
-    meanfield.add_argument("--kind", choices=tuple(KINDS), default="SA", help="dynamics (SA)")
-    meanfield.add_argument("--grid", type=_positive_int, default=512, help="grid points (512)")
-    meanfield.add_argument(
-        "--particles", type=_counts, default=(256, 1024, 4096), help="sizes n (256,1024,4096)"
-    )
-    meanfield.add_argument("--samples", type=_positive_int, default=2, help="per size (2)")
-    meanfield.add_argument("--t1", type=_positive, default=10.0, help="final time (10)")
-    meanfield.add_argument("--saves", type=_at_least_2, default=41, help="save times (41)")
-    meanfield.add_argument("--seed", type=int, default=0, help="seed of the particles (0)")
+    _option(meanfield, "--beta", 4.0, "inverse temperature", type=_nonnegative)
+    _option(meanfield, "--kind", "SA", "dynamics", choices=tuple(KINDS))
+    _option(meanfield, "--grid", 512, "grid points", type=_positive_int)
+    sizes = (256, 1024, 4096)
+    _option(meanfield, "--particles", sizes, "sizes n", shown="256,1024,4096", type=_counts)
+    _option(meanfield, "--samples", 2, "per size", type=_positive_int)
+    _option(meanfield, "--t1", 10.0, "final time", type=_positive)
+    _option(meanfield, "--saves", 41, "save times", type=_at_least_2)
+    _option(meanfield, "--seed", 0, "seed of the particles", type=int)
     _add_dtype(meanfield)
     _add_outputs(meanfield, "meanfield")
     meanfield.set_defaults(run=_meanfield)
@@ -83,27 +85,11 @@ def _meanfield(args) -> str:
         progress=_progress(args),
     )
     elapsed = time.perf_counter() - start
-    config = {
-        "beta": args.beta,
-        "kind": args.kind,
-        "grid": args.grid,
-        "particles": args.particles,
-        "samples": args.samples,
-        "t1": args.t1,
-        "saves": args.saves,
-        "seed": args.seed,
-        "dtype": dtype,
-    }
-
-    def draw(path):
-        from attnflow.plotting import plot_meanfield
-
-        plot_meanfield(result, beta=args.beta, kind=args.kind, path=path)
-
+    config = _fields(args, "beta kind grid particles samples t1 saves seed dtype")
     wrote = _write(
         args,
         config,
-        draw,
+        _figure("plot_meanfield", result, beta=args.beta, kind=args.kind),
         theta=np.asarray(result.pde.theta),
         ts=np.asarray(ts),
         density=np.asarray(result.pde.density),

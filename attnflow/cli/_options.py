@@ -49,32 +49,37 @@ def _progress(args) -> bool:
     return not (getattr(args, "quiet", False) or disabled not in ("", "0", "false", "no", "off"))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _at_least_2(text: str) -> int:
-    """An integer >= 2: a number of tokens, a dimension, a number of save times."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
-    return value
-
-
 def _real(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _checked(convert, ok, expected: str):
+    """The argument type of the values `convert(text)` for which `ok` holds: any other text,
+    an integer `convert` cannot read included, is refused as not `expected` (`_real` refuses
+    a text that is no number itself)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
+# a number of tokens, a dimension, a number of save times
+_at_least_2 = _checked(int, lambda value: value >= 2, "an integer >= 2")
+_nonnegative = _checked(_real, lambda value: value >= 0, "a number >= 0")
+_positive = _checked(_real, lambda value: value > 0, "a positive number")
+# a number of tokens that may be as large as 1e9 and beyond
+_real_at_least_2 = _checked(_real, lambda value: value >= 2, "a number >= 2")
 
 
 def _output(*suffixes: str):
@@ -91,26 +96,13 @@ def _output(*suffixes: str):
     return parse
 
 
-def _nonnegative(text: str) -> float:
-    value = _real(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _real(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _real_at_least_2(text: str) -> float:
-    """A number >= 2 (a number of tokens that may be as large as 1e9 and beyond)."""
-    value = _real(text)
-    if not value >= 2:
-        raise argparse.ArgumentTypeError(f"expected a number >= 2, got {text!r}")
-    return value
+def _option(command, flag: str, default, help: str = "", *, shown=None, **kwargs) -> None:
+    """`command.add_argument(flag, default=default, ...)` with the default at the end of its
+    help text, in parentheses: `shown`, or else the default (`:g` for a float)."""
+    if shown is None:
+        shown = f"{default:g}" if isinstance(default, float) else default
+    help = f"{help} ({shown})" if help else f"({shown})"
+    command.add_argument(flag, default=default, help=help, **kwargs)
 
 
 _DTYPES = ("float32", "float64")
@@ -119,40 +111,28 @@ _DTYPES = ("float32", "float64")
 def _add_dtype(command, default: str = "float64", old: str | None = "float32") -> None:
     """--dtype, and `--{old}`, its deprecated spelling, hidden from --help (`main` applies
     them: see `_main._dtype`)."""
-    command.add_argument(
-        "--dtype", choices=_DTYPES, default=default, help=f"floating-point type ({default})"
-    )
+    _option(command, "--dtype", default, "floating-point type", choices=_DTYPES)
     if old is not None:
         command.add_argument(f"--{old}", action="store_true", help=argparse.SUPPRESS)
 
 
 def _add_sweep_options(command, *, resume: bool, samples: int, saves: int | None) -> None:
     """Options shared by the batched studies (`saves=None`: no --saves and no --delta)."""
-    command.add_argument("--n", type=_at_least_2, default=32, help="number of tokens (32)")
-    command.add_argument(
-        "--samples", type=_positive_int, default=samples, help=f"per beta ({samples})"
-    )
+    _option(command, "--n", 32, "number of tokens", type=_at_least_2)
+    _option(command, "--samples", samples, "per beta", type=_positive_int)
     if saves is not None:
-        command.add_argument(
-            "--saves", type=_at_least_2, default=saves, help=f"save times in [0, t1] ({saves})"
-        )
-    command.add_argument("--t1", type=_positive, default=30.0, help="final time (30)")
-    command.add_argument("--h", type=_positive, default=0.1, help="layer step (0.1)")
-    command.add_argument("--seed", type=int, default=0, help="random seed (0)")
+        _option(command, "--saves", saves, "save times in [0, t1]", type=_at_least_2)
+    _option(command, "--t1", 30.0, "final time", type=_positive)
+    _option(command, "--h", 0.1, "layer step", type=_positive)
+    _option(command, "--seed", 0, "random seed", type=int)
     if saves is not None:  # a study of clustered pairs at save times (not the FTLE study)
-        command.add_argument(
-            "--delta",
-            type=_nonnegative,
-            default=1e-3,
-            help="pairs with <x_i, x_j> >= 1 - delta are clustered (1e-3)",
-        )
+        clustered = "pairs with <x_i, x_j> >= 1 - delta are clustered"
+        _option(command, "--delta", 1e-3, clustered, shown="1e-3", type=_nonnegative)
     _add_dtype(command)
-    command.add_argument(
-        "--devices", type=_positive_int, default=None, help="shard over this many devices (all)"
+    _option(
+        command, "--devices", None, "shard over this many devices", shown="all", type=_positive_int
     )
-    command.add_argument(
-        "--memory", type=_positive, default=2.0, help="working memory budget in GiB (2)"
-    )
+    _option(command, "--memory", 2.0, "working memory budget in GiB", type=_positive)
     if resume:
         command.add_argument(
             "--resume",
@@ -163,13 +143,9 @@ def _add_sweep_options(command, *, resume: bool, samples: int, saves: int | None
 
 def _add_beta_range(command, low: float, high: float, count: int) -> None:
     """--beta-min, --beta-max, --num-betas: an evenly spaced grid of inverse temperatures."""
-    command.add_argument(
-        "--beta-min", type=_nonnegative, default=low, help=f"smallest beta ({low:g})"
-    )
-    command.add_argument(
-        "--beta-max", type=_nonnegative, default=high, help=f"largest beta ({high:g})"
-    )
-    command.add_argument("--num-betas", type=_positive_int, default=count, help=f"betas ({count})")
+    _option(command, "--beta-min", low, "smallest beta", type=_nonnegative)
+    _option(command, "--beta-max", high, "largest beta", type=_nonnegative)
+    _option(command, "--num-betas", count, "betas", type=_positive_int)
 
 
 def _beta_grid(args):
@@ -192,12 +168,8 @@ def _add_outputs(command, name: str, labelled: bool = False) -> None:
     default = Path(f"{name}.npz")
     text = f"data file ({default}){more}"
     command.add_argument("--out", type=_output(*kinds), default=default, help=text)
-    command.add_argument(
-        "--plot",
-        type=_output(".png", ".pdf", ".svg"),
-        default=Path(f"{name}.png"),
-        help=f"figure, .png/.pdf/.svg ({name}.png)",
-    )
+    figure = _output(".png", ".pdf", ".svg")
+    _option(command, "--plot", Path(f"{name}.png"), "figure, .png/.pdf/.svg", type=figure)
     command.add_argument("--no-plot", action="store_true", help="write the data only, no figure")
 
 
@@ -232,6 +204,9 @@ def _config(args) -> dict:
     """The options of a command, JSON-ready, as recorded in its data file."""
     skip = ("run", "out", "plot", "no_plot", "quiet", "movie")
     return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
+
+
+_SOLVER_HELP = "diffrax solver name, or 'layers' for the discrete transformer"
 
 
 def _solver(args):
@@ -321,6 +296,24 @@ def _save(path: Path, config: dict, **arrays) -> None:
 
     text = json.dumps(config, sort_keys=True)
     atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))
+
+
+def _figure(name: str, *args, **kwargs):
+    """The `draw(path)` of `_write` that calls `attnflow.plotting.<name>(*args, **kwargs,
+    path=path)` (imported then: matplotlib is needed only for a figure)."""
+
+    def draw(path):
+        import attnflow.plotting
+
+        getattr(attnflow.plotting, name)(*args, **kwargs, path=path)
+
+    return draw
+
+
+def _fields(obj, names: str) -> dict:
+    """`{name: obj.name}` for each of the space-separated `names`: the arrays of a result, the
+    configuration of a command."""
+    return {name: getattr(obj, name) for name in names.split()}
 
 
 def _write(args, config: dict, draw, labelled=None, **arrays) -> str:

@@ -4,7 +4,15 @@ import sys
 import time
 from pathlib import Path
 
-from ._options import _add_dtype, _add_outputs, _positive, _positive_int, _write
+from ._options import (
+    _add_dtype,
+    _add_outputs,
+    _fields,
+    _option,
+    _positive,
+    _positive_int,
+    _write,
+)
 
 
 def add_commands(commands) -> None:
@@ -28,26 +36,16 @@ def add_commands(commands) -> None:
     prompt = clusters.add_mutually_exclusive_group()
     prompt.add_argument("--text", default=None, help="the text (a bundled paragraph)")
     prompt.add_argument("--file", type=Path, default=None, help="read the text from this file")
-    clusters.add_argument(
-        "--delta",
-        type=_positive,
-        default=0.1,
-        help="pairs with cosine >= 1 - delta are close, in (0, 2] (0.1)",
-    )
-    clusters.add_argument("--bins", type=_positive_int, default=50, help="histogram bins (50)")
+    close = "pairs with cosine >= 1 - delta are close, in (0, 2]"
+    _option(clusters, "--delta", 0.1, close, type=_positive)
+    _option(clusters, "--bins", 50, "histogram bins", type=_positive_int)
     clusters.add_argument(
         "--no-special-tokens", action="store_true", help="leave [CLS] and [SEP] out"
     )
     _add_dtype(clusters, default="float32", old="float64")
-    clusters.add_argument(
-        "--layer",
-        type=int,
-        default=0,
-        help="the layer whose weights drive the repeated runs and the SA flow (0)",
-    )
-    clusters.add_argument(
-        "--depth", type=_positive_int, default=48, help="depth of the repeated runs (48)"
-    )
+    layer = "the layer whose weights drive the repeated runs and the SA flow"
+    _option(clusters, "--layer", 0, layer, type=int)
+    _option(clusters, "--depth", 48, "depth of the repeated runs", type=_positive_int)
     _add_outputs(clusters, "pretrained_clusters")
     clusters.set_defaults(run=_pretrained_clusters)
 
@@ -155,20 +153,12 @@ def _pretrained_clusters(args) -> str:
             row[: curves[name].size] = curves[name]
         return rows
 
+    names = "layers counts density edges fraction mean_cosine clusters tokens ids special"
     wrote = _write(
         args,
         config,
         draw,
-        layers=result.layers,
-        counts=result.counts,
-        density=result.density,
-        edges=result.edges,
-        fraction=result.fraction,
-        mean_cosine=result.mean_cosine,
-        clusters=result.clusters,
-        tokens=result.tokens,
-        ids=result.ids,
-        special=result.special,
+        **_fields(result, names),
         flow_names=np.asarray(flows.names),
         flow_mean_cosine=padded(flows.mean_cosine),
         flow_fraction=padded(flows.fraction),

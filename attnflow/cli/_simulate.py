@@ -4,10 +4,13 @@ import time
 from pathlib import Path
 
 from ._options import (
+    _SOLVER_HELP,
     _add_dtype,
     _at_least_2,
     _config,
+    _figure,
     _layer_times,
+    _option,
     _output,
     _positive,
     _positive_int,
@@ -25,45 +28,22 @@ def add_commands(commands) -> None:
         description="Simulate n tokens, uniform on the sphere S^{d-1}, under SA or USA with "
         "Q = K = V = I; write the trajectory (and a plot).",
     )
-    sim.add_argument("--n", type=_positive_int, default=32, help="number of tokens (32)")
-    sim.add_argument("--d", type=_at_least_2, default=3, help="dimension, >= 2 (3)")
-    sim.add_argument("--beta", type=_real, default=1.0, help="inverse temperature, >= 0 (1)")
-    sim.add_argument("--t1", type=_positive, default=15.0, help="final time, > 0 (15)")
-    sim.add_argument("--seed", type=int, default=0, help="seed of the initial tokens (0)")
-    sim.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
-    sim.add_argument(
-        "--solver",
-        default="tsit5",
-        help="diffrax solver name, or 'layers' for the discrete transformer (tsit5)",
-    )
-    sim.add_argument(
-        "--dt0",
-        type=_real,
-        default=None,
-        help="step size; the layer step h for --solver layers (default 0.1 there)",
-    )
-    sim.add_argument(
-        "--saves", type=_at_least_2, default=151, help="number of save times in [0, t1] (151)"
-    )
+    _option(sim, "--n", 32, "number of tokens", type=_positive_int)
+    _option(sim, "--d", 3, "dimension, >= 2", type=_at_least_2)
+    _option(sim, "--beta", 1.0, "inverse temperature, >= 0", type=_real)
+    _option(sim, "--t1", 15.0, "final time, > 0", type=_positive)
+    _option(sim, "--seed", 0, "seed of the initial tokens", type=int)
+    _option(sim, "--model", "SA", "dynamics", choices=["SA", "USA"])
+    _option(sim, "--solver", "tsit5", _SOLVER_HELP)
+    step = "step size; the layer step h for --solver layers (default 0.1 there)"
+    sim.add_argument("--dt0", type=_real, default=None, help=step)
+    _option(sim, "--saves", 151, "number of save times in [0, t1]", type=_at_least_2)
     _add_dtype(sim)
-    sim.add_argument(
-        "--out",
-        type=_output(".npz"),
-        default=Path("traj.npz"),
-        help="output data file, .npz (traj.npz)",
-    )
-    sim.add_argument(
-        "--plot",
-        type=_output(".png", ".pdf", ".svg"),
-        default=None,
-        help="output figure, .png/.pdf/.svg (none)",
-    )
-    sim.add_argument(
-        "--movie",
-        type=_output(".gif", ".mp4"),
-        default=None,
-        help="also a movie of the tokens and the energy, .gif/.mp4 (.mp4 needs ffmpeg) (none)",
-    )
+    _option(sim, "--out", Path("traj.npz"), "output data file, .npz", type=_output(".npz"))
+    figure = _output(".png", ".pdf", ".svg")
+    _option(sim, "--plot", None, "output figure, .png/.pdf/.svg", shown="none", type=figure)
+    movie = "also a movie of the tokens and the energy, .gif/.mp4 (.mp4 needs ffmpeg)"
+    _option(sim, "--movie", None, movie, shown="none", type=_output(".gif", ".mp4"))
     sim.set_defaults(run=_simulate)
 
 
@@ -103,13 +83,7 @@ def _simulate(args) -> str:
         lines.append(
             f"  pairwise cosines at t = {ts[-1]:g}: min {off.min():.6f}, mean {off.mean():.6f}"
         )
-
-    def draw(path):
-        from attnflow.plotting import plot_trajectory
-
-        plot_trajectory(traj, args.beta, path=path)
-
-    lines.append(_write(args, config, draw, **data))
+    lines.append(_write(args, config, _figure("plot_trajectory", traj, args.beta), **data))
     if args.movie is not None:
         from attnflow.plotting import animate
 

@@ -4,6 +4,7 @@ import time
 
 from ..studies import MODELS
 from ._options import (
+    _SOLVER_HELP,
     _add_beta_range,
     _add_dtype,
     _add_outputs,
@@ -11,8 +12,11 @@ from ._options import (
     _at_least_2,
     _beta_grid,
     _config,
+    _fields,
+    _figure,
     _finished,
     _nonnegative,
+    _option,
     _partial,
     _positive,
     _positive_int,
@@ -35,24 +39,13 @@ def add_commands(commands) -> None:
         "estimates.",
     )
     _add_model_options(lyap, n=32, d=3)
-    lyap.add_argument("--t1", type=_positive, default=100.0, help="final time (100)")
-    lyap.add_argument(
-        "--k", type=_positive_int, default=None, help="how many exponents (all, n (d - 1))"
-    )
-    lyap.add_argument(
-        "--every", type=_positive, default=1.0, help="re-orthonormalization interval (1)"
-    )
-    lyap.add_argument(
-        "--transient", type=_nonnegative, default=0.0, help="time left out of the sums (0)"
-    )
-    lyap.add_argument(
-        "--solver",
-        default="tsit5",
-        help="diffrax solver name, or 'layers' for the discrete transformer (tsit5)",
-    )
-    lyap.add_argument(
-        "--dt0", type=_positive, default=None, help="step; the layer step h for layers (0.1)"
-    )
+    _option(lyap, "--t1", 100.0, "final time", type=_positive)
+    _option(lyap, "--k", None, "how many exponents", shown="all, n (d - 1)", type=_positive_int)
+    _option(lyap, "--every", 1.0, "re-orthonormalization interval", type=_positive)
+    _option(lyap, "--transient", 0.0, "time left out of the sums", type=_nonnegative)
+    _option(lyap, "--solver", "tsit5", _SOLVER_HELP)
+    step = "step; the layer step h for layers"
+    _option(lyap, "--dt0", None, step, shown="0.1", type=_positive)
     _add_dtype(lyap)
     _add_outputs(lyap, "lyapunov")
     lyap.set_defaults(run=_lyapunov)
@@ -73,18 +66,11 @@ def add_commands(commands) -> None:
         help="random configurations (64); their states under the flow at t = 1, 3, 10 are "
         "guesses too",
     )
-    fixed.add_argument(
-        "--solver", choices=["newton", "levenberg_marquardt"], default="newton", help="(newton)"
-    )
-    fixed.add_argument(
-        "--modulo",
-        choices=sorted(_MODULO),
-        default="symmetries",
-        help="identify equilibria up to rotations, or rotations and relabelings (symmetries)",
-    )
-    fixed.add_argument(
-        "--tol", type=_positive, default=1e-6, help="equilibria this close are one (1e-6)"
-    )
+    _option(fixed, "--solver", "newton", choices=["newton", "levenberg_marquardt"])
+    modulo = "identify equilibria up to rotations, or rotations and relabelings"
+    _option(fixed, "--modulo", "symmetries", modulo, choices=sorted(_MODULO))
+    close = "equilibria this close are one"
+    _option(fixed, "--tol", 1e-6, close, shown="1e-6", type=_positive)
     _add_dtype(fixed)
     _add_outputs(fixed, "fixed_points")
     fixed.set_defaults(run=_fixed_points)
@@ -96,21 +82,21 @@ def add_commands(commands) -> None:
         "uniform tokens (the phase diagram's realizations), over each interval of time, through "
         "the sweep engine. Chunks are written to OUT.partial/ as they finish.",
     )
-    ftle.add_argument("--d", type=_at_least_2, default=2, help="dimension, >= 2 (2)")
+    _option(ftle, "--d", 2, "dimension, >= 2", type=_at_least_2)
     _add_beta_range(ftle, 0.5, 9.0, 35)
-    ftle.add_argument("--every", type=_positive, default=0.5, help="interval of time (0.5)")
-    ftle.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
+    _option(ftle, "--every", 0.5, "interval of time", type=_positive)
+    _option(ftle, "--model", "SA", "dynamics", choices=list(MODELS))
     _add_sweep_options(ftle, resume=True, samples=64, saves=None)
     _add_outputs(ftle, "ftle", labelled=True)
     ftle.set_defaults(run=_ftle)
 
 
 def _add_model_options(command, *, n: int, d: int) -> None:
-    command.add_argument("--n", type=_positive_int, default=n, help=f"number of tokens ({n})")
-    command.add_argument("--d", type=_at_least_2, default=d, help=f"dimension, >= 2 ({d})")
-    command.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
-    command.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
-    command.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    _option(command, "--n", n, "number of tokens", type=_positive_int)
+    _option(command, "--d", d, "dimension, >= 2", type=_at_least_2)
+    _option(command, "--beta", 1.0, "inverse temperature", type=_nonnegative)
+    _option(command, "--model", "SA", "dynamics", choices=["SA", "USA"])
+    _option(command, "--seed", 0, "random seed", type=int)
 
 
 def _versioned_config(args) -> dict:
@@ -152,20 +138,14 @@ def _lyapunov(args) -> str:
     )
     exponents = np.asarray(spectrum.exponents)
     elapsed = time.perf_counter() - start
-
-    def draw(path):
-        from attnflow.plotting import plot_lyapunov
-
-        title = (
-            f"{args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}: "
-            f"{len(exponents)} of {spectrum.dimension} exponents"
-        )
-        plot_lyapunov(spectrum, title=title, path=path)
-
+    title = (
+        f"{args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}: "
+        f"{len(exponents)} of {spectrum.dimension} exponents"
+    )
     wrote = _write(
         args,
         _versioned_config(args),
-        draw,
+        _figure("plot_lyapunov", spectrum, title=title),
         exponents=exponents,
         history=np.asarray(spectrum.history),
         ts=np.asarray(spectrum.ts),
@@ -210,16 +190,10 @@ def _fixed_points(args) -> str:
     types = [af.stability.classify_fixed_point(field, x) for x in found.points]
     elapsed = time.perf_counter() - start
     kinds = np.asarray([t.type for t in types])
-
-    def draw(path):
-        from attnflow.plotting import plot_fixed_points
-
-        plot_fixed_points(found.points, types, path=path)
-
     wrote = _write(
         args,
         _versioned_config(args),
-        draw,
+        _figure("plot_fixed_points", found.points, types),
         points=found.points,
         residuals=found.residuals,
         counts=found.counts,
@@ -268,23 +242,9 @@ def _ftle(args) -> str:
         **kwargs,
     )
     elapsed = time.perf_counter() - start
-
-    def draw(path):
-        from attnflow.plotting import plot_ftle
-
-        plot_ftle(diagram, path=path)
-
-    wrote = _write(
-        args,
-        diagram.config,
-        draw,
-        diagram.to_xarray,
-        betas=diagram.betas,
-        ts=diagram.ts,
-        ftle=diagram.ftle,
-        local=diagram.local,
-        status=diagram.status,
-    )
+    figure = _figure("plot_ftle", diagram)
+    arrays = _fields(diagram, "betas ts ftle local status")
+    wrote = _write(args, diagram.config, figure, diagram.to_xarray, **arrays)
     _finished(partial)  # only once the data and the figure are written
     local = diagram.local.mean(axis=1)
     lines = [

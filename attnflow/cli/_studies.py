@@ -9,8 +9,11 @@ from ._options import (
     _add_sweep_options,
     _at_least_2,
     _beta_grid,
+    _fields,
+    _figure,
     _finished,
     _layer_times,
+    _option,
     _partial,
     _positive,
     _positive_int,
@@ -28,10 +31,10 @@ def add_commands(commands) -> None:
         "the discrete post-LN transformer and record the fraction of clustered pairs over "
         "time; the curve Gamma is overlaid. Chunks are written to OUT.partial/ as they finish.",
     )
-    phase.add_argument("--d", type=_at_least_2, default=32, help="dimension, >= 2 (32)")
+    _option(phase, "--d", 32, "dimension, >= 2", type=_at_least_2)
     _add_beta_range(phase, 0.1, 9.0, 90)
-    phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
-    phase.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
+    _option(phase, "--weights", "identity", choices=WEIGHTS)
+    _option(phase, "--model", "SA", "dynamics", choices=list(MODELS))
     _add_sweep_options(phase, resume=True, samples=256, saves=151)
     _add_outputs(phase, "phase_diagram", labelled=True)
     phase.set_defaults(run=_phase_diagram)
@@ -42,14 +45,10 @@ def add_commands(commands) -> None:
         description="GLPR Fig. 3: SA with Q = K = V = I, n = 32, 90 betas in [0.1, 9], 1024 "
         "samples, T = 30, h = 0.1, one panel per dimension.",
     )
-    figure3.add_argument(
-        "--dims",
-        type=_at_least_2,
-        nargs="+",
-        default=[2, 8, 32, 128, 512, 1024],
-        help="dimensions (2 8 32 128 512 1024)",
-    )
-    figure3.add_argument("--num-betas", type=_positive_int, default=90, help="in [0.1, 9] (90)")
+    dims = [2, 8, 32, 128, 512, 1024]
+    shown = " ".join(map(str, dims))
+    _option(figure3, "--dims", dims, "dimensions", shown=shown, type=_at_least_2, nargs="+")
+    _option(figure3, "--num-betas", 90, "in [0.1, 9]", type=_positive_int)
     _add_sweep_options(figure3, resume=True, samples=1024, saves=151)
     _add_outputs(figure3, "figure3")
     figure3.set_defaults(run=_figure3)
@@ -60,8 +59,8 @@ def add_commands(commands) -> None:
         description="n uniform tokens on the circle (d = 2), SA layers at each beta: snapshots, "
         "angles, the energy staircase, and the distribution of the number of clusters at t1.",
     )
-    meta.add_argument("--betas", type=_positive, nargs="+", default=[4.0, 9.0], help="(4 9)")
-    meta.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
+    _option(meta, "--betas", [4.0, 9.0], shown="4 9", type=_positive, nargs="+")
+    _option(meta, "--model", "SA", "dynamics", choices=list(MODELS))
     _add_sweep_options(meta, resume=False, samples=256, saves=301)
     _add_outputs(meta, "metastability", labelled=True)
     meta.set_defaults(run=_metastability)
@@ -92,17 +91,11 @@ def _phase_diagram(args) -> str:
         **kwargs,
     )
     elapsed = time.perf_counter() - start
-    arrays = {"betas": diagram.betas, "ts": diagram.ts, "prob": diagram.prob}
-    arrays["status"] = diagram.status
+    arrays = _fields(diagram, "betas ts prob status")
     if diagram.has_gamma:
         arrays["gamma"] = diagram.gamma()
-
-    def draw(path):
-        from attnflow.plotting import plot_phase_diagram
-
-        plot_phase_diagram(diagram, path=path)
-
-    wrote = _write(args, diagram.config, draw, diagram.to_xarray, **arrays)
+    figure = _figure("plot_phase_diagram", diagram)
+    wrote = _write(args, diagram.config, figure, diagram.to_xarray, **arrays)
     _finished(partial)  # only once the data and the figure are written
     items = args.num_betas * args.samples
     return "\n".join(
@@ -147,16 +140,10 @@ def _figure3(args) -> str:
         lines.append(f"  d = {d}: {time.perf_counter() - start:.1f} s")
     config = {"dims": list(args.dims), **diagrams[0].config}
     config.pop("d")
-
-    def draw(path):
-        from attnflow.plotting import plot_figure3
-
-        plot_figure3(diagrams, path=path)
-
     wrote = _write(
         args,
         config,
-        draw,
+        _figure("plot_figure3", diagrams),
         dims=np.asarray(args.dims),
         betas=betas,
         ts=diagrams[0].ts,
@@ -192,25 +179,10 @@ def _metastability(args) -> str:
         **kwargs,
     )
     elapsed = time.perf_counter() - start
-
-    def draw(path):
-        from attnflow.plotting import plot_metastability
-
-        snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
-        plot_metastability(study, snapshots=snapshots, path=path)
-
-    wrote = _write(
-        args,
-        study.config,
-        draw,
-        study.to_xarray,
-        betas=study.betas,
-        ts=study.ts,
-        clusters=study.clusters,
-        energy=study.energy,
-        xs=study.xs,
-        status=study.status,
-    )
+    snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
+    figure = _figure("plot_metastability", study, snapshots=snapshots)
+    arrays = _fields(study, "betas ts clusters energy xs status")
+    wrote = _write(args, study.config, figure, study.to_xarray, **arrays)
     lines = [
         f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
         f"t in [0, {study.ts[-1]:g}], h = {args.h:g}: {elapsed:.1f} s"
