@@ -3,18 +3,7 @@
 import time
 
 from ..concentration import INITS
-from ._options import (
-    _add_dtype,
-    _add_outputs,
-    _at_least_2,
-    _fields,
-    _figure,
-    _option,
-    _positive,
-    _positive_int,
-    _progress,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -28,22 +17,22 @@ def add_commands(commands) -> None:
         "(hardmax) limit map over log-spaced times, its closest approach against ABRR's rate "
         "sqrt(log(beta+1)/beta), and the terminal phase along V's slowest eigenvector.",
     )
-    _option(conc, "--n", 64, "number of tokens", type=_at_least_2)
-    _option(conc, "--d", 2, "dimension, >= 2", type=_at_least_2)
+    opts.add(conc, "--n", 64, "number of tokens", type=opts.at_least_2)
+    opts.add(conc, "--d", 2, "dimension, >= 2", type=opts.at_least_2)
     betas = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
     shown = ",".join(f"{beta:g}" for beta in betas)
-    _option(
+    opts.add(
         conc, "--betas", betas, "inverse temperatures, comma-separated", shown=shown, type=_betas
     )
-    _option(conc, "--t1", 100.0, "final time", type=_positive)
-    _option(conc, "--saves", 40, "log-spaced save times after 0", type=_positive_int)
-    _option(conc, "--samples", 16, "realizations", type=_positive_int)
+    opts.add(conc, "--t1", 100.0, "final time", type=opts.positive)
+    opts.add(conc, "--saves", 40, "log-spaced save times after 0", type=opts.positive_int)
+    opts.add(conc, "--samples", 16, "realizations", type=opts.positive_int)
     value = "diagonal of V, comma-separated, d entries; one number c is c I"
-    _option(conc, "--value", (1.0,), value, shown="1: V = I", type=_values)
-    _option(conc, "--init", "ball", "initial tokens", choices=INITS)
-    _option(conc, "--seed", 0, "seed of the initial tokens", type=int)
-    _add_dtype(conc)
-    _add_outputs(conc, "concentration", labelled=True)
+    opts.add(conc, "--value", (1.0,), value, shown="1: V = I", type=_values)
+    opts.add(conc, "--init", "ball", "initial tokens", choices=INITS)
+    opts.add(conc, "--seed", 0, "seed of the initial tokens", type=int)
+    opts.add_dtype(conc)
+    opts.add_outputs(conc, "concentration", labelled=True)
     conc.set_defaults(run=_concentration)
 
 
@@ -104,7 +93,7 @@ def _concentration(args) -> str:
         samples=args.samples,
         init=args.init,
         dtype=dtype,
-        progress=_progress(args),
+        progress=opts.progress(args),
     )
     elapsed = time.perf_counter() - start
     config = result.config | {"seed": args.seed, "value": list(args.value)}
@@ -112,9 +101,9 @@ def _concentration(args) -> str:
         "betas ts distance closest closest_time resolved slope exponent eigenvalues alignment "
         "terminal_time spread limits x0 final status limit_status"
     )
-    figure = _figure("plot_concentration", result)
-    wrote = _write(
-        args, config, figure, result.to_xarray, mean=result.mean(), **_fields(result, names)
+    figure = opts.figure("plot_concentration", result)
+    wrote = opts.write(
+        args, config, figure, result.to_xarray, mean=result.mean(), **opts.fields(result, names)
     )
     return "\n".join(
         [

@@ -4,15 +4,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._options import (
-    _add_dtype,
-    _add_outputs,
-    _fields,
-    _option,
-    _positive,
-    _positive_int,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -37,16 +29,16 @@ def add_commands(commands) -> None:
     prompt.add_argument("--text", default=None, help="the text (a bundled paragraph)")
     prompt.add_argument("--file", type=Path, default=None, help="read the text from this file")
     close = "pairs with cosine >= 1 - delta are close, in (0, 2]"
-    _option(clusters, "--delta", 0.1, close, type=_positive)
-    _option(clusters, "--bins", 50, "histogram bins", type=_positive_int)
+    opts.add(clusters, "--delta", 0.1, close, type=opts.positive)
+    opts.add(clusters, "--bins", 50, "histogram bins", type=opts.positive_int)
     clusters.add_argument(
         "--no-special-tokens", action="store_true", help="leave [CLS] and [SEP] out"
     )
-    _add_dtype(clusters, default="float32", old="float64")
+    opts.add_dtype(clusters, default="float32", old="float64")
     layer = "the layer whose weights drive the repeated runs and the SA flow"
-    _option(clusters, "--layer", 0, layer, type=int)
-    _option(clusters, "--depth", 48, "depth of the repeated runs", type=_positive_int)
-    _add_outputs(clusters, "pretrained_clusters")
+    opts.add(clusters, "--layer", 0, layer, type=int)
+    opts.add(clusters, "--depth", 48, "depth of the repeated runs", type=opts.positive_int)
+    opts.add_outputs(clusters, "pretrained_clusters")
     clusters.set_defaults(run=_pretrained_clusters)
 
 
@@ -135,9 +127,7 @@ def _pretrained_clusters(args) -> str:
         "version": af.__version__,
     }
 
-    flows_path = None if args.plot is None else Path(args.plot).with_suffix("")
-    if flows_path is not None:
-        flows_path = flows_path.with_name(flows_path.name + "_flows.png")
+    flows_path = None if args.plot is None else args.plot.with_name(args.plot.stem + "_flows.png")
 
     def draw(path):
         from attnflow.plotting import plot_flow_comparison, plot_pretrained_clusters
@@ -154,11 +144,11 @@ def _pretrained_clusters(args) -> str:
         return rows
 
     names = "layers counts density edges fraction mean_cosine clusters tokens ids special"
-    wrote = _write(
+    wrote = opts.write(
         args,
         config,
         draw,
-        **_fields(result, names),
+        **opts.fields(result, names),
         flow_names=np.asarray(flows.names),
         flow_mean_cosine=padded(flows.mean_cosine),
         flow_fraction=padded(flows.fraction),

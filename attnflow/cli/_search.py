@@ -2,20 +2,7 @@
 
 import time
 
-from ._options import (
-    _add_dtype,
-    _add_outputs,
-    _at_least_2,
-    _config,
-    _fields,
-    _figure,
-    _nonnegative,
-    _option,
-    _positive,
-    _positive_int,
-    _progress,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -36,37 +23,37 @@ def add_commands(commands) -> None:
     ):
         one = names.add_parser(name, help=about, description=about[0].upper() + about[1:] + ".")
         if name in ("smallest-beta", "beta-schedule"):
-            _option(one, "--k", 2, "clusters, >= 2", type=_positive_int)
-            _option(one, "--n", 32, "tokens", type=_positive_int)
-            _option(one, "--d", 2, "dimension", type=_at_least_2)
-            _option(one, "--t1", 30.0, "final time", type=_positive)
-            _option(one, "--h", 0.1, "layer step", type=_positive)
-            _option(one, "--samples", 4, "initial states", type=_positive_int)
-            _option(one, "--init", 10.0, "initial beta", type=_positive)
-            _option(one, "--delta", 1e-3, "cluster radius", shown="1e-3", type=_positive)
-            _option(one, "--margin", 1.0, "time asked beyond t1", type=_nonnegative)
+            opts.add(one, "--k", 2, "clusters, >= 2", type=opts.positive_int)
+            opts.add(one, "--n", 32, "tokens", type=opts.positive_int)
+            opts.add(one, "--d", 2, "dimension", type=opts.at_least_2)
+            opts.add(one, "--t1", 30.0, "final time", type=opts.positive)
+            opts.add(one, "--h", 0.1, "layer step", type=opts.positive)
+            opts.add(one, "--samples", 4, "initial states", type=opts.positive_int)
+            opts.add(one, "--init", 10.0, "initial beta", type=opts.positive)
+            opts.add(one, "--delta", 1e-3, "cluster radius", shown="1e-3", type=opts.positive)
+            opts.add(one, "--margin", 1.0, "time asked beyond t1", type=opts.nonnegative)
             steps = 100 if name == "smallest-beta" else 200
         elif name == "value-groups":
-            _option(one, "--n", 16, "tokens", type=_at_least_2)
-            _option(one, "--d", 3, "dimension", type=_at_least_2)
+            opts.add(one, "--n", 16, "tokens", type=opts.at_least_2)
+            opts.add(one, "--d", 3, "dimension", type=opts.at_least_2)
             groups = "groups: tokens drawn around +-e_1, +-e_2, ... of a random basis"
-            _option(one, "--groups", 2, groups, type=_positive_int)
-            _option(one, "--spread", 0.3, "noise around them", type=_nonnegative)
-            _option(one, "--beta", 1.0, type=_nonnegative)
-            _option(one, "--t1", 10.0, "final time", type=_positive)
+            opts.add(one, "--groups", 2, groups, type=opts.positive_int)
+            opts.add(one, "--spread", 0.3, "noise around them", type=opts.nonnegative)
+            opts.add(one, "--beta", 1.0, type=opts.nonnegative)
+            opts.add(one, "--t1", 10.0, "final time", type=opts.positive)
             steps = 300
         else:
-            _option(one, "--n", 8, "tokens", type=_positive_int)
-            _option(one, "--d", 3, "dimension", type=_at_least_2)
-            _option(one, "--m", 2, "rows of Q and K", type=_positive_int)
-            _option(one, "--beta", 1.0, type=_positive)
-            _option(one, "--t1", 5.0, "recording length", type=_positive)
-            _option(one, "--saves", 21, "save times", type=_at_least_2)
+            opts.add(one, "--n", 8, "tokens", type=opts.positive_int)
+            opts.add(one, "--d", 3, "dimension", type=opts.at_least_2)
+            opts.add(one, "--m", 2, "rows of Q and K", type=opts.positive_int)
+            opts.add(one, "--beta", 1.0, type=opts.positive)
+            opts.add(one, "--t1", 5.0, "recording length", type=opts.positive)
+            opts.add(one, "--saves", 21, "save times", type=opts.at_least_2)
             steps = 200
-        _option(one, "--steps", steps, "optimizer steps", type=_positive_int)
-        _option(one, "--seed", 0, "random seed", type=int)
-        _add_dtype(one)
-        _add_outputs(one, name.replace("-", "_"))
+        opts.add(one, "--steps", steps, "optimizer steps", type=opts.positive_int)
+        opts.add(one, "--seed", 0, "random seed", type=int)
+        opts.add_dtype(one)
+        opts.add_outputs(one, name.replace("-", "_"))
         one.set_defaults(run=_search)
 
 
@@ -95,9 +82,9 @@ def _search(args) -> str:
             margin=args.margin,
             steps=args.steps,
             dtype=dtype,
-            progress=_progress(args),
+            progress=opts.progress(args),
         )
-        arrays = _fields(result, "beta x0 xs clusters clusters_below")
+        arrays = opts.fields(result, "beta x0 xs clusters clusters_below")
         beta = np.asarray(result.beta)
         head += f"at least {args.k} clusters of {args.n} tokens on S^{args.d - 1} up to t = "
         answer = (
@@ -115,7 +102,7 @@ def _search(args) -> str:
             f"{result.below:g} x beta: {counts(result.clusters_below)}"
             f"{' (fails there: tight)' if result.tight else ' (holds there too: not tight)'}",
         ]
-        figure = _figure("plot_smallest_beta", result)
+        figure = opts.figure("plot_smallest_beta", result)
     elif args.name == "value-groups":
         if args.groups > min(2 * args.d, args.n):
             raise ValueError(
@@ -123,9 +110,9 @@ def _search(args) -> str:
             )
         x0, labels = af.sphere.around_axes(key, args.n, args.d, args.groups, args.spread, dtype)
         result = af.optimize.value_for_groups(
-            x0, labels, beta=args.beta, t1=args.t1, steps=args.steps, progress=_progress(args)
+            x0, labels, beta=args.beta, t1=args.t1, steps=args.steps, progress=opts.progress(args)
         )
-        arrays = _fields(result, "V x0 labels xs clusters")
+        arrays = opts.fields(result, "V x0 labels xs clusters")
         head += f"{args.groups} groups of {args.n} tokens on S^{args.d - 1} at t = {args.t1:g}"
         lines = [
             f", beta = {args.beta:g}",
@@ -136,7 +123,7 @@ def _search(args) -> str:
             f"groups >= {float(result.same_min):.6f}, between groups <= "
             f"{float(result.apart_max):.6f}",
         ]
-        figure = _figure("plot_value_groups", result)
+        figure = opts.figure("plot_value_groups", result)
     else:
         result = af.optimize.recover_parameters(
             key=key,
@@ -148,11 +135,11 @@ def _search(args) -> str:
             saves=args.saves,
             steps=args.steps,
             dtype=dtype,
-            progress=_progress(args),
+            progress=opts.progress(args),
         )
         (A, V), (A_fit, V_fit) = map(af.optimize.identifiable, (result.true, result.fitted))
-        arrays = _fields(result, "ts xs") | {"A": A, "V": V, "A_fit": A_fit, "V_fit": V_fit}
-        arrays |= _fields(result, "held_true held_fitted")
+        arrays = opts.fields(result, "ts xs") | {"A": A, "V": V, "A_fit": A_fit, "V_fit": V_fit}
+        arrays |= opts.fields(result, "held_true held_fitted")
         head += f"SA with Q, K of shape ({args.m}, {args.d}), {args.n} tokens, t in [0, "
         lines = [
             f"{args.t1:g}] ({args.saves} save times)",
@@ -160,10 +147,10 @@ def _search(args) -> str:
             f"{float(result.logits_error):.2e}, V {float(result.value_error):.2e}; "
             f"held-out prediction RMS {float(result.prediction_error):.2e}",
         ]
-        figure = _figure("plot_recovery", result)
+        figure = opts.figure("plot_recovery", result)
     elapsed = time.perf_counter() - start
     arrays["loss"] = result.search.history
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    config = _config(args) | {"version": af.__version__}
+    config = opts.config(args) | {"version": af.__version__}
     lines[0] += f": {elapsed:.1f} s"
-    return "\n".join([head + lines[0], *lines[1:], _write(args, config, figure, **arrays)])
+    return "\n".join([head + lines[0], *lines[1:], opts.write(args, config, figure, **arrays)])

@@ -3,27 +3,7 @@
 import time
 
 from ..studies import MODELS
-from ._options import (
-    _SOLVER_HELP,
-    _add_beta_range,
-    _add_dtype,
-    _add_outputs,
-    _add_sweep_options,
-    _at_least_2,
-    _beta_grid,
-    _config,
-    _fields,
-    _figure,
-    _finished,
-    _nonnegative,
-    _option,
-    _partial,
-    _positive,
-    _positive_int,
-    _solver,
-    _sweep_kwargs,
-    _write,
-)
+from . import _options as opts
 
 _MODULO = {"none": None, "rotations": "rotations", "symmetries": "rotations+permutations"}
 
@@ -39,15 +19,17 @@ def add_commands(commands) -> None:
         "estimates.",
     )
     _add_model_options(lyap, n=32, d=3)
-    _option(lyap, "--t1", 100.0, "final time", type=_positive)
-    _option(lyap, "--k", None, "how many exponents", shown="all, n (d - 1)", type=_positive_int)
-    _option(lyap, "--every", 1.0, "re-orthonormalization interval", type=_positive)
-    _option(lyap, "--transient", 0.0, "time left out of the sums", type=_nonnegative)
-    _option(lyap, "--solver", "tsit5", _SOLVER_HELP)
+    opts.add(lyap, "--t1", 100.0, "final time", type=opts.positive)
+    opts.add(
+        lyap, "--k", None, "how many exponents", shown="all, n (d - 1)", type=opts.positive_int
+    )
+    opts.add(lyap, "--every", 1.0, "re-orthonormalization interval", type=opts.positive)
+    opts.add(lyap, "--transient", 0.0, "time left out of the sums", type=opts.nonnegative)
+    opts.add(lyap, "--solver", "tsit5", opts.SOLVER_HELP)
     step = "step; the layer step h for layers"
-    _option(lyap, "--dt0", None, step, shown="0.1", type=_positive)
-    _add_dtype(lyap)
-    _add_outputs(lyap, "lyapunov")
+    opts.add(lyap, "--dt0", None, step, shown="0.1", type=opts.positive)
+    opts.add_dtype(lyap)
+    opts.add_outputs(lyap, "lyapunov")
     lyap.set_defaults(run=_lyapunov)
 
     fixed = commands.add_parser(
@@ -61,18 +43,18 @@ def add_commands(commands) -> None:
     _add_model_options(fixed, n=4, d=2)
     fixed.add_argument(
         "--guesses",
-        type=_positive_int,
+        type=opts.positive_int,
         default=64,
         help="random configurations (64); their states under the flow at t = 1, 3, 10 are "
         "guesses too",
     )
-    _option(fixed, "--solver", "newton", choices=["newton", "levenberg_marquardt"])
+    opts.add(fixed, "--solver", "newton", choices=["newton", "levenberg_marquardt"])
     modulo = "identify equilibria up to rotations, or rotations and relabelings"
-    _option(fixed, "--modulo", "symmetries", modulo, choices=sorted(_MODULO))
+    opts.add(fixed, "--modulo", "symmetries", modulo, choices=sorted(_MODULO))
     close = "equilibria this close are one"
-    _option(fixed, "--tol", 1e-6, close, shown="1e-6", type=_positive)
-    _add_dtype(fixed)
-    _add_outputs(fixed, "fixed_points")
+    opts.add(fixed, "--tol", 1e-6, close, shown="1e-6", type=opts.positive)
+    opts.add_dtype(fixed)
+    opts.add_outputs(fixed, "fixed_points")
     fixed.set_defaults(run=_fixed_points)
 
     ftle = commands.add_parser(
@@ -82,27 +64,21 @@ def add_commands(commands) -> None:
         "uniform tokens (the phase diagram's realizations), over each interval of time, through "
         "the sweep engine. Chunks are written to OUT.partial/ as they finish.",
     )
-    _option(ftle, "--d", 2, "dimension, >= 2", type=_at_least_2)
-    _add_beta_range(ftle, 0.5, 9.0, 35)
-    _option(ftle, "--every", 0.5, "interval of time", type=_positive)
-    _option(ftle, "--model", "SA", "dynamics", choices=list(MODELS))
-    _add_sweep_options(ftle, resume=True, samples=64, saves=None)
-    _add_outputs(ftle, "ftle", labelled=True)
+    opts.add(ftle, "--d", 2, "dimension, >= 2", type=opts.at_least_2)
+    opts.add_beta_range(ftle, 0.5, 9.0, 35)
+    opts.add(ftle, "--every", 0.5, "interval of time", type=opts.positive)
+    opts.add(ftle, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add_sweep_options(ftle, resume=True, samples=64, saves=None)
+    opts.add_outputs(ftle, "ftle", labelled=True)
     ftle.set_defaults(run=_ftle)
 
 
 def _add_model_options(command, *, n: int, d: int) -> None:
-    _option(command, "--n", n, "number of tokens", type=_positive_int)
-    _option(command, "--d", d, "dimension, >= 2", type=_at_least_2)
-    _option(command, "--beta", 1.0, "inverse temperature", type=_nonnegative)
-    _option(command, "--model", "SA", "dynamics", choices=["SA", "USA"])
-    _option(command, "--seed", 0, "random seed", type=int)
-
-
-def _versioned_config(args) -> dict:
-    import attnflow as af
-
-    return _config(args) | {"version": af.__version__}
+    opts.add(command, "--n", n, "number of tokens", type=opts.positive_int)
+    opts.add(command, "--d", d, "dimension, >= 2", type=opts.at_least_2)
+    opts.add(command, "--beta", 1.0, "inverse temperature", type=opts.nonnegative)
+    opts.add(command, "--model", "SA", "dynamics", choices=["SA", "USA"])
+    opts.add(command, "--seed", 0, "random seed", type=int)
 
 
 def _rows(values, per_line: int = 8) -> list[str]:
@@ -120,7 +96,7 @@ def _lyapunov(args) -> str:
     import attnflow as af
 
     dtype = args.dtype
-    solver, dt0 = _solver(args)
+    solver, dt0 = opts.solver(args)
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     key, tangents = jax.random.split(jax.random.key(args.seed))
     x0 = af.sphere.uniform(key, args.n, args.d, dtype=dtype)
@@ -142,14 +118,13 @@ def _lyapunov(args) -> str:
         f"{args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}: "
         f"{len(exponents)} of {spectrum.dimension} exponents"
     )
-    wrote = _write(
+    wrote = opts.write(
         args,
-        _versioned_config(args),
-        _figure("plot_lyapunov", spectrum, title=title),
+        opts.config(args) | {"version": af.__version__},
+        opts.figure("plot_lyapunov", spectrum, title=title),
         exponents=exponents,
-        history=np.asarray(spectrum.history),
-        ts=np.asarray(spectrum.ts),
-        x0=np.asarray(x0),
+        **opts.fields(spectrum, "history ts"),
+        x0=x0,
     )
     change = np.abs(spectrum.history[-1] - spectrum.history[len(spectrum.history) // 2]).max()
     return "\n".join(
@@ -190,13 +165,11 @@ def _fixed_points(args) -> str:
     types = [af.stability.classify_fixed_point(field, x) for x in found.points]
     elapsed = time.perf_counter() - start
     kinds = np.asarray([t.type for t in types])
-    wrote = _write(
+    wrote = opts.write(
         args,
-        _versioned_config(args),
-        _figure("plot_fixed_points", found.points, types),
-        points=found.points,
-        residuals=found.residuals,
-        counts=found.counts,
+        opts.config(args) | {"version": af.__version__},
+        opts.figure("plot_fixed_points", found.points, types),
+        **opts.fields(found, "points residuals counts"),
         kinds=kinds,
         unstable_dims=np.asarray([t.unstable_dim for t in types], dtype=int),
         symmetry_dims=np.asarray([t.symmetry_dim for t in types], dtype=int),
@@ -222,11 +195,9 @@ def _ftle(args) -> str:
     import jax
     import numpy as np
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    betas = _beta_grid(args)
-    partial = _partial(args)
+    betas = opts.beta_grid(args)
     start = time.perf_counter()
     diagram = af.studies.ftle_diagram(
         key=jax.random.key(args.seed),
@@ -238,14 +209,13 @@ def _ftle(args) -> str:
         samples=args.samples,
         solver=af.Layers(args.h),
         kind=args.model,
-        store=partial,
-        **kwargs,
+        store=opts.partial(args),
+        **opts.sweep_kwargs(args),
     )
     elapsed = time.perf_counter() - start
-    figure = _figure("plot_ftle", diagram)
-    arrays = _fields(diagram, "betas ts ftle local status")
-    wrote = _write(args, diagram.config, figure, diagram.to_xarray, **arrays)
-    _finished(partial)  # only once the data and the figure are written
+    figure = opts.figure("plot_ftle", diagram)
+    arrays = opts.fields(diagram, "betas ts ftle local status")
+    wrote = opts.write(args, diagram.config, figure, diagram.to_xarray, **arrays)
     local = diagram.local.mean(axis=1)
     lines = [
         f"attnflow ftle: {args.model}, n = {args.n}, d = {args.d}, {args.num_betas} betas in "

@@ -3,23 +3,7 @@
 import time
 
 from ..studies import MODELS, WEIGHTS
-from ._options import (
-    _add_beta_range,
-    _add_outputs,
-    _add_sweep_options,
-    _at_least_2,
-    _beta_grid,
-    _fields,
-    _figure,
-    _finished,
-    _layer_times,
-    _option,
-    _partial,
-    _positive,
-    _positive_int,
-    _sweep_kwargs,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -31,12 +15,12 @@ def add_commands(commands) -> None:
         "the discrete post-LN transformer and record the fraction of clustered pairs over "
         "time; the curve Gamma is overlaid. Chunks are written to OUT.partial/ as they finish.",
     )
-    _option(phase, "--d", 32, "dimension, >= 2", type=_at_least_2)
-    _add_beta_range(phase, 0.1, 9.0, 90)
-    _option(phase, "--weights", "identity", choices=WEIGHTS)
-    _option(phase, "--model", "SA", "dynamics", choices=list(MODELS))
-    _add_sweep_options(phase, resume=True, samples=256, saves=151)
-    _add_outputs(phase, "phase_diagram", labelled=True)
+    opts.add(phase, "--d", 32, "dimension, >= 2", type=opts.at_least_2)
+    opts.add_beta_range(phase, 0.1, 9.0, 90)
+    opts.add(phase, "--weights", "identity", choices=WEIGHTS)
+    opts.add(phase, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add_sweep_options(phase, resume=True, samples=256, saves=151)
+    opts.add_outputs(phase, "phase_diagram", labelled=True)
     phase.set_defaults(run=_phase_diagram)
 
     figure3 = commands.add_parser(
@@ -47,10 +31,10 @@ def add_commands(commands) -> None:
     )
     dims = [2, 8, 32, 128, 512, 1024]
     shown = " ".join(map(str, dims))
-    _option(figure3, "--dims", dims, "dimensions", shown=shown, type=_at_least_2, nargs="+")
-    _option(figure3, "--num-betas", 90, "in [0.1, 9]", type=_positive_int)
-    _add_sweep_options(figure3, resume=True, samples=1024, saves=151)
-    _add_outputs(figure3, "figure3")
+    opts.add(figure3, "--dims", dims, "dimensions", shown=shown, type=opts.at_least_2, nargs="+")
+    opts.add(figure3, "--num-betas", 90, "in [0.1, 9]", type=opts.positive_int)
+    opts.add_sweep_options(figure3, resume=True, samples=1024, saves=151)
+    opts.add_outputs(figure3, "figure3")
     figure3.set_defaults(run=_figure3)
 
     meta = commands.add_parser(
@@ -59,22 +43,20 @@ def add_commands(commands) -> None:
         description="n uniform tokens on the circle (d = 2), SA layers at each beta: snapshots, "
         "angles, the energy staircase, and the distribution of the number of clusters at t1.",
     )
-    _option(meta, "--betas", [4.0, 9.0], shown="4 9", type=_positive, nargs="+")
-    _option(meta, "--model", "SA", "dynamics", choices=list(MODELS))
-    _add_sweep_options(meta, resume=False, samples=256, saves=301)
-    _add_outputs(meta, "metastability", labelled=True)
+    opts.add(meta, "--betas", [4.0, 9.0], shown="4 9", type=opts.positive, nargs="+")
+    opts.add(meta, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add_sweep_options(meta, resume=False, samples=256, saves=301)
+    opts.add_outputs(meta, "metastability", labelled=True)
     meta.set_defaults(run=_metastability)
 
 
 def _phase_diagram(args) -> str:
     import jax
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    ts = _layer_times(args.t1, args.h, args.saves)
-    betas = _beta_grid(args)
-    partial = _partial(args)
+    ts = opts.layer_times(args.t1, args.h, args.saves)
+    betas = opts.beta_grid(args)
     start = time.perf_counter()
     diagram = af.phase_diagram(
         key=jax.random.key(args.seed),
@@ -87,16 +69,15 @@ def _phase_diagram(args) -> str:
         weights=args.weights,
         solver=af.Layers(args.h),
         kind=args.model,
-        store=partial,
-        **kwargs,
+        store=opts.partial(args),
+        **opts.sweep_kwargs(args),
     )
     elapsed = time.perf_counter() - start
-    arrays = _fields(diagram, "betas ts prob status")
+    arrays = opts.fields(diagram, "betas ts prob status")
     if diagram.has_gamma:
         arrays["gamma"] = diagram.gamma()
-    figure = _figure("plot_phase_diagram", diagram)
-    wrote = _write(args, diagram.config, figure, diagram.to_xarray, **arrays)
-    _finished(partial)  # only once the data and the figure are written
+    figure = opts.figure("plot_phase_diagram", diagram)
+    wrote = opts.write(args, diagram.config, figure, diagram.to_xarray, **arrays)
     items = args.num_betas * args.samples
     return "\n".join(
         [
@@ -114,12 +95,11 @@ def _figure3(args) -> str:
     import jax
     import numpy as np
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    ts = _layer_times(args.t1, args.h, args.saves)
+    ts = opts.layer_times(args.t1, args.h, args.saves)
     betas = np.linspace(0.1, 9.0, args.num_betas)
-    partial = _partial(args)
+    partial = opts.partial(args)
     lines, diagrams = [], []
     for d in args.dims:
         start = time.perf_counter()
@@ -134,16 +114,16 @@ def _figure3(args) -> str:
                 delta=args.delta,
                 solver=af.Layers(args.h),
                 store=partial / f"d{d}",
-                **kwargs,
+                **opts.sweep_kwargs(args),
             )
         )
         lines.append(f"  d = {d}: {time.perf_counter() - start:.1f} s")
     config = {"dims": list(args.dims), **diagrams[0].config}
     config.pop("d")
-    wrote = _write(
+    wrote = opts.write(
         args,
         config,
-        _figure("plot_figure3", diagrams),
+        opts.figure("plot_figure3", diagrams),
         dims=np.asarray(args.dims),
         betas=betas,
         ts=diagrams[0].ts,
@@ -151,7 +131,6 @@ def _figure3(args) -> str:
         status=np.stack([p.status for p in diagrams]),
         gamma=diagrams[0].gamma(),
     )
-    _finished(partial)  # only once the data and the figure are written
     head = (
         f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "
         f"t in [0, {ts[-1]:g}], h = {args.h:g}, d in {args.dims}"
@@ -162,10 +141,9 @@ def _figure3(args) -> str:
 def _metastability(args) -> str:
     import jax
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    ts = _layer_times(args.t1, args.h, args.saves)
+    ts = opts.layer_times(args.t1, args.h, args.saves)
     start = time.perf_counter()
     study = af.studies.metastability(
         key=jax.random.key(args.seed),
@@ -176,13 +154,13 @@ def _metastability(args) -> str:
         delta=args.delta,
         solver=af.Layers(args.h),
         kind=args.model,
-        **kwargs,
+        **opts.sweep_kwargs(args),
     )
     elapsed = time.perf_counter() - start
     snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
-    figure = _figure("plot_metastability", study, snapshots=snapshots)
-    arrays = _fields(study, "betas ts clusters energy xs status")
-    wrote = _write(args, study.config, figure, study.to_xarray, **arrays)
+    figure = opts.figure("plot_metastability", study, snapshots=snapshots)
+    arrays = opts.fields(study, "betas ts clusters energy xs status")
+    wrote = opts.write(args, study.config, figure, study.to_xarray, **arrays)
     lines = [
         f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
         f"t in [0, {study.ts[-1]:g}], h = {args.h:g}: {elapsed:.1f} s"
