@@ -195,11 +195,11 @@ class _Paced:
     processes do."""
 
     def __init__(self, monkeypatch, argv):
-        from attnflow.cli import _studies
+        from attnflow.cli import _options
         from attnflow.sweep import _study
 
         self.argv, self.runs, self.changed = argv, {}, threading.Condition()
-        pace, store, partial = self.pace, _study.Store, _studies._partial
+        pace, store, partial = self.pace, _study.Store, _options.partial
 
         class PacedStore(store):
             def __init__(self, *args, **kwargs):
@@ -216,7 +216,7 @@ class _Paced:
             return folder
 
         monkeypatch.setattr(_study, "Store", PacedStore)  # the store a study opens
-        monkeypatch.setattr(_studies, "_partial", paced_partial)  # phase-diagram's folder
+        monkeypatch.setattr(_options, "partial", paced_partial)  # phase-diagram's folder
 
     def pace(self, point: str) -> None:
         run = self.runs.get(threading.current_thread().name)

@@ -3,15 +3,7 @@
 import time
 
 from ..concentration import INITS
-from ._options import (
-    _add_dtype,
-    _add_outputs,
-    _at_least_2,
-    _positive,
-    _positive_int,
-    _progress,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -25,34 +17,28 @@ def add_commands(commands) -> None:
         "(hardmax) limit map over log-spaced times, its closest approach against ABRR's rate "
         "sqrt(log(beta+1)/beta), and the terminal phase along V's slowest eigenvector.",
     )
-    conc.add_argument("--n", type=_at_least_2, default=64, help="number of tokens (64)")
-    conc.add_argument("--d", type=_at_least_2, default=2, help="dimension, >= 2 (2)")
-    conc.add_argument(
-        "--betas",
-        type=_betas,
-        default=(10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0),
-        help="inverse temperatures, comma-separated (10,30,100,300,1000,3000,10000)",
+    opts.add(conc, "--n", 64, "number of tokens", type=opts.at_least_2)
+    opts.add(conc, "--d", 2, "dimension, >= 2", type=opts.at_least_2)
+    betas = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+    shown = ",".join(f"{beta:g}" for beta in betas)
+    opts.add(
+        conc, "--betas", betas, "inverse temperatures, comma-separated", shown=shown, type=_betas
     )
-    conc.add_argument("--t1", type=_positive, default=100.0, help="final time (100)")
-    conc.add_argument(
-        "--saves", type=_positive_int, default=40, help="log-spaced save times after 0 (40)"
-    )
-    conc.add_argument("--samples", type=_positive_int, default=16, help="realizations (16)")
-    conc.add_argument(
-        "--value",
-        type=_values,
-        default=(1.0,),
-        help="diagonal of V, comma-separated, d entries; one number c is c I (1: V = I)",
-    )
-    conc.add_argument("--init", choices=INITS, default="ball", help="initial tokens (ball)")
-    conc.add_argument("--seed", type=int, default=0, help="seed of the initial tokens (0)")
-    _add_dtype(conc)
-    _add_outputs(conc, "concentration", labelled=True)
+    opts.add(conc, "--t1", 100.0, "final time", type=opts.positive)
+    opts.add(conc, "--saves", 40, "log-spaced save times after 0", type=opts.positive_int)
+    opts.add(conc, "--samples", 16, "realizations", type=opts.positive_int)
+    value = "diagonal of V, comma-separated, d entries; one number c is c I"
+    opts.add(conc, "--value", (1.0,), value, shown="1: V = I", type=_values)
+    opts.add(conc, "--init", "ball", "initial tokens", choices=INITS)
+    opts.add(conc, "--seed", 0, "seed of the initial tokens", type=int)
+    opts.add_dtype(conc)
+    opts.add_outputs(conc, "concentration", labelled=True)
     conc.set_defaults(run=_concentration)
 
 
-def _numbers(text: str, what: str) -> tuple[float, ...]:
-    """`1,0.5` as a tuple of finite positive numbers (`ArgumentTypeError` naming `what`)."""
+def _numbers(text: str, what: str, distinct: int = 1) -> tuple[float, ...]:
+    """`1,0.5` as a tuple of finite positive numbers, at least `distinct` of them different
+    (`ArgumentTypeError` naming `what`)."""
     import argparse
     import math
 
@@ -60,20 +46,14 @@ def _numbers(text: str, what: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+    if len(set(values)) < distinct or not all(math.isfinite(v) and v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}")
     return values
 
 
 def _betas(text: str) -> tuple[float, ...]:
     """`10,100,1000` as at least two distinct positive numbers, in increasing order."""
-    import argparse
-
-    betas = _numbers(text, "at least two distinct positive numbers")
-    if len(set(betas)) < 2:
-        raise argparse.ArgumentTypeError(
-            f"expected at least two distinct positive numbers separated by commas, got {text!r}"
-        )
+    betas = _numbers(text, "at least two distinct positive numbers", distinct=2)
     return tuple(sorted(set(betas)))
 
 
@@ -113,39 +93,17 @@ def _concentration(args) -> str:
         samples=args.samples,
         init=args.init,
         dtype=dtype,
-        progress=_progress(args),
+        progress=opts.progress(args),
     )
     elapsed = time.perf_counter() - start
     config = result.config | {"seed": args.seed, "value": list(args.value)}
-
-    def draw(path):
-        from attnflow.plotting import plot_concentration
-
-        plot_concentration(result, path=path)
-
-    wrote = _write(
-        args,
-        config,
-        draw,
-        result.to_xarray,
-        betas=result.betas,
-        ts=result.ts,
-        distance=result.distance,
-        mean=result.mean(),
-        closest=result.closest,
-        closest_time=result.closest_time,
-        resolved=result.resolved,
-        slope=np.asarray(result.slope),
-        exponent=np.asarray(result.exponent),
-        eigenvalues=result.eigenvalues,
-        alignment=result.alignment,
-        terminal_time=result.terminal_time,
-        spread=result.spread,
-        limits=result.limits,
-        x0=result.x0,
-        final=result.final,
-        status=result.status,
-        limit_status=result.limit_status,
+    names = (
+        "betas ts distance closest closest_time resolved slope exponent eigenvalues alignment "
+        "terminal_time spread limits x0 final status limit_status"
+    )
+    figure = opts.figure("plot_concentration", result)
+    wrote = opts.write(
+        args, config, figure, result.to_xarray, mean=result.mean(), **opts.fields(result, names)
     )
     return "\n".join(
         [

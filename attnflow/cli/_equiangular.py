@@ -1,16 +1,6 @@
 """`attnflow normalization` and `long-context`: equiangular tokens and their closed forms."""
 
-from ._options import (
-    _add_dtype,
-    _add_outputs,
-    _at_least_2,
-    _config,
-    _nonnegative,
-    _positive,
-    _positive_int,
-    _real_at_least_2,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -22,14 +12,14 @@ def add_commands(commands) -> None:
         "each normalization scheme; 1 - mean pairwise cosine over depth on log axes, with the "
         "equiangular predictions (rho(0) = 0).",
     )
-    norm.add_argument("--n", type=_at_least_2, default=32, help="number of tokens (32)")
-    norm.add_argument("--d", type=_at_least_2, default=128, help="dimension, >= 2 (128)")
-    norm.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
-    norm.add_argument("--t1", type=_positive, default=1000.0, help="final time (1000)")
-    norm.add_argument("--alpha", type=_positive, default=1.0, help="nGPT step alpha (1)")
-    norm.add_argument("--seed", type=int, default=0, help="seed of the tokens (0)")
-    _add_dtype(norm, old=None)
-    _add_outputs(norm, "normalization")
+    opts.add(norm, "--n", 32, "number of tokens", type=opts.at_least_2)
+    opts.add(norm, "--d", 128, "dimension, >= 2", type=opts.at_least_2)
+    opts.add(norm, "--beta", 1.0, "inverse temperature", type=opts.nonnegative)
+    opts.add(norm, "--t1", 1000.0, "final time", type=opts.positive)
+    opts.add(norm, "--alpha", 1.0, "nGPT step alpha", type=opts.positive)
+    opts.add(norm, "--seed", 0, "seed of the tokens", type=int)
+    opts.add_dtype(norm, old=None)
+    opts.add_outputs(norm, "normalization")
     norm.set_defaults(run=_normalization)
 
     long = commands.add_parser(
@@ -39,11 +29,11 @@ def add_commands(commands) -> None:
         "and beta = gamma log n (Rigollet Thm 7), over a (rho, gamma) grid, with the critical "
         "curve gamma = 1/(1 - rho).",
     )
-    long.add_argument("--n", type=_real_at_least_2, default=1e9, help="number of tokens (1e9)")
-    long.add_argument("--gamma-max", type=_positive, default=10.0, help="largest gamma (10)")
-    long.add_argument("--points", type=_positive_int, default=200, help="grid size (200)")
-    _add_dtype(long, old=None)
-    _add_outputs(long, "long_context")
+    opts.add(long, "--n", 1e9, "number of tokens", shown="1e9", type=opts.real_at_least_2)
+    opts.add(long, "--gamma-max", 10.0, "largest gamma", type=opts.positive)
+    opts.add(long, "--points", 200, "grid size", type=opts.positive_int)
+    opts.add_dtype(long, old=None)
+    opts.add_outputs(long, "long_context")
     long.set_defaults(run=_long_context)
 
 
@@ -77,23 +67,16 @@ def _normalization(args) -> str:
             f"  {name}: 1 - mean cosine at t = {args.t1:g}: {gaps[name][-1]:.3g} "
             f"(equiangular: {predictions[name][-1]:.3g})"
         )
-
-    def draw(path):
-        from attnflow.plotting import plot_normalization
-
-        title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
-        plot_normalization(ts, gaps, predictions, title=title, path=path)
-
-    wrote = _write(
+    title = f"n = {args.n}, d = {args.d}, beta = {args.beta:g}"
+    wrote = opts.write(
         args,
-        _config(args),
-        draw,
+        opts.config(args),
+        opts.figure("plot_normalization", ts, gaps, predictions, title=title),
         ts=ts,
         **{f"gap_{k}": v for k, v in gaps.items()},
         **{f"equiangular_{k}": v for k, v in predictions.items()},
     )
-    head = f"attnflow normalization: n = {args.n}, d = {args.d}, beta = {args.beta:g}"
-    return "\n".join([head, *lines, wrote])
+    return "\n".join([f"attnflow normalization: {title}", *lines, wrote])
 
 
 def _long_context(args) -> str:
@@ -104,19 +87,9 @@ def _long_context(args) -> str:
     rhos = np.linspace(0.0, 1.0, args.points + 2)[1:-1].astype(args.dtype)
     gammas = np.linspace(0.0, args.gamma_max, args.points).astype(args.dtype)
     cosine = np.asarray(af.long_context_cosine(args.n, rhos[None, :], gammas[:, None]))
-    config = {
-        "n": args.n,
-        "gamma_max": args.gamma_max,
-        "points": args.points,
-        "dtype": args.dtype,
-    }
-
-    def draw(path):
-        from attnflow.plotting import plot_long_context
-
-        plot_long_context(rhos, gammas, cosine, n=args.n, path=path)
-
-    wrote = _write(args, config, draw, rhos=rhos, gammas=gammas, cosine=cosine)
+    config = opts.fields(args, "n gamma_max points dtype")
+    figure = opts.figure("plot_long_context", rhos, gammas, cosine, n=args.n)
+    wrote = opts.write(args, config, figure, rhos=rhos, gammas=gammas, cosine=cosine)
     rho = 0.5
     limits = [
         float(af.long_context_cosine(args.n, np.asarray(rho, args.dtype), g / (1 - rho)))

@@ -1,16 +1,7 @@
 """`attnflow meanfield`: the mean-field PDE on the circle against particles."""
 
 from ..fields import KINDS
-from ._options import (
-    _add_dtype,
-    _add_outputs,
-    _at_least_2,
-    _nonnegative,
-    _positive,
-    _positive_int,
-    _progress,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -23,18 +14,17 @@ def add_commands(commands) -> None:
         "and moved by the same dynamics: the exact circle W1 distance over time for each n, "
         "and its fitted exponent in n.",
     )
-    meanfield.add_argument("--beta", type=_nonnegative, default=4.0, help="inverse temperature (4)")
-    meanfield.add_argument("--kind", choices=tuple(KINDS), default="SA", help="dynamics (SA)")
-    meanfield.add_argument("--grid", type=_positive_int, default=512, help="grid points (512)")
-    meanfield.add_argument(
-        "--particles", type=_counts, default=(256, 1024, 4096), help="sizes n (256,1024,4096)"
-    )
-    meanfield.add_argument("--samples", type=_positive_int, default=2, help="per size (2)")
-    meanfield.add_argument("--t1", type=_positive, default=10.0, help="final time (10)")
-    meanfield.add_argument("--saves", type=_at_least_2, default=41, help="save times (41)")
-    meanfield.add_argument("--seed", type=int, default=0, help="seed of the particles (0)")
-    _add_dtype(meanfield)
-    _add_outputs(meanfield, "meanfield")
+    opts.add(meanfield, "--beta", 4.0, "inverse temperature", type=opts.nonnegative)
+    opts.add(meanfield, "--kind", "SA", "dynamics", choices=tuple(KINDS))
+    opts.add(meanfield, "--grid", 512, "grid points", type=opts.positive_int)
+    sizes = (256, 1024, 4096)
+    opts.add(meanfield, "--particles", sizes, "sizes n", shown="256,1024,4096", type=_counts)
+    opts.add(meanfield, "--samples", 2, "per size", type=opts.positive_int)
+    opts.add(meanfield, "--t1", 10.0, "final time", type=opts.positive)
+    opts.add(meanfield, "--saves", 41, "save times", type=opts.at_least_2)
+    opts.add(meanfield, "--seed", 0, "seed of the particles", type=int)
+    opts.add_dtype(meanfield)
+    opts.add_outputs(meanfield, "meanfield")
     meanfield.set_defaults(run=_meanfield)
 
 
@@ -80,37 +70,17 @@ def _meanfield(args) -> str:
         particles=args.particles,
         samples=args.samples,
         grid=args.grid,
-        progress=_progress(args),
+        progress=opts.progress(args),
     )
     elapsed = time.perf_counter() - start
-    config = {
-        "beta": args.beta,
-        "kind": args.kind,
-        "grid": args.grid,
-        "particles": args.particles,
-        "samples": args.samples,
-        "t1": args.t1,
-        "saves": args.saves,
-        "seed": args.seed,
-        "dtype": dtype,
-    }
-
-    def draw(path):
-        from attnflow.plotting import plot_meanfield
-
-        plot_meanfield(result, beta=args.beta, kind=args.kind, path=path)
-
-    wrote = _write(
+    config = opts.fields(args, "beta kind grid particles samples t1 saves seed dtype")
+    wrote = opts.write(
         args,
         config,
-        draw,
-        theta=np.asarray(result.pde.theta),
-        ts=np.asarray(ts),
-        density=np.asarray(result.pde.density),
-        particles=np.asarray(result.particles),
-        distance=np.asarray(result.distance),
-        slope=np.asarray(result.slope),
-        min_density=np.asarray(result.pde.min_density),
+        opts.figure("plot_meanfield", result, beta=args.beta, kind=args.kind),
+        ts=ts,
+        **opts.fields(result.pde, "theta density min_density"),
+        **opts.fields(result, "particles distance slope"),
     )
     mean = np.asarray(result.mean())
     rows = ", ".join(

@@ -1,4 +1,5 @@
-"""Options and helpers shared by the `attnflow` commands."""
+"""Options and helpers shared by the `attnflow` commands: the command modules use the names
+without an underscore (as `opts.name`); the others are `_main`'s and this module's own."""
 
 import argparse
 import json
@@ -40,7 +41,7 @@ def _add_globals(parser: argparse.ArgumentParser) -> None:
                     parsers.append(command)
 
 
-def _progress(args) -> bool:
+def progress(args) -> bool:
     """Whether to show progress bars: not with --quiet, nor when TQDM_DISABLE is set (tqdm
     honours it only for bars whose `disable` is not given, and attnflow gives it)."""
     import os
@@ -49,35 +50,40 @@ def _progress(args) -> bool:
     return not (getattr(args, "quiet", False) or disabled not in ("", "0", "false", "no", "off"))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _at_least_2(text: str) -> int:
-    """An integer >= 2: a number of tokens, a dimension, a number of save times."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
-    return value
-
-
-def _real(text: str) -> float:
+def real(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def _output(*suffixes: str):
+def _checked(convert, ok, expected: str):
+    """The argument type of the values `convert(text)` for which `ok` holds: any other text,
+    an integer `convert` cannot read included, is refused as not `expected` (`real` refuses
+    a text that is no number itself)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
+# a number of tokens, a dimension, a number of save times
+at_least_2 = _checked(int, lambda value: value >= 2, "an integer >= 2")
+nonnegative = _checked(real, lambda value: value >= 0, "a number >= 0")
+positive = _checked(real, lambda value: value > 0, "a positive number")
+# a number of tokens that may be as large as 1e9 and beyond
+real_at_least_2 = _checked(real, lambda value: value >= 2, "a number >= 2")
+
+
+def output(*suffixes: str):
     def parse(text: str) -> Path:
         path = Path(text)
         if path.suffix.lower() not in suffixes:
@@ -91,68 +97,41 @@ def _output(*suffixes: str):
     return parse
 
 
-def _nonnegative(text: str) -> float:
-    value = _real(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _real(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _real_at_least_2(text: str) -> float:
-    """A number >= 2 (a number of tokens that may be as large as 1e9 and beyond)."""
-    value = _real(text)
-    if not value >= 2:
-        raise argparse.ArgumentTypeError(f"expected a number >= 2, got {text!r}")
-    return value
+def add(command, flag: str, default, help: str = "", *, shown=None, **kwargs) -> None:
+    """`command.add_argument(flag, default=default, ...)` with the default at the end of its
+    help text, in parentheses: `shown`, or else the default (`:g` for a float)."""
+    if shown is None:
+        shown = f"{default:g}" if isinstance(default, float) else default
+    help = f"{help} ({shown})" if help else f"({shown})"
+    command.add_argument(flag, default=default, help=help, **kwargs)
 
 
 _DTYPES = ("float32", "float64")
 
 
-def _add_dtype(command, default: str = "float64", old: str | None = "float32") -> None:
+def add_dtype(command, default: str = "float64", old: str | None = "float32") -> None:
     """--dtype, and `--{old}`, its deprecated spelling, hidden from --help (`main` applies
     them: see `_main._dtype`)."""
-    command.add_argument(
-        "--dtype", choices=_DTYPES, default=default, help=f"floating-point type ({default})"
-    )
+    add(command, "--dtype", default, "floating-point type", choices=_DTYPES)
     if old is not None:
         command.add_argument(f"--{old}", action="store_true", help=argparse.SUPPRESS)
 
 
-def _add_sweep_options(command, *, resume: bool, samples: int, saves: int | None) -> None:
+def add_sweep_options(command, *, resume: bool, samples: int, saves: int | None) -> None:
     """Options shared by the batched studies (`saves=None`: no --saves and no --delta)."""
-    command.add_argument("--n", type=_at_least_2, default=32, help="number of tokens (32)")
-    command.add_argument(
-        "--samples", type=_positive_int, default=samples, help=f"per beta ({samples})"
-    )
+    add(command, "--n", 32, "number of tokens", type=at_least_2)
+    add(command, "--samples", samples, "per beta", type=positive_int)
     if saves is not None:
-        command.add_argument(
-            "--saves", type=_at_least_2, default=saves, help=f"save times in [0, t1] ({saves})"
-        )
-    command.add_argument("--t1", type=_positive, default=30.0, help="final time (30)")
-    command.add_argument("--h", type=_positive, default=0.1, help="layer step (0.1)")
-    command.add_argument("--seed", type=int, default=0, help="random seed (0)")
+        add(command, "--saves", saves, "save times in [0, t1]", type=at_least_2)
+    add(command, "--t1", 30.0, "final time", type=positive)
+    add(command, "--h", 0.1, "layer step", type=positive)
+    add(command, "--seed", 0, "random seed", type=int)
     if saves is not None:  # a study of clustered pairs at save times (not the FTLE study)
-        command.add_argument(
-            "--delta",
-            type=_nonnegative,
-            default=1e-3,
-            help="pairs with <x_i, x_j> >= 1 - delta are clustered (1e-3)",
-        )
-    _add_dtype(command)
-    command.add_argument(
-        "--devices", type=_positive_int, default=None, help="shard over this many devices (all)"
-    )
-    command.add_argument(
-        "--memory", type=_positive, default=2.0, help="working memory budget in GiB (2)"
-    )
+        clustered = "pairs with <x_i, x_j> >= 1 - delta are clustered"
+        add(command, "--delta", 1e-3, clustered, shown="1e-3", type=nonnegative)
+    add_dtype(command)
+    add(command, "--devices", None, "shard over this many devices", shown="all", type=positive_int)
+    add(command, "--memory", 2.0, "working memory budget in GiB", type=positive)
     if resume:
         command.add_argument(
             "--resume",
@@ -161,19 +140,15 @@ def _add_sweep_options(command, *, resume: bool, samples: int, saves: int | None
         )
 
 
-def _add_beta_range(command, low: float, high: float, count: int) -> None:
+def add_beta_range(command, low: float, high: float, count: int) -> None:
     """--beta-min, --beta-max, --num-betas: an evenly spaced grid of inverse temperatures."""
-    command.add_argument(
-        "--beta-min", type=_nonnegative, default=low, help=f"smallest beta ({low:g})"
-    )
-    command.add_argument(
-        "--beta-max", type=_nonnegative, default=high, help=f"largest beta ({high:g})"
-    )
-    command.add_argument("--num-betas", type=_positive_int, default=count, help=f"betas ({count})")
+    add(command, "--beta-min", low, "smallest beta", type=nonnegative)
+    add(command, "--beta-max", high, "largest beta", type=nonnegative)
+    add(command, "--num-betas", count, "betas", type=positive_int)
 
 
-def _beta_grid(args):
-    """The betas of `_add_beta_range`'s options, checked to be in order."""
+def beta_grid(args):
+    """The betas of `add_beta_range`'s options, checked to be in order."""
     import numpy as np
 
     if args.beta_max < args.beta_min:
@@ -183,7 +158,7 @@ def _beta_grid(args):
     return np.linspace(args.beta_min, args.beta_max, args.num_betas)
 
 
-def _add_outputs(command, name: str, labelled: bool = False) -> None:
+def add_outputs(command, name: str, labelled: bool = False) -> None:
     """--out (`.npz`, or also `.nc` for a labelled result), --plot and --no-plot."""
     if labelled:
         kinds, more = (".npz", ".nc"), "; .nc: labelled netCDF, needs xarray"
@@ -191,13 +166,9 @@ def _add_outputs(command, name: str, labelled: bool = False) -> None:
         kinds, more = (".npz",), ""
     default = Path(f"{name}.npz")
     text = f"data file ({default}){more}"
-    command.add_argument("--out", type=_output(*kinds), default=default, help=text)
-    command.add_argument(
-        "--plot",
-        type=_output(".png", ".pdf", ".svg"),
-        default=Path(f"{name}.png"),
-        help=f"figure, .png/.pdf/.svg ({name}.png)",
-    )
+    command.add_argument("--out", type=output(*kinds), default=default, help=text)
+    figures = output(".png", ".pdf", ".svg")
+    add(command, "--plot", Path(f"{name}.png"), "figure, .png/.pdf/.svg", type=figures)
     command.add_argument("--no-plot", action="store_true", help="write the data only, no figure")
 
 
@@ -228,13 +199,16 @@ def _check_outputs(args) -> None:
             raise ValueError(f"--movie {movie}: writing .mp4 needs ffmpeg; give a .gif name")
 
 
-def _config(args) -> dict:
+def config(args) -> dict:
     """The options of a command, JSON-ready, as recorded in its data file."""
     skip = ("run", "out", "plot", "no_plot", "quiet", "movie")
     return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
 
 
-def _solver(args):
+SOLVER_HELP = "diffrax solver name, or 'layers' for the discrete transformer"
+
+
+def solver(args):
     """`--solver` and `--dt0` as the API takes them, `(solver, dt0)`: `--solver layers` is the
     discrete transformer `Layers(h)` with the layer step `h = --dt0` (0.1 by default); any
     other name is a diffrax solver, stepping from `--dt0`."""
@@ -248,7 +222,7 @@ def _solver(args):
     return af.Layers(h), None
 
 
-def _layer_times(t1: float, h: float, saves: int):
+def layer_times(t1: float, h: float, saves: int):
     """`saves` times in `[0, t1]`, rounded to whole layers of `h` (`t1` must be one)."""
     import numpy as np
 
@@ -259,92 +233,97 @@ def _layer_times(t1: float, h: float, saves: int):
     return np.unique(np.linspace(0, steps, min(saves, steps + 1)).round()) * h
 
 
-def _partial(args) -> Path:
-    """The folder of finished chunks next to OUT, held by this run until it ends: refused if
-    another run holds it, or if it holds an interrupted run and --resume is not set.
-
-    The folder is made if need be and locked (`FolderLock`: the lock is on the folder itself,
-    beside the lock each sweep store inside takes), so that two runs on one OUT never share
-    it: the second is refused before it writes anything, whichever of the two started first.
-    Remembered in `args._partial`, with the lock in `args._lock` (released by `_release`) and
-    whether the folder was empty when taken (`args._new_partial`: this run made it, or a run
-    killed before its first write did), so that `main` can say how to resume after an
-    interruption, and remove the folder when a failed run leaves it without a finished chunk.
-    """
+def partial(args) -> Path:
+    """The folder of finished chunks next to OUT, made if need be and locked (`FolderLock`,
+    beside the lock of each sweep store inside) until the run ends, so that two runs on one OUT
+    never share it: refused if another run holds it, or if it holds an interrupted run and
+    --resume is not set. Remembered in `args._partial`, with its lock in `args._lock` (released
+    by `_release`) and whether it was empty when taken in `args._new_partial`, so that `main`
+    can say how to resume after an interruption, or remove the folder a failed run leaves
+    without a finished chunk."""
     import sys
 
     from .._files import FolderLock
 
-    partial = args.out.with_name(args.out.name + ".partial")
-    if partial.exists() and not partial.is_dir():
-        raise ValueError(f"{partial} is a file, where the run keeps its chunks; move it away")
-    existed = partial.exists()
-    partial.mkdir(exist_ok=True)
-    lock = FolderLock(partial)  # refused while another run holds it
-    new = not any(partial.iterdir())
+    folder = args.out.with_name(args.out.name + ".partial")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, where the run keeps its chunks; move it away")
+    existed = folder.exists()
+    folder.mkdir(exist_ok=True)
+    lock = FolderLock(folder)  # refused while another run holds it
+    new = not any(folder.iterdir())
     if not new and not args.resume:
         lock.close()
         raise ValueError(
-            f"{partial} holds an interrupted run: pass --resume to continue it, or delete it"
+            f"{folder} holds an interrupted run: pass --resume to continue it, or delete it"
         )
     if args.resume and not existed:
         print(
-            f"attnflow {args.command}: nothing to resume ({partial} does not exist); "
+            f"attnflow {args.command}: nothing to resume ({folder} does not exist); "
             "starting a new run",
             file=sys.stderr,
         )
-    args._partial, args._lock, args._new_partial = partial, lock, new
-    return partial
-
-
-def _finished(partial: Path) -> None:
-    """Remove the chunks of a run whose data and figure are written (the run holds the folder:
-    see `_partial`)."""
-    import shutil
-
-    shutil.rmtree(partial)
+    args._partial, args._lock, args._new_partial = folder, lock, new
+    return folder
 
 
 def _release(args) -> None:
-    """Release the folder of chunks this run holds, if any (see `_partial`)."""
+    """Release the folder of chunks this run holds, if any (see `partial`)."""
     lock = getattr(args, "_lock", None)
     if lock is not None:
         lock.close()
         args._lock = None
 
 
-def _save(path: Path, config: dict, **arrays) -> None:
-    """Write the npz with its configuration (JSON), atomically, as the sweep store does."""
+def figure(name: str, *args, **kwargs):
+    """The `draw(path)` of `write` that calls `attnflow.plotting.<name>(*args, **kwargs,
+    path=path)` (imported then: matplotlib is needed only for a figure)."""
+
+    def draw(path):
+        import attnflow.plotting
+
+        getattr(attnflow.plotting, name)(*args, **kwargs, path=path)
+
+    return draw
+
+
+def fields(obj, names: str) -> dict:
+    """`{name: obj.name}` for each of the space-separated `names`: the arrays of a result, the
+    configuration of a command."""
+    return {name: getattr(obj, name) for name in names.split()}
+
+
+def write(args, config: dict, draw, labelled=None, **arrays) -> str:
+    """Write the data and, if --plot was given, the figure by `draw(path)`, then remove the
+    run's chunks (see `partial`); returns the report line naming what was written. The data:
+    the npz with the command's configuration (JSON), or for an `.nc` name the result's
+    `labelled()` dataset with it, as netCDF; written atomically, as the sweep store does."""
+    import shutil
+
     import numpy as np
 
     from .._files import atomic_write
 
     text = json.dumps(config, sort_keys=True)
-    atomic_write(path, lambda file: np.savez_compressed(file, **arrays, config=text))
-
-
-def _write(args, config: dict, draw, labelled=None, **arrays) -> str:
-    """Write the data and, if --plot was given, the figure by `draw(path)`; returns the report
-    line naming what was written. The data: the npz (`_save`), or for an `.nc` name the
-    result's `labelled()` dataset with the command's configuration, as netCDF."""
     if args.out.suffix.lower() == ".nc":
-        from .._files import atomic_write
-
         dataset = labelled()
-        dataset.attrs["config"] = json.dumps(config, sort_keys=True)
+        dataset.attrs["config"] = text
         atomic_write(args.out, lambda file: file.write(dataset.to_netcdf()))
     else:
-        _save(args.out, config, **arrays)
-    if args.plot is None:
-        return f"  wrote {args.out}"
-    draw(args.plot)
-    return f"  wrote {args.out}, {args.plot}"
+        atomic_write(args.out, lambda file: np.savez_compressed(file, **arrays, config=text))
+    wrote = f"  wrote {args.out}"
+    if args.plot is not None:
+        draw(args.plot)
+        wrote += f", {args.plot}"
+    if getattr(args, "_partial", None) is not None:  # only once the data and figure are written
+        shutil.rmtree(args._partial)
+    return wrote
 
 
-def _sweep_kwargs(args) -> dict:
+def sweep_kwargs(args) -> dict:
     return {
         "devices": args.devices,
         "memory": int(args.memory * 2**30),
         "dtype": args.dtype,
-        "progress": _progress(args),
+        "progress": progress(args),
     }

@@ -4,7 +4,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._options import _add_dtype, _add_outputs, _positive, _positive_int, _write
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -28,27 +28,17 @@ def add_commands(commands) -> None:
     prompt = clusters.add_mutually_exclusive_group()
     prompt.add_argument("--text", default=None, help="the text (a bundled paragraph)")
     prompt.add_argument("--file", type=Path, default=None, help="read the text from this file")
-    clusters.add_argument(
-        "--delta",
-        type=_positive,
-        default=0.1,
-        help="pairs with cosine >= 1 - delta are close, in (0, 2] (0.1)",
-    )
-    clusters.add_argument("--bins", type=_positive_int, default=50, help="histogram bins (50)")
+    close = "pairs with cosine >= 1 - delta are close, in (0, 2]"
+    opts.add(clusters, "--delta", 0.1, close, type=opts.positive)
+    opts.add(clusters, "--bins", 50, "histogram bins", type=opts.positive_int)
     clusters.add_argument(
         "--no-special-tokens", action="store_true", help="leave [CLS] and [SEP] out"
     )
-    _add_dtype(clusters, default="float32", old="float64")
-    clusters.add_argument(
-        "--layer",
-        type=int,
-        default=0,
-        help="the layer whose weights drive the repeated runs and the SA flow (0)",
-    )
-    clusters.add_argument(
-        "--depth", type=_positive_int, default=48, help="depth of the repeated runs (48)"
-    )
-    _add_outputs(clusters, "pretrained_clusters")
+    opts.add_dtype(clusters, default="float32", old="float64")
+    layer = "the layer whose weights drive the repeated runs and the SA flow"
+    opts.add(clusters, "--layer", 0, layer, type=int)
+    opts.add(clusters, "--depth", 48, "depth of the repeated runs", type=opts.positive_int)
+    opts.add_outputs(clusters, "pretrained_clusters")
     clusters.set_defaults(run=_pretrained_clusters)
 
 
@@ -137,9 +127,7 @@ def _pretrained_clusters(args) -> str:
         "version": af.__version__,
     }
 
-    flows_path = None if args.plot is None else Path(args.plot).with_suffix("")
-    if flows_path is not None:
-        flows_path = flows_path.with_name(flows_path.name + "_flows.png")
+    flows_path = None if args.plot is None else args.plot.with_name(args.plot.stem + "_flows.png")
 
     def draw(path):
         from attnflow.plotting import plot_flow_comparison, plot_pretrained_clusters
@@ -155,20 +143,12 @@ def _pretrained_clusters(args) -> str:
             row[: curves[name].size] = curves[name]
         return rows
 
-    wrote = _write(
+    names = "layers counts density edges fraction mean_cosine clusters tokens ids special"
+    wrote = opts.write(
         args,
         config,
         draw,
-        layers=result.layers,
-        counts=result.counts,
-        density=result.density,
-        edges=result.edges,
-        fraction=result.fraction,
-        mean_cosine=result.mean_cosine,
-        clusters=result.clusters,
-        tokens=result.tokens,
-        ids=result.ids,
-        special=result.special,
+        **opts.fields(result, names),
         flow_names=np.asarray(flows.names),
         flow_mean_cosine=padded(flows.mean_cosine),
         flow_fraction=padded(flows.fraction),

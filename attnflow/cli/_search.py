@@ -2,17 +2,7 @@
 
 import time
 
-from ._options import (
-    _add_dtype,
-    _add_outputs,
-    _at_least_2,
-    _config,
-    _nonnegative,
-    _positive,
-    _positive_int,
-    _progress,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -33,47 +23,37 @@ def add_commands(commands) -> None:
     ):
         one = names.add_parser(name, help=about, description=about[0].upper() + about[1:] + ".")
         if name in ("smallest-beta", "beta-schedule"):
-            one.add_argument("--k", type=_positive_int, default=2, help="clusters, >= 2 (2)")
-            one.add_argument("--n", type=_positive_int, default=32, help="tokens (32)")
-            one.add_argument("--d", type=_at_least_2, default=2, help="dimension (2)")
-            one.add_argument("--t1", type=_positive, default=30.0, help="final time (30)")
-            one.add_argument("--h", type=_positive, default=0.1, help="layer step (0.1)")
-            one.add_argument("--samples", type=_positive_int, default=4, help="initial states (4)")
-            one.add_argument("--init", type=_positive, default=10.0, help="initial beta (10)")
-            one.add_argument("--delta", type=_positive, default=1e-3, help="cluster radius (1e-3)")
-            one.add_argument(
-                "--margin", type=_nonnegative, default=1.0, help="time asked beyond t1 (1)"
-            )
+            opts.add(one, "--k", 2, "clusters, >= 2", type=opts.positive_int)
+            opts.add(one, "--n", 32, "tokens", type=opts.positive_int)
+            opts.add(one, "--d", 2, "dimension", type=opts.at_least_2)
+            opts.add(one, "--t1", 30.0, "final time", type=opts.positive)
+            opts.add(one, "--h", 0.1, "layer step", type=opts.positive)
+            opts.add(one, "--samples", 4, "initial states", type=opts.positive_int)
+            opts.add(one, "--init", 10.0, "initial beta", type=opts.positive)
+            opts.add(one, "--delta", 1e-3, "cluster radius", shown="1e-3", type=opts.positive)
+            opts.add(one, "--margin", 1.0, "time asked beyond t1", type=opts.nonnegative)
             steps = 100 if name == "smallest-beta" else 200
         elif name == "value-groups":
-            one.add_argument("--n", type=_at_least_2, default=16, help="tokens (16)")
-            one.add_argument("--d", type=_at_least_2, default=3, help="dimension (3)")
-            one.add_argument(
-                "--groups",
-                type=_positive_int,
-                default=2,
-                help="groups: tokens drawn around +-e_1, +-e_2, ... of a random basis (2)",
-            )
-            one.add_argument(
-                "--spread", type=_nonnegative, default=0.3, help="noise around them (0.3)"
-            )
-            one.add_argument("--beta", type=_nonnegative, default=1.0, help="(1)")
-            one.add_argument("--t1", type=_positive, default=10.0, help="final time (10)")
+            opts.add(one, "--n", 16, "tokens", type=opts.at_least_2)
+            opts.add(one, "--d", 3, "dimension", type=opts.at_least_2)
+            groups = "groups: tokens drawn around +-e_1, +-e_2, ... of a random basis"
+            opts.add(one, "--groups", 2, groups, type=opts.positive_int)
+            opts.add(one, "--spread", 0.3, "noise around them", type=opts.nonnegative)
+            opts.add(one, "--beta", 1.0, type=opts.nonnegative)
+            opts.add(one, "--t1", 10.0, "final time", type=opts.positive)
             steps = 300
         else:
-            one.add_argument("--n", type=_positive_int, default=8, help="tokens (8)")
-            one.add_argument("--d", type=_at_least_2, default=3, help="dimension (3)")
-            one.add_argument("--m", type=_positive_int, default=2, help="rows of Q and K (2)")
-            one.add_argument("--beta", type=_positive, default=1.0, help="(1)")
-            one.add_argument("--t1", type=_positive, default=5.0, help="recording length (5)")
-            one.add_argument("--saves", type=_at_least_2, default=21, help="save times (21)")
+            opts.add(one, "--n", 8, "tokens", type=opts.positive_int)
+            opts.add(one, "--d", 3, "dimension", type=opts.at_least_2)
+            opts.add(one, "--m", 2, "rows of Q and K", type=opts.positive_int)
+            opts.add(one, "--beta", 1.0, type=opts.positive)
+            opts.add(one, "--t1", 5.0, "recording length", type=opts.positive)
+            opts.add(one, "--saves", 21, "save times", type=opts.at_least_2)
             steps = 200
-        one.add_argument(
-            "--steps", type=_positive_int, default=steps, help=f"optimizer steps ({steps})"
-        )
-        one.add_argument("--seed", type=int, default=0, help="random seed (0)")
-        _add_dtype(one)
-        _add_outputs(one, name.replace("-", "_"))
+        opts.add(one, "--steps", steps, "optimizer steps", type=opts.positive_int)
+        opts.add(one, "--seed", 0, "random seed", type=int)
+        opts.add_dtype(one)
+        opts.add_outputs(one, name.replace("-", "_"))
         one.set_defaults(run=_search)
 
 
@@ -102,9 +82,9 @@ def _search(args) -> str:
             margin=args.margin,
             steps=args.steps,
             dtype=dtype,
-            progress=_progress(args),
+            progress=opts.progress(args),
         )
-        arrays = {k: getattr(result, k) for k in ("beta", "x0", "xs", "clusters", "clusters_below")}
+        arrays = opts.fields(result, "beta x0 xs clusters clusters_below")
         beta = np.asarray(result.beta)
         head += f"at least {args.k} clusters of {args.n} tokens on S^{args.d - 1} up to t = "
         answer = (
@@ -122,7 +102,7 @@ def _search(args) -> str:
             f"{result.below:g} x beta: {counts(result.clusters_below)}"
             f"{' (fails there: tight)' if result.tight else ' (holds there too: not tight)'}",
         ]
-        plot = "plot_smallest_beta"
+        figure = opts.figure("plot_smallest_beta", result)
     elif args.name == "value-groups":
         if args.groups > min(2 * args.d, args.n):
             raise ValueError(
@@ -130,9 +110,9 @@ def _search(args) -> str:
             )
         x0, labels = af.sphere.around_axes(key, args.n, args.d, args.groups, args.spread, dtype)
         result = af.optimize.value_for_groups(
-            x0, labels, beta=args.beta, t1=args.t1, steps=args.steps, progress=_progress(args)
+            x0, labels, beta=args.beta, t1=args.t1, steps=args.steps, progress=opts.progress(args)
         )
-        arrays = {k: getattr(result, k) for k in ("V", "x0", "labels", "xs", "clusters")}
+        arrays = opts.fields(result, "V x0 labels xs clusters")
         head += f"{args.groups} groups of {args.n} tokens on S^{args.d - 1} at t = {args.t1:g}"
         lines = [
             f", beta = {args.beta:g}",
@@ -143,7 +123,7 @@ def _search(args) -> str:
             f"groups >= {float(result.same_min):.6f}, between groups <= "
             f"{float(result.apart_max):.6f}",
         ]
-        plot = "plot_value_groups"
+        figure = opts.figure("plot_value_groups", result)
     else:
         result = af.optimize.recover_parameters(
             key=key,
@@ -155,12 +135,11 @@ def _search(args) -> str:
             saves=args.saves,
             steps=args.steps,
             dtype=dtype,
-            progress=_progress(args),
+            progress=opts.progress(args),
         )
         (A, V), (A_fit, V_fit) = map(af.optimize.identifiable, (result.true, result.fitted))
-        arrays = {"ts": result.ts, "xs": result.xs, "A": A, "V": V, "A_fit": A_fit}
-        arrays |= {"V_fit": V_fit, "held_true": result.held_true}
-        arrays["held_fitted"] = result.held_fitted
+        arrays = opts.fields(result, "ts xs") | {"A": A, "V": V, "A_fit": A_fit, "V_fit": V_fit}
+        arrays |= opts.fields(result, "held_true held_fitted")
         head += f"SA with Q, K of shape ({args.m}, {args.d}), {args.n} tokens, t in [0, "
         lines = [
             f"{args.t1:g}] ({args.saves} save times)",
@@ -168,17 +147,10 @@ def _search(args) -> str:
             f"{float(result.logits_error):.2e}, V {float(result.value_error):.2e}; "
             f"held-out prediction RMS {float(result.prediction_error):.2e}",
         ]
-        plot = "plot_recovery"
+        figure = opts.figure("plot_recovery", result)
     elapsed = time.perf_counter() - start
-    arrays = {k: np.asarray(v) for k, v in arrays.items()} | {
-        "loss": np.asarray(result.search.history)
-    }
-
-    def draw(path):
-        import attnflow.plotting
-
-        getattr(attnflow.plotting, plot)(result, path=path)
-
-    config = _config(args) | {"version": af.__version__}
+    arrays["loss"] = result.search.history
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    config = opts.config(args) | {"version": af.__version__}
     lines[0] += f": {elapsed:.1f} s"
-    return "\n".join([head + lines[0], *lines[1:], _write(args, config, draw, **arrays)])
+    return "\n".join([head + lines[0], *lines[1:], opts.write(args, config, figure, **arrays)])

@@ -3,18 +3,7 @@
 import time
 from pathlib import Path
 
-from ._options import (
-    _add_dtype,
-    _at_least_2,
-    _config,
-    _layer_times,
-    _output,
-    _positive,
-    _positive_int,
-    _real,
-    _solver,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -25,45 +14,22 @@ def add_commands(commands) -> None:
         description="Simulate n tokens, uniform on the sphere S^{d-1}, under SA or USA with "
         "Q = K = V = I; write the trajectory (and a plot).",
     )
-    sim.add_argument("--n", type=_positive_int, default=32, help="number of tokens (32)")
-    sim.add_argument("--d", type=_at_least_2, default=3, help="dimension, >= 2 (3)")
-    sim.add_argument("--beta", type=_real, default=1.0, help="inverse temperature, >= 0 (1)")
-    sim.add_argument("--t1", type=_positive, default=15.0, help="final time, > 0 (15)")
-    sim.add_argument("--seed", type=int, default=0, help="seed of the initial tokens (0)")
-    sim.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
-    sim.add_argument(
-        "--solver",
-        default="tsit5",
-        help="diffrax solver name, or 'layers' for the discrete transformer (tsit5)",
-    )
-    sim.add_argument(
-        "--dt0",
-        type=_real,
-        default=None,
-        help="step size; the layer step h for --solver layers (default 0.1 there)",
-    )
-    sim.add_argument(
-        "--saves", type=_at_least_2, default=151, help="number of save times in [0, t1] (151)"
-    )
-    _add_dtype(sim)
-    sim.add_argument(
-        "--out",
-        type=_output(".npz"),
-        default=Path("traj.npz"),
-        help="output data file, .npz (traj.npz)",
-    )
-    sim.add_argument(
-        "--plot",
-        type=_output(".png", ".pdf", ".svg"),
-        default=None,
-        help="output figure, .png/.pdf/.svg (none)",
-    )
-    sim.add_argument(
-        "--movie",
-        type=_output(".gif", ".mp4"),
-        default=None,
-        help="also a movie of the tokens and the energy, .gif/.mp4 (.mp4 needs ffmpeg) (none)",
-    )
+    opts.add(sim, "--n", 32, "number of tokens", type=opts.positive_int)
+    opts.add(sim, "--d", 3, "dimension, >= 2", type=opts.at_least_2)
+    opts.add(sim, "--beta", 1.0, "inverse temperature, >= 0", type=opts.real)
+    opts.add(sim, "--t1", 15.0, "final time, > 0", type=opts.positive)
+    opts.add(sim, "--seed", 0, "seed of the initial tokens", type=int)
+    opts.add(sim, "--model", "SA", "dynamics", choices=["SA", "USA"])
+    opts.add(sim, "--solver", "tsit5", opts.SOLVER_HELP)
+    step = "step size; the layer step h for --solver layers (default 0.1 there)"
+    sim.add_argument("--dt0", type=opts.real, default=None, help=step)
+    opts.add(sim, "--saves", 151, "number of save times in [0, t1]", type=opts.at_least_2)
+    opts.add_dtype(sim)
+    opts.add(sim, "--out", Path("traj.npz"), "output data file, .npz", type=opts.output(".npz"))
+    figure = opts.output(".png", ".pdf", ".svg")
+    opts.add(sim, "--plot", None, "output figure, .png/.pdf/.svg", shown="none", type=figure)
+    movie = "also a movie of the tokens and the energy, .gif/.mp4 (.mp4 needs ffmpeg)"
+    opts.add(sim, "--movie", None, movie, shown="none", type=opts.output(".gif", ".mp4"))
     sim.set_defaults(run=_simulate)
 
 
@@ -74,9 +40,9 @@ def _simulate(args) -> str:
 
     import attnflow as af
 
-    solver, dt0 = _solver(args)
+    solver, dt0 = opts.solver(args)
     if isinstance(solver, af.Layers):
-        ts = _layer_times(args.t1, solver.h, args.saves)  # save times must be whole layers
+        ts = opts.layer_times(args.t1, solver.h, args.saves)  # save times must be whole layers
     else:
         ts = np.linspace(0.0, args.t1, args.saves)
     dtype = jnp.dtype(args.dtype)
@@ -87,7 +53,7 @@ def _simulate(args) -> str:
     traj.xs.block_until_ready()
     elapsed = time.perf_counter() - start
     step = solver.h if isinstance(solver, af.Layers) else dt0
-    config = _config(args) | {"dt0": step, "version": af.__version__}
+    config = opts.config(args) | {"dt0": step, "version": af.__version__}
     data = {"ts": np.asarray(traj.ts), "xs": np.asarray(traj.xs), "x0": np.asarray(x0)}
     lines = [
         f"attnflow simulate: {args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}, "
@@ -103,13 +69,7 @@ def _simulate(args) -> str:
         lines.append(
             f"  pairwise cosines at t = {ts[-1]:g}: min {off.min():.6f}, mean {off.mean():.6f}"
         )
-
-    def draw(path):
-        from attnflow.plotting import plot_trajectory
-
-        plot_trajectory(traj, args.beta, path=path)
-
-    lines.append(_write(args, config, draw, **data))
+    lines.append(opts.write(args, config, opts.figure("plot_trajectory", traj, args.beta), **data))
     if args.movie is not None:
         from attnflow.plotting import animate
 

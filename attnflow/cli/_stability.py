@@ -3,23 +3,7 @@
 import time
 
 from ..studies import MODELS
-from ._options import (
-    _add_beta_range,
-    _add_dtype,
-    _add_outputs,
-    _add_sweep_options,
-    _at_least_2,
-    _beta_grid,
-    _config,
-    _finished,
-    _nonnegative,
-    _partial,
-    _positive,
-    _positive_int,
-    _solver,
-    _sweep_kwargs,
-    _write,
-)
+from . import _options as opts
 
 _MODULO = {"none": None, "rotations": "rotations", "symmetries": "rotations+permutations"}
 
@@ -35,26 +19,17 @@ def add_commands(commands) -> None:
         "estimates.",
     )
     _add_model_options(lyap, n=32, d=3)
-    lyap.add_argument("--t1", type=_positive, default=100.0, help="final time (100)")
-    lyap.add_argument(
-        "--k", type=_positive_int, default=None, help="how many exponents (all, n (d - 1))"
+    opts.add(lyap, "--t1", 100.0, "final time", type=opts.positive)
+    opts.add(
+        lyap, "--k", None, "how many exponents", shown="all, n (d - 1)", type=opts.positive_int
     )
-    lyap.add_argument(
-        "--every", type=_positive, default=1.0, help="re-orthonormalization interval (1)"
-    )
-    lyap.add_argument(
-        "--transient", type=_nonnegative, default=0.0, help="time left out of the sums (0)"
-    )
-    lyap.add_argument(
-        "--solver",
-        default="tsit5",
-        help="diffrax solver name, or 'layers' for the discrete transformer (tsit5)",
-    )
-    lyap.add_argument(
-        "--dt0", type=_positive, default=None, help="step; the layer step h for layers (0.1)"
-    )
-    _add_dtype(lyap)
-    _add_outputs(lyap, "lyapunov")
+    opts.add(lyap, "--every", 1.0, "re-orthonormalization interval", type=opts.positive)
+    opts.add(lyap, "--transient", 0.0, "time left out of the sums", type=opts.nonnegative)
+    opts.add(lyap, "--solver", "tsit5", opts.SOLVER_HELP)
+    step = "step; the layer step h for layers"
+    opts.add(lyap, "--dt0", None, step, shown="0.1", type=opts.positive)
+    opts.add_dtype(lyap)
+    opts.add_outputs(lyap, "lyapunov")
     lyap.set_defaults(run=_lyapunov)
 
     fixed = commands.add_parser(
@@ -68,25 +43,18 @@ def add_commands(commands) -> None:
     _add_model_options(fixed, n=4, d=2)
     fixed.add_argument(
         "--guesses",
-        type=_positive_int,
+        type=opts.positive_int,
         default=64,
         help="random configurations (64); their states under the flow at t = 1, 3, 10 are "
         "guesses too",
     )
-    fixed.add_argument(
-        "--solver", choices=["newton", "levenberg_marquardt"], default="newton", help="(newton)"
-    )
-    fixed.add_argument(
-        "--modulo",
-        choices=sorted(_MODULO),
-        default="symmetries",
-        help="identify equilibria up to rotations, or rotations and relabelings (symmetries)",
-    )
-    fixed.add_argument(
-        "--tol", type=_positive, default=1e-6, help="equilibria this close are one (1e-6)"
-    )
-    _add_dtype(fixed)
-    _add_outputs(fixed, "fixed_points")
+    opts.add(fixed, "--solver", "newton", choices=["newton", "levenberg_marquardt"])
+    modulo = "identify equilibria up to rotations, or rotations and relabelings"
+    opts.add(fixed, "--modulo", "symmetries", modulo, choices=sorted(_MODULO))
+    close = "equilibria this close are one"
+    opts.add(fixed, "--tol", 1e-6, close, shown="1e-6", type=opts.positive)
+    opts.add_dtype(fixed)
+    opts.add_outputs(fixed, "fixed_points")
     fixed.set_defaults(run=_fixed_points)
 
     ftle = commands.add_parser(
@@ -96,27 +64,21 @@ def add_commands(commands) -> None:
         "uniform tokens (the phase diagram's realizations), over each interval of time, through "
         "the sweep engine. Chunks are written to OUT.partial/ as they finish.",
     )
-    ftle.add_argument("--d", type=_at_least_2, default=2, help="dimension, >= 2 (2)")
-    _add_beta_range(ftle, 0.5, 9.0, 35)
-    ftle.add_argument("--every", type=_positive, default=0.5, help="interval of time (0.5)")
-    ftle.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
-    _add_sweep_options(ftle, resume=True, samples=64, saves=None)
-    _add_outputs(ftle, "ftle", labelled=True)
+    opts.add(ftle, "--d", 2, "dimension, >= 2", type=opts.at_least_2)
+    opts.add_beta_range(ftle, 0.5, 9.0, 35)
+    opts.add(ftle, "--every", 0.5, "interval of time", type=opts.positive)
+    opts.add(ftle, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add_sweep_options(ftle, resume=True, samples=64, saves=None)
+    opts.add_outputs(ftle, "ftle", labelled=True)
     ftle.set_defaults(run=_ftle)
 
 
 def _add_model_options(command, *, n: int, d: int) -> None:
-    command.add_argument("--n", type=_positive_int, default=n, help=f"number of tokens ({n})")
-    command.add_argument("--d", type=_at_least_2, default=d, help=f"dimension, >= 2 ({d})")
-    command.add_argument("--beta", type=_nonnegative, default=1.0, help="inverse temperature (1)")
-    command.add_argument("--model", choices=["SA", "USA"], default="SA", help="dynamics (SA)")
-    command.add_argument("--seed", type=int, default=0, help="random seed (0)")
-
-
-def _versioned_config(args) -> dict:
-    import attnflow as af
-
-    return _config(args) | {"version": af.__version__}
+    opts.add(command, "--n", n, "number of tokens", type=opts.positive_int)
+    opts.add(command, "--d", d, "dimension, >= 2", type=opts.at_least_2)
+    opts.add(command, "--beta", 1.0, "inverse temperature", type=opts.nonnegative)
+    opts.add(command, "--model", "SA", "dynamics", choices=["SA", "USA"])
+    opts.add(command, "--seed", 0, "random seed", type=int)
 
 
 def _rows(values, per_line: int = 8) -> list[str]:
@@ -134,7 +96,7 @@ def _lyapunov(args) -> str:
     import attnflow as af
 
     dtype = args.dtype
-    solver, dt0 = _solver(args)
+    solver, dt0 = opts.solver(args)
     field = af.fields.KINDS[args.model](jnp.asarray(args.beta, dtype))
     key, tangents = jax.random.split(jax.random.key(args.seed))
     x0 = af.sphere.uniform(key, args.n, args.d, dtype=dtype)
@@ -152,24 +114,17 @@ def _lyapunov(args) -> str:
     )
     exponents = np.asarray(spectrum.exponents)
     elapsed = time.perf_counter() - start
-
-    def draw(path):
-        from attnflow.plotting import plot_lyapunov
-
-        title = (
-            f"{args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}: "
-            f"{len(exponents)} of {spectrum.dimension} exponents"
-        )
-        plot_lyapunov(spectrum, title=title, path=path)
-
-    wrote = _write(
+    title = (
+        f"{args.model}, n = {args.n}, d = {args.d}, beta = {args.beta:g}: "
+        f"{len(exponents)} of {spectrum.dimension} exponents"
+    )
+    wrote = opts.write(
         args,
-        _versioned_config(args),
-        draw,
+        opts.config(args) | {"version": af.__version__},
+        opts.figure("plot_lyapunov", spectrum, title=title),
         exponents=exponents,
-        history=np.asarray(spectrum.history),
-        ts=np.asarray(spectrum.ts),
-        x0=np.asarray(x0),
+        **opts.fields(spectrum, "history ts"),
+        x0=x0,
     )
     change = np.abs(spectrum.history[-1] - spectrum.history[len(spectrum.history) // 2]).max()
     return "\n".join(
@@ -210,19 +165,11 @@ def _fixed_points(args) -> str:
     types = [af.stability.classify_fixed_point(field, x) for x in found.points]
     elapsed = time.perf_counter() - start
     kinds = np.asarray([t.type for t in types])
-
-    def draw(path):
-        from attnflow.plotting import plot_fixed_points
-
-        plot_fixed_points(found.points, types, path=path)
-
-    wrote = _write(
+    wrote = opts.write(
         args,
-        _versioned_config(args),
-        draw,
-        points=found.points,
-        residuals=found.residuals,
-        counts=found.counts,
+        opts.config(args) | {"version": af.__version__},
+        opts.figure("plot_fixed_points", found.points, types),
+        **opts.fields(found, "points residuals counts"),
         kinds=kinds,
         unstable_dims=np.asarray([t.unstable_dim for t in types], dtype=int),
         symmetry_dims=np.asarray([t.symmetry_dim for t in types], dtype=int),
@@ -248,11 +195,9 @@ def _ftle(args) -> str:
     import jax
     import numpy as np
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    betas = _beta_grid(args)
-    partial = _partial(args)
+    betas = opts.beta_grid(args)
     start = time.perf_counter()
     diagram = af.studies.ftle_diagram(
         key=jax.random.key(args.seed),
@@ -264,28 +209,13 @@ def _ftle(args) -> str:
         samples=args.samples,
         solver=af.Layers(args.h),
         kind=args.model,
-        store=partial,
-        **kwargs,
+        store=opts.partial(args),
+        **opts.sweep_kwargs(args),
     )
     elapsed = time.perf_counter() - start
-
-    def draw(path):
-        from attnflow.plotting import plot_ftle
-
-        plot_ftle(diagram, path=path)
-
-    wrote = _write(
-        args,
-        diagram.config,
-        draw,
-        diagram.to_xarray,
-        betas=diagram.betas,
-        ts=diagram.ts,
-        ftle=diagram.ftle,
-        local=diagram.local,
-        status=diagram.status,
-    )
-    _finished(partial)  # only once the data and the figure are written
+    figure = opts.figure("plot_ftle", diagram)
+    arrays = opts.fields(diagram, "betas ts ftle local status")
+    wrote = opts.write(args, diagram.config, figure, diagram.to_xarray, **arrays)
     local = diagram.local.mean(axis=1)
     lines = [
         f"attnflow ftle: {args.model}, n = {args.n}, d = {args.d}, {args.num_betas} betas in "

@@ -3,20 +3,7 @@
 import time
 
 from ..studies import MODELS, WEIGHTS
-from ._options import (
-    _add_beta_range,
-    _add_outputs,
-    _add_sweep_options,
-    _at_least_2,
-    _beta_grid,
-    _finished,
-    _layer_times,
-    _partial,
-    _positive,
-    _positive_int,
-    _sweep_kwargs,
-    _write,
-)
+from . import _options as opts
 
 
 def add_commands(commands) -> None:
@@ -28,12 +15,12 @@ def add_commands(commands) -> None:
         "the discrete post-LN transformer and record the fraction of clustered pairs over "
         "time; the curve Gamma is overlaid. Chunks are written to OUT.partial/ as they finish.",
     )
-    phase.add_argument("--d", type=_at_least_2, default=32, help="dimension, >= 2 (32)")
-    _add_beta_range(phase, 0.1, 9.0, 90)
-    phase.add_argument("--weights", choices=WEIGHTS, default="identity", help="(identity)")
-    phase.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
-    _add_sweep_options(phase, resume=True, samples=256, saves=151)
-    _add_outputs(phase, "phase_diagram", labelled=True)
+    opts.add(phase, "--d", 32, "dimension, >= 2", type=opts.at_least_2)
+    opts.add_beta_range(phase, 0.1, 9.0, 90)
+    opts.add(phase, "--weights", "identity", choices=WEIGHTS)
+    opts.add(phase, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add_sweep_options(phase, resume=True, samples=256, saves=151)
+    opts.add_outputs(phase, "phase_diagram", labelled=True)
     phase.set_defaults(run=_phase_diagram)
 
     figure3 = commands.add_parser(
@@ -42,16 +29,12 @@ def add_commands(commands) -> None:
         description="GLPR Fig. 3: SA with Q = K = V = I, n = 32, 90 betas in [0.1, 9], 1024 "
         "samples, T = 30, h = 0.1, one panel per dimension.",
     )
-    figure3.add_argument(
-        "--dims",
-        type=_at_least_2,
-        nargs="+",
-        default=[2, 8, 32, 128, 512, 1024],
-        help="dimensions (2 8 32 128 512 1024)",
-    )
-    figure3.add_argument("--num-betas", type=_positive_int, default=90, help="in [0.1, 9] (90)")
-    _add_sweep_options(figure3, resume=True, samples=1024, saves=151)
-    _add_outputs(figure3, "figure3")
+    dims = [2, 8, 32, 128, 512, 1024]
+    shown = " ".join(map(str, dims))
+    opts.add(figure3, "--dims", dims, "dimensions", shown=shown, type=opts.at_least_2, nargs="+")
+    opts.add(figure3, "--num-betas", 90, "in [0.1, 9]", type=opts.positive_int)
+    opts.add_sweep_options(figure3, resume=True, samples=1024, saves=151)
+    opts.add_outputs(figure3, "figure3")
     figure3.set_defaults(run=_figure3)
 
     meta = commands.add_parser(
@@ -60,22 +43,20 @@ def add_commands(commands) -> None:
         description="n uniform tokens on the circle (d = 2), SA layers at each beta: snapshots, "
         "angles, the energy staircase, and the distribution of the number of clusters at t1.",
     )
-    meta.add_argument("--betas", type=_positive, nargs="+", default=[4.0, 9.0], help="(4 9)")
-    meta.add_argument("--model", choices=list(MODELS), default="SA", help="dynamics (SA)")
-    _add_sweep_options(meta, resume=False, samples=256, saves=301)
-    _add_outputs(meta, "metastability", labelled=True)
+    opts.add(meta, "--betas", [4.0, 9.0], shown="4 9", type=opts.positive, nargs="+")
+    opts.add(meta, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add_sweep_options(meta, resume=False, samples=256, saves=301)
+    opts.add_outputs(meta, "metastability", labelled=True)
     meta.set_defaults(run=_metastability)
 
 
 def _phase_diagram(args) -> str:
     import jax
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    ts = _layer_times(args.t1, args.h, args.saves)
-    betas = _beta_grid(args)
-    partial = _partial(args)
+    ts = opts.layer_times(args.t1, args.h, args.saves)
+    betas = opts.beta_grid(args)
     start = time.perf_counter()
     diagram = af.phase_diagram(
         key=jax.random.key(args.seed),
@@ -88,22 +69,15 @@ def _phase_diagram(args) -> str:
         weights=args.weights,
         solver=af.Layers(args.h),
         kind=args.model,
-        store=partial,
-        **kwargs,
+        store=opts.partial(args),
+        **opts.sweep_kwargs(args),
     )
     elapsed = time.perf_counter() - start
-    arrays = {"betas": diagram.betas, "ts": diagram.ts, "prob": diagram.prob}
-    arrays["status"] = diagram.status
+    arrays = opts.fields(diagram, "betas ts prob status")
     if diagram.has_gamma:
         arrays["gamma"] = diagram.gamma()
-
-    def draw(path):
-        from attnflow.plotting import plot_phase_diagram
-
-        plot_phase_diagram(diagram, path=path)
-
-    wrote = _write(args, diagram.config, draw, diagram.to_xarray, **arrays)
-    _finished(partial)  # only once the data and the figure are written
+    figure = opts.figure("plot_phase_diagram", diagram)
+    wrote = opts.write(args, diagram.config, figure, diagram.to_xarray, **arrays)
     items = args.num_betas * args.samples
     return "\n".join(
         [
@@ -121,12 +95,11 @@ def _figure3(args) -> str:
     import jax
     import numpy as np
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    ts = _layer_times(args.t1, args.h, args.saves)
+    ts = opts.layer_times(args.t1, args.h, args.saves)
     betas = np.linspace(0.1, 9.0, args.num_betas)
-    partial = _partial(args)
+    partial = opts.partial(args)
     lines, diagrams = [], []
     for d in args.dims:
         start = time.perf_counter()
@@ -141,22 +114,16 @@ def _figure3(args) -> str:
                 delta=args.delta,
                 solver=af.Layers(args.h),
                 store=partial / f"d{d}",
-                **kwargs,
+                **opts.sweep_kwargs(args),
             )
         )
         lines.append(f"  d = {d}: {time.perf_counter() - start:.1f} s")
     config = {"dims": list(args.dims), **diagrams[0].config}
     config.pop("d")
-
-    def draw(path):
-        from attnflow.plotting import plot_figure3
-
-        plot_figure3(diagrams, path=path)
-
-    wrote = _write(
+    wrote = opts.write(
         args,
         config,
-        draw,
+        opts.figure("plot_figure3", diagrams),
         dims=np.asarray(args.dims),
         betas=betas,
         ts=diagrams[0].ts,
@@ -164,7 +131,6 @@ def _figure3(args) -> str:
         status=np.stack([p.status for p in diagrams]),
         gamma=diagrams[0].gamma(),
     )
-    _finished(partial)  # only once the data and the figure are written
     head = (
         f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "
         f"t in [0, {ts[-1]:g}], h = {args.h:g}, d in {args.dims}"
@@ -175,10 +141,9 @@ def _figure3(args) -> str:
 def _metastability(args) -> str:
     import jax
 
-    kwargs = _sweep_kwargs(args)
     import attnflow as af
 
-    ts = _layer_times(args.t1, args.h, args.saves)
+    ts = opts.layer_times(args.t1, args.h, args.saves)
     start = time.perf_counter()
     study = af.studies.metastability(
         key=jax.random.key(args.seed),
@@ -189,28 +154,13 @@ def _metastability(args) -> str:
         delta=args.delta,
         solver=af.Layers(args.h),
         kind=args.model,
-        **kwargs,
+        **opts.sweep_kwargs(args),
     )
     elapsed = time.perf_counter() - start
-
-    def draw(path):
-        from attnflow.plotting import plot_metastability
-
-        snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
-        plot_metastability(study, snapshots=snapshots, path=path)
-
-    wrote = _write(
-        args,
-        study.config,
-        draw,
-        study.to_xarray,
-        betas=study.betas,
-        ts=study.ts,
-        clusters=study.clusters,
-        energy=study.energy,
-        xs=study.xs,
-        status=study.status,
-    )
+    snapshots = [t for t in (2.5, 18.0, 30.0) if t <= study.ts[-1]] or [study.ts[-1]]
+    figure = opts.figure("plot_metastability", study, snapshots=snapshots)
+    arrays = opts.fields(study, "betas ts clusters energy xs status")
+    wrote = opts.write(args, study.config, figure, study.to_xarray, **arrays)
     lines = [
         f"attnflow metastability: n = {args.n}, d = 2, {args.samples} samples, "
         f"t in [0, {study.ts[-1]:g}], h = {args.h:g}: {elapsed:.1f} s"
