@@ -51,14 +51,7 @@ class FTLEDiagram(eqx.Module):
         `(beta, sample, t)`, `status` over `(beta, sample)`; its attributes hold `config` and
         attnflow's version."""
         runs = ("beta", "sample", "t")
-        return labelled(
-            self,
-            "ftle",
-            {
-                "ftle": (runs, self.ftle),
-                "local": (runs, self.local),
-            },
-        )
+        return labelled(self, "ftle", {"ftle": (runs, self.ftle), "local": (runs, self.local)})
 
 
 # The seed of the initial tangent vector of every item: one fixed frame (as before `key` was

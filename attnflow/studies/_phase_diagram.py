@@ -35,14 +35,7 @@ from ._common import GLPR_LAYERS, directions, make_field, model, study_solver
 # Items per device in a chunk, at most: a batch stops when its last item has clustered, so
 # chunks of one beta's realizations stop together.
 _LARGEST = 128
-WEIGHTS = (
-    "identity",
-    "ginibre_psd",
-    "goe_psd",
-    "ginibre_qk",
-    "goe_qk",
-    "ginibre_qk_published",
-)
+WEIGHTS = ("identity", "ginibre_psd", "goe_psd", "ginibre_qk", "goe_qk", "ginibre_qk_published")
 
 
 def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None):
@@ -132,11 +125,7 @@ class PhaseDiagram(eqx.Module):
     def to_xarray(self):
         """The diagram as an `xarray.Dataset` (needs xarray): `prob` over `(beta, t)`,
         `status` over `(beta, sample)`; its attributes hold `config` and attnflow's version."""
-        return labelled(
-            self,
-            "phase_diagram",
-            {"prob": (("beta", "t"), self.prob)},
-        )
+        return labelled(self, "phase_diagram", {"prob": (("beta", "t"), self.prob)})
 
     @property
     def has_gamma(self) -> bool:
