@@ -156,13 +156,12 @@ def ftle_diagram(
     count = betas.size * samples
     ftle = np.zeros((count, ts.size), dtype)
     status = np.zeros(count, np.int8)
-    itemsize = np.dtype(dtype).itemsize
     with open_store(store, config, count) as opened:
         chunks = run(
             item,
             count,
             args=study_args(key, betas, dtype),
-            bytes_per_item=itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
+            bytes_per_item=dtype.itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
             memory=memory,
             devices=devices,
             store=opened,

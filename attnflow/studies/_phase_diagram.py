@@ -312,10 +312,7 @@ def phase_diagram(
         stop_early=identity and proved and layers and delta <= 1,
         dtype=dtype.name,
     )
-    args = study_args(key, betas, dtype, delta, ts)
-    itemsize = np.dtype(dtype).itemsize
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
-    bytes_per_item = itemsize * working + 8 * ts.size
     config = study_config("phase_diagram", key, n, d, betas, ts, samples, delta, name, dtype)
     config |= {"weights": weights, **solver_config(solver)}
     count = betas.size * samples
@@ -325,8 +322,8 @@ def phase_diagram(
         chunks = run(
             item,
             count,
-            args=args,
-            bytes_per_item=bytes_per_item,
+            args=study_args(key, betas, dtype, delta, ts),
+            bytes_per_item=dtype.itemsize * working + 8 * ts.size,
             memory=memory,
             largest=_LARGEST,
             devices=devices,
