@@ -135,14 +135,10 @@ def hardmax_limit(
     points, time = solution.ys[-1], solution.ts[-1]
     speed = _speed(field, points)
     resting = speed <= threshold
-    status = jnp.where(
-        ~jnp.all(jnp.isfinite(points)),
-        NON_FINITE,
-        jnp.where(
-            resting,
-            CONVERGED,
-            jnp.where(solution.result == diffrax.RESULTS.successful, NOT_AT_REST, SOLVER_FAILED),
-        ),
+    status = jnp.select(
+        [~jnp.all(jnp.isfinite(points)), resting, solution.result == diffrax.RESULTS.successful],
+        [NON_FINITE, CONVERGED, NOT_AT_REST],
+        SOLVER_FAILED,
     )
     # At rest from the start: diffrax's event is not checked at t0.
     start = _speed(field, x0) <= threshold
@@ -161,13 +157,9 @@ def check_tokens(x, name: str = "x") -> jax.Array:
     return check_finite(x, name)
 
 
-def check_weights(x, Q, K, V) -> None:
-    """`ValueError` unless `Q, K, V` are finite matrices of the shapes `Hardmax` takes that act
-    on tokens of `x`'s width (checked now, not under jit)."""
-    hardmax_flow(Q, K, V).check(x)
-
-
-def check_options(tol, max_time, max_steps, dt0, rtol, atol) -> None:
+def check_options(
+    *, tol=None, max_time=1e3, max_steps=1_000_000, dt0=None, rtol=None, atol=None, solver=None
+) -> None:
     """`ValueError` for a bad option of `limit_map` (each a positive number, or None)."""
     for value, name in ((tol, "tol"), (dt0, "dt0"), (rtol, "rtol"), (atol, "atol")):
         if value is not None:
@@ -255,71 +247,38 @@ def limit_map(
     ).points
 
 
-def _at_rest(
-    x,
-    Q,
-    K,
-    V,
-    *,
-    tol=None,
-    max_time=1e3,
-    solver="tsit5",
-    dt0=None,
-    rtol=None,
-    atol=None,
-    max_steps=1_000_000,
-) -> Limit:
+def _at_rest(x, Q, K, V, **options) -> Limit:
     """`hardmax_limit` of the checked tokens `x` with its options checked, raising
-    `LimitNotReached` unless the flow came to rest: what `limit_map` and `pushforward` run."""
-    check_weights(x, Q, K, V)
-    check_options(tol, max_time, max_steps, dt0, rtol, atol)
-    limit = hardmax_limit(
-        x,
-        Q,
-        K,
-        V,
-        tol=tol,
-        max_time=max_time,
-        solver=solver,
-        dt0=dt0,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
-    )
-    raise_unless_converged(limit, V, max_time)
-    return limit
-
-
-def raise_unless_converged(limit: Limit, V, max_time) -> None:
-    """`LimitNotReached` with the time, the residual speed and `V`'s spectrum, unless
-    `limit.status` is 0."""
+    `LimitNotReached` (with the time, the residual speed and `V`'s spectrum) unless the flow
+    came to rest: what `limit_map` and `pushforward` run."""
+    hardmax_flow(Q, K, V).check(x)  # the weights' shapes and values, now rather than under jit
+    check_options(**options)
+    limit = hardmax_limit(x, Q, K, V, **options)
     status = int(limit.status)
     if status == CONVERGED:
-        return
-    spectrum = "V = I" if V is None else _spectrum(V)
+        return limit
+    if V is None:
+        spectrum = "V = I"
+    else:
+        low = _slowest_rate(V)
+        spectrum = f"smallest real part of V's eigenvalues {low:.3g}"
+        if low <= 0:
+            spectrum += " (<= 0: the flow need not come to rest)"
     raise LimitNotReached(
         f"the zero-temperature flow did not come to rest: {LIMIT_STATUS[status]} (t = "
-        f"{float(limit.time):.4g} of max_time = {max_time:g}, largest speed "
+        f"{float(limit.time):.4g} of max_time = {options.get('max_time', 1e3):g}, largest speed "
         f"{float(limit.speed):.3g}); {spectrum}. It comes to rest when V's eigenvalues have "
         "positive real parts; raise max_time or max_steps, or use solver='euler' with a dt0 "
         "for flows that slide along switching surfaces"
     )
 
 
-def _contraction(V) -> float:
+def _slowest_rate(V) -> float:
     """The rate at which the flow contracts to its limit: the smallest real part of `V`'s
-    eigenvalues (1 for `V = I`; a tiny positive number where it is not positive)."""
+    eigenvalues (1 for `V = I`)."""
     if V is None:
         return 1.0
-    return max(float(np.min(np.linalg.eigvals(np.asarray(V, np.float64)).real)), 1e-3)
-
-
-def _spectrum(V) -> str:
-    eig = np.linalg.eigvals(np.asarray(V, np.float64))
-    low = float(np.min(eig.real))
-    return f"smallest real part of V's eigenvalues {low:.3g}" + (
-        " (<= 0: the flow need not come to rest)" if low <= 0 else ""
-    )
+    return float(np.min(np.linalg.eigvals(np.asarray(V, np.float64)).real))
 
 
 class Pushforward(eqx.Module):
@@ -351,7 +310,7 @@ def pushforward(x0, Q=None, K=None, V=None, *, radius: float | None = None, **op
     if radius is None:
         tol = options.get("tol") or default_tolerances(x0.dtype)[0]
         scale = max(1.0, float(jnp.max(jnp.linalg.norm(x0, axis=-1))))
-        radius = 10 * tol * scale / _contraction(V)
+        radius = 10 * tol * scale / max(_slowest_rate(V), 1e-3)  # 1e-3 where it is not > 0
     points = np.asarray(limit.points)
     atoms, weights = merge(points, radius)
     return Pushforward(points=points, atoms=atoms, weights=weights, time=float(limit.time))

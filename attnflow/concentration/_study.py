@@ -14,6 +14,7 @@ from jaxtyping import Array, Float
 
 from .._checks import as_float_array, float_dtype, positive_int
 from .._deprecated import keyword_key
+from .._version import __version__
 from ..analysis import wasserstein_exact
 from ..fields import Hardmax
 from ..integrate import integrate, state_status
@@ -418,7 +419,7 @@ def concentration(
     if ts[0] != 0:
         raise ValueError(f"ts must start at 0 (the initial measure); got ts[0] = {ts[0]}")
     Q, K, V = _weights(Q, K, V, d, dtype)
-    check_options(tol, max_time, max_steps, None, rtol, atol)
+    check_options(tol=tol, max_time=max_time, max_steps=max_steps, rtol=rtol, atol=atol)
     max_steps = positive_int(max_steps, "max_steps")
     # the limits' solver tolerances follow tol (solver_tolerances); the flows' are the defaults
     tol, limit_rtol, limit_atol = solver_tolerances(dtype, tol, rtol, atol)
@@ -441,14 +442,11 @@ def concentration(
         "max_time": float(max_time),
         "rtol": rtol,
         "atol": atol,
+        "version": __version__,
     }
-    from .._version import __version__
-
-    config["version"] = __version__
     static = {"n": n, "d": d, "samples": samples, "init": init, "dtype": dtype.name}
     weights = {"key": key, "Q": Q, "K": K, "V": V}
     tolerances = {"rtol": jnp.asarray(rtol, dtype), "atol": jnp.asarray(atol, dtype)}
-    itemsize = np.dtype(dtype).itemsize
     limits = np.zeros((samples, n, d), dtype)
     limit_time = np.zeros(samples, dtype)
     limit_status = np.zeros(samples, np.int8)
@@ -459,7 +457,7 @@ def concentration(
             args=weights
             | {"rtol": jnp.asarray(limit_rtol, dtype), "atol": jnp.asarray(limit_atol, dtype)}
             | {"tol": jnp.asarray(tol, dtype), "max_time": jnp.asarray(max_time, dtype)},
-            bytes_per_item=itemsize * (40 * n * d + 6 * n * n),
+            bytes_per_item=dtype.itemsize * (40 * n * d + 6 * n * n),
             memory=memory,
             devices=devices,
             store=opened,
@@ -485,7 +483,7 @@ def concentration(
             FlowItem(**static, max_steps=max_steps),
             count,
             args=flows,
-            bytes_per_item=itemsize * (ts.size * n * (d + n) + 40 * n * d + 6 * n * n),
+            bytes_per_item=dtype.itemsize * (ts.size * n * (d + n) + 40 * n * d + 6 * n * n),
             memory=memory,
             devices=devices,
             store=opened,

@@ -26,12 +26,7 @@ def model(kind) -> tuple[Callable, str, bool]:
     true for every model of the table (each layer maps a token to a nonnegative combination of
     the tokens, or of their directions, with weights that depend only on inner products), and
     never assumed for a callable."""
-    if isinstance(kind, str):
-        if kind not in MODELS:
-            raise ValueError(
-                f"kind must be one of {', '.join(MODELS)}, or a callable "
-                f"(beta, Q, K, V) -> field; got {kind!r}"
-            )
+    if isinstance(kind, str) and kind in MODELS:
         return MODELS[kind], kind, True
     if callable(kind):
         name = f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', repr(kind))}"

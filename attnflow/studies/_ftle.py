@@ -51,14 +51,7 @@ class FTLEDiagram(eqx.Module):
         `(beta, sample, t)`, `status` over `(beta, sample)`; its attributes hold `config` and
         attnflow's version."""
         runs = ("beta", "sample", "t")
-        return labelled(
-            self,
-            "ftle",
-            {
-                "ftle": (runs, self.ftle),
-                "local": (runs, self.local),
-            },
-        )
+        return labelled(self, "ftle", {"ftle": (runs, self.ftle), "local": (runs, self.local)})
 
 
 # The seed of the initial tangent vector of every item: one fixed frame (as before `key` was
@@ -163,13 +156,12 @@ def ftle_diagram(
     count = betas.size * samples
     ftle = np.zeros((count, ts.size), dtype)
     status = np.zeros(count, np.int8)
-    itemsize = np.dtype(dtype).itemsize
     with open_store(store, config, count) as opened:
         chunks = run(
             item,
             count,
             args=study_args(key, betas, dtype),
-            bytes_per_item=itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
+            bytes_per_item=dtype.itemsize * (24 * n * d + 10 * n * n + 4 * d * d + 2 * ts.size),
             memory=memory,
             devices=devices,
             store=opened,

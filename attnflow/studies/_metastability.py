@@ -47,15 +47,9 @@ class Metastability(eqx.Module):
         `(beta, sample, t)`, `xs` (realization 0) over `(beta, t, token, d)`, `status` over
         `(beta, sample)`; its attributes hold `config` and attnflow's version."""
         runs = ("beta", "sample", "t")
-        return labelled(
-            self,
-            "metastability",
-            {
-                "clusters": (runs, self.clusters),
-                "energy": (runs, self.energy),
-                "xs": (("beta", "t", "token", "d"), self.xs),
-            },
-        )
+        variables = {"clusters": (runs, self.clusters), "energy": (runs, self.energy)}
+        variables["xs"] = (("beta", "t", "token", "d"), self.xs)
+        return labelled(self, "metastability", variables)
 
     def summary(self) -> list[str]:
         """One line per beta: the share of realizations with each number of clusters at the
@@ -146,8 +140,7 @@ def metastability(
             f"got {solver!r}"
         )
     h = solver.h
-    ts = np.arange(301) * h if ts is None else np.asarray(as_float_array(ts, "ts"), dtype=dtype)
-    ts = ts.astype(dtype)
+    ts = np.asarray(np.arange(301) * h if ts is None else as_float_array(ts, "ts"), dtype)
     item = MetastabilityItem(
         n=n,
         d=d,
@@ -164,12 +157,11 @@ def metastability(
     clusters = np.zeros((count, ts.size), np.int32)
     energies = np.zeros((count, ts.size), dtype)
     status = np.zeros(count, np.int8)
-    itemsize = np.dtype(dtype).itemsize
     chunks = run(
         item,
         count,
         args=args,
-        bytes_per_item=itemsize * (12 * n * d + 10 * n * n + 2 * ts.size),
+        bytes_per_item=dtype.itemsize * (12 * n * d + 10 * n * n + 2 * ts.size),
         memory=memory,
         devices=devices,
         progress=progress,

@@ -35,14 +35,7 @@ from ._common import GLPR_LAYERS, directions, make_field, model, study_solver
 # Items per device in a chunk, at most: a batch stops when its last item has clustered, so
 # chunks of one beta's realizations stop together.
 _LARGEST = 128
-WEIGHTS = (
-    "identity",
-    "ginibre_psd",
-    "goe_psd",
-    "ginibre_qk",
-    "goe_qk",
-    "ginibre_qk_published",
-)
+WEIGHTS = ("identity", "ginibre_psd", "goe_psd", "ginibre_qk", "goe_qk", "ginibre_qk_published")
 
 
 def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None):
@@ -132,11 +125,7 @@ class PhaseDiagram(eqx.Module):
     def to_xarray(self):
         """The diagram as an `xarray.Dataset` (needs xarray): `prob` over `(beta, t)`,
         `status` over `(beta, sample)`; its attributes hold `config` and attnflow's version."""
-        return labelled(
-            self,
-            "phase_diagram",
-            {"prob": (("beta", "t"), self.prob)},
-        )
+        return labelled(self, "phase_diagram", {"prob": (("beta", "t"), self.prob)})
 
     @property
     def has_gamma(self) -> bool:
@@ -323,10 +312,7 @@ def phase_diagram(
         stop_early=identity and proved and layers and delta <= 1,
         dtype=dtype.name,
     )
-    args = study_args(key, betas, dtype, delta, ts)
-    itemsize = np.dtype(dtype).itemsize
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
-    bytes_per_item = itemsize * working + 8 * ts.size
     config = study_config("phase_diagram", key, n, d, betas, ts, samples, delta, name, dtype)
     config |= {"weights": weights, **solver_config(solver)}
     count = betas.size * samples
@@ -336,8 +322,8 @@ def phase_diagram(
         chunks = run(
             item,
             count,
-            args=args,
-            bytes_per_item=bytes_per_item,
+            args=study_args(key, betas, dtype, delta, ts),
+            bytes_per_item=dtype.itemsize * working + 8 * ts.size,
             memory=memory,
             largest=_LARGEST,
             devices=devices,

@@ -1,6 +1,7 @@
 """`Store`: a folder of finished chunks and a manifest, written so that nothing is ever lost
 and nothing foreign, damaged or doubled is ever used."""
 
+import contextlib
 import hashlib
 import json
 import math
@@ -19,11 +20,6 @@ _CHUNK = re.compile(r"^chunk-(\d{10})-(\d{10})\.npz$")
 MANIFEST = "manifest.json"
 LOCK = "lock"
 _HEADER = ("_start", "_stop", "_fingerprint")  # inside every chunk, beside its results
-
-
-def _canonical(config: dict) -> dict:
-    """The configuration as it reads back from JSON (tuples become lists, and so on)."""
-    return json.loads(json.dumps(config, sort_keys=True))
 
 
 def _fingerprint(config: dict, count: int) -> str:
@@ -80,7 +76,7 @@ class Store:
 
     def __init__(self, path, config: dict, count: int):
         self.path = Path(path)
-        self.config = _canonical(config)
+        self.config = json.loads(json.dumps(config, sort_keys=True))  # as it reads back
         self.count = int(count)
         self.fingerprint = _fingerprint(self.config, self.count)
         self._lock = None
@@ -92,8 +88,8 @@ class Store:
                 f"{self.path} is a file, not a folder of sweep chunks; choose another output"
             )
         _writing(self.path, lambda: self.path.mkdir(parents=True, exist_ok=True))
-        self._take_lock()
         try:
+            self._take_lock()
             self._check_folder()
         except BaseException:
             self.close()
@@ -105,14 +101,8 @@ class Store:
         descriptor = _writing(lock, lambda: os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
         self._lock = os.fdopen(descriptor, "r+b")
         self._open = True
-        try:
-            taken = flock(self._lock.fileno(), lock)
-        except ValueError:
-            self.close()
-            raise
-        if not taken:
+        if not flock(self._lock.fileno(), lock):
             holder = self._lock.read().decode(errors="replace").strip() or "unknown"
-            self.close()
             if holder == str(os.getpid()):
                 holder += (  # say, held by the traceback of an interrupted sweep in a notebook
                     ", this process: an earlier Store on it is still open, perhaps kept by a "
@@ -155,7 +145,7 @@ class Store:
             try:
                 signatures[start, stop] = self._inspect(file, start, stop, _headers(file))
             except _Damaged as why:
-                self._recompute(file, str(why))
+                self._recompute(start, stop, str(why))
         tally = Counter(signatures.values()).most_common(2)
         if tally and (len(tally) == 1 or tally[0][1] > tally[1][1]):
             self._signature = tally[0][0]
@@ -169,7 +159,7 @@ class Store:
                     if self._signature
                     else "(which disagree among themselves)"
                 )
-                self._recompute(self._file(start, stop), why)
+                self._recompute(start, stop, why)
         reach = None  # the chunk reaching furthest so far
         for start, stop in sorted(self._chunks):
             if reach is not None and start < reach[1]:
@@ -225,15 +215,17 @@ class Store:
                 raise _Damaged(f"{name} has {rows} rows, not {stop - start}")
         return _signature(shapes)
 
-    def _set_aside(self, file: Path) -> Path:
+    def _set_aside(self, start: int, stop: int) -> Path:
         """Rename a damaged chunk to `<name>.damaged` (kept to look at, never used again)."""
+        file = self._file(start, stop)
         aside = file.with_name(file.name + ".damaged")
         _writing(aside, lambda: os.replace(file, aside))
-        self._chunks.pop(_range(file), None)
+        self._chunks.pop((start, stop), None)
         return aside
 
-    def _recompute(self, file: Path, why: str) -> None:
-        self._set_aside(file)
+    def _recompute(self, start: int, stop: int, why: str) -> None:
+        file = self._file(start, stop)
+        self._set_aside(start, stop)
         print(f"attnflow: {file} is damaged ({why}); recomputing it", file=sys.stderr, flush=True)
 
     def _file(self, start: int, stop: int) -> Path:
@@ -302,18 +294,12 @@ class Store:
             raise ValueError(f"items {start}:{stop} are not a stored chunk of {self.path}")
         file = self._file(start, stop)
         try:
-            try:
-                with np.load(file) as data:
-                    arrays = dict(data)
-                found = _header_of(arrays)
-            except _Damaged:
-                raise
-            except Exception as error:  # a damaged archive fails in many ways
-                raise _Damaged(_unreadable(error)) from None
-            if self._inspect(file, start, stop, found) != self._chunks[start, stop]:
+            with _reading(), np.load(file) as data:
+                arrays = dict(data)
+            if self._inspect(file, start, stop, _header_of(arrays)) != self._chunks[start, stop]:
                 raise _Damaged("its arrays changed since the store was opened")
         except _Damaged as why:
-            aside = self._set_aside(file)
+            aside = self._set_aside(start, stop)
             raise ValueError(
                 f"{file} is damaged ({why}); it was moved to {aside.name}: "
                 "run again to recompute it"
@@ -363,11 +349,6 @@ def _not_a_folder(path: Path, what: str, store: Path) -> None:
         )
 
 
-def _range(file: Path) -> tuple[int, int] | None:
-    match = _CHUNK.match(file.name)
-    return (int(match[1]), int(match[2])) if match else None
-
-
 def _headers(file: Path):
     """`(fingerprint, start, stop, {name: (shape, dtype)})` of a chunk file, reading the
     small header arrays and only the `.npy` headers of the results; raises `_Damaged`."""
@@ -378,18 +359,11 @@ def _headers(file: Path):
         raise _Damaged(f"unreadable: {error.strerror}") from None
     if magic != b"PK\x03\x04":
         raise _Damaged("empty file" if not magic else "not an npz archive")
-    try:
-        with np.load(file) as data:
-            small = {name: data[name] for name in _HEADER if name in data.files}
-            shapes = {
-                name: _npy_header(data.zip, name + ".npy")
-                for name in data.files
-                if name not in _HEADER
-            }
-    except _Damaged:
-        raise
-    except Exception as error:  # BadZipFile, EOFError, ValueError, OSError, ...
-        raise _Damaged(_unreadable(error)) from None
+    with _reading(), np.load(file) as data:
+        small = {name: data[name] for name in _HEADER if name in data.files}
+        shapes = {
+            name: _npy_header(data.zip, name + ".npy") for name in data.files if name not in _HEADER
+        }
     return _header_of({**small, **shapes})
 
 
@@ -445,8 +419,17 @@ def _describe(signature: tuple) -> str:
     )
 
 
-def _unreadable(error: Exception) -> str:
-    return f"not a readable npz archive: {type(error).__name__}: {error}".splitlines()[0]
+@contextlib.contextmanager
+def _reading():
+    """Raise what a damaged archive raises (`BadZipFile`, `EOFError`, `ValueError`, `OSError`,
+    ...) as `_Damaged`."""
+    try:
+        yield
+    except _Damaged:
+        raise
+    except Exception as error:
+        why = f"not a readable npz archive: {type(error).__name__}: {error}"
+        raise _Damaged(why.splitlines()[0]) from None
 
 
 def _manifest_problem(stored) -> str | None:
