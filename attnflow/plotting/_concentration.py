@@ -4,7 +4,7 @@ by the zero-temperature limit map over `(beta, t)`, its closest approach, the te
 import numpy as np
 
 from ..concentration import eigenvectors, rate
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 
 def plot_concentration(result, *, path=None):
@@ -23,15 +23,14 @@ def plot_concentration(result, *, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
+    fig = _figure(14, 4.3)
+    from matplotlib import colormaps
+
     betas, ts = np.asarray(result.betas, np.float64), np.asarray(result.ts, np.float64)
     mean = np.asarray(result.mean())
     closest, when = np.asarray(result.closest), np.asarray(result.closest_time)
     resolved = np.asarray(result.resolved, bool)
-    from matplotlib import colormaps
-
     colors = colormaps["viridis"](np.linspace(0, 0.9, betas.size))
-    fig = Figure(figsize=(14, 4.3), layout="constrained")
     curves, law, phase = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.3, 1, 1.1]})
 
     later = ts > 0  # log axes: t = 0 is left out
@@ -136,6 +135,4 @@ def plot_concentration(result, *, path=None):
     plane = " (first two coordinates)" if d > 2 else ""
     phase.set_title(f"realization 0 in its terminal phase{plane}", fontsize=9)
     phase.legend(fontsize=7, loc="best")
-    if path is not None:
-        fig.savefig(path, dpi=130)
-    return fig
+    return _saved(fig, path, dpi=130)

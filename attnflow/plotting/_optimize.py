@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..optimize import Recovery, SmallestBeta, ValueForGroups
-from ._trajectory import _require_matplotlib, draw_tokens
+from ._trajectory import _figure, _saved, draw_tokens
 
 
 def _loss_curve(ax, search, *, log: bool = True) -> None:
@@ -46,11 +46,10 @@ def plot_smallest_beta(result: SmallestBeta, *, samples: int = 4, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
     beta = np.asarray(result.beta)
     shown = min(samples, len(result.xs))
     panels = 1 + (beta.ndim == 1) + shown
-    fig = Figure(figsize=(3.3 * panels, 3.4), layout="constrained")
+    fig = _figure(3.3 * panels, 3.4)
     grid = fig.add_gridspec(1, panels)
     _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
     if beta.ndim == 1:
@@ -77,9 +76,7 @@ def plot_smallest_beta(result: SmallestBeta, *, samples: int = 4, path=None):
         f"(delta = {result.delta:g}) {verdict} on {len(result.xs)} initial states",
         fontsize="medium",
     )
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _saved(fig, path, dpi=120)
 
 
 def plot_value_groups(result: ValueForGroups, *, path=None):
@@ -88,8 +85,7 @@ def plot_value_groups(result: ValueForGroups, *, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    fig = _figure(13, 3.4)
     grid = fig.add_gridspec(1, 4)
     _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
     labels = np.asarray(result.labels)
@@ -115,9 +111,7 @@ def plot_value_groups(result: ValueForGroups, *, path=None):
         f"min cosine {float(result.same_min):.6f}, between max {float(result.apart_max):.3f}",
         fontsize="medium",
     )
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _saved(fig, path, dpi=120)
 
 
 def plot_recovery(result: Recovery, *, path=None):
@@ -128,8 +122,7 @@ def plot_recovery(result: Recovery, *, path=None):
     """
     from ..optimize import identifiable
 
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    fig = _figure(11, 3.4)
     grid = fig.add_gridspec(1, 3)
     _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
     ax = fig.add_subplot(grid[0, 1])
@@ -159,6 +152,4 @@ def plot_recovery(result: Recovery, *, path=None):
     ax.set_ylabel("RMS distance")
     ax.set_title("held-out tokens: fitted vs true flow", fontsize="medium")
     ax.grid(alpha=0.3)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _saved(fig, path, dpi=120)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 _COLUMNS = 7  # histogram panels per row
 
@@ -20,7 +20,6 @@ def plot_pretrained_clusters(result, *, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
     layers = np.asarray(result.layers)
     edges, density = np.asarray(result.edges), np.asarray(result.density)
     fraction, mean = np.asarray(result.fraction), np.asarray(result.mean_cosine)
@@ -28,7 +27,7 @@ def plot_pretrained_clusters(result, *, path=None):
     n, delta = result.tokens.shape[0], float(result.delta)
     columns = min(_COLUMNS, len(layers))
     rows = -(-len(layers) // columns)
-    fig = Figure(figsize=(1.9 * columns + 1.2, 2.0 * rows + 2.4), layout="constrained")
+    fig = _figure(1.9 * columns + 1.2, 2.0 * rows + 2.4)
     grid = fig.add_gridspec(rows + 1, columns, height_ratios=[1] * rows + [1.2])
     top = max(float(density.max()), 1e-12) * 1.08
     for index, layer in enumerate(layers):
@@ -80,6 +79,4 @@ def plot_pretrained_clusters(result, *, path=None):
         + (", text truncated" if result.truncated else ""),
         fontsize=10,
     )
-    if path is not None:
-        fig.savefig(path, dpi=130)
-    return fig
+    return _saved(fig, path, dpi=130)
