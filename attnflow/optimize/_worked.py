@@ -39,13 +39,6 @@ _COUNT_WIDTH = 0.05
 _LAYERS = Layers(0.1)
 
 
-def _layer_statistics(field, x0, h: float, layers: int, statistic):
-    """`statistic(t, x)` at `x0` and after each of `layers` layers of step `h`: shape
-    `(layers + 1, ...)`."""
-    ts = np.arange(layers + 1) * h
-    return simulate(field, x0, ts, solver=Layers(h), save=statistic).xs
-
-
 def _whole_layers(t: float, h: float, name: str) -> int:
     """`t / h` as an integer, `ValueError` unless `t` is a whole number of layers."""
     layers = round(t / h)
@@ -129,9 +122,9 @@ class _KeptLoss(eqx.Module):
         def count(t, x):
             return soft_cluster_count(x, self.delta, self.temperature)
 
-        counts = jax.vmap(lambda x: _layer_statistics(field, x, self.h, self.layers, count))(
-            self.x0
-        )
+        ts = np.arange(self.layers + 1) * self.h  # before and after each layer
+        solver = Layers(self.h)
+        counts = jax.vmap(lambda x: simulate(field, x, ts, solver=solver, save=count).xs)(self.x0)
         kept = jax.nn.sigmoid((counts - (self.k - 0.5)) / _COUNT_WIDTH)
         kept_time = self.h * (jnp.sum(kept, axis=-1) - (kept[..., 0] + kept[..., -1]) / 2)
         shortfall = self.layers * self.h - kept_time
