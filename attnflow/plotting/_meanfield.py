@@ -26,14 +26,8 @@ def plot_meanfield(result, *, beta: float, kind: str = "SA", path=None):
     heat.set_title(f"{kind}, beta = {beta:g}: density, {angles.shape[1]} particles", fontsize=9)
     for column, index in enumerate((0, len(ts) // 2, len(ts) - 1)):
         ax = fig.add_subplot(grid[1 + column])
-        ax.hist(
-            angles[index],
-            bins=min(96, theta.shape[0]),
-            range=(0, 2 * np.pi),
-            density=True,
-            color="0.7",
-            label=f"n = {angles.shape[1]}",
-        )
+        bins, label = min(96, theta.shape[0]), f"n = {angles.shape[1]}"
+        ax.hist(angles[index], bins, range=(0, 2 * np.pi), density=True, color="0.7", label=label)
         ax.plot(theta, density[index], color="C3", lw=1, label="PDE")
         ax.set_title(f"t = {ts[index]:.3g}", fontsize=9)
         ax.set_xlabel(r"$\theta$")

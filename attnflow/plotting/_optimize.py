@@ -6,13 +6,12 @@ from ..optimize import Recovery, SmallestBeta, ValueForGroups
 from ._trajectory import _figure, _saved, draw_tokens
 
 
-def _loss_curve(ax, search, *, log: bool = True) -> None:
-    """The loss after each step, the best one marked."""
+def _loss_curve(ax, search) -> None:
     history = np.asarray(search.history)
     steps = np.arange(len(history))
     best = int(search.best)
     style = "o-" if len(history) <= 2 else "-"  # a solver that reports its ends only
-    (ax.semilogy if log and np.all(history > 0) else ax.plot)(steps, history, style, color="C0")
+    (ax.semilogy if np.all(history > 0) else ax.plot)(steps, history, style, color="C0")
     ax.plot(best, history[best], "o", color="C3", label=f"best, step {best}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -91,13 +90,8 @@ def plot_value_groups(result: ValueForGroups, *, path=None):
     labels = np.asarray(result.labels)
     _tokens(fig, grid[0, 1], result.x0, labels, "t = 0, colored by group")
     verdict = "clusters = groups" if result.matches else "clusters != groups"
-    _tokens(
-        fig,
-        grid[0, 2],
-        result.xs,
-        labels,
-        f"t = {result.t1:g}: {int(result.count)} clusters, {verdict}",
-    )
+    title = f"t = {result.t1:g}: {int(result.count)} clusters, {verdict}"
+    _tokens(fig, grid[0, 2], result.xs, labels, title)
     ax = fig.add_subplot(grid[0, 3])
     V = np.asarray(result.V)
     bound = float(np.abs(V).max()) or 1.0
@@ -126,12 +120,9 @@ def plot_recovery(result: Recovery, *, path=None):
     grid = fig.add_gridspec(1, 3)
     _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
     ax = fig.add_subplot(grid[0, 1])
-    for (true, fitted), name, color in zip(
-        zip(identifiable(result.true), identifiable(result.fitted), strict=True),
-        (r"$\beta Q^T K$", "$V$"),
-        ("C0", "C1"),
-        strict=True,
-    ):
+    pairs = zip(identifiable(result.true), identifiable(result.fitted), strict=True)
+    names = (r"$\beta Q^T K$", "$V$")
+    for (true, fitted), name, color in zip(pairs, names, ("C0", "C1"), strict=True):
         ax.plot(np.ravel(true), np.ravel(fitted), "o", color=color, label=name, ms=5)
     low, high = ax.get_xlim()
     ax.plot([low, high], [low, high], color="0.6", lw=0.8, zorder=0)

