@@ -234,14 +234,9 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
         for name, shape in expected.items()
         if name in tensors and tuple(tensors[name].shape) != shape
     ]
-    extra_layers = sorted(
-        {
-            int(match.group(1))
-            for name in tensors
-            if (match := re.match(r"encoder\.layer\.(\d+)\.", name))
-            and int(match.group(1)) >= config.num_hidden_layers
-        }
-    )
+    matches = (re.match(r"encoder\.layer\.(\d+)\.", name) for name in tensors)
+    stored_layers = {int(match.group(1)) for match in matches if match}
+    extra_layers = sorted(i for i in stored_layers if i >= config.num_hidden_layers)
     problems = []
     if missing:
         problems.append(f"missing tensors: {_listed(missing)}")
@@ -388,13 +383,7 @@ def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     model = _build(_read_tensors(folder / WEIGHTS_FILE, config, dtype), config)
-    return Pretrained(
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        path=str(folder),
-        max_length=max_length,
-    )
+    return Pretrained(model, tokenizer, config, str(folder), max_length)
 
 
 _TINY_WORDS = (
@@ -471,8 +460,6 @@ def write_random_checkpoint(
         max_position_embeddings=max_position_embeddings,
         type_vocab_size=2,
         layer_norm_eps=1e-12,
-        hidden_act="gelu",
-        pad_token_id=0,
     )
     rng = np.random.default_rng(seed)
     tensors = {}
