@@ -90,30 +90,36 @@ def _tolerances(dtype, atol: float) -> tuple[float, float]:
     return max(1e-12, eps), max(atol, 1e-4 * eps)
 
 
+def _dopri8(rate, t0, t1, y0, atol: float, saveat=None):
+    """The solution `ys` of `dy/dt = rate(t, y, args)` from `y(t0) = y0`, by Dopri8 at the
+    tolerances `_tolerances(y0.dtype, atol)`, saved at `saveat` (default: at `t1`)."""
+    rtol, atol = _tolerances(y0.dtype, atol)
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(rate),
+        diffrax.Dopri8(),
+        t0,
+        t1,
+        None,
+        y0,
+        saveat=diffrax.SaveAt(t1=True) if saveat is None else saveat,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=100_000,
+    ).ys
+
+
 @eqx.filter_jit
 def _solve_equiangular(ts, beta, rho0, r0, alpha, n: int, kind: str):
     """`(rho, r)` at `ts` for every entry of `beta`, compiled once per `(n, kind, dtype,
     shapes)` (and per callable `alpha`); `ts`, `beta`, `rho0`, `r0` and a number `alpha` are
     traced arrays, so new values reuse the compiled solve."""
-    rtol, atol = _tolerances(ts.dtype, 1e-12)
     y0 = jnp.stack([-jnp.log1p(-rho0), r0])
 
     def one(b):
-        term = diffrax.ODETerm(
-            lambda t, y, args: jnp.stack(_rates(y[0], y[1], t, b, n, kind, alpha))
-        )
-        solution = diffrax.diffeqsolve(
-            term,
-            diffrax.Dopri8(),
-            ts[0],
-            ts[-1],
-            None,
-            y0,
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=100_000,
-        )
-        return -jnp.expm1(-solution.ys[:, 0]), solution.ys[:, 1]
+        def rate(t, y, args):
+            return jnp.stack(_rates(y[0], y[1], t, b, n, kind, alpha))
+
+        ys = _dopri8(rate, ts[0], ts[-1], y0, 1e-12, diffrax.SaveAt(ts=ts))
+        return -jnp.expm1(-ys[:, 0]), ys[:, 1]
 
     rho, r = jax.vmap(one)(beta.reshape(-1))
     return rho.reshape(*beta.shape, ts.shape[0]), r.reshape(*beta.shape, ts.shape[0])
@@ -217,23 +223,13 @@ def mean_cosine_gap(x: Float[ArrayLike, "... n d"]) -> Float[Array, "..."]:
 def _solve_crossing_time(beta, delta, rho0, n: int, kind: str):
     """`crossing_time` for every entry of `beta`, compiled once per `(n, kind, dtype, shape)`:
     `beta`, `delta` and `rho0` are traced arrays."""
-    rtol, atol = _tolerances(beta.dtype, 1e-14)
 
     def one(b):
-        term = diffrax.ODETerm(
-            lambda u, t, args: 1 / equiangular_speed_over_gap(-jnp.expm1(-u), b, n, kind)
-        )
-        solution = diffrax.diffeqsolve(
-            term,
-            diffrax.Dopri8(),
-            -jnp.log1p(-rho0),
-            -jnp.log(delta),
-            None,
-            jnp.zeros((), beta.dtype),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=100_000,
-        )
-        return solution.ys[-1]
+        def rate(u, t, args):
+            return 1 / equiangular_speed_over_gap(-jnp.expm1(-u), b, n, kind)
+
+        u0, u1 = -jnp.log1p(-rho0), -jnp.log(delta)
+        return _dopri8(rate, u0, u1, jnp.zeros((), beta.dtype), 1e-14)[-1]
 
     return jax.vmap(one)(beta.reshape(-1)).reshape(beta.shape)
 

@@ -303,8 +303,7 @@ def solve_circle(
     beta = float(check_beta(beta))
     if callable(rho0):
         M = positive_int(512 if grid is None else grid, "grid", minimum=8)
-        theta = 2 * np.pi * np.arange(M) / M
-        rho0 = rho0(theta)
+        rho0 = rho0(2 * np.pi * np.arange(M) / M)
     rho0 = as_float_array(rho0, "rho0")
     if rho0.ndim != 1 or rho0.shape[0] < 8:
         raise ValueError(f"rho0 must be a 1-D array of at least 8 grid values; got {rho0.shape}")
@@ -345,13 +344,7 @@ def solve_circle(
     else:
         q = np.where(kk == 1, np.pi, 0.0)  # 2 pi I_k(beta) / beta -> pi at k = +-1
     ts = check_times(as_float_array(ts, "ts").astype(dtype))
-    term = _Continuity(
-        jnp.asarray(ratios, dtype),
-        jnp.asarray(q, dtype),
-        jnp.asarray(diffusion, dtype),
-        kind,
-        scheme,
-    )
+    term = _Continuity(*(jnp.asarray(a, dtype) for a in (ratios, q, diffusion)), kind, scheme)
     solver = as_solver(solver)
     if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
         raise ValueError(

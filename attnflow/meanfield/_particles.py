@@ -11,9 +11,9 @@ from tqdm.auto import tqdm
 from .._checks import as_float_array, check_grid, check_value, is_traced, positive_int
 from .._deprecated import keyword_key
 from ..analysis import wasserstein_circle
-from ..fields import KINDS, Circle
+from ..fields import Circle
 from ..integrate import simulate
-from ._circle import CircleDensity, solve_circle
+from ._circle import CircleDensity, _check_kind, solve_circle
 
 
 class ParticlesVersusPDE(eqx.Module):
@@ -100,8 +100,7 @@ def particles_versus_pde(
     fit, and one size fits no slope), in any order (they are sorted).
     `progress` shows a tqdm bar over the sizes (the largest takes most of the time).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+    _check_kind(kind)
     counts = tuple(sorted(positive_int(n, "particles") for n in np.atleast_1d(particles)))
     if len(counts) < 2 or len(set(counts)) < len(counts):
         raise ValueError(

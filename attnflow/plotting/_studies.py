@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..studies import Metastability, PhaseDiagram
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 
 def _draw_phase_diagram(ax, diagram: PhaseDiagram, colorbar: bool = True):
@@ -33,8 +33,7 @@ def plot_phase_diagram(diagram: PhaseDiagram, *, path=None):
 
     Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    fig = _figure(6, 4.2)
     ax = fig.add_subplot()
     _draw_phase_diagram(ax, diagram)
     c = diagram.config
@@ -43,17 +42,14 @@ def plot_phase_diagram(diagram: PhaseDiagram, *, path=None):
         rf"$\langle x_i, x_j\rangle \geq 1 - {c['delta']:g}$",
         fontsize="medium",
     )
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _saved(fig, path, dpi=150)
 
 
 def plot_figure3(diagrams: Sequence[PhaseDiagram], *, path=None):
     """GLPR Fig. 3: one phase diagram per dimension, side by side (up to three per row)."""
-    Figure = _require_matplotlib()
     columns = min(3, len(diagrams))
     rows = -(-len(diagrams) // columns)
-    fig = Figure(figsize=(4.2 * columns + 1, 3.4 * rows), layout="constrained")
+    fig = _figure(4.2 * columns + 1, 3.4 * rows)
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax, diagram in zip(axes.flat, diagrams, strict=False):
         image = _draw_phase_diagram(ax, diagram, colorbar=False)
@@ -62,20 +58,17 @@ def plot_figure3(diagrams: Sequence[PhaseDiagram], *, path=None):
     fig.colorbar(image, ax=axes, label="P(clustered pair)", shrink=0.8)
     c = diagrams[0].config
     fig.suptitle(f"{c['kind']}, n = {c['n']}, {c['samples']} samples", fontsize="medium")
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _saved(fig, path, dpi=150)
 
 
 def plot_metastability(study: Metastability, *, snapshots=(2.5, 18.0, 30.0), path=None):
     """GLPR Fig. 4, one row per beta: realization 0 on the circle at the `snapshots` times,
     its angles over time, its energy (the staircase) and cluster count, and the distribution
     of the number of clusters at the last time over all realizations."""
-    Figure = _require_matplotlib()
     ts = study.ts
     picks = [int(np.argmin(np.abs(ts - s))) for s in snapshots]
     columns = len(picks) + 3
-    fig = Figure(figsize=(2.6 * columns + 1.5, 2.8 * len(study.betas)), layout="constrained")
+    fig = _figure(2.6 * columns + 1.5, 2.8 * len(study.betas))
     axes = fig.subplots(len(study.betas), columns, squeeze=False)
     circle = np.linspace(0, 2 * np.pi, 200)
     n = study.xs.shape[2]
@@ -107,6 +100,4 @@ def plot_metastability(study: Metastability, *, snapshots=(2.5, 18.0, 30.0), pat
         ax.set_xticks(values)
         ax.set_xlabel(f"clusters at t = {ts[-1]:g}")
         ax.set_ylabel("fraction of samples")
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _saved(fig, path, dpi=150)

@@ -16,6 +16,18 @@ def _require_matplotlib():
     return Figure
 
 
+def _figure(width: float, height: float):
+    """A matplotlib `Figure` of `width` by `height` inches, in constrained layout."""
+    return _require_matplotlib()(figsize=(width, height), layout="constrained")
+
+
+def _saved(fig, path, dpi: int):
+    """`fig`, saved to `path` first unless it is None."""
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
 def energy_curve(xs, beta: float) -> tuple[np.ndarray, str]:
     """`E_beta` at each saved state, with its label; at `beta = 0`, the finite part
     `lim (E_beta - 1/(2 beta)) = |mean_i x_i|^2 / 2`."""
@@ -68,14 +80,14 @@ def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=N
     `d = 2`: the tokens on the circle; `d >= 3`: on the sphere (for `d > 3`, their first three
     coordinates, renormalized). Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    Figure = _require_matplotlib()
+    _require_matplotlib()
     xs = np.asarray(traj.xs)
     ts = np.asarray(traj.ts)
     if xs.ndim != 3 or xs.shape[-1] < 2:
         raise ValueError(f"traj.xs must have shape (T, n, d) with d >= 2; got shape {xs.shape}")
     d = xs.shape[-1]
     picks = np.unique(np.linspace(0, len(ts) - 1, snapshots).round().astype(int))
-    fig = Figure(figsize=(3.2 * (len(picks) + 1.3), 3.4), layout="constrained")
+    fig = _figure(3.2 * (len(picks) + 1.3), 3.4)
     grid = fig.add_gridspec(1, len(picks) + 1, width_ratios=[1] * len(picks) + [1.3])
     for col, i in enumerate(picks):
         draw_tokens(fig, grid[0, col], xs[i]).axes.set_title(f"t = {ts[i]:.3g}")
@@ -88,6 +100,4 @@ def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=N
     ax.grid(alpha=0.3)
     if d > 3:
         fig.suptitle(f"d = {d}: first three coordinates, renormalized")
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _saved(fig, path, dpi=120)

@@ -2,14 +2,13 @@
 
 import numpy as np
 
-from ._trajectory import _require_matplotlib
+from ._trajectory import _figure, _saved
 
 
 def plot_normalization(ts, gaps: dict, predictions: dict, *, title: str = "", path=None):
     """`1 - mean cosine` over depth for each scheme (solid) and its equiangular prediction
     (dashed), on log axes. `gaps`, `predictions`: scheme name -> values at `ts`."""
-    Figure = _require_matplotlib()
-    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    fig = _figure(6, 4.2)
     ax = fig.add_subplot()
     ts = np.asarray(ts)
     positive = ts > 0
@@ -22,17 +21,14 @@ def plot_normalization(ts, gaps: dict, predictions: dict, *, title: str = "", pa
     ax.set_ylabel(r"$1 - $ mean cosine")
     ax.legend(title="dashed: equiangular", fontsize="small")
     ax.set_title(title, fontsize="medium")
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _saved(fig, path, dpi=150)
 
 
 def plot_long_context(rhos, gammas, cosine, *, n: float, path=None):
     """`(cos - rho) / (1 - rho)` over `(rho, gamma)`: 1 where the layer merges the tokens, 0
     where it leaves them; the critical curve `gamma = 1/(1 - rho)` overlaid."""
-    Figure = _require_matplotlib()
     rhos, gammas = np.asarray(rhos), np.asarray(gammas)
-    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    fig = _figure(6, 4.2)
     ax = fig.add_subplot()
     gain = (np.asarray(cosine) - rhos[None, :]) / (1 - rhos[None, :])
     image = ax.pcolormesh(rhos, gammas, gain, vmin=0, vmax=1, cmap="viridis", shading="nearest")
@@ -43,6 +39,4 @@ def plot_long_context(rhos, gammas, cosine, *, n: float, path=None):
     ax.set_ylabel(r"$\gamma$ ($\beta = \gamma \log n$)")
     ax.set_title(f"one attention layer, n = {n:.3g}", fontsize="medium")
     ax.legend(loc="upper left", fontsize="small")
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _saved(fig, path, dpi=150)

@@ -225,11 +225,9 @@ class Bert(eqx.Module):
         input_ids, mask, token_type_ids = self._check_sequence(
             input_ids, attention_mask, token_type_ids
         )
-        x = self.embeddings(input_ids, token_type_ids)
-        states = [x]
+        states = [self.embeddings(input_ids, token_type_ids)]
         for layer in self.layers:
-            x = layer(x, mask)
-            states.append(x)
+            states.append(layer(states[-1], mask))
         return jnp.stack(states)
 
 
@@ -320,12 +318,7 @@ def encode(pretrained: Pretrained, texts: str | Sequence[str]) -> Encoding:
         types[row, :length] = encoding.type_ids
         mask[row, :length] = True
     hidden, embedding = _encode_padded(pretrained.model, ids, mask, types)
-    return Encoding(
-        ids=jnp.asarray(ids[:, :n]),
-        mask=jnp.asarray(mask[:, :n]),
-        hidden=hidden[:, :, :n],
-        embedding=embedding,
-    )
+    return Encoding(jnp.asarray(ids[:, :n]), jnp.asarray(mask[:, :n]), hidden[:, :, :n], embedding)
 
 
 def embed(pretrained: Pretrained, texts: str | Sequence[str]) -> Float[Array, "B d"]:

@@ -152,28 +152,28 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     """The tensor names (without the optional `bert.` prefix) and shapes the encoder reads from
     `model.safetensors`. Other tensors (the pooler, `position_ids`, task heads) are ignored."""
     d, inner = config.hidden_size, config.intermediate_size
+
+    def dense(name, rows=d, columns=d):
+        return {f"{name}.weight": (rows, columns), f"{name}.bias": (rows,)}
+
+    def norm(name):
+        return {f"{name}.weight": (d,), f"{name}.bias": (d,)}
+
     shapes = {
         "embeddings.word_embeddings.weight": (config.vocab_size, d),
         "embeddings.position_embeddings.weight": (config.max_position_embeddings, d),
         "embeddings.token_type_embeddings.weight": (config.type_vocab_size, d),
-        "embeddings.LayerNorm.weight": (d,),
-        "embeddings.LayerNorm.bias": (d,),
+        **norm("embeddings.LayerNorm"),
     }
     for i in range(config.num_hidden_layers):
         layer = f"encoder.layer.{i}."
         for name in ("query", "key", "value"):
-            shapes[f"{layer}attention.self.{name}.weight"] = (d, d)
-            shapes[f"{layer}attention.self.{name}.bias"] = (d,)
-        shapes[f"{layer}attention.output.dense.weight"] = (d, d)
-        shapes[f"{layer}attention.output.dense.bias"] = (d,)
-        shapes[f"{layer}attention.output.LayerNorm.weight"] = (d,)
-        shapes[f"{layer}attention.output.LayerNorm.bias"] = (d,)
-        shapes[f"{layer}intermediate.dense.weight"] = (inner, d)
-        shapes[f"{layer}intermediate.dense.bias"] = (inner,)
-        shapes[f"{layer}output.dense.weight"] = (d, inner)
-        shapes[f"{layer}output.dense.bias"] = (d,)
-        shapes[f"{layer}output.LayerNorm.weight"] = (d,)
-        shapes[f"{layer}output.LayerNorm.bias"] = (d,)
+            shapes |= dense(f"{layer}attention.self.{name}")
+        shapes |= dense(f"{layer}attention.output.dense")
+        shapes |= norm(f"{layer}attention.output.LayerNorm")
+        shapes |= dense(f"{layer}intermediate.dense", inner, d)
+        shapes |= dense(f"{layer}output.dense", d, inner)
+        shapes |= norm(f"{layer}output.LayerNorm")
     return shapes
 
 
@@ -234,14 +234,9 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
         for name, shape in expected.items()
         if name in tensors and tuple(tensors[name].shape) != shape
     ]
-    extra_layers = sorted(
-        {
-            int(match.group(1))
-            for name in tensors
-            if (match := re.match(r"encoder\.layer\.(\d+)\.", name))
-            and int(match.group(1)) >= config.num_hidden_layers
-        }
-    )
+    matches = (re.match(r"encoder\.layer\.(\d+)\.", name) for name in tensors)
+    stored_layers = {int(match.group(1)) for match in matches if match}
+    extra_layers = sorted(i for i in stored_layers if i >= config.num_hidden_layers)
     problems = []
     if missing:
         problems.append(f"missing tensors: {_listed(missing)}")
@@ -289,24 +284,18 @@ def _build(tensors: dict, config: BertConfig) -> Bert:
     def dense(prefix):
         return Linear(tensors[prefix + ".weight"], tensors[prefix + ".bias"])
 
+    def per_head(prefix):  # weight (H, dh, d) and bias (H, dh)
+        weight = tensors[prefix + ".weight"].reshape(heads, dh, d)
+        return weight, tensors[prefix + ".bias"].reshape(heads, dh)
+
     layers = []
     for i in range(config.num_hidden_layers):
         p = f"encoder.layer.{i}."
-        split = {
-            name: (
-                tensors[f"{p}attention.self.{name}.weight"].reshape(heads, dh, d),
-                tensors[f"{p}attention.self.{name}.bias"].reshape(heads, dh),
-            )
-            for name in ("query", "key", "value")
-        }
         output = tensors[f"{p}attention.output.dense.weight"]  # (d, H dh), heads concatenated
         attention = BertSelfAttention(
-            query_weight=split["query"][0],
-            query_bias=split["query"][1],
-            key_weight=split["key"][0],
-            key_bias=split["key"][1],
-            value_weight=split["value"][0],
-            value_bias=split["value"][1],
+            *per_head(f"{p}attention.self.query"),
+            *per_head(f"{p}attention.self.key"),
+            *per_head(f"{p}attention.self.value"),
             output_weight=output.reshape(d, heads, dh).transpose(1, 0, 2),
             output_bias=tensors[f"{p}attention.output.dense.bias"],
         )
@@ -394,13 +383,7 @@ def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     model = _build(_read_tensors(folder / WEIGHTS_FILE, config, dtype), config)
-    return Pretrained(
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        path=str(folder),
-        max_length=max_length,
-    )
+    return Pretrained(model, tokenizer, config, str(folder), max_length)
 
 
 _TINY_WORDS = (
@@ -477,8 +460,6 @@ def write_random_checkpoint(
         max_position_embeddings=max_position_embeddings,
         type_vocab_size=2,
         layer_norm_eps=1e-12,
-        hidden_act="gelu",
-        pad_token_id=0,
     )
     rng = np.random.default_rng(seed)
     tensors = {}
