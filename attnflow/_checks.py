@@ -11,6 +11,7 @@ import numbers
 import operator
 from collections.abc import Callable
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -141,6 +142,13 @@ def check_shape(a, name: str, shape: tuple[int | None, ...]) -> None:
         raise ValueError(f"{name} must have shape {expected}; got shape {a.shape}")
 
 
+def check_bool(value, name: str) -> bool:
+    """`value`, checked to be `True` or `False` (`ValueError` naming `name` otherwise)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
 def positive_int(value, name: str, minimum: int = 1) -> int:
     """`value` as an int `>= minimum` (Python or NumPy integer, not a bool), else `ValueError`."""
     try:
@@ -152,6 +160,20 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
     return value
+
+
+def check_ode_options(solver, dt0, rtol, atol, max_steps) -> tuple:
+    """`(dt0, rtol, atol, max_steps)` checked for the diffrax `solver`: positive tolerances, a
+    positive `dt0` (required by a fixed-step solver), an integer `max_steps >= 1`."""
+    rtol = positive_number(rtol, "rtol", "relative tolerance")
+    atol = positive_number(atol, "atol", "absolute tolerance")
+    if dt0 is not None:
+        dt0 = positive_number(dt0, "dt0", "the step size")
+    elif not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        raise ValueError(
+            f"dt0 must be given for the fixed-step solver {type(solver).__name__}; got None"
+        )
+    return dt0, rtol, atol, positive_int(max_steps, "max_steps")
 
 
 def check_times(ts) -> jax.Array:

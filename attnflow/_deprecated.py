@@ -12,24 +12,18 @@ def deprecated(old: str, new: str) -> None:
     spelled it: the first frame outside attnflow, however deep inside the package the old
     spelling was read. So Python's default filters show it when that line is a script's
     (`__main__`, as for the installed `attnflow` command)."""
-    warnings.warn(
-        f"{old} is deprecated and will be removed in the next release; use {new}",
-        DeprecationWarning,
-        stacklevel=_outside_level(),
-    )
-
-
-def _outside_level() -> int:
-    """The `stacklevel` of `warnings.warn` in `deprecated` that names the first frame outside
-    the package (2 is `deprecated`'s caller)."""
     package = __name__.partition(".")[0]
-    frame, level = sys._getframe(2), 2
+    frame, level = sys._getframe(1), 2  # the caller, at `stacklevel=2`
     while (
         frame.f_back is not None
         and frame.f_globals.get("__name__", "").partition(".")[0] == package
     ):
         frame, level = frame.f_back, level + 1
-    return level
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release; use {new}",
+        DeprecationWarning,
+        stacklevel=level,
+    )
 
 
 def keyword_key(function: Callable | None = None, *, positional: int = 0) -> Callable:

@@ -4,16 +4,10 @@ A kernel maps `(t, x)` with `x` of shape `(n, d)` to an array of the same shape.
 schemes (`PostLN`, ...) wrap a kernel to give a vector field; see `_field.py`.
 Notation and formulas: `docs/science.md`, sections 1-2.
 
-Kernels whose output grows like `e^beta` (`Unnormalized`) also give it in log scale,
-`scaled(t, x) = (s, u)` with output `e^{s_i} u_i` and `u` bounded, so that a layer
-`normalize(x_i + h e^{s_i} u_i)` is computed exactly however large `e^{s_i}` is.
-
-A kernel also gives the tangent part of its output, `P_{x_i}(output_i)`, the velocity of
-Post-LN and nGPT (`projected`). The dot-product kernels compute it without ever forming token
-`i`'s own term `A_ii V x_i`: with `V = I` its projection is exactly 0, while its rounding,
-about `eps A_ii`, can be far larger than the whole velocity (at large `beta`, where `A_ii`
-dominates the weights of the others by `e^{beta (1 - <x_i, x_j>)}`). The weights of the other
-tokens are kept in a log scale of their own, so that they never underflow next to `A_ii`.
+Kernels whose output grows like `e^beta` (`Unnormalized`) also give it in log scale
+(`AbstractAttention.scaled`), and every kernel gives the tangent part of its output, the
+velocity of Post-LN and nGPT (`AbstractAttention.projected`), which the dot-product kernels
+compute without token `i`'s own term (`SelfSplit`).
 """
 
 import abc
@@ -28,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._checks import as_float_array, check_beta, check_matrix, check_shape, positive_number
+from .._checks import check_beta, check_bool, check_matrix, check_shape, positive_number
 from .._types import Points, Scalar
 from ..sphere import project
 from ._blockwise import blockwise_attention, check_block, resolve_block
@@ -46,12 +40,6 @@ class Projected(NamedTuple):
     tangent: Points  # p
 
 
-def exp_overflows(log_scale: Float[Array, "*batch"]) -> Bool[Array, "*batch"]:
-    """Where `exp(log_scale)` is not representable in the dtype of `log_scale` (with a margin
-    of `e`)."""
-    return log_scale > float(np.log(jnp.finfo(log_scale.dtype).max)) - 1
-
-
 FACTORS = 16  # `scale_by_exp` beyond the range of `exp`: `e^s` as this many factors `e^{s / 16}`
 
 
@@ -66,7 +54,7 @@ def scale_by_exp(log_scale: Float[Array, "*batch"], v: Float[Array, "*batch d"])
     where they overflow, never a silent 0 (the linearization of a flow beyond the range of
     float is refused, not taken as at rest). Elsewhere it is the plain product.
     """
-    big = exp_overflows(log_scale)
+    big = log_scale > float(np.log(jnp.finfo(log_scale.dtype).max)) - 1  # a margin of e
     direct = jnp.exp(jnp.where(big, 0, log_scale))[..., None] * v
     factor = jnp.exp(jnp.where(big, log_scale, 0) / FACTORS)[..., None]
     huge = v
@@ -226,12 +214,8 @@ class AbstractDotProductAttention(AbstractAttention):
     def __init__(self, beta: Scalar, Q=None, K=None, V=None, causal: bool = False, block="auto"):
         self.beta = check_beta(beta)
         Q, K, V = (
-            None if a is None else as_float_array(a, name)
-            for a, name in ((Q, "Q"), (K, "K"), (V, "V"))
+            check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V"))
         )
-        for a, name in ((Q, "Q"), (K, "K"), (V, "V")):
-            if a is not None:
-                check_shape(a, name, (None, None))
         widths = [a.shape[1] for a in (Q, K, V) if a is not None]
         d = widths[0] if widths else None
         if (Q is None) != (K is None):
@@ -242,14 +226,12 @@ class AbstractDotProductAttention(AbstractAttention):
                     f"is the identity (None); got shape {given.shape}"
                 )
         m = Q.shape[0] if Q is not None else d
-        self.Q, self.K, self.V = (
-            check_matrix(a, name, shape)  # the shapes, then finite entries
-            for a, name, shape in ((Q, "Q", (m, d)), (K, "K", (m, d)), (V, "V", (d, d)))
-        )
+        for a, name, shape in ((Q, "Q", (m, d)), (K, "K", (m, d)), (V, "V", (d, d))):
+            if a is not None:
+                check_shape(a, name, shape)
+        self.Q, self.K, self.V = Q, K, V
         self.d = d
-        if not isinstance(causal, bool):
-            raise ValueError(f"causal must be True or False; got {causal!r}")
-        self.causal = causal
+        self.causal = check_bool(causal, "causal")
         self.block = check_block(block)
         if isinstance(self.block, int) and not self._blockwise:
             raise ValueError(
@@ -280,24 +262,16 @@ class AbstractDotProductAttention(AbstractAttention):
             total = jnp.sum(others, axis=-1)
             rest = (others @ values) / jnp.where(total > 0, total, 1)[:, None]
             return SelfSplit(safe_log(own), own_values, safe_log(total), rest)
-        q = self.beta * self._queries(queries)
+        q, keys = self.beta * self._queries(queries), self._keys(tokens)
         self_logit = jnp.sum(q * self._keys(queries), axis=-1)
-        if block is None:
+        if block is None:  # the others: j != i, or j < i if causal
             n = tokens.shape[0]
-            mask = ~jnp.eye(n, dtype=bool)
-            if self.causal:
-                mask = mask & self._mask(tokens)
-            lse, w = masked_softmax(q @ self._keys(tokens).T, mask)
+            others = jnp.tri(n, k=-1, dtype=bool) if self.causal else ~jnp.eye(n, dtype=bool)
+            lse, w = masked_softmax(q @ keys.T, others)
             rest = w @ values
         else:
             lse, rest = blockwise_attention(
-                q,
-                self._keys(tokens),
-                values,
-                causal=self.causal,
-                block=block,
-                offset=offset,
-                skip_self=True,
+                q, keys, values, causal=self.causal, block=block, offset=offset, skip_self=True
             )
         if self.causal:  # token i attends to i + 1 tokens
             counts = offset + jnp.arange(1, queries.shape[0] + 1, dtype=lse.dtype)
@@ -344,8 +318,7 @@ class AbstractDotProductAttention(AbstractAttention):
         return (self.beta * self._queries(queries)) @ self._keys(tokens).T
 
     def _mask(self, x: Points) -> Bool[Array, "n n"] | None:
-        n = x.shape[0]
-        return jnp.tril(jnp.ones((n, n), bool)) if self.causal else None
+        return jnp.tri(x.shape[0], dtype=bool) if self.causal else None
 
     def weights(self, x: Points) -> Float[Array, "n n"]:
         """The attention matrix `A` (shape `(n, n)`) for tokens `x`."""
@@ -486,9 +459,7 @@ class Sinkhorn(AbstractDotProductAttention):
             tol = positive_number(tol, "tol", "the max abs error of the row and column sums")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
-        if not isinstance(throw, bool):
-            raise ValueError(f"throw must be True or False; got {throw!r}")
-        self.tol, self.max_iter, self.throw = tol, max_iter, throw
+        self.tol, self.max_iter, self.throw = tol, max_iter, check_bool(throw, "throw")
 
     def _weights(self, logits, mask):
         from ott.geometry import geometry

@@ -64,7 +64,7 @@ def check_block(block):
 def _padded(a: Array, block: int) -> Array:
     """`a` with zero rows appended up to a multiple of `block` rows."""
     rows = -(-a.shape[0] // block) * block
-    return jnp.pad(a, ((0, rows - a.shape[0]), (0, 0)))
+    return jnp.pad(a, [(0, rows - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
 def _rows(a: Array, i, block: int) -> Array:
@@ -86,18 +86,23 @@ def _block_logits(qi, kj, i, j, n: int, mask: tuple[bool, bool], block: int, off
     return jnp.where(allowed, qi @ kj.T, -jnp.inf)
 
 
-def _skipping_masked(step, i, offset, mask: tuple[bool, bool], block: int):
-    """`step(carry, j)`, skipped (the carry unchanged) for the key blocks `j` that lie wholly
-    above the causal diagonal of query block `i`: half the work of a causal pass, not masked
-    blocks computed and thrown away (a `lax.cond`; under `vmap` both branches run)."""
-    if not mask[0]:
-        return step
+def _scan_keys(step, start, key_blocks: int, i, offset, mask: tuple[bool, bool], block: int):
+    """The carry of `step(carry, j)` over the key blocks `j`, from `start`. Causal: the blocks
+    that lie wholly above the diagonal of query block `i` are skipped (the carry unchanged),
+    half the work of a causal pass, not masked blocks computed and thrown away (a `lax.cond`;
+    under `vmap` both branches run)."""
     last_row = offset + (i + 1) * block - 1
 
     def skipping(carry, j):
         return jax.lax.cond(j * block <= last_row, step, lambda c, j: (c, None), carry, j)
 
-    return skipping
+    return jax.lax.scan(skipping if mask[0] else step, start, jnp.arange(key_blocks))[0]
+
+
+def _by_query_blocks(query_block, blocks: int, m: int, d: int):
+    """`query_block(i) -> (lse, out)` for each block of queries, joined and trimmed to `m`."""
+    lse, out = jax.lax.map(query_block, jnp.arange(blocks))
+    return lse.reshape(-1)[:m], out.reshape(-1, d)[:m]
 
 
 def _forward(q, k, v, offset, mask: tuple[bool, bool], block: int):
@@ -124,29 +129,25 @@ def _forward(q, k, v, offset, mask: tuple[bool, bool], block: int):
             jnp.zeros((block,), dtype),
             jnp.zeros((block, v.shape[1]), dtype),
         )
-        step = _skipping_masked(step, i, offset, mask, block)
-        (top, total, acc), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
+        top, total, acc = _scan_keys(step, start, key_blocks, i, offset, mask, block)
         # A row with no key allowed (its own key skipped, or a negative offset) attends to
         # nothing: lse -inf, output 0.
         nothing = total == 0
         out = acc / jnp.where(nothing, 1, total)[:, None]
         return jnp.where(nothing, -jnp.inf, top + jnp.log(total)), out
 
-    lse, out = jax.lax.map(query_block, jnp.arange(blocks))
-    m = q.shape[0]
-    return lse.reshape(-1)[:m], out.reshape(-1, v.shape[1])[:m]
+    return _by_query_blocks(query_block, blocks, q.shape[0], v.shape[1])
 
 
 def _tangent(q, k, v, offset, lse, out, dq, dk, dv, mask: tuple[bool, bool], block: int):
     """`(d lse, d out)`: linear in `(dq, dk, dv)`, one more blockwise pass (module docstring)."""
     n, dtype = k.shape[0], q.dtype
-    qp, kp, vp, dqp, dkp, dvp, outp = (_padded(a, block) for a in (q, k, v, dq, dk, dv, out))
-    lsep = _padded(lse[:, None], block)[:, 0]
+    padded = (_padded(a, block) for a in (q, k, v, dq, dk, dv, out, lse))
+    qp, kp, vp, dqp, dkp, dvp, outp, lsep = padded
     blocks, key_blocks = qp.shape[0] // block, kp.shape[0] // block
 
     def query_block(i):
-        qi, dqi, outi = (_rows(a, i, block) for a in (qp, dqp, outp))
-        lsei = jax.lax.dynamic_slice_in_dim(lsep, i * block, block)
+        qi, dqi, outi, lsei = (_rows(a, i, block) for a in (qp, dqp, outp, lsep))
         lsei = jnp.where(jnp.isneginf(lsei), 0, lsei)  # a row attending to nothing: p = 0
 
         @jax.checkpoint  # the transpose (reverse mode) recomputes p, never stores it
@@ -159,13 +160,9 @@ def _tangent(q, k, v, offset, lse, out, dq, dk, dv, mask: tuple[bool, bool], blo
             return (dlse + row, dout + p @ dvj + pds @ vj - row[:, None] * outi), None
 
         start = (jnp.zeros((block,), dtype), jnp.zeros((block, v.shape[1]), dtype))
-        step = _skipping_masked(step, i, offset, mask, block)
-        (dlse, dout), _ = jax.lax.scan(step, start, jnp.arange(key_blocks))
-        return dlse, dout
+        return _scan_keys(step, start, key_blocks, i, offset, mask, block)
 
-    dlse, dout = jax.lax.map(query_block, jnp.arange(blocks))
-    m = q.shape[0]
-    return dlse.reshape(-1)[:m], dout.reshape(-1, v.shape[1])[:m]
+    return _by_query_blocks(query_block, blocks, q.shape[0], v.shape[1])
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))

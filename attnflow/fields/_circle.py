@@ -4,10 +4,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_beta
+from .._checks import check_beta, check_bool, check_finite
 from .._types import Angles, Scalar
 from ._attention import masked_softmax, scale_by_exp
-from ._field import AbstractField, check_finite
+from ._field import AbstractField
 
 
 class Circle(AbstractField):
@@ -29,9 +29,7 @@ class Circle(AbstractField):
 
     def __init__(self, beta: Scalar, normalized: bool = True):
         self.beta = check_beta(beta)
-        if not isinstance(normalized, bool):
-            raise ValueError(f"normalized must be True or False; got {normalized!r}")
-        self.normalized = normalized
+        self.normalized = check_bool(normalized, "normalized")
 
     def __call__(self, t, theta: Angles, args=None) -> Angles:
         n = theta.shape[0]

@@ -10,7 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_finite, check_on_sphere as check_points_on_sphere
+from .._checks import check_finite, check_on_sphere
 from .._types import Points, Scalar
 from ..sphere import normalize, project
 from ._attention import AbstractAttention, Softmax, Unnormalized, apply_scale
@@ -64,12 +64,6 @@ def check_tokens(x0, attention: AbstractAttention, mlp=None):
     return check_finite(x0)
 
 
-def check_on_sphere(x0):
-    """`x0`, checked to have rows of norm 1 (within `sqrt(eps)`); the error names the row
-    farthest from the sphere, its norm and how far off it is (`_checks.check_on_sphere`)."""
-    return check_points_on_sphere(x0, "x0")
-
-
 class PostLN(AbstractSphereField):
     """Post-LN dynamics on the sphere: `dx_i/dt = P_{x_i}(attention_i(x) + mlp(x_i))`.
 
@@ -118,7 +112,7 @@ class PostLN(AbstractSphereField):
         return y.astype(x.dtype)
 
     def check(self, x0):
-        return check_on_sphere(check_tokens(x0, self.attention, self.mlp))
+        return check_on_sphere(check_tokens(x0, self.attention, self.mlp), "x0")
 
     def in_span(self, basis):
         """This field in coordinates of the orthonormal `basis` (see `AbstractAttention.in_span`):

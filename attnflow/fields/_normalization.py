@@ -30,17 +30,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .._checks import check_value
+from .._checks import check_bool, check_on_sphere, check_value
 from .._types import Points, Scalar
 from ..sphere import normalize
 from ._attention import AbstractAttention, Hardmax, Projected, Sinkhorn, Softmax, scale_by_exp
-from ._field import (
-    AbstractLayerField,
-    AbstractSphereField,
-    check_kernel,
-    check_on_sphere,
-    check_tokens,
-)
+from ._field import AbstractLayerField, AbstractSphereField, check_kernel, check_tokens
 
 
 def _row_sizes(a: Points) -> tuple[Array, Points]:
@@ -80,14 +74,6 @@ def tangent_direction(out: Projected) -> Points:
     return jnp.where(nonzero, p, 0)
 
 
-def _nonzero_rows(x0: Points) -> Points:
-    return check_value(
-        x0,
-        jnp.any(jnp.linalg.norm(x0, axis=-1) == 0),
-        "x0 must have no zero row: the scheme normalizes each token to its direction",
-    )
-
-
 class AbstractEuclideanField(AbstractLayerField):
     """Tokens in `R^d` (state of shape `(n, d)`), moved by `velocity`; a layer is an Euler step
     `x <- x + h velocity(t, x)` (the residual stream, normalized only inside the block)."""
@@ -101,7 +87,12 @@ class AbstractEuclideanField(AbstractLayerField):
         return (x + h * self(t, x)).astype(x.dtype)
 
     def check(self, x0):
-        return _nonzero_rows(check_tokens(x0, self.attention))
+        x0 = check_tokens(x0, self.attention)
+        return check_value(
+            x0,
+            jnp.any(jnp.linalg.norm(x0, axis=-1) == 0),
+            "x0 must have no zero row: the scheme normalizes each token to its direction",
+        )
 
     def in_span(self, basis):
         """Each scheme moves a token along attention outputs (or their directions), which with
@@ -143,9 +134,9 @@ class NoNorm(AbstractEuclideanField):
     centered: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
-        if not isinstance(self.centered, bool):
-            raise ValueError(f"centered must be True or False; got {self.centered!r}")
-        if self.centered and not isinstance(self.attention, Softmax | Hardmax | Sinkhorn):
+        if check_bool(self.centered, "centered") and not isinstance(
+            self.attention, Softmax | Hardmax | Sinkhorn
+        ):
             raise ValueError(
                 "centered=True needs a row-stochastic single-head kernel (Softmax, Hardmax or "
                 f"Sinkhorn), where sum_j A_ij V (x_j - x_i) = attention_i(x) - V x_i; got "
@@ -202,7 +193,7 @@ class NGPT(AbstractSphereField):
         return normalize(x + h * step).astype(x.dtype)
 
     def check(self, x0):
-        return check_on_sphere(check_tokens(x0, self.attention))
+        return check_on_sphere(check_tokens(x0, self.attention), "x0")
 
     def in_span(self, basis):
         """As for the schemes in `R^d`: `alpha P_{x_i}(A_i / abs(A_i))` stays in the span when

@@ -235,11 +235,7 @@ def _adjoint(adjoint) -> diffrax.AbstractAdjoint | str:
 
 
 def _backsolve(adjoint) -> bool:
-    return (
-        adjoint == "backsolve"
-        if isinstance(adjoint, str)
-        else isinstance(adjoint, diffrax.BacksolveAdjoint)
-    )
+    return adjoint == "backsolve" or isinstance(adjoint, diffrax.BacksolveAdjoint)
 
 
 class Rejectable(eqx.Module):
@@ -326,15 +322,14 @@ class Stepper(eqx.Module):
 def _simulate_ode(
     field, x0, ts, solver, dt0, rtol, atol, save, max_steps, throw=True, adjoint="checkpoint"
 ) -> Trajectory:
-    name = adjoint if isinstance(adjoint, str) else None
-    if name == "checkpoint":
+    if adjoint == "checkpoint":
         adjoint = diffrax.RecursiveCheckpointAdjoint()
-    elif name == "backsolve" and isinstance(solver, diffrax.AbstractAdaptiveSolver):
+    elif adjoint == "backsolve" and isinstance(solver, diffrax.AbstractAdaptiveSolver):
         # Step control on the tokens and their adjoint only, not on the weights' adjoints
         # (integrals that feed nothing back): a seminorm, Kidger, Chen, Lyons 2021.
         backward = diffrax.PIDController(rtol=rtol, atol=atol, norm=diffrax.adjoint_rms_seminorm)
         adjoint = diffrax.BacksolveAdjoint(stepsize_controller=backward)
-    elif name == "backsolve":
+    elif adjoint == "backsolve":
         adjoint = diffrax.BacksolveAdjoint()
     # The backsolve adjoint saves states only: a statistic is then taken afterwards.
     save_after = save is not None and isinstance(adjoint, diffrax.BacksolveAdjoint)
@@ -387,10 +382,7 @@ def _simulate_layers(
 
     A scan over blocks saves the statistic after each block, so memory grows with the number
     of blocks (the number of save times when they are evenly spaced), never with the depth.
-
-    `until(stat) -> bool`, for sweeps: once it holds at a save time, the state is known to be
-    absorbing for the statistic (the caller proves it), so the remaining layers are skipped
-    and the statistic is held at its last value (see `_layers_until`).
+    With `until` (see `integrate`), the layers go by `_layers_until` instead.
     """
     statistic = (lambda t, x: x) if save is None else save
 

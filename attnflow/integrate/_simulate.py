@@ -3,7 +3,6 @@ or the discrete layers (`Layers`)."""
 
 from collections.abc import Callable
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,11 +11,11 @@ from jaxtyping import Array, ArrayLike, PyTree
 
 from .._checks import (
     as_float_array,
+    check_bool,
+    check_ode_options,
     check_times,
     check_value,
     is_traced,
-    positive_int,
-    positive_number,
 )
 from ..fields import AbstractField, PostLN
 from ._core import (
@@ -132,8 +131,7 @@ def simulate(
             return trajectory
         xs = lift(trajectory.xs).at[0].set(x0)  # the first state exactly, not to rounding
         return eqx.tree_at(lambda tr: tr.xs, trajectory, xs)
-    if not isinstance(throw, bool):
-        raise ValueError(f"throw must be True or False; got {throw!r}")
+    check_bool(throw, "throw")
     if isinstance(solver, Layers):
         if is_traced(given_ts):
             raise ValueError("ts must be concrete (not traced) with Layers")
@@ -145,15 +143,7 @@ def simulate(
     if _backsolve(adjoint):
         # Its adjoint state holds the weights' cotangents beside the tokens': one dtype.
         field = jax.tree.map(lambda a: a.astype(x0.dtype) if eqx.is_inexact_array(a) else a, field)
-    rtol = positive_number(rtol, "rtol", "relative tolerance")
-    atol = positive_number(atol, "atol", "absolute tolerance")
-    if dt0 is not None:
-        dt0 = positive_number(dt0, "dt0", "the step size")
-    elif not isinstance(solver, diffrax.AbstractAdaptiveSolver):
-        raise ValueError(
-            f"dt0 must be given for the fixed-step solver {type(solver).__name__}; got None"
-        )
-    max_steps = positive_int(max_steps, "max_steps")
+    dt0, rtol, atol, max_steps = check_ode_options(solver, dt0, rtol, atol, max_steps)
     if throw:  # e.g. USA beyond beta ~ 709: the weights overflow, only the layers do not
         x0 = check_value(
             x0,

@@ -12,16 +12,3 @@ from ._sphere import (
     to_angles as to_angles,
     uniform as uniform,
 )
-
-__all__ = [
-    "around_axes",
-    "from_angles",
-    "geodesic_distance",
-    "normalize",
-    "on_sphere",
-    "project",
-    "random_rotation",
-    "safe_norm",
-    "to_angles",
-    "uniform",
-]

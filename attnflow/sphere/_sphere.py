@@ -23,8 +23,7 @@ def uniform(key: PRNGKeyArray, n: int, d: int, dtype=None) -> Points:
     Normalized standard Gaussian vectors (rotation invariance makes them uniform).
     `dtype` defaults to JAX's default float (float64 when `jax_enable_x64` is on).
     """
-    n = positive_int(n, "n")
-    d = positive_int(d, "d")
+    n, d = positive_int(n, "n"), positive_int(d, "d")
     g = jax.random.normal(key, (n, d), dtype=dtype or float)
     return normalize(g)
 
@@ -106,17 +105,12 @@ def random_rotation(key: PRNGKeyArray, d: int, dtype=None) -> Float[Array, "d d"
     return q.at[:, 0].multiply(jnp.sign(jnp.linalg.det(q)))
 
 
-def default_atol(dtype) -> float:
-    """Tolerance for `|x| = 1`: the square root of the machine epsilon of `dtype`."""
-    return float(jnp.finfo(dtype).eps) ** 0.5
-
-
 def on_sphere(x: Float[Array, "... d"], atol: float | None = None) -> Bool[Array, "..."]:
     """Whether each point has unit norm within `atol` (default: `sqrt(eps)` of its dtype; else
     finite and `>= 0`)."""
     x = jnp.asarray(x)
     if atol is None:
-        atol = default_atol(x.dtype)
+        atol = float(jnp.finfo(x.dtype).eps) ** 0.5
     elif not is_traced(atol) and not 0 <= float(atol) < math.inf:
         raise ValueError(f"atol must be finite and >= 0; got {atol}")
     return jnp.abs(jnp.linalg.norm(x, axis=-1) - 1) <= atol

@@ -12,9 +12,10 @@ import optimistix as optx
 
 from .._checks import as_float_array, positive_int, positive_number
 from .._deprecated import deprecated
+from ..fields import AbstractSphereField
 from ..integrate import simulate
 from ..sphere import normalize, uniform
-from ._tangent import check_state, jacobian, on_product_of_spheres, tangent_jacobian
+from ._tangent import check_state, jacobian, tangent_jacobian
 
 SOLVERS = ("newton", "levenberg_marquardt")
 MODULO = (None, "rotations", "rotations+permutations")
@@ -73,38 +74,25 @@ class FixedPointType(eqx.Module):
         return self.type
 
 
-def _eps(dtype) -> float:
-    return float(jnp.finfo(dtype).eps)
-
-
 def _log_max(dtype) -> float:
     """`log` of the largest finite number of `dtype`: where `e^beta` overflows."""
     return float(np.log(jnp.finfo(dtype).max))
 
 
-def _sphere_residual(field, t, args):
-    """`G(y) = field(normalize(y)) + (|y_i| - 1) y_i / |y_i|`: zero exactly at equilibria on the
-    sphere (the two terms are orthogonal), with the radial directions made regular."""
-
+@eqx.filter_jit
+def _solve(field, guesses, t, args, solver, max_steps, sphere):
     def residual(y, _):
+        if not sphere:
+            return field(t, y, args)
+        # field(normalize(y)) + (|y_i| - 1) y_i / |y_i|: zero exactly at equilibria on the
+        # sphere (the two terms are orthogonal), with the radial directions made regular
         x = normalize(y)
         radius = jnp.linalg.norm(y, axis=-1, keepdims=True)
         return field(t, x, args) + (radius - 1) * x
 
-    return residual
-
-
-@eqx.filter_jit
-def _solve(field, guesses, t, args, solver, least_squares, max_steps, sphere):
-    if sphere:
-        residual = _sphere_residual(field, t, args)
-    else:
-
-        def residual(y, _):
-            return field(t, y, args)
-
     def one(y0):
-        search = optx.least_squares if least_squares else optx.root_find
+        root = isinstance(solver, optx.AbstractRootFinder)
+        search = optx.root_find if root else optx.least_squares
         solution = search(residual, solver, y0, max_steps=max_steps, throw=False)
         x = normalize(solution.value) if sphere else solution.value
         return x, jnp.max(jnp.abs(field(t, x, args)))
@@ -170,7 +158,7 @@ def find_fixed_points(
     if not callable(field):
         raise ValueError(f"field must be a callable field(t, x, args); got {field!r:.80}")
     guesses = as_float_array(guesses, "guesses")
-    sphere = on_product_of_spheres(field)
+    sphere = isinstance(field, AbstractSphereField)
     if sphere and guesses.ndim != 3:
         raise ValueError(
             f"guesses must have shape (G, n, d) for a sphere field; got shape {guesses.shape}"
@@ -190,35 +178,25 @@ def find_fixed_points(
         raise ValueError(f"modulo must be one of {MODULO}; got {modulo!r}")
     if modulo is not None and not sphere:
         raise ValueError(f"modulo={modulo!r} needs a sphere field (tokens of shape (n, d))")
-    eps = _eps(guesses.dtype)
+    eps = float(jnp.finfo(guesses.dtype).eps)
     rtol = 10 * eps**0.75 if rtol is None else positive_number(rtol, "rtol")
     atol = 10 * eps**0.75 if atol is None else positive_number(atol, "atol")
     residual_tol = (
         eps**0.5 if residual_tol is None else positive_number(residual_tol, "residual_tol")
     )
     tol = positive_number(tol, "tol", "the distance of two equilibria counted as one")
-    if isinstance(solver, str):
-        if solver not in SOLVERS:
-            raise ValueError(
-                f"solver must be one of {', '.join(SOLVERS)}, or an optimistix solver; "
-                f"got {solver!r}"
-            )
-        least_squares = solver == "levenberg_marquardt"
-        solver = (
-            optx.LevenbergMarquardt(rtol=rtol, atol=atol)
-            if least_squares
-            else optx.Newton(
-                rtol=rtol, atol=atol, linear_solver=lx.AutoLinearSolver(well_posed=False)
-            )
-        )
-    elif isinstance(solver, optx.AbstractRootFinder):
-        least_squares = False
-    elif isinstance(solver, optx.AbstractLeastSquaresSolver):
-        least_squares = True
-    else:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, or an optimistix solver")
+    expected = f"solver must be one of {', '.join(SOLVERS)}, or an optimistix solver"
+    if solver == "newton":
+        linear_solver = lx.AutoLinearSolver(well_posed=False)
+        solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=linear_solver)
+    elif solver == "levenberg_marquardt":
+        solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
+    elif isinstance(solver, str):
+        raise ValueError(f"{expected}; got {solver!r}")
+    elif not isinstance(solver, optx.AbstractRootFinder | optx.AbstractLeastSquaresSolver):
+        raise ValueError(expected)
     max_steps = positive_int(max_steps, "max_steps")
-    xs, residuals = _solve(field, guesses, t, args, solver, least_squares, max_steps, sphere)
+    xs, residuals = _solve(field, guesses, t, args, solver, max_steps, sphere)
     xs, residuals = np.asarray(xs), np.asarray(residuals)
     good = np.isfinite(residuals) & (residuals <= residual_tol)
     kept, signatures, counts = [], [], []
@@ -287,10 +265,10 @@ def rotation_modes(x: jax.Array) -> jax.Array:
     `d (d - 1) / 2` generators `E = e_a e_b^T - e_b e_a^T` of `so(d)`, shape
     `(d (d - 1) / 2, n, d)`. For a rotation-invariant field they span the tangent space of the
     family of equilibria obtained by rotating an equilibrium."""
-    d = x.shape[1]
-    modes = []
-    for a, b in itertools.combinations(range(d), 2):
-        modes.append(jnp.zeros_like(x).at[:, a].set(x[:, b]).at[:, b].set(-x[:, a]))
+    modes = [
+        jnp.zeros_like(x).at[:, a].set(x[:, b]).at[:, b].set(-x[:, a])
+        for a, b in itertools.combinations(range(x.shape[1]), 2)
+    ]
     if not modes:
         return jnp.zeros((0, *x.shape), x.dtype)
     return jnp.stack(modes)
@@ -366,8 +344,8 @@ def classify_fixed_point(
     if not callable(field):
         raise ValueError(f"field must be a callable field(t, x, args); got {field!r:.80}")
     x = check_state(field, x, "x", t, args)
-    sphere = on_product_of_spheres(field)
-    eps = _eps(x.dtype)
+    sphere = isinstance(field, AbstractSphereField)
+    eps = float(jnp.finfo(x.dtype).eps)
     tol = eps**0.5 if tol is None else float(tol)
     if not 0 <= tol < 1:
         raise ValueError(f"tol must lie in [0, 1) (it is relative to max(1, |J|)); got {tol}")

@@ -86,11 +86,8 @@ def known_results(
     before cancellations, a little less): beyond, `ValueError` (from here or from
     `classify_fixed_point`), not a meaningless table.
     """
-    n, d, guesses = (
-        positive_int(n, "n", 2),
-        positive_int(d, "d", 2),
-        positive_int(guesses, "guesses"),
-    )
+    n, d = positive_int(n, "n", 2), positive_int(d, "d", 2)
+    guesses = positive_int(guesses, "guesses")
     check_equiangular(n, kind)
     if not (math.isfinite(beta) and beta >= 0):
         raise ValueError(f"beta must be finite and >= 0; got {beta!r}")

@@ -3,17 +3,17 @@
 import math
 import numbers
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_value, positive_int, positive_number
+from .._checks import check_bool, check_ode_options, check_value, positive_int, positive_number
 from .._deprecated import default_key
+from ..fields import AbstractSphereField
 from ..integrate import Layers, Stepper, as_solver
 from ..sphere import project
-from ._tangent import check_state, on_product_of_spheres, value_and_jvps
+from ._tangent import check_state, value_and_jvps
 
 
 class LyapunovSpectrum(eqx.Module):
@@ -132,7 +132,7 @@ def lyapunov_spectrum(
     if transient < 0:
         raise ValueError(f"transient must be >= 0; got {transient}")
     y0 = check_state(field, y0, "y0", t0, args)
-    tangent = on_product_of_spheres(field) if tangent is None else bool(tangent)
+    tangent = isinstance(field, AbstractSphereField) if tangent is None else bool(tangent)
     if tangent and (y0.ndim != 2 or y0.shape[1] < 2):
         raise ValueError(
             f"tangent=True needs tokens of shape (n, d) with d >= 2; got shape {y0.shape}"
@@ -145,8 +145,7 @@ def lyapunov_spectrum(
             f"({'n (d - 1), the tangent bundle' if tangent else 'the size of y0'}); got k = {k}"
         )
     key = default_key(key, "lyapunov_spectrum", jax.random.PRNGKey(1980))
-    if not isinstance(throw, bool):
-        raise ValueError(f"throw must be True or False; got {throw!r}")
+    check_bool(throw, "throw")
     solver = as_solver(solver, dt0)
     if isinstance(solver, Layers):
         h = solver.h
@@ -162,20 +161,9 @@ def lyapunov_spectrum(
         m, skip = _intervals(t0, t1, per * h, transient)
         step = Stepper(solver, layers=per)
     else:
-        if dt0 is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
-            raise ValueError(
-                f"dt0 must be given for the fixed-step solver {type(solver).__name__}; got None"
-            )
-        if dt0 is not None:
-            dt0 = positive_number(dt0, "dt0", "the step size")
-        step = Stepper(
-            solver,
-            dt0,
-            jnp.asarray(positive_number(rtol, "rtol", "relative tolerance"), y0.dtype),
-            jnp.asarray(positive_number(atol, "atol", "absolute tolerance"), y0.dtype),
-            positive_int(max_steps, "max_steps"),
-            throw,
-        )
+        dt0, rtol, atol, max_steps = check_ode_options(solver, dt0, rtol, atol, max_steps)
+        rtol, atol = (jnp.asarray(tol, y0.dtype) for tol in (rtol, atol))
+        step = Stepper(solver, dt0, rtol, atol, max_steps, throw)
         m, skip = _intervals(t0, t1, every, transient)
     return _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension, throw)
 

@@ -13,12 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .._checks import as_float_array, check_finite
-from ..fields import AbstractField, AbstractSphereField
-
-
-def on_product_of_spheres(field) -> bool:
-    """Whether `field`'s state is `n` tokens on `S^{d-1}` (stability on the tangent bundle)."""
-    return isinstance(field, AbstractSphereField)
+from ..fields import AbstractField
 
 
 def check_state(field, x, name: str, t=0.0, args=None) -> jax.Array:
