@@ -294,8 +294,8 @@ class AbstractDotProductAttention(AbstractAttention):
 
     def blockwise(self, queries: Points, tokens: Points, block: int, offset=0):
         """`scaled` for the `queries` (rows `offset, offset + 1, ...` of `tokens`) attending to
-        all `tokens`, blockwise (`blockwise_attention`): one device's share of the output when
-        the tokens are sharded (`Sharded`), the whole output when `queries = tokens`."""
+        all `tokens`, blockwise (`blockwise_attention`): one share of the output when the
+        tokens are split (as one device's are), the whole output when `queries = tokens`."""
         return self._projected(queries, tokens, block, offset)[:2]
 
     def _resolved_block(self, n: int) -> int | None:

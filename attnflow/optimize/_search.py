@@ -17,7 +17,7 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 from tqdm.auto import tqdm
 
-from .._checks import positive_int
+from .._checks import check_bool, positive_int
 from .._files import atomic_write
 
 # Optimizers by name, with the learning rate used when none is given.
@@ -292,8 +292,7 @@ def search(
     if patience is not None:
         patience = positive_int(patience, "patience")
     checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
-    if not isinstance(progress, bool):
-        raise ValueError(f"progress must be True or False; got {progress!r}")
+    check_bool(progress, "progress")
     path = _checkpoint(checkpoint)
     opt = _as_optimizer(optimizer)
     params = _as_params(params)

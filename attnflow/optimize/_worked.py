@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .._checks import as_float_array, positive_int, positive_number
+from .._checks import as_float_array, check_bool, positive_int, positive_number
 from .._deprecated import deprecated
 from ..analysis import close_pairs, count_clusters
 from ..fields import SA, PerLayer, PostLN, Softmax
@@ -198,8 +198,7 @@ def smallest_beta(
         raise ValueError(f"k must be at most n = {n} (the number of tokens); got {k}")
     d = positive_int(d, "d", 2)
     samples = positive_int(samples, "samples")
-    if not isinstance(schedule, bool):
-        raise ValueError(f"schedule must be True or False; got {schedule!r}")
+    check_bool(schedule, "schedule")
     if h is not None:
         deprecated("smallest_beta(h=...)", "smallest_beta(solver=attnflow.Layers(h))")
         solver = Layers(h)
@@ -376,8 +375,7 @@ def value_for_groups(
     labels = jnp.asarray(np.unique(given, return_inverse=True)[1].reshape(n))
     beta = _float_option(beta, "beta", 0.0, np.inf, "the inverse temperature")
     t1 = positive_number(t1, "t1", "the final time")
-    if not isinstance(symmetric, bool):
-        raise ValueError(f"symmetric must be True or False; got {symmetric!r}")
+    check_bool(symmetric, "symmetric")
     apart = _float_option(apart, "apart", -1.0, 1.0, "the largest cosine between groups")
     if apart == 1:
         raise ValueError("apart must be below 1 (the largest cosine between groups); got 1.0")

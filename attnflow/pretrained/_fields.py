@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._checks import check_bool
 from ..analysis import pair_fraction
 from ..fields import MultiHead, PerLayer, PostLN, Softmax
 from ..integrate import Layers, simulate
@@ -87,8 +88,7 @@ def attention_heads(pretrained, layer: int, *, exact: bool = True) -> MultiHead:
     model = _model(pretrained)
     attention = model.layers[_layer(model, layer)].attention
     H, dh, d = attention.query_weight.shape
-    if not isinstance(exact, bool):
-        raise ValueError(f"exact must be True or False; got {exact!r}")
+    check_bool(exact, "exact")
     heads = []
     for h in range(H):
         Wq, Wk, Wv = attention.query_weight[h], attention.key_weight[h], attention.value_weight[h]
