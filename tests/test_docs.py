@@ -94,13 +94,16 @@ def test_mkdocs_build_strict(tmp_path):
         if "\\" in m
     ]
     assert unknown == [], "LaTeX commands the renderer does not know:\n" + "\n".join(unknown)
+    # nothing the pages need is fetched from the network: no MathJax, no web fonts, no scripts
     fetched = [
-        name
+        f"{name}: {tag}"
         for name, page in pages.items()
-        for tag in re.findall(r"<script[^>]*>", page)
+        for tag in re.findall(r"<script[^>]*>|<link[^>]*>", page)
         if "mathjax" in tag.lower()
+        or "fonts.g" in tag
+        or (tag.startswith("<script") and re.search(r'src="(https?:)?//', tag))
     ]
-    assert fetched == []
+    assert fetched == [], "\n".join(fetched)
     quickstart = pages[Path("notebooks/01_quickstart/index.html")]
     assert "<math" in quickstart and "S^2" not in _visible_text(quickstart)
     # the notebook page is the executed copy, with its figure
