@@ -269,6 +269,7 @@ def test_metastability_and_figure3_write_data_and_plots(tmp_path, capsys):
         (["figure3", "--dims", "1", "8"], "argument --dims: expected an integer >= 2, got '1'"),
         (["metastability", "--betas", "0"], "argument --betas: expected a positive number"),
         (["metastability", "--n", "1"], "argument --n: expected an integer >= 2, got '1'"),
+        (["phase-diagram", "--memory", "inf"], "argument --memory: expected a finite positive"),
     ],
 )
 def test_study_bad_arguments_give_one_line(tmp_path, capsys, argv, message):

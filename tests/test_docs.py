@@ -141,12 +141,15 @@ def test_python_block_runs_pasted_alone(page, code, tmp_path):
 @pytest.mark.parametrize("page, code", _blocks("bash"))
 def test_shell_block_commands_parse(page, code):
     from attnflow.cli._main import _parser
+    from attnflow.cli._options import _add_globals
 
     parts = [part.strip() for line in code.splitlines() for part in line.split("#")[0].split("&&")]
     commands = [part for part in parts if part.split()[:1] == ["attnflow"]]
     for command in commands:
         words = shlex.split(command)[1:]
+        parser = _parser()
+        _add_globals(parser)  # --version and --quiet, as `attnflow` has them
         try:
-            _parser().parse_args(words)
+            parser.parse_args(words)
         except SystemExit as error:  # --help and --version exit 0
             assert error.code == 0, f"{page.name}: {command}"

@@ -78,9 +78,13 @@ def _meanfield(args) -> str:
         args,
         config,
         opts.figure("plot_meanfield", result, beta=args.beta, kind=args.kind),
+        theta=result.pde.theta,
         ts=ts,
-        **opts.fields(result.pde, "theta density min_density"),
-        **opts.fields(result, "particles distance slope"),
+        density=result.pde.density,
+        particles=result.particles,
+        distance=result.distance,
+        slope=result.slope,
+        min_density=result.pde.min_density,
     )
     mean = np.asarray(result.mean())
     rows = ", ".join(

@@ -3,6 +3,7 @@ without an underscore (as `opts.name`); the others are `_main`'s and this module
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 
@@ -58,9 +59,9 @@ def real(text: str) -> float:
 
 
 def _checked(convert, ok, expected: str):
-    """The argument type of the values `convert(text)` for which `ok` holds: any other text,
-    an integer `convert` cannot read included, is refused as not `expected` (`real` refuses
-    a text that is no number itself)."""
+    """An argparse type: `convert(text)`, accepted when `ok` holds for it. Text that `convert`
+    cannot read (a `ValueError`) or a value failing `ok` is refused as "expected `expected`";
+    `real` refuses text that is not a number with its own message."""
 
     def parse(text: str):
         try:
@@ -79,6 +80,7 @@ positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
 at_least_2 = _checked(int, lambda value: value >= 2, "an integer >= 2")
 nonnegative = _checked(real, lambda value: value >= 0, "a number >= 0")
 positive = _checked(real, lambda value: value > 0, "a positive number")
+finite_positive = _checked(real, lambda value: 0 < value < math.inf, "a finite positive number")
 # a number of tokens that may be as large as 1e9 and beyond
 real_at_least_2 = _checked(real, lambda value: value >= 2, "a number >= 2")
 
@@ -131,7 +133,7 @@ def add_sweep_options(command, *, resume: bool, samples: int, saves: int | None)
         add(command, "--delta", 1e-3, clustered, shown="1e-3", type=nonnegative)
     add_dtype(command)
     add(command, "--devices", None, "shard over this many devices", shown="all", type=positive_int)
-    add(command, "--memory", 2.0, "working memory budget in GiB", type=positive)
+    add(command, "--memory", 2.0, "working memory budget in GiB", type=finite_positive)
     if resume:
         command.add_argument(
             "--resume",

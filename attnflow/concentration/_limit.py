@@ -310,7 +310,7 @@ def pushforward(x0, Q=None, K=None, V=None, *, radius: float | None = None, **op
     if radius is None:
         tol = options.get("tol") or default_tolerances(x0.dtype)[0]
         scale = max(1.0, float(jnp.max(jnp.linalg.norm(x0, axis=-1))))
-        radius = 10 * tol * scale / max(_slowest_rate(V), 1e-3)  # 1e-3 where it is not > 0
+        radius = 10 * tol * scale / max(_slowest_rate(V), 1e-3)  # at least 1e-3
     points = np.asarray(limit.points)
     atoms, weights = merge(points, radius)
     return Pushforward(points=points, atoms=atoms, weights=weights, time=float(limit.time))

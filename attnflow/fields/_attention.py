@@ -262,7 +262,8 @@ class AbstractDotProductAttention(AbstractAttention):
             total = jnp.sum(others, axis=-1)
             rest = (others @ values) / jnp.where(total > 0, total, 1)[:, None]
             return SelfSplit(safe_log(own), own_values, safe_log(total), rest)
-        q, keys = self.beta * self._queries(queries), self._keys(tokens)
+        q = self.beta * self._queries(queries)
+        keys = self._keys(tokens)
         self_logit = jnp.sum(q * self._keys(queries), axis=-1)
         if block is None:  # the others: j != i, or j < i if causal
             n = tokens.shape[0]

@@ -134,9 +134,8 @@ class NoNorm(AbstractEuclideanField):
     centered: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
-        if check_bool(self.centered, "centered") and not isinstance(
-            self.attention, Softmax | Hardmax | Sinkhorn
-        ):
+        check_bool(self.centered, "centered")
+        if self.centered and not isinstance(self.attention, Softmax | Hardmax | Sinkhorn):
             raise ValueError(
                 "centered=True needs a row-stochastic single-head kernel (Softmax, Hardmax or "
                 f"Sinkhorn), where sum_j A_ij V (x_j - x_i) = attention_i(x) - V x_i; got "

@@ -493,6 +493,16 @@ def recover_parameters(
     held_fitted = simulate(fitted, held_out, ts, rtol=tol, atol=tol).xs
     relative = lambda a, b: jnp.linalg.norm(a - b) / jnp.linalg.norm(b)  # noqa: E731
     prediction_error = jnp.sqrt(jnp.mean(jnp.sum((held_fitted - held_true) ** 2, axis=-1)))
-    held = (held_out, held_true, held_fitted)
-    errors = (relative(A_fit, A), relative(V_fit, Vt), prediction_error)
-    return Recovery(result, true, fitted, ts, xs, *held, *errors)
+    return Recovery(
+        search=result,
+        true=true,
+        fitted=fitted,
+        ts=ts,
+        xs=xs,
+        held_out=held_out,
+        held_true=held_true,
+        held_fitted=held_fitted,
+        logits_error=relative(A_fit, A),
+        value_error=relative(V_fit, Vt),
+        prediction_error=prediction_error,
+    )

@@ -80,7 +80,7 @@ def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=N
     `d = 2`: the tokens on the circle; `d >= 3`: on the sphere (for `d > 3`, their first three
     coordinates, renormalized). Returns the matplotlib `Figure`; saves it if `path` is given.
     """
-    _require_matplotlib()
+    _require_matplotlib()  # the ImportError before any complaint about the trajectory
     xs = np.asarray(traj.xs)
     ts = np.asarray(traj.ts)
     if xs.ndim != 3 or xs.shape[-1] < 2:

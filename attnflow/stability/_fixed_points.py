@@ -186,13 +186,14 @@ def find_fixed_points(
     )
     tol = positive_number(tol, "tol", "the distance of two equilibria counted as one")
     expected = f"solver must be one of {', '.join(SOLVERS)}, or an optimistix solver"
-    if solver == "newton":
-        linear_solver = lx.AutoLinearSolver(well_posed=False)
-        solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=linear_solver)
-    elif solver == "levenberg_marquardt":
-        solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
-    elif isinstance(solver, str):
-        raise ValueError(f"{expected}; got {solver!r}")
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise ValueError(f"{expected}; got {solver!r}")
+        if solver == "newton":
+            linear_solver = lx.AutoLinearSolver(well_posed=False)
+            solver = optx.Newton(rtol=rtol, atol=atol, linear_solver=linear_solver)
+        else:
+            solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
     elif not isinstance(solver, optx.AbstractRootFinder | optx.AbstractLeastSquaresSolver):
         raise ValueError(expected)
     max_steps = positive_int(max_steps, "max_steps")

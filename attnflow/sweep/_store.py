@@ -16,7 +16,7 @@ import numpy as np
 
 from .._files import atomic_write, flock
 
-_CHUNK = re.compile(r"^chunk-(\d{10})-(\d{10})\.npz$")
+_CHUNK = re.compile(r"^chunk-([0-9]{10})-([0-9]{10})\.npz$")
 MANIFEST = "manifest.json"
 LOCK = "lock"
 _HEADER = ("_start", "_stop", "_fingerprint")  # inside every chunk, beside its results
