@@ -9,7 +9,8 @@
   `--help` text of `attnflow` and of every subcommand (recursively), so the page cannot drift
   from the code.
 - `on_files` serves each notebook page from its executed copy in `build/notebooks/` (or the
-  folder `ATTNFLOW_EXECUTED_NOTEBOOKS` names) when one exists: `tests/test_notebooks.py` writes
+  folder `ATTNFLOW_EXECUTED_NOTEBOOKS` names) when one exists and its cells are those of the
+  notebook (a copy left from before an edit is not shown): `tests/test_notebooks.py` writes
   them, so a site built after the notebook test shows the notebooks' figures, while git keeps
   the notebooks without outputs.
 - `on_page_content` and `on_post_page` render the maths as MathML at build time (latex2mathml),
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -135,9 +137,15 @@ def on_files(files, config, **kwargs):
     for file in files:
         if file.src_uri.startswith("notebooks/") and file.src_uri.endswith(".ipynb"):
             copy = executed / Path(file.src_uri).name
-            if copy.is_file():
+            if copy.is_file() and _cells(copy) == _cells(Path(file.abs_src_path)):
                 file.abs_src_path = str(copy)
     return files
+
+
+def _cells(notebook: Path) -> list[tuple[str, str]]:
+    """The type and source of each cell of a notebook (sources as one string each)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return [(c["cell_type"], "".join(c["source"])) for c in cells]
 
 
 def _mathml(tex: str, display: bool) -> str:

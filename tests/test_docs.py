@@ -31,16 +31,19 @@ PIXEL = base64.b64decode(
 )
 
 
-def _executed_quickstart(folder: Path) -> None:
-    """The quickstart notebook as the notebook test leaves it in build/notebooks/: here with one
-    made-up figure output on its first plotting cell."""
+def _executed(folder: Path, name: str, stale: bool = False) -> None:
+    """Notebook `name` as the notebook test leaves it in build/notebooks/: here with one
+    made-up figure output on its first plotting cell; `stale`: as left before the notebook's
+    first cell was edited."""
     nbformat = pytest.importorskip("nbformat")
-    notebook = nbformat.read(ROOT / "notebooks" / "01_quickstart.ipynb", as_version=4)
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     cell = next(c for c in notebook.cells if c.cell_type == "code" and "plot_" in c.source)
     data = {"image/png": base64.b64encode(PIXEL).decode(), "text/plain": "<Figure>"}
     cell.outputs = [nbformat.v4.new_output("display_data", data=data)]
-    folder.mkdir()
-    nbformat.write(notebook, folder / "01_quickstart.ipynb")
+    if stale:
+        notebook.cells[0].source += "\nA sentence since removed."
+    folder.mkdir(exist_ok=True)
+    nbformat.write(notebook, folder / name)
 
 
 def _visible_text(page: str) -> str:
@@ -52,7 +55,8 @@ def _visible_text(page: str) -> str:
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     site, executed = tmp_path / "site", tmp_path / "executed"
-    _executed_quickstart(executed)
+    _executed(executed, "01_quickstart.ipynb")
+    _executed(executed, "02_phase_diagrams.ipynb", stale=True)
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", ATTNFLOW_EXECUTED_NOTEBOOKS=str(executed))
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
@@ -106,12 +110,15 @@ def test_mkdocs_build_strict(tmp_path):
     assert fetched == [], "\n".join(fetched)
     quickstart = pages[Path("notebooks/01_quickstart/index.html")]
     assert "<math" in quickstart and "S^2" not in _visible_text(quickstart)
-    # the notebook page is the executed copy, with its figure
-    assert re.search(r'<img[^>]+src="data:image/png;base64,', quickstart)
+    # the notebook page is the executed copy, with its figure; a stale copy is not used
+    figure = r'<img[^>]+src="data:image/png;base64,'
+    assert re.search(figure, quickstart)
+    assert not re.search(figure, pages[Path("notebooks/02_phase_diagrams/index.html")])
 
 
 def _blocks(language: str) -> list:
-    """(page, first line, code) of every fenced block in `language` on the pages."""
+    """`(page, code)` of every fenced block in `language` on the pages, with `page:line` as its
+    test id."""
     found = []
     for page in PAGES:
         text = page.read_text()
@@ -145,11 +152,10 @@ def test_shell_block_commands_parse(page, code):
 
     parts = [part.strip() for line in code.splitlines() for part in line.split("#")[0].split("&&")]
     commands = [part for part in parts if part.split()[:1] == ["attnflow"]]
+    parser = _parser()
+    _add_globals(parser)  # --version and --quiet, as `attnflow` has them
     for command in commands:
-        words = shlex.split(command)[1:]
-        parser = _parser()
-        _add_globals(parser)  # --version and --quiet, as `attnflow` has them
         try:
-            parser.parse_args(words)
+            parser.parse_args(shlex.split(command)[1:])
         except SystemExit as error:  # --help and --version exit 0
             assert error.code == 0, f"{page.name}: {command}"
