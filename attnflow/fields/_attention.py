@@ -1,13 +1,9 @@
 """Attention kernels: the raw attention output `sum_j A_ij V x_j`, before any normalization.
 
-A kernel maps `(t, x)` with `x` of shape `(n, d)` to an array of the same shape. Normalization
-schemes (`PostLN`, ...) wrap a kernel to give a vector field; see `_field.py`.
+A kernel maps `(t, x)` with `x` of shape `(n, d)` to an array of the same shape, also in log
+scale (`AbstractAttention.scaled`) and with its tangent part (`AbstractAttention.projected`).
+Normalization schemes (`PostLN`, ...) wrap a kernel to give a vector field; see `_field.py`.
 Notation and formulas: `docs/science.md`, sections 1-2.
-
-Kernels whose output grows like `e^beta` (`Unnormalized`) also give it in log scale
-(`AbstractAttention.scaled`), and every kernel gives the tangent part of its output, the
-velocity of Post-LN and nGPT (`AbstractAttention.projected`), which the dot-product kernels
-compute without token `i`'s own term (`SelfSplit`).
 """
 
 import abc
@@ -129,8 +125,7 @@ class SelfSplit(NamedTuple):
 
 def _replaced(module: eqx.Module, **changes) -> eqx.Module:
     """A copy of `module` with the fields `changes` replaced, static ones included, without
-    running `__init__` again: for values derived from a checked module (`in_span`), whose
-    checks they satisfy by construction."""
+    running `__init__` again (for values that satisfy its checks by construction)."""
     out = copy.copy(module)
     for name, value in changes.items():
         object.__setattr__(out, name, value)  # Modules are frozen dataclasses
@@ -138,7 +133,6 @@ def _replaced(module: eqx.Module, **changes) -> eqx.Module:
 
 
 def check_width(x: Points, d: int | None, owner: str) -> None:
-    """Raise if the tokens `x` do not have the width `d` that `owner`'s weights act on."""
     if d is not None and x.shape[-1] != d:
         raise ValueError(
             f"x0 must have shape (n, {d}) to match the {owner} weights; got shape {x.shape}"
@@ -163,9 +157,8 @@ class AbstractAttention(eqx.Module):
         return None, self(t, x)
 
     def projected(self, t: Scalar, x: Points) -> Projected:
-        """The output in log scale with its tangent part: `Projected(s, u, r, p)`, the output
-        `e^{s_i} u_i` (as `scaled`) and its projection `P_{x_i}(output_i) = e^{r_i} p_i` on the
-        tangent space at `x_i` (`sphere.project`), the velocity of `PostLN`.
+        """The output in log scale (as `scaled`) with its projection on the tangent space at each
+        `x_i` (`sphere.project`), the velocity of `PostLN`: `Projected(s, u, r, p)`.
 
         The default projects `u`, which is exact to the rounding of `u`. The dot-product
         kernels (and `MultiHead`, `PerLayer`, `Sharded` of them) leave out token `i`'s own
@@ -187,7 +180,17 @@ class AbstractAttention(eqx.Module):
         return None
 
 
-class AbstractDotProductAttention(AbstractAttention):
+class FromProjected(AbstractAttention):
+    """A kernel that computes `projected`, from which `scaled` and the output follow."""
+
+    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
+        return self.projected(t, x)[:2]
+
+    def __call__(self, t: Scalar, x: Points) -> Points:
+        return apply_scale(*self.scaled(t, x))
+
+
+class AbstractDotProductAttention(FromProjected):
     """Dot-product attention with logits `beta <Q x_i, K x_j>` and values `V x_j`.
 
     `Q, K` have shape `(m, d)` (they need not be square), `V` shape `(d, d)`; `None` stands for
@@ -216,8 +219,7 @@ class AbstractDotProductAttention(AbstractAttention):
         Q, K, V = (
             check_matrix(a, name, (None, None)) for a, name in ((Q, "Q"), (K, "K"), (V, "V"))
         )
-        widths = [a.shape[1] for a in (Q, K, V) if a is not None]
-        d = widths[0] if widths else None
+        d = next((a.shape[1] for a in (Q, K, V) if a is not None), None)
         if (Q is None) != (K is None):
             given, name = (Q, "Q") if K is None else (K, "K")
             if given.shape[0] != given.shape[1]:
@@ -229,8 +231,7 @@ class AbstractDotProductAttention(AbstractAttention):
         for a, name, shape in ((Q, "Q", (m, d)), (K, "K", (m, d)), (V, "V", (d, d))):
             if a is not None:
                 check_shape(a, name, shape)
-        self.Q, self.K, self.V = Q, K, V
-        self.d = d
+        self.Q, self.K, self.V, self.d = Q, K, V, d
         self.causal = check_bool(causal, "causal")
         self.block = check_block(block)
         if isinstance(self.block, int) and not self._blockwise:
@@ -328,9 +329,6 @@ class AbstractDotProductAttention(AbstractAttention):
     def projected(self, t: Scalar, x: Points) -> Projected:
         return self._projected(x, x, self._resolved_block(x.shape[0]))
 
-    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
-        return self.projected(t, x)[:2]
-
     def centered(self, t: Scalar, x: Points) -> Points:
         """`sum_j A_ij V (x_j - x_i)`, each token pulled toward the tokens it attends to:
         `e^{b_i} (rest_i - V x_i)` (`SelfSplit`; token `i`'s own term is 0), without the
@@ -338,9 +336,6 @@ class AbstractDotProductAttention(AbstractAttention):
         split = self._split(x, x, self._resolved_block(x.shape[0]))
         values = x if split.values is None else split.values
         return scale_by_exp(split.rest_log, split.rest - values)
-
-    def __call__(self, t: Scalar, x: Points) -> Points:
-        return apply_scale(*self.scaled(t, x))
 
     def check(self, x: Points) -> None:
         check_width(x, self.d, "attention")
@@ -436,10 +431,9 @@ class Sinkhorn(AbstractDotProductAttention):
     Solved as entropic optimal transport between uniform marginals by ott-jax's log-domain
     Sinkhorn (stable for large `beta`, differentiable by implicit differentiation, jit- and
     vmap-able): row and column sums are 1 to `tol` (max absolute error) within `max_iter`
-    iterations. If it has not converged, calling the kernel raises (an `EquinoxRuntimeError`
-    under `jit`) instead of returning inexact weights; with `throw=False` (as in sweeps, which
-    record failures as data) the weights are NaN instead, so the run reports a non-finite
-    state.
+    iterations, else calling the kernel raises (an `EquinoxRuntimeError` under `jit`); with
+    `throw=False` (as in sweeps, which record failures as data) the weights are NaN instead, so
+    the run reports a non-finite state.
 
     `tol=None` (the default) is resolved from the dtype of the logits at call time: `1e-9` in
     float64, `100 eps` (about `1.2e-5`) in float32, the sums' resolution there. In float32 the
@@ -468,7 +462,7 @@ class Sinkhorn(AbstractDotProductAttention):
         from ott.solvers.linear import implicit_differentiation, sinkhorn
 
         n = logits.shape[-1]
-        tol = default_tol(logits.dtype) if self.tol is None else self.tol
+        tol = max(1e-9, 100 * float(jnp.finfo(logits.dtype).eps)) if self.tol is None else self.tol
         problem = linear_problem.LinearProblem(geometry.Geometry(cost_matrix=-logits, epsilon=1.0))
         # ott's threshold bounds the 2-norm of the error of the column marginal of the plan
         # (entries 1 / n; its rows are exact after the last update): below tol / n, every
@@ -491,12 +485,7 @@ class Sinkhorn(AbstractDotProductAttention):
         )
 
 
-def default_tol(dtype) -> float:
-    """Sinkhorn's default `tol` in `dtype`: `1e-9`, or `100 eps` where that is larger."""
-    return max(1e-9, 100 * float(jnp.finfo(dtype).eps))
-
-
-class MultiHead(AbstractAttention):
+class MultiHead(FromProjected):
     """The sum of several attention heads, each with its own weights and partition function.
 
     `MultiHead((Softmax(beta, Q1, K1, V1), Softmax(beta, Q2, K2, V2)))`. `H` identical heads
@@ -514,19 +503,12 @@ class MultiHead(AbstractAttention):
         self.heads = heads
 
     def projected(self, t: Scalar, x: Points) -> Projected:
-        """Heads in log scale share the largest log scale `s = max_h s_h`, and
-        `u = sum_h exp(s_h - s) u_h` (heads without one count as `s_h = 0`); the same for the
-        tangent parts (`sum_scaled`)."""
+        """The heads' outputs summed in log scale, `s = max_h s_h` (heads without one count as
+        `s_h = 0`), and their tangent parts the same way (`sum_scaled`)."""
         parts = [head.projected(t, x) for head in self.heads]
         log_scale, u = sum_scaled([(part.log_scale, part.output) for part in parts])
         tangent = sum_scaled([(part.tangent_log_scale, part.tangent) for part in parts])
         return Projected(log_scale, u, *tangent)
-
-    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
-        return self.projected(t, x)[:2]
-
-    def __call__(self, t: Scalar, x: Points) -> Points:
-        return apply_scale(*self.scaled(t, x))
 
     def check(self, x: Points) -> None:
         for head in self.heads:
@@ -537,7 +519,7 @@ class MultiHead(AbstractAttention):
         return None if any(head is None for head in heads) else MultiHead(heads)
 
 
-class PerLayer(AbstractAttention):
+class PerLayer(FromProjected):
     """Time-dependent weights, piecewise constant in `t`: one kernel per layer.
 
     Layer `k` (0-based) acts for `t` in `[k h, (k + 1) h)`; times before 0 use the first
@@ -562,8 +544,7 @@ class PerLayer(AbstractAttention):
                 f"got {len(structures)} different structures"
             )
         self.layers = jax.tree.map(lambda *leaves: jnp.stack(leaves), *layers)
-        self.h = h
-        self.num_layers = len(layers)
+        self.h, self.num_layers = h, len(layers)
 
     def layer(self, t: Scalar) -> AbstractAttention:
         """The kernel in force at time `t`."""
@@ -573,12 +554,6 @@ class PerLayer(AbstractAttention):
         k = jnp.clip(k, 0, self.num_layers - 1).astype(int)
         return jax.tree.map(lambda leaf: leaf[k], self.layers)
 
-    def __call__(self, t: Scalar, x: Points) -> Points:
-        return self.layer(t)(t, x)
-
-    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
-        return self.layer(t).scaled(t, x)
-
     def projected(self, t: Scalar, x: Points) -> Projected:
         return self.layer(t).projected(t, x)
 
@@ -587,6 +562,4 @@ class PerLayer(AbstractAttention):
 
     def in_span(self, basis):
         layers = self.layers.in_span(basis)
-        if layers is None:
-            return None
-        return _replaced(self, layers=layers)
+        return None if layers is None else _replaced(self, layers=layers)

@@ -6,19 +6,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._types import Points, Scalar
-from ._attention import (
-    AbstractAttention,
-    AbstractDotProductAttention,
-    LogScale,
-    Projected,
-    apply_scale,
-)
+from ._attention import AbstractDotProductAttention, FromProjected, Projected
 from ._blockwise import BLOCK, check_block_size
 
 AXIS = "tokens"
 
 
-class Sharded(AbstractAttention):
+class Sharded(FromProjected):
     """`attention` (Softmax or Unnormalized, any `Q, K, V`, causal or not) evaluated with the
     tokens split across `devices` (default: all of them), so that `n` grows with the devices.
 
@@ -94,12 +88,6 @@ class Sharded(AbstractAttention):
         return jax.shard_map(  # the scans' carries start replicated: no replication check
             local, mesh=self.mesh, in_specs=spec, out_specs=spec, check_vma=False
         )(x)
-
-    def scaled(self, t: Scalar, x: Points) -> tuple[LogScale, Points]:
-        return self.projected(t, x)[:2]
-
-    def __call__(self, t: Scalar, x: Points) -> Points:
-        return apply_scale(*self.scaled(t, x))
 
     def check(self, x: Points) -> None:
         self.attention.check(x)
