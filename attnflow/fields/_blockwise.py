@@ -1,11 +1,8 @@
 """Softmax attention without the `n x n` matrix: blocks of keys with an online log-sum-exp.
 
-`blockwise_attention(q, k, v)` gives, for every query `i`, the log partition function
-`lse_i = log sum_j exp(<q_i, k_j>)` and the output `out_i = sum_j softmax_ij v_j`, the same
-numbers as the dense computation, in memory `O(n (m + d) + block^2)`: queries are taken in blocks
-of `block` rows, and for each query block the keys are scanned in blocks of `block` with a running
-maximum, partition function and output (Milakov and Gimelshein 2018; Rabe and Staats 2021;
-FlashAttention, Dao et al. 2022).
+`blockwise_attention(q, k, v)`: queries are taken in blocks of `block` rows, and for each query
+block the keys are scanned in blocks of `block` with a running maximum, partition function and
+output (Milakov and Gimelshein 2018; Rabe and Staats 2021; FlashAttention, Dao et al. 2022).
 
 Derivatives have a rule of their own (`jax.custom_jvp`): the tangent is a second blockwise pass,
 
@@ -35,28 +32,23 @@ def resolve_block(block, n: int) -> int | None:
     `"auto"`: `BLOCK` when `n > THRESHOLD`, dense otherwise; `None`: dense; an int: that size
     (capped at `n`, so a small system is one block)."""
     if block == "auto":
-        return min(BLOCK, n) if n > THRESHOLD else None
-    if block is None:
-        return None
-    return min(block, n)
+        block = BLOCK if n > THRESHOLD else None
+    return None if block is None else min(block, n)
 
 
 def check_block_size(block) -> int:
-    """`block`, checked to be a positive int (`ValueError` otherwise)."""
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be a positive int; got {block!r}")
     return block
 
 
 def check_block(block):
-    """`block`, checked to be `"auto"`, `None` or a positive int (`ValueError` otherwise)."""
     if block == "auto" or block is None:
         return block
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(
-            "block must be 'auto' (blockwise above "
-            f"{THRESHOLD} tokens), None (the dense n x n matrix) or a positive int (the block "
-            f"size); got {block!r}"
+            f"block must be 'auto' (blockwise above {THRESHOLD} tokens), None (the dense n x n "
+            f"matrix) or a positive int (the block size); got {block!r}"
         )
     return block
 

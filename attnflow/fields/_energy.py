@@ -18,8 +18,7 @@ def log_energy(x: Points, beta: Scalar):
     beta = check_value(
         beta, beta <= 0, "beta must be > 0 for the energy (E_beta diverges like 1/(2 beta))"
     )
-    n = x.shape[0]
-    return jax.nn.logsumexp(beta * (x @ x.T)) - jnp.log(2 * beta * n**2)
+    return jax.nn.logsumexp(beta * (x @ x.T)) - jnp.log(2 * beta * x.shape[0] ** 2)
 
 
 def energy(x: Points, beta: Scalar):

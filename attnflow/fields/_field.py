@@ -1,8 +1,4 @@
-"""Vector fields: `field(t, x, args) -> dx/dt`, diffrax's convention.
-
-A field validates the initial state it is given (`check`) and, when it lives on the sphere,
-also defines the discrete transformer layer it is the continuous-time limit of (`layer`).
-"""
+"""Vector fields: `field(t, x, args) -> dx/dt`, diffrax's convention."""
 
 import abc
 
@@ -49,7 +45,6 @@ class AbstractSphereField(AbstractLayerField):
 
 
 def check_kernel(attention) -> None:
-    """Raise unless `attention` is an attention kernel."""
     if not isinstance(attention, AbstractAttention):
         raise ValueError(f"attention must be an attention kernel; got {attention!r:.80}")
 
@@ -137,11 +132,8 @@ def USA(beta: Scalar, Q=None, K=None, V=None, *, block="auto") -> PostLN:
 
     `dx_i/dt = P_{x_i}((1/n) sum_j exp(beta <Q x_i, K x_j>) V x_j)`: `Z_i` replaced by `n`.
     With `Q = K = V = I` it is the gradient ascent `dX/dt = n grad E_beta` (docs/science.md,
-    section 3).
-    The layers (`Layers`) are computed in log scale, finite for any `beta`; the
-    velocity is finite wherever its true value is representable: for close tokens the weights
-    `e^{beta <x_i, x_j>} / n` overflow beyond `beta` about 709 in float64, 88 in float32 (see
-    `Unnormalized`).
-    `block`: dense `n x n` matrix or key blocks, see `Unnormalized`.
+    section 3). The layers (`Layers`) are finite for any `beta`, the velocity wherever its true
+    value is representable (see `Unnormalized`). `block`: dense `n x n` matrix or key blocks,
+    see `Unnormalized`.
     """
     return PostLN(Unnormalized(beta, Q, K, V, block=block))

@@ -143,9 +143,8 @@ class NoNorm(AbstractEuclideanField):
             )
 
     def __call__(self, t, x, args=None):
-        if self.centered:
-            return self.attention.centered(t, x).astype(x.dtype)
-        return self.attention(t, x).astype(x.dtype)
+        kernel = self.attention.centered if self.centered else self.attention
+        return kernel(t, x).astype(x.dtype)
 
     def check(self, x0):
         return check_tokens(x0, self.attention)
@@ -165,13 +164,12 @@ class NGPT(AbstractSphereField):
 
     def __check_init__(self):
         check_kernel(self.attention)
-        number = isinstance(self.alpha, int | float) and not isinstance(self.alpha, bool)
-        if not callable(self.alpha) and not (
-            number and self.alpha > 0 and math.isfinite(self.alpha)
-        ):
-            note = " (not finite)" if number and not math.isfinite(self.alpha) else ""
+        alpha = self.alpha
+        number = isinstance(alpha, int | float) and not isinstance(alpha, bool)
+        if not callable(alpha) and not (number and alpha > 0 and math.isfinite(alpha)):
+            note = " (not finite)" if number and not math.isfinite(alpha) else ""
             raise ValueError(
-                f"alpha must be a positive number or a callable alpha(t); got {self.alpha!r}{note}"
+                f"alpha must be a positive number or a callable alpha(t); got {alpha!r}{note}"
             )
 
     def _alpha(self, t, x):
