@@ -1,11 +1,6 @@
-"""The integration core: `integrate` evolves a field from `x0` over the save times `ts` with a
-solver object, either a diffrax ODE solver or `Layers(h)`, the discrete transformer.
-
-Every run in attnflow goes through it: `simulate` (which validates and reduces `d > n` first),
-`lyapunov_spectrum` (one interval at a time, by `Stepper`), the studies and the concentration
-sweep. It holds the one step-size rule (`controller`), the one way to name a solver
-(`as_solver`), and the failure codes (`STATUS`).
-"""
+"""`integrate`, which every run goes through (`lyapunov_spectrum` one interval at a time, by
+`Stepper`), with the one step-size rule (`controller`), the one way to name a solver
+(`as_solver`) and the failure codes (`STATUS`)."""
 
 import functools
 from collections.abc import Callable
@@ -41,7 +36,6 @@ class Trajectory(eqx.Module):
     status: Int[Array, ""]
 
 
-# What `Trajectory.status` means; `throw=False` reports these instead of raising.
 STATUS = (
     "ok",
     "solver failed (max_steps reached or step size too small)",
@@ -61,10 +55,9 @@ class Layers(eqx.Module):
     layer `k` at time `t = k h`, the step being the field's own `layer(t, x, h)`.
 
     Pass it where a diffrax solver goes: `simulate(field, x0, ts, solver=Layers(0.1))`. The
-    save times must then be multiples of `h` (`layer_indices`). Time-dependent fields see
-    `t = k h` at layer `k`. The attention output is added before renormalization, not
-    projected (docs/science.md section 2): `Layers(h)` is the transformer itself, and its flow
-    tends to the ODE's as `h -> 0`.
+    save times must then be multiples of `h` (`layer_indices`). The attention output is added
+    before renormalization, not projected (docs/science.md section 2): `Layers(h)` is the
+    transformer itself, and its flow tends to the ODE's as `h -> 0`.
     """
 
     h: float = eqx.field(static=True, converter=lambda h: positive_number(h, "h", "the layer step"))
@@ -232,10 +225,6 @@ def _adjoint(adjoint) -> diffrax.AbstractAdjoint | str:
             f"got {adjoint!r}"
         )
     return adjoint
-
-
-def _backsolve(adjoint) -> bool:
-    return adjoint == "backsolve" or isinstance(adjoint, diffrax.BacksolveAdjoint)
 
 
 class Rejectable(eqx.Module):
@@ -433,10 +422,9 @@ def _layers_until(one_layer, statistic, until, x0, ts, steps, h):
         return i + 1, x, stats, until(stat)
 
     last, x, stats, _ = jax.lax.while_loop(running, step, (0, x0, stats, until(first)))
-    held = jax.tree.map(
-        lambda s: jnp.where(
-            (jnp.arange(len(ts)) > last).reshape(-1, *[1] * (s.ndim - 1)), s[last], s
-        ),
-        stats,
-    )
-    return held, x
+    after = jnp.arange(len(ts)) > last
+
+    def held(s):  # the statistic of the last save time computed, from there on
+        return jnp.where(after.reshape(-1, *[1] * (s.ndim - 1)), s[last], s)
+
+    return jax.tree.map(held, stats), x

@@ -3,6 +3,7 @@ or the discrete layers (`Layers`)."""
 
 from collections.abc import Callable
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -18,15 +19,7 @@ from .._checks import (
     is_traced,
 )
 from ..fields import AbstractField, PostLN
-from ._core import (
-    Layers,
-    Trajectory,
-    _adjoint,
-    _backsolve,
-    as_solver,
-    integrate,
-    layer_indices,
-)
+from ._core import Layers, Trajectory, _adjoint, as_solver, integrate, layer_indices
 
 
 def simulate(
@@ -51,14 +44,12 @@ def simulate(
             shape `(n,)` for `Circle`). Checked finite and on the sphere (`sqrt(eps)` tolerance).
         ts: strictly increasing save times; the run starts at `ts[0]` and ends at `ts[-1]`.
         solver: `attnflow.Layers(h)`, the discrete post-LN transformer of layer step `h`
-            (`x_i <- normalize(x_i + h sum_j A_ij V x_j)`, the attention output added before
-            renormalization, not projected; docs/science.md section 2; `ts` must then be
-            multiples of `h`, and time-dependent fields see `t = k h` at layer `k`), a diffrax
-            ODE solver instance, or one by name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"euler"`,
-            `"heun"`, ... see `ode_solvers()`). Adaptive solvers use a PID step-size
-            controller with `rtol`, `atol` (and `dt0`, if given, as the first step);
-            fixed-step solvers (`"euler"`) take steps of `dt0`. (`solver="layers", dt0=h` is
-            the deprecated spelling of `Layers(h)`.)
+            (`ts` must then be multiples of `h`; see `Layers`), a diffrax ODE solver instance,
+            or one by name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"euler"`, `"heun"`, ... see
+            `ode_solvers()`). Adaptive solvers use a PID step-size controller with `rtol`,
+            `atol` (and `dt0`, if given, as the first step); fixed-step solvers (`"euler"`)
+            take steps of `dt0`. (`solver="layers", dt0=h` is the deprecated spelling of
+            `Layers(h)`.)
         save: optional statistic `save(t, x)`; if given, `Trajectory.xs` holds its values at
             the save times instead of the states, so a sweep never stores whole trajectories.
         max_steps: cap on the steps of an adaptive solve (diffrax raises past it).
@@ -82,22 +73,19 @@ def simulate(
         A `Trajectory` with `.ts` (shape `(T,)`), `.xs` (`(T, n, d)`, or `save`'s output) and
         `.status` (0 when the run succeeded).
 
-    `rtol`, `atol` and `dt0` are passed to the compiled code as arrays: new values do not
-    recompile.
-
     On the sphere (`AbstractSphereField`): ODE solvers integrate the field as it is, with no
-    projection of the state; its velocity is orthogonal to each token, so each norm is a first
-    integral and drifts only by the accumulated truncation error (below 1e-5 over `t = 30` at
-    the default tolerances, tested). The saved states, and the states given to `save`, are
-    then renormalized, each token divided by its norm (`onto_sphere`), so that they lie on the
-    sphere to rounding and are valid inputs again (`x0` of another run, a recording for
-    `fit_trajectory`); `Layers` renormalizes at every step, exact to rounding.
+    projection of the state; each norm drifts only by the accumulated truncation error (below
+    1e-5 over `t = 30` at the default tolerances, tested). The saved states, and the states
+    given to `save`, are then renormalized (`onto_sphere`), so that they are valid inputs again
+    (`x0` of another run, a recording for `fit_trajectory`); `Layers` renormalizes at every
+    step, exact to rounding.
 
-    `simulate` is jit-compiled (one compilation per field structure, shapes, solver and
-    options), works under `jax.vmap` over `x0` and over array leaves of the field such as
-    `beta`, and is differentiable with respect to `x0` and every array leaf of the field
-    (`beta`, `Q`, `K`, `V`, per-layer weights), in reverse mode (see `adjoint`); the gradients
-    are tested against central finite differences (docs/guide/gradients.md).
+    `simulate` is jit-compiled (one compilation per field structure, shapes, solver and options;
+    `rtol`, `atol` and `dt0` are passed as arrays, so new values do not recompile), works under
+    `jax.vmap` over `x0` and over array leaves of the field such as `beta`, and is
+    differentiable with respect to `x0` and every array leaf of the field (`beta`, `Q`, `K`,
+    `V`, per-layer weights), in reverse mode (see `adjoint`); the gradients are tested against
+    central finite differences (docs/guide/gradients.md).
     """
     if not isinstance(field, AbstractField):
         raise ValueError(
@@ -140,7 +128,7 @@ def simulate(
             field, x0, ts, solver, save=save, steps=steps, throw=throw, adjoint=adjoint
         )
     adjoint = _adjoint(adjoint)
-    if _backsolve(adjoint):
+    if adjoint == "backsolve" or isinstance(adjoint, diffrax.BacksolveAdjoint):
         # Its adjoint state holds the weights' cotangents beside the tokens': one dtype.
         field = jax.tree.map(lambda a: a.astype(x0.dtype) if eqx.is_inexact_array(a) else a, field)
     dt0, rtol, atol, max_steps = check_ode_options(solver, dt0, rtol, atol, max_steps)
