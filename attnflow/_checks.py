@@ -1,10 +1,6 @@
-"""Input validation shared by every public entry point.
-
-Shapes and static options are checked at trace time with a `ValueError`. Values (finite,
-non-negative, on the sphere) are checked at once when they are concrete; under `jax.jit` or
-`jax.vmap` they are traced, and the same check is attached with `eqx.error_if`, which raises
-when the compiled code runs.
-"""
+"""Input validation shared by every public entry point: shapes and static options are checked
+at trace time with a `ValueError`, values (finite, non-negative, on the sphere) by `check_value`,
+at once if concrete and, if traced (under `jax.jit` or `jax.vmap`), when the compiled code runs."""
 
 import math
 import numbers
@@ -100,10 +96,8 @@ def check_on_sphere(
 
 
 def positive_number(value, name: str, what: str | None = None) -> float:
-    """`value` as a float: a finite real number `> 0` (not a bool), else `ValueError`.
-
-    For static options (step sizes, tolerances, layer durations); `what` says what it is.
-    """
+    """`value` as a float: a finite real number `> 0` (not a bool), else `ValueError`; for
+    static options (step sizes, tolerances, layer durations), `what` saying what it is."""
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not (real and value > 0 and math.isfinite(value)):
         about = f" ({what})" if what else ""
@@ -143,7 +137,6 @@ def check_shape(a, name: str, shape: tuple[int | None, ...]) -> None:
 
 
 def check_bool(value, name: str) -> bool:
-    """`value`, checked to be `True` or `False` (`ValueError` naming `name` otherwise)."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False; got {value!r}")
     return value
@@ -200,8 +193,7 @@ def float_dtype(dtype=None) -> np.dtype:
 
 def check_delta(delta):
     """`delta`, the cluster radius (`<x_i, x_j> >= 1 - delta`), checked to be a scalar in
-    `[0, 2]`: concrete values now, traced ones (as sweeps pass it) when the compiled code
-    runs."""
+    `[0, 2]` (when the compiled code runs, if traced as sweeps pass it)."""
     delta = as_float_array(delta, "delta")
     if delta.ndim != 0:
         raise ValueError(f"delta must be a scalar; got shape {delta.shape}")

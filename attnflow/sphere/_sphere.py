@@ -24,8 +24,7 @@ def uniform(key: PRNGKeyArray, n: int, d: int, dtype=None) -> Points:
     `dtype` defaults to JAX's default float (float64 when `jax_enable_x64` is on).
     """
     n, d = positive_int(n, "n"), positive_int(d, "d")
-    g = jax.random.normal(key, (n, d), dtype=dtype or float)
-    return normalize(g)
+    return normalize(jax.random.normal(key, (n, d), dtype=dtype or float))
 
 
 def around_axes(
