@@ -462,7 +462,7 @@ def concentration(
     direction = np.full((count, d), np.nan)
     terminal = np.full(count, -1)
     spread = np.full(count, np.nan)
-    final = np.zeros((count, n, d), dtype)  # realization 0's rows are kept
+    final = np.zeros((betas.size, n, d), dtype)
     flows = weights | tolerances | {"betas": jnp.asarray(betas), "ts": jnp.asarray(ts)}
     flows |= {"limits": jnp.asarray(limits), "limit_status": jnp.asarray(limit_status)}
     # the items save statistics, not trajectories (format 2); a store of trajectories is refused
@@ -476,15 +476,14 @@ def concentration(
             **engine,
             desc="concentration: finite-beta flows",
         )
-        collect(
-            chunks,
-            distance=distance,
-            status=status,
-            direction=direction,
-            terminal=terminal,
-            spread=spread,
-            final=final,
-        )
+        for start, stop, results in chunks:
+            distance[start:stop] = results["distance"]
+            status[start:stop] = results["status"]
+            direction[start:stop] = results["direction"]
+            terminal[start:stop] = results["terminal"]
+            spread[start:stop] = results["spread"]
+            firsts = [i for i in range(start, stop) if i % samples == 0]
+            final[[i // samples for i in firsts]] = results["final"][[i - start for i in firsts]]
     eigenvalues, bases = eigenvectors(V, d)
     terminal_time = np.where(terminal >= 0, ts[terminal], np.nan)
     shape = (betas.size, samples)
@@ -511,7 +510,7 @@ def concentration(
         limit_status=limit_status,
         status=status,
         x0=np.asarray(initial_tokens(key, 0, n=n, d=d, init=init, dtype=dtype)),
-        final=final[::samples],
+        final=final,
         config=config,
     )
 
