@@ -54,10 +54,9 @@ def long_context_cosine(n: ArrayLike, rho: ArrayLike, gamma: ArrayLike) -> Float
     `b = A_ij`, `a + (n-1) b = 1`) and the tokens' Gram matrix is `G = (1 - rho) I + rho 11^T`.
     Both are diagonal in the all-ones direction and its complement, so `Y Y^T = W G W^T` has
     eigenvalues `m = 1 + (n-1) rho` on `1` and `q = (a - b)^2 (1 - rho)` on its complement,
-    and the output cosine is
-    `(m - q) / (m + (n - 1) q)`: exact, `O(1)` for any `n` (no `n x n` matrix, `n` up to 1e9
-    and beyond). As `n -> infinity` it tends to 1 for `gamma < 1/(1 - rho)`, to
-    `4 rho / (1 + 3 rho)` at `gamma = 1/(1 - rho)`, and to `rho` above (Rigollet Thm 7).
+    and the output cosine is `(m - q) / (m + (n - 1) q)`: exact, `O(1)` for any `n` (no `n x n`
+    matrix, `n` up to 1e9 and beyond). As `n -> infinity` it tends to 1 for `gamma < 1/(1 - rho)`,
+    to `4 rho / (1 + 3 rho)` at `gamma = 1/(1 - rho)`, and to `rho` above (Rigollet Thm 7).
     Broadcasts over `n`, `rho`, `gamma`, in their dtype (an integer `n` takes theirs).
 
     Computed as `(rho + s (1 - q)) / (rho + q + s)` with `s = 1 / (n - 1)` (the same fraction

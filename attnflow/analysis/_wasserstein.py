@@ -373,8 +373,7 @@ def wasserstein(
         `1 / epsilon`).
 
     Jit-compatible (`cost`, `p`, `epsilon`, `threshold`, `max_iterations` are static). For small
-    clouds the exact value is `wasserstein_exact`. Mean-field stability ([R], arXiv
-    2512.01868, docs/science.md section 4): `W_1(mu_n(t), mu(t)) <= e^{Ct} W_1(mu_n(0), mu(0))`.
+    clouds the exact value is `wasserstein_exact`.
     """
     x, y, p = _point_clouds(x, y, cost, p)
     epsilon = positive_number(epsilon, "epsilon", "the entropic regularization")
@@ -426,11 +425,11 @@ def wasserstein_exact(
 
     Arguments as `wasserstein`. For `n = m` an optimal plan is a permutation (Birkhoff), so
     `W_p^p = min_sigma (1/n) sum_i d(x_i, y_sigma(i))^p`, found by the Hungarian algorithm on
-    the cost matrix `d(x_i, y_j)^p` (`assignment`); for `n != m` each
-    point is repeated `L/n` (`L/m`) times, `L = lcm(n, m)`, which turns the transport between
-    uniform measures into an assignment between `L` atoms of mass `1/L`. Cost `O(L^3)`, with
-    `L <= max_points`. Jit- and vmap-able (`cost`, `p`, `max_points` static; value checks then
-    raise when the compiled code runs), in the inputs' dtype.
+    the cost matrix `d(x_i, y_j)^p` (`assignment`); for `n != m` each point is repeated `L/n`
+    (`L/m`) times, `L = lcm(n, m)`, which turns the transport between uniform measures into an
+    assignment between `L` atoms of mass `1/L`. Cost `O(L^3)`, with `L <= max_points`. Jit- and
+    vmap-able (`cost`, `p`, `max_points` static; value checks then raise when the compiled code
+    runs), in the inputs' dtype.
 
     Returns:
         `W_p`, a scalar of the inputs' dtype.

@@ -188,8 +188,7 @@ def limit_map(
     Arguments:
         x: tokens, shape `(n, d)`: the atoms of the initial measure `(1/n) sum_i delta_{x_i}`;
             each moves in the field of all of them (`hardmax_flow`).
-        Q, K: `(m, d)`; `None` is the identity.
-        V: `(d, d)`; `None` is the identity.
+        Q, K, V: `(m, d)`, `(m, d)` and `(d, d)`; `None` is the identity.
         tol: the run stops once `max_i |dx_i/dt| <= tol * max(1, max_i |x_i|)` (default
             `1e-7` in float64, `1e-3` in float32: above the noise floor of the solver's
             tolerances); the flow contracts toward its limit at the rate of the smallest real
@@ -204,9 +203,8 @@ def limit_map(
             sliding modes at first order in `dt0`.
 
     Returns:
-        `T(x)`, shape `(n, d)`, in `x`'s dtype. The convergence is reported: `LimitNotReached`
-        says when the flow did not come to rest, with the time reached, the residual speed
-        and `V`'s spectrum.
+        `T(x)`, shape `(n, d)`, in `x`'s dtype. Raises `LimitNotReached` (with the time reached,
+        the residual speed and `V`'s spectrum) when the flow did not come to rest.
 
     Characterization (proved here; `V = I`, `B = Q^T K` so that `<Q x, K y> = x^T B y`). Call
     the token `v` a *leader* if it strictly maximizes its own logit, `<B v, v> > <B v, y>` for

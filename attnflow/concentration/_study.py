@@ -23,6 +23,7 @@ from ..sweep import (
     AbstractStudyItem,
     SweepFailureWarning,
     check_study,
+    collect,
     failure_counts,
     failures,
     item_key,
@@ -68,6 +69,7 @@ class _Static(AbstractStudyItem):
     """The configuration of the concentration items: realizations of `initial_tokens`."""
 
     init: str = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
 
     def tokens(self, key, sample):
         return initial_tokens(key, sample, n=self.n, d=self.d, init=self.init, dtype=self.dtype)
@@ -77,18 +79,13 @@ class LimitItem(_Static):
     """Item `s` (a realization): the limit of its zero-temperature flow; `args` holds `key`,
     `Q`, `K`, `V`, `tol`, `max_time`, `rtol`, `atol` (traced: new values reuse the code)."""
 
-    max_steps: int = eqx.field(static=True)
-
     def __call__(self, index, args):
         limit = hardmax_limit(
             self.tokens(args["key"], index),
             args["Q"],
             args["K"],
             args["V"],
-            tol=args["tol"],
-            max_time=args["max_time"],
-            rtol=args["rtol"],
-            atol=args["atol"],
+            **{name: args[name] for name in ("tol", "max_time", "rtol", "atol")},
             max_steps=self.max_steps,
         )
         return {"points": limit.points, "time": limit.time, "status": limit.status}
@@ -100,8 +97,6 @@ class FlowItem(_Static):
     trajectory): the distance to the push-forward `limits[s]` at each save time, and the
     terminal phase (`terminal_phase`). `args` holds `betas`, `key`, `Q`, `K`, `V`, `ts`,
     `rtol`, `atol`, `limits` and `limit_status` (traced: new values reuse the code)."""
-
-    max_steps: int = eqx.field(static=True)
 
     def __call__(self, index, args):
         beta = self.beta(index, args)
@@ -312,9 +307,7 @@ def eigenvectors(V, d: int) -> tuple[np.ndarray, list[np.ndarray]]:
     return values[order], bases
 
 
-# The terminal phase is read at the last save time where the tokens' spread is still at least
-# this fraction of the initial one: once they have merged, their direction is rounding noise.
-TERMINAL = 1e-3
+TERMINAL = 1e-3  # the smallest spread, relative to the initial one, of `terminal_phase`
 
 
 def terminal_phase(xs: Float[Array, "T n d"]) -> tuple[Float[Array, " d"], Array, Array]:
@@ -388,8 +381,7 @@ def concentration(
         betas: inverse temperatures `> 0` (up to `1e4` and beyond), shape `(B,)`.
         ts: save times, strictly increasing from `ts[0] = 0`, shape `(T,)`; log-spaced times
             resolve the `O(log beta)` time of closest approach.
-        Q, K: `(m, d)` (`None`: identity).
-        V: `(d, d)` (`None`: identity).
+        Q, K, V: `(m, d)`, `(m, d)` and `(d, d)` (`None`: identity).
         samples: realizations.
         init: `"ball"` or `"gaussian"` (see `initial_tokens`).
         dtype: float dtype (JAX's default float: float64 with x64 on).
@@ -444,7 +436,8 @@ def concentration(
         "atol": atol,
         "version": __version__,
     }
-    static = {"n": n, "d": d, "samples": samples, "init": init, "dtype": dtype.name}
+    engine = {"memory": memory, "devices": devices, "progress": progress}
+    static = dict(n=n, d=d, samples=samples, init=init, dtype=dtype.name, max_steps=max_steps)
     weights = {"key": key, "Q": Q, "K": K, "V": V}
     tolerances = {"rtol": jnp.asarray(rtol, dtype), "atol": jnp.asarray(atol, dtype)}
     limits = np.zeros((samples, n, d), dtype)
@@ -452,22 +445,17 @@ def concentration(
     limit_status = np.zeros(samples, np.int8)
     with _open_part(store, "limits", config, samples) as opened:
         chunks = run(
-            LimitItem(**static, max_steps=max_steps),
+            LimitItem(**static),
             samples,
             args=weights
             | {"rtol": jnp.asarray(limit_rtol, dtype), "atol": jnp.asarray(limit_atol, dtype)}
             | {"tol": jnp.asarray(tol, dtype), "max_time": jnp.asarray(max_time, dtype)},
             bytes_per_item=dtype.itemsize * (40 * n * d + 6 * n * n),
-            memory=memory,
-            devices=devices,
             store=opened,
-            progress=progress,
+            **engine,
             desc="concentration: limit maps",
         )
-        for start, stop, results in chunks:
-            limits[start:stop] = results["points"]
-            limit_time[start:stop] = results["time"]
-            limit_status[start:stop] = results["status"]
+        collect(chunks, points=limits, time=limit_time, status=limit_status)
     count = betas.size * samples
     distance = np.full((count, ts.size), np.nan)
     status = np.zeros(count, np.int8)
@@ -480,14 +468,12 @@ def concentration(
     # the items save statistics, not trajectories (format 2); a store of trajectories is refused
     with _open_part(store, "flows", config | {"format": 2}, count) as opened:
         chunks = run(
-            FlowItem(**static, max_steps=max_steps),
+            FlowItem(**static),
             count,
             args=flows,
             bytes_per_item=dtype.itemsize * (ts.size * n * (d + n) + 40 * n * d + 6 * n * n),
-            memory=memory,
-            devices=devices,
             store=opened,
-            progress=progress,
+            **engine,
             desc="concentration: finite-beta flows",
         )
         for start, stop, results in chunks:
@@ -558,12 +544,9 @@ def _open_part(store, part: str, config: dict, count: int):
 
 
 def _report(status: np.ndarray, limit_status: np.ndarray, betas: np.ndarray) -> None:
-    lines = []
     no_limit = failure_counts(limit_status, "realizations", LIMIT_STATUS)
     if no_limit:
-        lines.append(f"{no_limit} have no limit map; they are left out (see .limit_status)")
-    line = failures(status, betas)
-    if line is not None:
-        lines.append(line)
+        no_limit += " have no limit map; they are left out (see .limit_status)"
+    lines = [line for line in (no_limit, failures(status, betas)) if line]
     if lines:
         warnings.warn("; ".join(lines), SweepFailureWarning, stacklevel=3)

@@ -292,10 +292,9 @@ def solve_circle(
       (the Ott-Antonsen test to 1e-8 on 128 points), but it oscillates and fails once the
       density is too sharp for the grid.
     Neither enforces positivity exactly: the smallest density at each save time is returned
-    (`min_density`), and a warning is given when it falls below `-1e-6` (refine the grid).
-    A grid too coarse to resolve `exp(beta cos theta)`
-    (the Fourier coefficient of the Nyquist mode above `1e-13` of the mean) is a ValueError
-    naming the smallest grid that does.
+    (`min_density`), and a warning is given when it falls below `-1e-6` (refine the grid). A grid
+    too coarse to resolve `exp(beta cos theta)` (the Fourier coefficient of the Nyquist mode
+    above `1e-13` of the mean) is a ValueError naming the smallest grid that does.
     """
     _check_kind(kind)
     if scheme not in ("finite-volume", "spectral"):
@@ -333,7 +332,6 @@ def solve_circle(
     rtol = (1e-8 if double else 1e-5) if rtol is None else positive_number(rtol, "rtol")
     atol = (1e-10 if double else 1e-7) if atol is None else positive_number(atol, "atol")
     ratios = _bessel_ratios(beta, M)
-    kk = np.abs(np.fft.fftfreq(M, 1.0 / M))
     if beta > 0:
         q = 2 * np.pi * ratios / beta  # (2 pi I_k / beta) / I_0: SA's numerator, scaled
         if kind == "USA":
@@ -341,8 +339,8 @@ def solve_circle(
             if not np.isfinite(scale) or np.max(q) * scale > np.finfo(rho0.dtype).max / M:
                 raise ValueError(f"USA's velocity overflows at beta = {beta:g}; use kind='SA'")
             q = q * scale
-    else:
-        q = np.where(kk == 1, np.pi, 0.0)  # 2 pi I_k(beta) / beta -> pi at k = +-1
+    else:  # 2 pi I_k(beta) / beta -> pi at k = +-1
+        q = np.where(np.abs(np.fft.fftfreq(M, 1.0 / M)) == 1, np.pi, 0.0)
     ts = check_times(as_float_array(ts, "ts").astype(dtype))
     term = _Continuity(*(jnp.asarray(a, dtype) for a in (ratios, q, diffusion)), kind, scheme)
     solver = as_solver(solver)

@@ -21,11 +21,9 @@ MODELS: dict[str, Callable] = {name: model.make for name, model in FIELD_MODELS.
 
 def model(kind) -> tuple[Callable, str, bool]:
     """`(factory, name, proved)` for `kind`, a name of `MODELS` or a callable
-    `(beta, Q, K, V) -> field`. `proved`: the exact shortcuts of the studies (span coordinates,
-    stopping once every pair has clustered) are proved for the model with `Q = K = V = I`:
-    true for every model of the table (each layer maps a token to a nonnegative combination of
-    the tokens, or of their directions, with weights that depend only on inner products), and
-    never assumed for a callable."""
+    `(beta, Q, K, V) -> field`. `proved`: the exact shortcuts of the studies (see
+    `phase_diagram`) hold for the model: true for every model of the table, never assumed for a
+    callable."""
     if isinstance(kind, str) and kind in MODELS:
         return MODELS[kind], kind, True
     if callable(kind):

@@ -15,6 +15,7 @@ from ..stability import lyapunov_spectrum
 from ..sweep import (
     DEFAULT_MEMORY,
     check_study,
+    collect,
     labelled,
     open_store,
     report,
@@ -111,20 +112,11 @@ def ftle_diagram(
     of `(S^{d-1})^n`, through the sweep engine (chunked, sharded, resumable with `store`).
 
     Arguments:
-        key: a JAX random key.
-        n, d: tokens (`n >= 2`) and dimension (`d >= 2`).
-        betas: inverse temperatures (>= 0), shape `(B,)`.
         t1: the final time; the estimates are at `ts = every, 2 every, ..., t1`.
         every: the re-orthonormalization (and save) interval; with `Layers` a whole number
             of layers that divides `t1`.
-        samples: realizations per beta.
-        weights: `"identity"` or a random ensemble (see `phase_diagram`).
-        solver: `attnflow.Layers(h)` (the discrete transformer, `Layers(0.1)` by default, as
-            in `phase_diagram`) or a diffrax ODE solver, or its name. `h=` is the deprecated
-            spelling of `Layers(h)`.
-        kind: a model of `attnflow.studies.MODELS` by name, or a callable
-            `(beta, Q, K, V) -> field` (see `phase_diagram`).
-        dtype, memory, devices, store, progress: as in `phase_diagram`.
+        key, n, d, betas, samples, weights, solver, h, kind, dtype, memory, devices, store,
+            progress: as in `phase_diagram` (`solver`: `Layers(0.1)` by default).
 
     Returns:
         `FTLEDiagram` with `.ftle` and `.local` of shape `(B, samples, T)`.
@@ -140,17 +132,8 @@ def ftle_diagram(
     if abs(intervals * every - t1) > 1e-9 * t1:
         raise ValueError(f"t1 must be a whole number of intervals every = {every}; got t1 = {t1}")
     ts = np.linspace(every, t1, intervals).astype(dtype)
-    item = FTLEItem(
-        n=n,
-        d=d,
-        samples=samples,
-        weights=weights,
-        kind=factory,
-        t1=t1,
-        every=every,
-        solver=solver,
-        dtype=dtype.name,
-    )
+    static = dict(n=n, d=d, samples=samples, dtype=dtype.name)
+    item = FTLEItem(**static, weights=weights, kind=factory, t1=t1, every=every, solver=solver)
     config = study_config("ftle", key, n, d, betas, ts, samples, None, name, dtype)
     config |= {"t1": t1, "every": every, "weights": weights, **solver_config(solver)}
     count = betas.size * samples
@@ -168,9 +151,7 @@ def ftle_diagram(
             progress=progress,
             desc=f"FTLE d={d}",
         )
-        for start, stop, results in chunks:
-            ftle[start:stop] = results["ftle"]
-            status[start:stop] = results["status"]
+        collect(chunks, ftle=ftle, status=status)
     status = status.reshape(betas.size, samples)
     ftle = np.where((status == 0)[..., None], ftle.reshape(betas.size, samples, ts.size), np.nan)
     growth = ftle * ts  # log growth over [0, t]

@@ -14,6 +14,7 @@ from ..sweep import (
     DEFAULT_MEMORY,
     AbstractStudyItem,
     check_study,
+    collect,
     labelled,
     report,
     run,
@@ -141,15 +142,8 @@ def metastability(
         )
     h = solver.h
     ts = np.asarray(np.arange(301) * h if ts is None else as_float_array(ts, "ts"), dtype)
-    item = MetastabilityItem(
-        n=n,
-        d=d,
-        samples=samples,
-        kind=factory,
-        steps=layer_indices(ts, h),
-        solver=solver,
-        dtype=dtype.name,
-    )
+    static = dict(n=n, d=d, samples=samples, dtype=dtype.name)
+    item = MetastabilityItem(**static, kind=factory, steps=layer_indices(ts, h), solver=solver)
     args = study_args(key, betas, dtype, delta, ts)
     config = study_config("metastability", key, n, d, betas, ts, samples, delta, name, dtype)
     config |= solver_config(solver)
@@ -167,10 +161,7 @@ def metastability(
         progress=progress,
         desc="metastability",
     )
-    for start, stop, results in chunks:
-        clusters[start:stop] = results["clusters"]
-        energies[start:stop] = results["energy"]
-        status[start:stop] = results["status"]
+    collect(chunks, clusters=clusters, energy=energies, status=status)
     x0 = item.tokens(key, 0)
     xs = np.stack(
         [np.asarray(item.trajectory(beta, x0, args["ts"], lambda t, x: x).xs) for beta in betas]

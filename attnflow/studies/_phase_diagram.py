@@ -300,17 +300,15 @@ def phase_diagram(
     identity = weights == "identity"
     reduce = identity and proved and d > n
     width = n if reduce else d
+    static = dict(n=n, d=d, samples=samples, dtype=dtype.name)
     item = PhaseItem(
-        n=n,
-        d=d,
-        samples=samples,
+        **static,
         weights=weights,
         kind=factory,
         solver=solver,
         steps=layer_indices(ts, solver.h) if layers else None,
         reduce=reduce,
         stop_early=identity and proved and layers and delta <= 1,
-        dtype=dtype.name,
     )
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
     config = study_config("phase_diagram", key, n, d, betas, ts, samples, delta, name, dtype)

@@ -14,6 +14,7 @@ from ._study import (
     AbstractStudyItem as AbstractStudyItem,
     SweepFailureWarning as SweepFailureWarning,
     check_study as check_study,
+    collect as collect,
     failure_counts as failure_counts,
     failures as failures,
     key_data as key_data,

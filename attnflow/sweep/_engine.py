@@ -1,6 +1,5 @@
 """`run`: evaluate a per-item function over many items, chunked, sharded, stored, with progress."""
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 
@@ -115,8 +114,6 @@ def run(
     size = chunk_size(count, bytes_per_item, int(memory), len(devices), largest, batch)
     mesh = jax.sharding.Mesh(np.asarray(devices), (_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
-    if args is None:  # fn(index): one calling convention below
-        fn, args = _IndexOnly(fn), ()
     args = jax.device_put(args, NamedSharding(mesh, PartitionSpec()))
     size, compiled = _compiled(fn, args, size, batch, int(memory), mesh)
     todo = [(0, count)] if store is None else store.missing()
@@ -134,10 +131,9 @@ def run(
     def chunks():
         from tqdm.auto import tqdm
 
-        bar = tqdm(
+        with tqdm(
             total=count, initial=done, desc=desc, unit="item", disable=not progress, smoothing=0.1
-        )
-        with bar:
+        ) as bar:
             for start, stop, stored in plan:
                 if stored:
                     yield start, stop, store.read(start, stop)
@@ -164,22 +160,12 @@ def clear_cache() -> None:
     _COMPILED.clear()
 
 
-@dataclasses.dataclass(frozen=True)
-class _IndexOnly:
-    """`fn(index)` called as `fn(index, args)`; hashable by `fn`, so it caches like `fn`."""
-
-    fn: Callable
-
-    def __call__(self, index, args):
-        return self.fn(index)
-
-
 def _batched(fn, batch: int):
     """A chunk of indices (one device's share) -> stacked results: `jax.vmap(fn)` over
     `batch` items at a time, `lax.map` over the batches."""
 
     def chunk(indices, args):
-        one_batch = jax.vmap(lambda i: fn(i, args))
+        one_batch = jax.vmap(lambda i: fn(i) if args is None else fn(i, args))
         out = jax.lax.map(one_batch, indices.reshape(-1, batch))
         return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 

@@ -279,11 +279,8 @@ class Store:
                 f"already stored in {self.path} ({_describe(self._signature)}); "
                 f"delete {self.path} to start over"
             )
-        header = {
-            "_start": np.int64(start),
-            "_stop": np.int64(stop),
-            "_fingerprint": np.array(self.fingerprint),
-        }
+        values = (np.int64(start), np.int64(stop), np.array(self.fingerprint))
+        header = dict(zip(_HEADER, values, strict=True))
         file = self._file(start, stop)
         _writing(file, lambda: atomic_write(file, lambda f: np.savez(f, **arrays, **header)))
         self._chunks[start, stop] = self._signature = signature
@@ -410,13 +407,11 @@ def _signature(shapes: dict) -> tuple:
 
 
 def _describe(signature: tuple) -> str:
-    return (
-        ", ".join(
-            f"{name} {np.dtype(dtype)} (n, {', '.join(map(str, rest))})".replace(", )", ")")
-            for name, dtype, rest in signature
-        )
-        or "no arrays"
-    )
+    arrays = [
+        f"{name} {np.dtype(dtype)} (n, {', '.join(map(str, rest))})".replace(", )", ")")
+        for name, dtype, rest in signature
+    ]
+    return ", ".join(arrays) or "no arrays"
 
 
 @contextlib.contextmanager

@@ -117,6 +117,14 @@ def study_times(ts, dtype) -> np.ndarray:
     return ts
 
 
+def collect(chunks, **arrays: np.ndarray) -> None:
+    """Copy the results of each chunk `(start, stop, results)` of `run` into rows `start:stop`
+    of the array of the same name."""
+    for start, stop, results in chunks:
+        for name, array in arrays.items():
+            array[start:stop] = results[name]
+
+
 def open_store(store, config: dict, count: int):
     """The `Store` at `store` (a context manager that holds its lock), or none."""
     return contextlib.nullcontext() if store is None else Store(store, config, count)
@@ -163,9 +171,8 @@ def labelled(result, study: str, variables: dict):
             "labelled results need xarray: pip install 'attnflow[xarray]'"
         ) from err
     data = {}
-    for name, (dims, array) in (
-        variables | {"status": (("beta", "sample"), result.status)}
-    ).items():
+    variables = variables | {"status": (("beta", "sample"), result.status)}
+    for name, (dims, array) in variables.items():
         array = np.asarray(array)
         if np.iscomplexobj(array):
             data[f"{name}_real"], data[f"{name}_imag"] = (dims, array.real), (dims, array.imag)
