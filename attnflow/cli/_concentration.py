@@ -102,24 +102,13 @@ def _concentration(args) -> str:
         config,
         opts.figure("plot_concentration", result),
         result.to_xarray,
-        betas=result.betas,
-        ts=result.ts,
-        distance=result.distance,
+        **opts.fields(result, "betas ts distance"),
         mean=result.mean(),
-        closest=result.closest,
-        closest_time=result.closest_time,
-        resolved=result.resolved,
-        slope=result.slope,
-        exponent=result.exponent,
-        eigenvalues=result.eigenvalues,
-        alignment=result.alignment,
-        terminal_time=result.terminal_time,
-        spread=result.spread,
-        limits=result.limits,
-        x0=result.x0,
-        final=result.final,
-        status=result.status,
-        limit_status=result.limit_status,
+        **opts.fields(
+            result,
+            "closest closest_time resolved slope exponent eigenvalues alignment terminal_time "
+            "spread limits x0 final status limit_status",
+        ),
     )
     return "\n".join(
         [

@@ -81,9 +81,7 @@ def _meanfield(args) -> str:
         theta=result.pde.theta,
         ts=ts,
         density=result.pde.density,
-        particles=result.particles,
-        distance=result.distance,
-        slope=result.slope,
+        **opts.fields(result, "particles distance slope"),
         min_density=result.pde.min_density,
     )
     mean = np.asarray(result.mean())

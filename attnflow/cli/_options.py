@@ -27,14 +27,11 @@ def _add_globals(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--version", action="version", version=f"attnflow {__version__}")
     parser.add_argument("--quiet", action="store_true", help=_QUIET_HELP)
-    seen, parsers = set(), [parser]
+    parsers = [parser]
     while parsers:
         for action in parsers.pop()._actions:
-            if not isinstance(action, argparse._SubParsersAction):
-                continue
-            for command in action.choices.values():
-                if id(command) not in seen:
-                    seen.add(id(command))
+            if isinstance(action, argparse._SubParsersAction):
+                for command in action.choices.values():
                     # SUPPRESS: not given after the name, it leaves the value given before it
                     command.add_argument(
                         "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP
@@ -51,17 +48,10 @@ def progress(args) -> bool:
     return not (getattr(args, "quiet", False) or disabled not in ("", "0", "false", "no", "off"))
 
 
-def real(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def _checked(convert, ok, expected: str):
     """An argparse type: `convert(text)`, accepted when `ok` holds for it. Text that `convert`
     cannot read (a `ValueError`) or a value failing `ok` is refused as "expected `expected`";
-    `real` refuses text that is not a number with its own message."""
+    the types built on `real` refuse text that is not a number with its message."""
 
     def parse(text: str):
         try:
@@ -75,6 +65,7 @@ def _checked(convert, ok, expected: str):
     return parse
 
 
+real = _checked(float, lambda value: True, "a number")
 positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
 # a number of tokens, a dimension, a number of save times
 at_least_2 = _checked(int, lambda value: value >= 2, "an integer >= 2")
@@ -108,13 +99,10 @@ def add(command, flag: str, default, help: str = "", *, shown=None, **kwargs) ->
     command.add_argument(flag, default=default, help=help, **kwargs)
 
 
-_DTYPES = ("float32", "float64")
-
-
 def add_dtype(command, default: str = "float64", old: str | None = "float32") -> None:
     """--dtype, and `--{old}`, its deprecated spelling, hidden from --help (`main` applies
     them: see `_main._dtype`)."""
-    add(command, "--dtype", default, "floating-point type", choices=_DTYPES)
+    add(command, "--dtype", default, "floating-point type", choices=("float32", "float64"))
     if old is not None:
         command.add_argument(f"--{old}", action="store_true", help=argparse.SUPPRESS)
 
@@ -231,18 +219,15 @@ def layer_times(t1: float, h: float, saves: int):
     steps = round(t1 / h)
     if steps < 1 or abs(t1 / h - steps) > 1e-6:
         raise ValueError(f"--t1 must be a whole number of layers of h = {h:g}; got {t1:g}")
-    # spread the saves over the layers of [0, t1]
     return np.unique(np.linspace(0, steps, min(saves, steps + 1)).round()) * h
 
 
 def partial(args) -> Path:
-    """The folder of finished chunks next to OUT, made if need be and locked (`FolderLock`,
-    beside the lock of each sweep store inside) until the run ends, so that two runs on one OUT
-    never share it: refused if another run holds it, or if it holds an interrupted run and
-    --resume is not set. Remembered in `args._partial`, with its lock in `args._lock` (released
-    by `_release`) and whether it was empty when taken in `args._new_partial`, so that `main`
-    can say how to resume after an interruption, or remove the folder a failed run leaves
-    without a finished chunk."""
+    """The folder of finished chunks next to OUT, made if need be and locked (`FolderLock`)
+    until the run ends: refused if another run holds it, or if it holds an interrupted run and
+    --resume is not set. Kept in `args._partial`, its lock in `args._lock` and whether it was
+    empty in `args._new_partial`, for `main` to say how to resume, or to remove it when a failed
+    run finished no chunk."""
     import sys
 
     from .._files import FolderLock
@@ -323,7 +308,16 @@ def write(args, config: dict, draw, labelled=None, **arrays) -> str:
 
 
 def sweep_kwargs(args) -> dict:
+    """The options of `add_sweep_options` but --t1, --saves and --delta, as studies take them."""
+    import jax
+
+    import attnflow as af
+
     return {
+        "key": jax.random.key(args.seed),
+        "n": args.n,
+        "samples": args.samples,
+        "solver": af.Layers(args.h),
         "devices": args.devices,
         "memory": int(args.memory * 2**30),
         "dtype": args.dtype,

@@ -116,16 +116,9 @@ def _pretrained_clusters(args) -> str:
             warnings.showwarning(
                 warning.message, warning.category, warning.filename, warning.lineno
             )
-    config = {
-        "model": model.path,
-        "text": result.text,
-        "truncated": result.truncated,
-        "delta": args.delta,
-        "bins": args.bins,
-        "special_tokens": not args.no_special_tokens,
-        "dtype": dtype,
-        "version": af.__version__,
-    }
+    config = opts.fields(result, "text truncated") | opts.fields(args, "delta bins dtype")
+    config |= {"model": model.path, "special_tokens": not args.no_special_tokens}
+    config["version"] = af.__version__
 
     flows_path = None if args.plot is None else args.plot.with_name(args.plot.stem + "_flows.png")
 

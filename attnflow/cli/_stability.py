@@ -192,7 +192,6 @@ def _fixed_points(args) -> str:
 
 
 def _ftle(args) -> str:
-    import jax
     import numpy as np
 
     import attnflow as af
@@ -200,14 +199,10 @@ def _ftle(args) -> str:
     betas = opts.beta_grid(args)
     start = time.perf_counter()
     diagram = af.studies.ftle_diagram(
-        key=jax.random.key(args.seed),
-        n=args.n,
         d=args.d,
         betas=betas,
         t1=args.t1,
         every=args.every,
-        samples=args.samples,
-        solver=af.Layers(args.h),
         kind=args.model,
         store=opts.partial(args),
         **opts.sweep_kwargs(args),

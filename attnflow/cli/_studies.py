@@ -51,23 +51,17 @@ def add_commands(commands) -> None:
 
 
 def _phase_diagram(args) -> str:
-    import jax
-
     import attnflow as af
 
     ts = opts.layer_times(args.t1, args.h, args.saves)
     betas = opts.beta_grid(args)
     start = time.perf_counter()
     diagram = af.phase_diagram(
-        key=jax.random.key(args.seed),
-        n=args.n,
         d=args.d,
         betas=betas,
         ts=ts,
-        samples=args.samples,
         delta=args.delta,
         weights=args.weights,
-        solver=af.Layers(args.h),
         kind=args.model,
         store=opts.partial(args),
         **opts.sweep_kwargs(args),
@@ -92,7 +86,6 @@ def _phase_diagram(args) -> str:
 
 
 def _figure3(args) -> str:
-    import jax
     import numpy as np
 
     import attnflow as af
@@ -105,14 +98,10 @@ def _figure3(args) -> str:
         start = time.perf_counter()
         diagrams.append(
             af.phase_diagram(
-                key=jax.random.key(args.seed),
-                n=args.n,
                 d=d,
                 betas=betas,
                 ts=ts,
-                samples=args.samples,
                 delta=args.delta,
-                solver=af.Layers(args.h),
                 store=partial / f"d{d}",
                 **opts.sweep_kwargs(args),
             )
@@ -139,20 +128,14 @@ def _figure3(args) -> str:
 
 
 def _metastability(args) -> str:
-    import jax
-
     import attnflow as af
 
     ts = opts.layer_times(args.t1, args.h, args.saves)
     start = time.perf_counter()
     study = af.studies.metastability(
-        key=jax.random.key(args.seed),
-        n=args.n,
         betas=args.betas,
         ts=ts,
-        samples=args.samples,
         delta=args.delta,
-        solver=af.Layers(args.h),
         kind=args.model,
         **opts.sweep_kwargs(args),
     )

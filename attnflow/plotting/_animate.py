@@ -9,7 +9,6 @@ from ..integrate import Trajectory
 from ._trajectory import _require_matplotlib, draw_tokens, energy_curve
 
 PANELS = ("energy", "clusters")
-MOVIES = (".gif", ".mp4")
 
 
 def animate(
@@ -51,7 +50,7 @@ def animate(
     writer = None
     if path is not None:
         suffix = str(path)[-4:].lower()
-        if suffix not in MOVIES:
+        if suffix not in (".gif", ".mp4"):
             raise ValueError(f"path must end in .gif or .mp4; got {str(path)!r}")
         if suffix == ".mp4" and not FFMpegWriter.isAvailable():
             raise ValueError("writing .mp4 needs ffmpeg, which is not installed; use a .gif path")
@@ -69,8 +68,7 @@ def animate(
     ax = fig.add_subplot(grid[0, 1])
     ax.plot(ts, values, color="C3")
     (marker,) = ax.plot([ts[picks[0]]], [values[picks[0]]], "o", color="C3")
-    ax.set_xlabel("t")
-    ax.set_ylabel(label)
+    ax.set(xlabel="t", ylabel=label)
     ax.grid(alpha=0.3)
     title = fig.suptitle("")
 

@@ -41,8 +41,7 @@ def plot_concentration(result, *, path=None):
             fill = colors[b] if resolved[b] else "none"
             at = max(when[b], ts[later][0])
             curves.loglog(at, mean[b, reached], "o", color=colors[b], mfc=fill, ms=6)
-    curves.set_xlabel("t")
-    curves.set_ylabel(r"mean $W_2(\mu_t^\beta, T_\#\mu_0)$")
+    curves.set(xlabel="t", ylabel=r"mean $W_2(\mu_t^\beta, T_\#\mu_0)$")
     curves.set_title("distance to the hardmax limit (o: closest; open: unresolved)", fontsize=9)
     curves.legend(title=r"$\beta$", fontsize=7, title_fontsize=8)
 
@@ -64,8 +63,7 @@ def plot_concentration(result, *, path=None):
         if np.isfinite(result.exponent):
             label += f" (exponent {result.exponent:.2f})"
         law.loglog(betas, reference, "k--", lw=1, label=label)
-    law.set_xlabel(r"$\beta$")
-    law.set_ylabel(r"closest mean $W_2$")
+    law.set(xlabel=r"$\beta$", ylabel=r"closest mean $W_2$")
     law.set_title(r"closest approach against ABRR's rate (slope $-1/2$)", fontsize=9)
     law.legend(fontsize=7)
 
@@ -103,8 +101,7 @@ def plot_concentration(result, *, path=None):
                 phase.axline(center, center + direction[:2], lw=1, label=label, **style)
                 label = None
     phase.set_aspect("equal", adjustable="datalim")
-    phase.set_xlabel(r"$x_1$")
-    phase.set_ylabel(r"$x_2$")
+    phase.set(xlabel=r"$x_1$", ylabel=r"$x_2$")
     plane = " (first two coordinates)" if d > 2 else ""
     phase.set_title(f"realization 0 in its terminal phase{plane}", fontsize=9)
     phase.legend(fontsize=7, loc="best")

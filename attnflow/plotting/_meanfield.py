@@ -21,8 +21,7 @@ def plot_meanfield(result, *, beta: float, kind: str = "SA", path=None):
     fig.colorbar(image, ax=heat, label=r"$\log_{10} \rho$")
     sub = angles[:, :: max(1, angles.shape[1] // 200)]  # up to 200 tokens drawn
     heat.plot(ts, sub, ",", color="c", alpha=0.5)
-    heat.set_xlabel("t")
-    heat.set_ylabel(r"$\theta$")
+    heat.set(xlabel="t", ylabel=r"$\theta$")
     heat.set_title(f"{kind}, beta = {beta:g}: density, {angles.shape[1]} particles", fontsize=9)
     for column, index in enumerate((0, len(ts) // 2, len(ts) - 1)):
         ax = fig.add_subplot(grid[1 + column])
@@ -41,7 +40,6 @@ def plot_meanfield(result, *, beta: float, kind: str = "SA", path=None):
     law.loglog(counts, np.asarray(result.mean())[:, 0], "s:", color="0.5", label="t = 0")
     law.set_xticks(counts, [str(int(c)) for c in counts], minor=False)
     law.set_xticks([], minor=True)
-    law.set_xlabel("n")
-    law.set_ylabel(r"mean $W_1(\mu_n, \rho)$")
+    law.set(xlabel="n", ylabel=r"mean $W_1(\mu_n, \rho)$")
     law.legend(fontsize=7)
     return _saved(fig, path, dpi=130)

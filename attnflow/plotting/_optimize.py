@@ -13,16 +13,14 @@ def _loss_curve(ax, search) -> None:
     style = "o-" if len(history) <= 2 else "-"  # a solver that reports its ends only
     (ax.semilogy if np.all(history > 0) else ax.plot)(steps, history, style, color="C0")
     ax.plot(best, history[best], "o", color="C3", label=f"best, step {best}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set(xlabel="step", ylabel="loss")
     ax.set_title("search", fontsize="medium")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
 
 
 def _tokens(fig, spec, x, colors, title: str):
-    """Tokens on the circle (`d = 2`) or the sphere (first three coordinates, renormalized),
-    colored by `colors` (integers)."""
+    """The tokens `x` by `draw_tokens`, colored by `colors` (integers), with a title."""
     colors = np.asarray(colors)
     cmap, top = ("tab10", 9) if colors.max() < 10 else ("viridis", int(colors.max()))
     ax = draw_tokens(fig, spec, np.asarray(x), colors, cmap, top, size=22, zoom=1.3).axes
@@ -56,8 +54,7 @@ def plot_smallest_beta(result: SmallestBeta, *, samples: int = 4, path=None):
         ts = np.arange(len(beta)) * result.h
         ax.step(ts, beta, where="post", color="C2", label="per layer")
         ax.axhline(beta.mean(), color="C2", ls="--", lw=1, label=f"mean {beta.mean():.3g}")
-        ax.set_xlabel("t (layer start)")
-        ax.set_ylabel(r"$\beta$")
+        ax.set(xlabel="t (layer start)", ylabel=r"$\beta$")
         ax.set_title(r"$\beta$ schedule", fontsize="medium")
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
@@ -97,8 +94,7 @@ def plot_value_groups(result: ValueForGroups, *, path=None):
     bound = float(np.abs(V).max()) or 1.0
     image = ax.imshow(V, cmap="RdBu_r", vmin=-bound, vmax=bound)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.set_title("V", fontsize="medium")
     fig.suptitle(
         f"value matrix for {labels.max() + 1} groups, beta = {result.beta:g}: within groups "
@@ -126,8 +122,7 @@ def plot_recovery(result: Recovery, *, path=None):
         ax.plot(np.ravel(true), np.ravel(fitted), "o", color=color, label=name, ms=5)
     low, high = ax.get_xlim()
     ax.plot([low, high], [low, high], color="0.6", lw=0.8, zorder=0)
-    ax.set_xlabel("true entry")
-    ax.set_ylabel("fitted entry")
+    ax.set(xlabel="true entry", ylabel="fitted entry")
     ax.set_title(
         f"relative errors {float(result.logits_error):.1e}, {float(result.value_error):.1e}",
         fontsize="medium",
@@ -139,8 +134,7 @@ def plot_recovery(result: Recovery, *, path=None):
     gap = np.asarray(result.held_fitted) - np.asarray(result.held_true)
     error = np.sqrt(np.mean(np.sum(gap**2, axis=-1), axis=-1))
     ax.semilogy(ts[1:], np.maximum(error[1:], 1e-300), color="C3")
-    ax.set_xlabel("t")
-    ax.set_ylabel("RMS distance")
+    ax.set(xlabel="t", ylabel="RMS distance")
     ax.set_title("held-out tokens: fitted vs true flow", fontsize="medium")
     ax.grid(alpha=0.3)
     return _saved(fig, path, dpi=120)

@@ -6,8 +6,6 @@ import numpy as np
 
 from ._trajectory import _figure, _saved
 
-_COLUMNS = 7  # histogram panels per row
-
 
 def plot_pretrained_clusters(result, *, path=None):
     """GLPR Fig. 1 for a `HiddenStateClusters` (from
@@ -25,7 +23,7 @@ def plot_pretrained_clusters(result, *, path=None):
     fraction, mean = np.asarray(result.fraction), np.asarray(result.mean_cosine)
     clusters = np.asarray(result.clusters)
     n, delta = result.tokens.shape[0], float(result.delta)
-    columns = min(_COLUMNS, len(layers))
+    columns = min(7, len(layers))  # histogram panels per row
     rows = -(-len(layers) // columns)
     fig = _figure(1.9 * columns + 1.2, 2.0 * rows + 2.4)
     grid = fig.add_gridspec(rows + 1, columns, height_ratios=[1] * rows + [1.2])
@@ -35,8 +33,7 @@ def plot_pretrained_clusters(result, *, path=None):
         ax.axvspan(1 - delta, 1, color="C3", alpha=0.15, lw=0)
         ax.stairs(density[index], edges, fill=True, color="C0", alpha=0.8)
         ax.axvline(mean[index], color="k", lw=0.8, ls="--")
-        ax.set_xlim(-1, 1)
-        ax.set_ylim(0, top)
+        ax.set(xlim=(-1, 1), ylim=(0, top))
         heading = "embeddings" if layer == 0 else f"layer {layer}"
         close = rf"$\geq$ {1 - delta:g}: {fraction[index]:.3f}"
         ax.set_title(f"{heading}\nmean {mean[index]:.2f}, {close}", fontsize=8)
@@ -50,8 +47,7 @@ def plot_pretrained_clusters(result, *, path=None):
     summary.plot(layers, mean, "o-", color="k", label="mean cosine")
     summary.plot(layers, clusters / n, "^-", color="C2", label=f"clusters / n (n = {n})")
     summary.set_xticks(layers, ["emb."] + [str(int(layer)) for layer in layers[1:]])
-    summary.set_xlabel("layer")
-    summary.set_ylim(min(0.0, float(mean.min()) - 0.05), 1.05)
+    summary.set(xlabel="layer", ylim=(min(0.0, float(mean.min()) - 0.05), 1.05))
     summary.grid(alpha=0.3)
     # the fraction is often a few percent: its own scale, on the right
     right = summary.twinx()

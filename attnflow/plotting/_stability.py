@@ -22,9 +22,7 @@ def plot_lyapunov(spectrum: LyapunovSpectrum, *, title: str | None = None, path=
     for j in range(k):
         ax.plot(ts, history[:, j], color=colors[j], lw=1.5 if j == 0 else 0.8)
     ax.axhline(0, color="0.6", lw=0.8, ls=":")
-    ax.set_xlabel("t")
-    ax.set_ylabel(r"running estimate of $\lambda_j$")
-    ax.set_xlim(ts[0], ts[-1])
+    ax.set(xlabel="t", ylabel=r"running estimate of $\lambda_j$", xlim=(ts[0], ts[-1]))
     exponents = np.asarray(spectrum.exponents)
     title = title or f"{k} of {spectrum.dimension} exponents; largest {exponents[0]:.4g}"
     ax.set_title(title, fontsize="medium")
@@ -42,8 +40,7 @@ def plot_ftle(diagram: FTLEDiagram, *, local: bool = True, path=None):
     image = ax.pcolormesh(diagram.ts, diagram.betas, values, **style)
     label = "local exponent (per interval)" if local else r"FTLE over $[0, t]$"
     fig.colorbar(image, ax=ax, label=f"mean largest {label}")
-    ax.set_xlabel("t")
-    ax.set_ylabel(r"$\beta$")
+    ax.set(xlabel="t", ylabel=r"$\beta$")
     c = diagram.config
     ax.set_title(
         f"{c['kind']}, n = {c['n']}, d = {c['d']}, {c['samples']} samples", fontsize="medium"
@@ -70,11 +67,7 @@ def plot_fixed_points(points, types: list[FixedPointType], *, path=None):
             if size > 1:  # tokens at one place: a cluster
                 ax.annotate(f"{size}", (u, v), xytext=(0.8 * u, 0.8 * v), ha="center", va="center")
         ax.set_title(f"{kind.type}, unstable {kind.unstable_dim}", fontsize="small")
-        ax.set_aspect("equal")
-        ax.set_xlim(-1.15, 1.15)
-        ax.set_ylim(-1.15, 1.15)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(aspect="equal", xlim=(-1.15, 1.15), ylim=(-1.15, 1.15), xticks=[], yticks=[])
     for ax in axes.flat[shown:]:
         ax.set_axis_off()
     return _saved(fig, path, dpi=150)

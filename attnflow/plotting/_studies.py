@@ -17,10 +17,8 @@ def _draw_phase_diagram(ax, diagram: PhaseDiagram, colorbar: bool = True):
         betas = np.linspace(diagram.betas[0], diagram.betas[-1], 200)
         ax.plot(diagram.gamma(betas), betas, color="tab:cyan", lw=1.5, label=r"$\Gamma$")
         ax.legend(loc="lower right", fontsize="small")
-    ax.set_xlim(diagram.ts[0], diagram.ts[-1])
-    ax.set_ylim(diagram.betas[0], diagram.betas[-1])
-    ax.set_xlabel("t")
-    ax.set_ylabel(r"$\beta$")
+    ax.set(xlim=(diagram.ts[0], diagram.ts[-1]), ylim=(diagram.betas[0], diagram.betas[-1]))
+    ax.set(xlabel="t", ylabel=r"$\beta$")
     title = f"d = {c['d']}" + ("" if c["weights"] == "identity" else f", {c['weights']}")
     ax.set_title(title)
     if colorbar:
@@ -84,8 +82,7 @@ def plot_metastability(study: Metastability, *, snapshots=(2.5, 18.0, 30.0), pat
         ax = axes[row, len(picks)]
         angles = np.unwrap(np.arctan2(xs[..., 1], xs[..., 0]), axis=0)
         ax.plot(ts, angles, lw=0.7)
-        ax.set_xlabel("t")
-        ax.set_ylabel(r"angle $\theta_i$")
+        ax.set(xlabel="t", ylabel=r"angle $\theta_i$")
         ax = axes[row, len(picks) + 1]
         ax.plot(ts, study.energy[row, 0], color="tab:red")
         ax.set_xlabel("t")
@@ -97,7 +94,5 @@ def plot_metastability(study: Metastability, *, snapshots=(2.5, 18.0, 30.0), pat
         final = study.clusters[row, :, -1]
         values, counts = np.unique(final, return_counts=True)
         ax.bar(values, counts / final.size, color="tab:blue")
-        ax.set_xticks(values)
-        ax.set_xlabel(f"clusters at t = {ts[-1]:g}")
-        ax.set_ylabel("fraction of samples")
+        ax.set(xticks=values, xlabel=f"clusters at t = {ts[-1]:g}", ylabel="fraction of samples")
     return _saved(fig, path, dpi=150)

@@ -43,8 +43,7 @@ def draw_tokens(fig, spec, x, colors=None, cmap="viridis", vmax=None, size=18, z
     (integers, default the token index) on `cmap` from 0 to `vmax`; returns a function that
     moves them to new positions (its `.axes` is the subplot)."""
     colors = np.arange(x.shape[0]) if colors is None else np.asarray(colors)
-    style = {"c": colors, "cmap": cmap, "vmin": 0 if vmax is not None else None, "vmax": vmax}
-    style["s"] = size
+    style = dict(c=colors, cmap=cmap, vmin=None if vmax is None else 0, vmax=vmax, s=size)
     if x.shape[-1] == 2:
         ax = fig.add_subplot(spec)
         circle = np.linspace(0, 2 * np.pi, 200)
@@ -81,8 +80,7 @@ def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=N
     coordinates, renormalized). Returns the matplotlib `Figure`; saves it if `path` is given.
     """
     _require_matplotlib()  # the ImportError before any complaint about the trajectory
-    xs = np.asarray(traj.xs)
-    ts = np.asarray(traj.ts)
+    xs, ts = np.asarray(traj.xs), np.asarray(traj.ts)
     if xs.ndim != 3 or xs.shape[-1] < 2:
         raise ValueError(f"traj.xs must have shape (T, n, d) with d >= 2; got shape {xs.shape}")
     d = xs.shape[-1]
@@ -94,8 +92,7 @@ def plot_trajectory(traj: Trajectory, beta: float, *, snapshots: int = 4, path=N
     values, label = energy_curve(xs, beta)
     ax = fig.add_subplot(grid[0, -1])
     ax.plot(ts, values, color="C3")
-    ax.set_xlabel("t")
-    ax.set_ylabel(label)
+    ax.set(xlabel="t", ylabel=label)
     ax.set_title(rf"energy, $\beta$ = {beta:g}")
     ax.grid(alpha=0.3)
     if d > 3:

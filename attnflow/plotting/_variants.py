@@ -17,8 +17,7 @@ def plot_normalization(ts, gaps: dict, predictions: dict, *, title: str = "", pa
         if name in predictions:
             ax.loglog(ts[positive], np.asarray(predictions[name])[positive], "--", color=color)
     ax.set_ylim(bottom=1e-15)  # below: rounding of cosines near 1
-    ax.set_xlabel("t (depth)")
-    ax.set_ylabel(r"$1 - $ mean cosine")
+    ax.set(xlabel="t (depth)", ylabel=r"$1 - $ mean cosine")
     ax.legend(title="dashed: equiangular", fontsize="small")
     ax.set_title(title, fontsize="medium")
     return _saved(fig, path, dpi=150)
@@ -35,8 +34,7 @@ def plot_long_context(rhos, gammas, cosine, *, n: float, path=None):
     fig.colorbar(image, ax=ax, label=r"$(\cos - \rho) / (1 - \rho)$ after one layer")
     ax.plot(rhos, 1 / (1 - rhos), color="w", lw=1.5, label=r"$\gamma = 1/(1-\rho)$")
     ax.set_ylim(gammas[0], gammas[-1])
-    ax.set_xlabel(r"$\rho$ (input cosine)")
-    ax.set_ylabel(r"$\gamma$ ($\beta = \gamma \log n$)")
+    ax.set(xlabel=r"$\rho$ (input cosine)", ylabel=r"$\gamma$ ($\beta = \gamma \log n$)")
     ax.set_title(f"one attention layer, n = {n:.3g}", fontsize="medium")
     ax.legend(loc="upper left", fontsize="small")
     return _saved(fig, path, dpi=150)
