@@ -482,8 +482,17 @@ def recover_parameters(
     held_true = simulate(true, held_out, ts, rtol=tol, atol=tol).xs
     held_fitted = simulate(fitted, held_out, ts, rtol=tol, atol=tol).xs
     relative = lambda a, b: jnp.linalg.norm(a - b) / jnp.linalg.norm(b)  # noqa: E731
-    errors = relative(A_fit, A), relative(V_fit, Vt)
     prediction_error = jnp.sqrt(jnp.mean(jnp.sum((held_fitted - held_true) ** 2, axis=-1)))
     return Recovery(
-        result, true, fitted, ts, xs, held_out, held_true, held_fitted, *errors, prediction_error
+        search=result,
+        true=true,
+        fitted=fitted,
+        ts=ts,
+        xs=xs,
+        held_out=held_out,
+        held_true=held_true,
+        held_fitted=held_fitted,
+        logits_error=relative(A_fit, A),
+        value_error=relative(V_fit, Vt),
+        prediction_error=prediction_error,
     )

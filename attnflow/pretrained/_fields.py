@@ -218,4 +218,11 @@ def compare_flows(
     mean_cosine, fraction = {}, {}
     for name, states in runs.items():
         mean_cosine[name], fraction[name] = _statistics(states, delta)
-    return FlowComparison(tuple(runs), mean_cosine, fraction, float(delta), k, int(x0.shape[0]))
+    return FlowComparison(
+        names=tuple(runs),
+        mean_cosine=mean_cosine,
+        fraction=fraction,
+        delta=float(delta),
+        layer=k,
+        tokens=int(x0.shape[0]),
+    )

@@ -405,7 +405,14 @@ def classify_fixed_point(
     else:
         type_ = "sink"
     return FixedPointType(
-        type_, unstable, stable, center, modes.shape[1], values, vectors, residual
+        type=type_,
+        unstable_dim=unstable,
+        stable_dim=stable,
+        center_dim=center,
+        symmetry_dim=int(modes.shape[1]),
+        eigenvalues=values,
+        eigenvectors=vectors,
+        residual=residual,
     )
 
 
