@@ -47,8 +47,7 @@ def identifiable(field: PostLN) -> tuple:
 
 
 def _recording(ts, xs):
-    """`(ts, xs)` checked: `xs` of shape `(T, n, d)`, finite and on the sphere, `ts` of shape
-    `(T,)`, strictly increasing, `T >= 2`; both concrete (a recording is data)."""
+    """`(ts, xs)` checked to be a recording (data, so concrete) of `T >= 2` times."""
     xs = check_finite(as_float_array(xs, "xs"), "xs")
     if xs.ndim != 3 or xs.size == 0:
         raise ValueError(f"xs must have shape (T, n, d), no size 0; got shape {xs.shape}")
@@ -144,9 +143,9 @@ def fit_trajectory(
 
 
 def _levenberg_marquardt(shooting, params, steps: int, rtol: float) -> SearchResult:
-    """Minimize the shooting residuals by Levenberg-Marquardt (optimistix): a Gauss-Newton
-    method, which converges in tens of steps on these small least-squares problems where
-    first-order methods crawl along the ill-conditioned directions."""
+    """Minimize the shooting residuals by Levenberg-Marquardt (optimistix): Gauss-Newton
+    converges in tens of steps here, where first-order methods crawl along the ill-conditioned
+    directions."""
     dtype = shooting.xs.dtype
     if jax.config.jax_enable_x64 and dtype != jnp.float64:
         # optimistix mixes its float64 damping into float32 operators when x64 is on (its
@@ -169,8 +168,7 @@ def _levenberg_marquardt(shooting, params, steps: int, rtol: float) -> SearchRes
             stacklevel=3,
         )
     best = int(jnp.argmin(jnp.where(jnp.isfinite(losses), losses, jnp.inf)))
-    chosen = params if best == 0 else solution
-    return SearchResult(chosen, losses[best], losses, jnp.asarray(best))
+    return SearchResult((params, solution)[best], losses[best], losses, jnp.asarray(best))
 
 
 @eqx.filter_jit
@@ -187,18 +185,13 @@ def _solve_least_squares(shooting, params, steps, rtol):
     return solution.value
 
 
-def _attention_inputs(logits, xs, kind):
-    """`u_i = sum_j A_ij x_j` at every recorded state, for the logits `<x_i, L x_j>`."""
+def _best_values(logits, xs, velocities, kind):
+    """For fixed logits `L`, the `V` minimizing `sum |P_{x_i}(V u_i) - v_i|^2`,
+    `u_i = sum_j A_ij x_j` (linear least squares: the velocity is linear in `V`), and that mean
+    squared residual."""
     d = xs.shape[-1]
     attention = KINDS[kind](1.0, jnp.eye(d, dtype=xs.dtype), logits, None).attention
-    return jax.vmap(lambda x: attention(0.0, x))(xs)
-
-
-def _best_values(logits, xs, velocities, kind):
-    """For fixed logits `L`, the `V` minimizing `sum |P_{x_i}(V u_i) - v_i|^2` (linear least
-    squares: the velocity is linear in `V`), and that mean squared residual."""
-    d = xs.shape[-1]
-    u = _attention_inputs(logits, xs, kind)
+    u = jax.vmap(lambda x: attention(0.0, x))(xs)
 
     def velocity(flat):
         w = u @ flat.reshape(d, d).T
@@ -210,7 +203,7 @@ def _best_values(logits, xs, velocities, kind):
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "starts", "steps"))
-def _velocity_fit(ts, xs, velocities, key, kind, starts=64, steps=300):
+def _velocity_fit(xs, velocities, key, kind, starts=64, steps=300):
     d = xs.shape[-1]
     loss = lambda logits: _best_values(logits, xs, velocities, kind)[1]  # noqa: E731
     scales = jnp.linspace(0, 2, starts, dtype=xs.dtype)[:, None, None]
@@ -249,7 +242,7 @@ def velocity_guess(ts, xs, kind: str = "SA", key=None):
     key = default_key(key, "velocity_guess", jax.random.key(0))
     spline = scipy.interpolate.CubicSpline(np.asarray(ts), np.asarray(xs), axis=0)
     velocities = jnp.asarray(spline.derivative()(np.asarray(ts)), xs.dtype)
-    return _velocity_fit(ts, xs, velocities, key, kind)
+    return _velocity_fit(xs, velocities, key, kind)
 
 
 class _Identifiable(eqx.Module):
@@ -267,10 +260,9 @@ def _as_is(field):
 
 
 class _Shooting(eqx.Module):
-    """The multiple-shooting loss of `fit_trajectory`: each interval `[t_k, t_{k+1}]` is
-    integrated from the recorded `x(t_k)`, and the prediction compared with `x(t_{k+1})`.
-    (Single shooting, one solve from `x(t_0)`, has many more spurious minima.) A Module, so
-    the recording is traced, not baked in: new data of the same shapes compiles nothing."""
+    """The multiple-shooting loss of `fit_trajectory`: each interval is integrated from the
+    recorded `x(t_k)` (one solve from `x(t_0)` has many more spurious minima). A Module, so the
+    recording is traced, not baked in: new data of the same shapes compiles nothing."""
 
     ts: jnp.ndarray
     xs: jnp.ndarray

@@ -1,11 +1,6 @@
-"""Smooth objectives for gradient-based searches through the flow.
-
-Each one is a differentiable function of tokens or trajectories with a sharp counterpart in
-`attnflow.analysis` (which counts or thresholds, and so has zero gradient almost everywhere).
-The smooth versions replace the indicator `1[<x_i, x_j> >= 1 - delta]` of a close pair by the
-logistic function `sigma((<x_i, x_j> - (1 - delta)) / temperature)`, and tend to the sharp ones
-as `temperature -> 0`.
-"""
+"""Smooth objectives for gradient-based searches through the flow: differentiable counterparts
+of the sharp statistics of `attnflow.analysis` (which count or threshold, and so have zero
+gradient almost everywhere), tending to them as `temperature -> 0`."""
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +10,7 @@ from .._checks import (
     as_float_array,
     check_on_sphere,
     check_shape,
-    check_value,
+    check_times,
     positive_number,
 )
 from .._types import Array, Float
@@ -68,8 +63,7 @@ def soft_cluster_count(
     x = check_on_sphere(_tokens(x), "x", atol=SOLVED_ATOL)
     delta, temperature = _temperature(delta, temperature)
     closeness = jnp.exp(_log_closeness(x, delta, temperature))
-    n = x.shape[-2]
-    closeness = jnp.where(jnp.eye(n, dtype=bool), 1, closeness)
+    closeness = jnp.where(jnp.eye(x.shape[-2], dtype=bool), 1, closeness)
     return jnp.sum(1 / jnp.sum(closeness, axis=-1), axis=-1)
 
 
@@ -104,12 +98,7 @@ def soft_collapse_time(
             f"xs must have shape (T, n, d) with T = len(ts) = {ts.shape[0]}; got shape {xs.shape}"
         )
     xs = check_on_sphere(xs, "xs", atol=SOLVED_ATOL)
-    ts = check_value(
-        ts,
-        jnp.any(jnp.diff(ts) <= 0) | ~jnp.all(jnp.isfinite(ts)),
-        "ts must be finite and strictly increasing",
-        lambda: f"; got {ts}",
-    )
+    ts = check_times(ts)
     delta, temperature = _temperature(delta, temperature)
     n = xs.shape[-2]
     pairs = jnp.triu(jnp.ones((n, n), bool), 1)

@@ -145,12 +145,8 @@ def _step(loss, opt, params, state):
         return loss(eqx.combine(trainable, static))
 
     value, grads = jax.value_and_grad(value_fn)(trainable)
-    if isinstance(opt, optax.GradientTransformationExtraArgs):
-        updates, new_state = opt.update(
-            grads, state, trainable, value=value, grad=grads, value_fn=value_fn
-        )
-    else:
-        updates, new_state = opt.update(grads, state, trainable)
+    update = optax.with_extra_args_support(opt).update  # the loss, for those that need it
+    updates, new_state = update(grads, state, trainable, value=value, grad=grads, value_fn=value_fn)
     finite = jnp.isfinite(value) & jnp.all(
         jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
     )
@@ -182,8 +178,7 @@ def _fingerprint(params, loss0, first) -> str:
 
 
 def _checkpoint(checkpoint) -> Path | None:
-    """`checkpoint` as a `Path` (or None), checked before any step: a file, or a new one, in
-    a folder that exists and is writable."""
+    """`checkpoint` as a `Path` (or None), checked before any step."""
     if checkpoint is None:
         return None
     if not isinstance(checkpoint, str | os.PathLike):
@@ -283,10 +278,10 @@ def search(
     The step (`value_and_grad` of `loss`, then the optimizer update) is one `equinox.filter_jit`
     function of `loss` and `optimizer` (static) and the parameters (traced), the only function
     a search compiles: a second search with the same loss and optimizer objects (named
-    optimizers are cached) compiles nothing. If the loss or its gradient
-    becomes non-finite, or a runtime check inside it fails (a line search trying `beta < 0`),
-    the search stops there with a `SearchWarning` and returns the best parameters before it;
-    a non-finite loss at the initial parameters is a `ValueError`.
+    optimizers are cached) compiles nothing. If the loss or its gradient becomes non-finite,
+    or a runtime check inside it fails (a line search trying `beta < 0`), the search stops
+    there with a `SearchWarning` and returns the best parameters before it; a non-finite loss
+    at the initial parameters is a `ValueError`.
     """
     steps = positive_int(steps, "steps")
     if patience is not None:

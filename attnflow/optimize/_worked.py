@@ -1,11 +1,6 @@
-"""Worked searches (the `attnflow search` commands), each answer checked by a sharp statistic.
-
-- `smallest_beta`: the smallest inverse temperature, constant or one per layer, under which the
-  tokens keep at least `k` clusters up to a time `t1` (GLPR Fig. 4: on the circle, 2 clusters
-  at `beta = 4`, 3 at `beta = 9`, around `t = 30`).
-- `value_for_groups`: a value matrix `V` under which given tokens end in prescribed groups.
-- `recover_parameters`: known random `(Q, K, V)` recovered from their own trajectory by
-  `fit_trajectory`, up to what a trajectory determines (`identifiable`).
+"""Worked searches (the `attnflow search` commands), each answer checked by a sharp statistic:
+`smallest_beta` (GLPR Fig. 4: on the circle, 2 clusters at `beta = 4`, 3 at `beta = 9`, around
+`t = 30`), `value_for_groups` and `recover_parameters`.
 
 The searches minimize smooth surrogates; the results report the sharp statistics of
 `attnflow.analysis` at the answer (cluster counts, cluster memberships, relative errors), so
@@ -181,8 +176,7 @@ def smallest_beta(
         init: the initial `beta` (every layer's, for a schedule); start above the answer.
         delta, temperature: the cluster radius and the smoothing of `soft_cluster_count`.
         margin: time beyond `t1` over which the clusters are asked for, `>= 0` (whole layers).
-        weight: the price, in units of `beta`, of one unit of time with fewer than `k`
-            clusters.
+        weight: the price, in units of `beta`, of one unit of time with fewer than `k` clusters.
         below: the factor, in `(0, 1)`, of the check that the answer is tight.
         steps, optimizer, progress, checkpoint: as in `search`; default `optimizer`:
             Adam with learning rate 0.03 (a 3% change of `beta` per step).
@@ -215,9 +209,7 @@ def smallest_beta(
     if temperature is not None:
         temperature = positive_number(temperature, "temperature", "the smoothing width")
     margin = _float_option(margin, "margin", 0.0, np.inf, "time beyond t1")
-    extra = round(margin / h)
-    if margin > 0:
-        extra = _whole_layers(margin, h, "margin")
+    extra = _whole_layers(margin, h, "margin") if margin > 0 else 0
     weight = positive_number(weight, "weight", "the price of time with fewer than k clusters")
     below = _float_option(below, "below", 0.0, 1.0, "the factor of the tightness check")
     if not 0 < below < 1:
@@ -226,10 +218,9 @@ def smallest_beta(
         )
     x0 = jax.vmap(lambda key: uniform(key, n, d, dtype=dtype))(jax.random.split(key, samples))
     template = None
-    params = jnp.full((), math.log(init), x0.dtype)
     if schedule:
         template = PostLN(PerLayer([Softmax(jnp.ones((), x0.dtype))] * layers, h))
-        params = jnp.full((layers,), math.log(init), x0.dtype)
+    params = jnp.full((layers,) if schedule else (), math.log(init), x0.dtype)
     loss = _KeptLoss(x0, template, k, h, layers + extra, delta, temperature, weight)
     if optimizer is None:
         optimizer = named_optimizer("adam", 0.03)
@@ -463,8 +454,7 @@ def recover_parameters(
         dtype: of the weights and tokens (JAX's default float if None).
 
     Returns:
-        A `Recovery` with both fields, the recording, the held-out trajectories and the
-        errors.
+        A `Recovery`: both fields, the recording, the held-out trajectories and the errors.
     """
     d = positive_int(d, "d", 2)
     n = positive_int(n, "n", d + 1)

@@ -4,11 +4,9 @@ multi-head self-attention and a GELU feed-forward, the attention mask for paddin
 Conventions. Tokens are rows: a sequence is `x` of shape `(n, d)`. A dense layer stores
 `weight` of shape `(out, in)` and `bias` `(out,)` and computes `y = x @ weight.T + bias`, as
 PyTorch's `Linear` (so checkpoint tensors are stored as they are). The attention weights are
-stored split per head (`H` heads of width `dh = d / H`), the form an attnflow `MultiHead` field
-reads: for head `h`, `q_i = Wq[h] x_i + bq[h]` with `Wq[h] = query_weight[h]` of shape
-`(dh, d)`, and the same for keys and values; the output projection `W_O` of shape `(d, d)`
-acting on the concatenated heads is stored as `output_weight[h] = W_O[:, h dh:(h + 1) dh]`, of
-shape `(d, dh)`, so the sublayer is `sum_h output_weight[h] @ o_h + output_bias`.
+stored split per head (`BertSelfAttention`), the form an attnflow `MultiHead` field reads: the
+output projection `W_O` of shape `(d, d)` acting on the concatenated heads of width `dh` is
+stored as `output_weight[h] = W_O[:, h dh:(h + 1) dh]`.
 """
 
 import math
@@ -28,8 +26,7 @@ if TYPE_CHECKING:
 
 
 class Linear(eqx.Module):
-    """A dense layer `y = x @ weight.T + bias`, `weight` of shape `(out, in)` (PyTorch's
-    `Linear` convention)."""
+    """A dense layer `y = x @ weight.T + bias` (PyTorch's `Linear` convention)."""
 
     weight: Float[Array, "out in"]
     bias: Float[Array, " out"]
@@ -62,8 +59,7 @@ class BertEmbeddings(eqx.Module):
 
     def __call__(self, input_ids: Int[Array, " n"], token_type_ids: Int[Array, " n"]):
         n = input_ids.shape[0]
-        x = self.word[input_ids] + self.position[:n] + self.token_type[token_type_ids]
-        return self.norm(x)
+        return self.norm(self.word[input_ids] + self.position[:n] + self.token_type[token_type_ids])
 
 
 class BertSelfAttention(eqx.Module):
@@ -71,12 +67,8 @@ class BertSelfAttention(eqx.Module):
 
     With `H` heads of width `dh`, for head `h` and tokens `i, j`:
     `q_i = query_weight[h] @ x_i + query_bias[h]` (the same for `k`, `v`),
-    `p_ij = softmax_j(q_i . k_j / sqrt(dh))` over the unmasked `j`,
-    `o_i^h = sum_j p_ij v_j`, and the output
-    `y_i = sum_h output_weight[h] @ o_i^h + output_bias`.
-
-    Shapes: `query_weight`, `key_weight`, `value_weight` `(H, dh, d)`; their biases `(H, dh)`;
-    `output_weight` `(H, d, dh)`; `output_bias` `(d,)`.
+    `p_ij = softmax_j(q_i . k_j / sqrt(dh))` over the unmasked `j`, `o_i^h = sum_j p_ij v_j`,
+    and the output `y_i = sum_h output_weight[h] @ o_i^h + output_bias` (shapes as annotated).
     """
 
     query_weight: Float[Array, "H dh d"]
@@ -195,13 +187,11 @@ class Bert(eqx.Module):
         self, layer: int, x: Float[Array, "n d"], mask: Bool[Array, " n"]
     ) -> Float[Array, "n d"]:
         """The self-attention sublayer of layer `layer` (0-based) on the tokens `x` (the layer's
-        input, hidden state `layer`), BEFORE the residual and the LayerNorm:
-        `sum_h output_weight[h] @ sum_j p_ij^h v_j^h + output_bias` (see `BertSelfAttention`).
+        input, hidden state `layer`), BEFORE the residual and the LayerNorm (`BertSelfAttention`).
         `mask` (n,) marks the real tokens; masked tokens are not attended to."""
         if not isinstance(layer, int | np.integer) or not 0 <= layer < self.num_layers:
             raise ValueError(f"layer must be an integer in [0, {self.num_layers}); got {layer!r}")
-        x = jnp.asarray(x)
-        mask = jnp.asarray(mask)
+        x, mask = jnp.asarray(x), jnp.asarray(mask)
         if x.ndim != 2 or x.shape[1] != self.hidden_size or mask.shape != x.shape[:1]:
             raise ValueError(
                 f"x must have shape (n, {self.hidden_size}) and mask (n,); got shapes "

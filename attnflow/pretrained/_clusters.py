@@ -65,17 +65,6 @@ class HiddenStateClusters(eqx.Module):
         return n * (n - 1) // 2
 
 
-def _statistics(y, delta: float, bins: int):
-    """Per layer of the normalized hidden states `y` (L + 1, n, d): fraction, clusters,
-    histogram density and edges (the analysis functions, vmapped over the layers)."""
-
-    def one(x):
-        density, edges = cosine_histogram(x, bins)
-        return pair_fraction(x, delta), count_clusters(x, delta), density, edges
-
-    return jax.vmap(one)(y)
-
-
 def hidden_state_clusters(
     pretrained: Pretrained,
     text: str | None = None,
@@ -89,11 +78,8 @@ def hidden_state_clusters(
 
     The text is tokenized and run through the encoder (`encode`); at each layer `l = 0..L`
     (`0` the embeddings) the hidden states `x_i` of the tokens are normalized,
-    `y_i = x_i / |x_i|`, and the statistics of `attnflow.analysis` are read on the `y_i`, the
-    diagonal `i = j` always excluded: `pair_fraction` (the fraction of pairs `i != j` with
-    `<y_i, y_j> >= 1 - delta`), `count_clusters` (connected components of that graph),
-    `cosine_histogram` (the cosines of the pairs `i < j` on `[-1, 1]` in `bins` bins, kept as
-    counts and as a density), and the mean of `<y_i, y_j>` over `i != j`.
+    `y_i = x_i / |x_i|`, and the statistics of `attnflow.analysis` listed in
+    `HiddenStateClusters` are read on the `y_i`, the diagonal `i = j` always excluded.
 
     Arguments:
         pretrained: a checkpoint from `attnflow.pretrained.load`.
@@ -156,11 +142,15 @@ def hidden_state_clusters(
         )
     hidden = encoding.hidden[0][:, keep]  # (L + 1, n, d)
     y = hidden / jnp.linalg.norm(hidden, axis=-1, keepdims=True)
-    fraction, clusters, density, edges = _statistics(y, delta, bins)
+
+    def statistics(x):
+        density, edges = cosine_histogram(x, bins)
+        return pair_fraction(x, delta), count_clusters(x, delta), density, edges
+
+    fraction, clusters, density, edges = jax.vmap(statistics)(y)
     cosines = np.asarray(jnp.einsum("lid,ljd->lij", y, y))
     n = cosines.shape[1]
-    off = ~np.eye(n, dtype=bool)
-    mean_cosine = cosines[:, off].mean(axis=1)
+    mean_cosine = cosines[:, ~np.eye(n, dtype=bool)].mean(axis=1)
     edges = np.asarray(edges[0])
     pairs = n * (n - 1) // 2
     counts = np.rint(np.asarray(density, np.float64) * np.diff(edges) * pairs).astype(np.int64)

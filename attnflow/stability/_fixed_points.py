@@ -19,7 +19,6 @@ from ._tangent import check_state, jacobian, tangent_jacobian
 
 SOLVERS = ("newton", "levenberg_marquardt")
 MODULO = (None, "rotations", "rotations+permutations")
-TYPES = ("sink", "source", "saddle", "degenerate")
 
 
 class FixedPoints(eqx.Module):
@@ -43,13 +42,11 @@ class FixedPoints(eqx.Module):
 class FixedPointType(eqx.Module):
     """The linear stability of one equilibrium, modulo its symmetry modes.
 
-    `type`: `"sink"` (every eigenvalue has real part `< -tol S`), `"source"` (every real part
-    `> tol S`), `"saddle"` (at least one of each sign; centers allowed) or
-    `"degenerate"` (the linearization does not decide: a real part within `tol S` of 0 and no
-    saddle); `S = max(1, |J|)`, `|J|` the spectral norm of the (tangent) Jacobian, see
-    `classify_fixed_point`.
     `unstable_dim`, `stable_dim`, `center_dim`: how many eigenvalues have real part `> tol S`,
-    `< -tol S`, within `tol S` of 0 (`unstable_dim` is the dimension of the unstable manifold).
+    `< -tol S`, within `tol S` of 0 (`unstable_dim` is the dimension of the unstable manifold);
+    `S = max(1, |J|)`, `|J|` the spectral norm of the (tangent) Jacobian (`classify_fixed_point`).
+    `type`: `"sink"` (all stable), `"source"` (all unstable), `"saddle"` (at least one of each;
+    centers allowed) or `"degenerate"` (a center and no saddle: the linearization does not decide).
     `symmetry_dim`: how many zero modes were excluded because they are symmetry directions
     (rotations of the whole configuration, for a rotation-invariant field).
     `eigenvalues`: shape `(m,)`, complex, by decreasing real part, symmetry modes excluded.
@@ -84,9 +81,7 @@ def _solve(field, guesses, t, args, solver, max_steps, sphere):
     def residual(y, _):
         if not sphere:
             return field(t, y, args)
-        # field(normalize(y)) + (|y_i| - 1) y_i / |y_i|: zero exactly at equilibria on the
-        # sphere (the two terms are orthogonal), with the radial directions made regular
-        x = normalize(y)
+        x = normalize(y)  # the residual of find_fixed_points' docstring
         radius = jnp.linalg.norm(y, axis=-1, keepdims=True)
         return field(t, x, args) + (radius - 1) * x
 
@@ -278,8 +273,6 @@ def rotation_modes(x: jax.Array) -> jax.Array:
 def _orthonormal_columns(a: np.ndarray, rtol: float) -> np.ndarray:
     """An orthonormal basis of the column span of `a`, dropping the directions whose singular
     value is at most `rtol` times the largest (a relative rank, whatever the scale of `a`)."""
-    if a.shape[1] == 0:
-        return a
     u, s, _ = np.linalg.svd(a, full_matrices=False)
     return u[:, s > rtol * s.max(initial=0.0)]
 
@@ -328,19 +321,15 @@ def classify_fixed_point(
         t, args: where the field is evaluated.
         symmetries: `"rotations"`, `None` (exclude nothing), or an array of candidate directions
             of shape `(s, *x.shape)` (e.g. `jnp.ones((1, n))` for the phase shift of `Circle`).
-        tol: relative, in `[0, 1)`: eigenvalues with `|Re| <= tol S` are centers, and
-            candidate directions `v` with `|J v| <= tol S |v|` are symmetry modes (candidates
-            are first reduced to an orthonormal basis of their span, dropping directions below
-            `tol` times the largest); default `sqrt(eps)` of `x`'s dtype (`1.5e-8` in float64,
-            `3.5e-4` in float32).
+        tol: relative, in `[0, 1)`, as above (candidates are first reduced to an orthonormal
+            basis of their span, dropping directions below `tol` times the largest); default
+            `sqrt(eps)` of `x`'s dtype (`1.5e-8` in float64, `3.5e-4` in float32).
         residual_tol: `ValueError` unless `max |field(t, x)| <= residual_tol S` (default
             `eps^(1/3)`, loose enough for equilibria found in float32; relative to `S` since a
             field of scale `S`, such as USA's `e^beta`, rounds to about `eps S` at an
             equilibrium).
 
-    Returns:
-        A `FixedPointType` with `.type`, `.unstable_dim`, `.stable_dim`, `.center_dim`,
-        `.symmetry_dim`, `.eigenvalues`, `.eigenvectors` and `.residual`.
+    Returns a `FixedPointType`.
     """
     if not callable(field):
         raise ValueError(f"field must be a callable field(t, x, args); got {field!r:.80}")
@@ -395,19 +384,15 @@ def classify_fixed_point(
     span = _orthonormal_columns(
         basis.T @ np.asarray(candidates, dtype=float).reshape(len(candidates), x.size).T, tol
     )
-    if span.shape[1]:
-        _, s, vt = np.linalg.svd(matrix @ span)
-        s = np.concatenate([s, np.zeros(span.shape[1] - len(s))])
-        null = vt[: span.shape[1]][s <= tol * scale]
-        modes = span @ null.T
-    else:
-        modes = span
+    _, s, vt = np.linalg.svd(matrix @ span)
+    modes = span @ vt[s <= tol * scale].T
     complement = np.linalg.svd(np.eye(len(matrix)) - modes @ modes.T)[0][
         :, : len(matrix) - modes.shape[1]
     ]
     values, vectors = np.linalg.eig(complement.T @ matrix @ complement)
     order = np.argsort(-values.real, kind="stable")
-    values, vectors = values[order], (basis @ complement @ vectors[:, order]).T
+    values = values[order]
+    vectors = (basis @ complement @ vectors[:, order]).T.reshape(len(values), *x.shape)
     unstable = int((values.real > tol * scale).sum())
     stable = int((values.real < -tol * scale).sum())
     center = len(values) - unstable - stable
@@ -426,7 +411,7 @@ def classify_fixed_point(
         center_dim=center,
         symmetry_dim=int(modes.shape[1]),
         eigenvalues=values,
-        eigenvectors=vectors.reshape(len(values), *x.shape),
+        eigenvectors=vectors,
         residual=residual,
     )
 

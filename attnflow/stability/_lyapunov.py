@@ -79,8 +79,7 @@ def lyapunov_spectrum(
     reverse-mode rule, such as `Sinkhorn`, fall back to the full Jacobian by `jax.jacrev`),
     integrated by diffrax together with the state. Every `every` time units `W = Q R` is
     re-orthonormalized (QR) and `log |R_jj|` is added to exponent `j`'s sum; the estimate at
-    time `t` is the sum over `t - t0 - transient`. The largest exponent alone (`k=1`) costs one
-    `jvp` per step.
+    time `t` is the sum over `t - t0 - transient`.
 
     Arguments:
         field: a vector field `field(t, y, args)` on an array state (an attnflow field or any
@@ -158,13 +157,13 @@ def lyapunov_spectrum(
                 f"t1 - t0 = {t1 - t0} must be a whole number of intervals of {per} layers "
                 f"(every = {every}, h = {h})"
             )
-        m, skip = _intervals(t0, t1, per * h, transient)
         step = Stepper(solver, layers=per)
+        every = per * h
     else:
         dt0, rtol, atol, max_steps = check_ode_options(solver, dt0, rtol, atol, max_steps)
         rtol, atol = (jnp.asarray(tol, y0.dtype) for tol in (rtol, atol))
         step = Stepper(solver, dt0, rtol, atol, max_steps, throw)
-        m, skip = _intervals(t0, t1, every, transient)
+    m, skip = _intervals(t0, t1, every, transient)
     return _benettin(field, y0, args, key, k, tangent, t0, t1, m, skip, step, dimension, throw)
 
 
