@@ -110,13 +110,13 @@ def ftle_diagram(
     of `phase_diagram` with the same key, so the two diagrams can be overlaid. Each item runs
     `stability.lyapunov_spectrum(field, x0, t1, k=1, every=every, ...)` on the tangent bundle
     of `(S^{d-1})^n`, through the sweep engine (chunked, sharded, resumable with `store`).
+    The arguments not listed below are those of `phase_diagram` (`solver`: `Layers(0.1)` by
+    default).
 
     Arguments:
         t1: the final time; the estimates are at `ts = every, 2 every, ..., t1`.
         every: the re-orthonormalization (and save) interval; with `Layers` a whole number
             of layers that divides `t1`.
-        key, n, d, betas, samples, weights, solver, h, kind, dtype, memory, devices, store,
-            progress: as in `phase_diagram` (`solver`: `Layers(0.1)` by default).
 
     Returns:
         `FTLEDiagram` with `.ftle` and `.local` of shape `(B, samples, T)`.
