@@ -4,55 +4,41 @@ Tokens are particles, depth is time, self-attention is the interaction. See the 
 documentation site, `docs/` (`docs/science.md` for the models).
 """
 
-from . import (
-    analysis as analysis,
-    concentration as concentration,
-    integrate as integrate,
-    meanfield as meanfield,
-    optimize as optimize,
-    sphere as sphere,
-    stability as stability,
-    studies as studies,
-    sweep as sweep,
-)
+import ast
+import importlib
+import pathlib
+
 from ._version import __version__ as __version__
-from .analysis import (
-    crossing_time as crossing_time,
-    equiangular_rho as equiangular_rho,
-    long_context_cosine as long_context_cosine,
-)
-from .fields import (
-    NGPT as NGPT,
-    SA as SA,
-    USA as USA,
-    AbstractAttention as AbstractAttention,
-    AbstractDotProductAttention as AbstractDotProductAttention,
-    AbstractEuclideanField as AbstractEuclideanField,
-    AbstractField as AbstractField,
-    AbstractLayerField as AbstractLayerField,
-    AbstractSphereField as AbstractSphereField,
-    Circle as Circle,
-    FeedForward as FeedForward,
-    Hardmax as Hardmax,
-    MultiHead as MultiHead,
-    NoNorm as NoNorm,
-    PeriLN as PeriLN,
-    PerLayer as PerLayer,
-    PostLN as PostLN,
-    PreLN as PreLN,
-    Sinkhorn as Sinkhorn,
-    Softmax as Softmax,
-    Unnormalized as Unnormalized,
-    energy as energy,
-    log_energy as log_energy,
-)
-from .integrate import (
-    STATUS as STATUS,
-    Layers as Layers,
-    Trajectory as Trajectory,
-    ode_solvers as ode_solvers,
-    simulate as simulate,
-    simulate_sde as simulate_sde,
-    span_reduction as span_reduction,
-)
-from .studies import PhaseDiagram as PhaseDiagram, phase_diagram as phase_diagram
+
+
+def _homes() -> dict[str, str | None]:
+    """Each name of `__init__.pyi` (the re-exports, as type checkers see them) and the module it
+    comes from (`None`: the name is a subpackage)."""
+    stub = ast.parse(pathlib.Path(__file__).with_suffix(".pyi").read_text())
+    return {
+        alias.asname or alias.name: node.module
+        for node in stub.body
+        if isinstance(node, ast.ImportFrom) and node.module != "_version"
+        for alias in node.names
+    }
+
+
+# Loaded on first use (PEP 562), so that `import attnflow` and the command line's `--help` do
+# not import JAX: each name is taken from its subpackage when first asked for.
+_HOMES = _homes()
+__all__ = ["__version__", *_HOMES]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _HOMES[name]
+    if home is None:
+        return importlib.import_module(f".{name}", __name__)
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # found here directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

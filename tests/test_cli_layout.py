@@ -113,3 +113,54 @@ def test_the_deprecation_is_shown_and_can_be_made_an_error(tmp_path):
         "attnflow simulate: error: --float32 is deprecated and will be removed in the next "
         "release; use --dtype float32"
     )
+
+
+# Run in a fresh interpreter: every command's --help, --version and a refused option, then the
+# modules that were imported. JAX and matplotlib take seconds to import; none of this needs them.
+_LIGHT = """
+import contextlib, io, sys
+from attnflow.cli import main
+from attnflow.cli._main import _parser
+
+commands = _parser()._subparsers._group_actions[0].choices
+searches = commands["search"]._subparsers._group_actions[0].choices
+argvs = [["--help"], ["--version"], ["search", "--help"], ["phase-diagram", "--n", "1"]]
+argvs += [[name, "--help"] for name in commands] + [["search", s, "--help"] for s in searches]
+for argv in argvs:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+print(len(argvs), *sorted(m for m in ("jax", "matplotlib", "numpy", "scipy") if m in sys.modules))
+"""
+
+
+def test_help_version_and_refused_options_import_neither_jax_nor_matplotlib():
+    done = subprocess.run(
+        [sys.executable, "-c", _LIGHT], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    count, *imported = done.stdout.split()
+    assert int(count) == 21 and imported == [], done.stdout
+
+
+def test_the_choices_offered_before_jax_are_the_api_tables():
+    from attnflow import _names, concentration, fields, studies
+
+    assert _names.MODELS == tuple(fields.MODELS)
+    assert _names.CLOSED_FORM == tuple(fields.KINDS)
+    assert _names.WEIGHTS == studies.WEIGHTS and _names.INITS == concentration.INITS
+
+
+def test_each_command_says_how_long_its_default_run_takes():
+    from attnflow.cli._main import _parser
+    from attnflow.cli._options import _add_globals
+
+    parser = _parser()
+    _add_globals(parser)
+    commands = parser._subparsers._group_actions[0].choices
+    searches = commands["search"]._subparsers._group_actions[0].choices
+    every = {**{k: v for k, v in commands.items() if k != "search"}, **searches}
+    for name, command in every.items():
+        assert re.search(r"Default run: about [\d.]+ (s|min) on a", command.format_help()), name

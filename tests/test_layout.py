@@ -124,3 +124,25 @@ def test_tests_mirror_the_package():
     strays = [p.name for p in sorted(TESTS.glob("test_*.py")) if not _mirrors(p.name)]
     assert strays == [], f"name these test_<subpackage>[_<topic>].py: {strays}"
     assert not _mirrors("test_blockwise.py") and _mirrors("test_fields_blockwise.py")
+
+
+def test_the_root_imports_its_names_on_first_use():
+    """`import attnflow` is quick (no JAX); each re-exported name is its subpackage's."""
+    import importlib
+    import subprocess
+    import sys
+
+    probe = "import sys, attnflow; print('jax' in sys.modules, attnflow.SA.__module__)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["False", "attnflow.fields._field"], done.stderr
+    import attnflow
+
+    assert len(attnflow._HOMES) == 45 and attnflow._HOMES["fields"] is None
+    for name, home in attnflow._HOMES.items():
+        module = importlib.import_module(f"attnflow.{home or name}")
+        assert getattr(attnflow, name) is (module if home is None else getattr(module, name))
+    assert set(attnflow.__all__) <= set(dir(attnflow))
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        attnflow.nonexistent  # noqa: B018

@@ -2,7 +2,7 @@
 
 import time
 
-from ..concentration import INITS
+from .._names import INITS
 from . import _options as opts
 
 

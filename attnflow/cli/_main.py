@@ -45,11 +45,11 @@ def main(argv=None) -> int:
     130 interrupted). Every error is one line on stderr, never a traceback."""
     import warnings
 
-    from ..sweep import SweepFailureWarning
-
     parser = _parser()
     _add_globals(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before JAX is imported: --help and bad options answer at once
+    from ..sweep import SweepFailureWarning
+
     try:
         _dtype(args)
         _check_outputs(args)

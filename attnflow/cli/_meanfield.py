@@ -1,6 +1,6 @@
 """`attnflow meanfield`: the mean-field PDE on the circle against particles."""
 
-from ..fields import KINDS
+from .._names import CLOSED_FORM
 from . import _options as opts
 
 
@@ -15,7 +15,7 @@ def add_commands(commands) -> None:
         "and its fitted exponent in n.",
     )
     opts.add(meanfield, "--beta", 4.0, "inverse temperature", type=opts.nonnegative)
-    opts.add(meanfield, "--kind", "SA", "dynamics", choices=tuple(KINDS))
+    opts.add(meanfield, "--kind", "SA", "dynamics", choices=CLOSED_FORM)
     opts.add(meanfield, "--grid", 512, "grid points", type=opts.positive_int)
     sizes = (256, 1024, 4096)
     opts.add(meanfield, "--particles", sizes, "sizes n", shown="256,1024,4096", type=_counts)

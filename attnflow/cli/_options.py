@@ -20,9 +20,32 @@ _QUIET_HELP = (
 )
 
 
+# How long each command's default run takes (wall time from the shell, imports and compilation
+# included), measured on a 2-core AMD EPYC VM on 2026-12-07 (benchmarks/README.md, "Default
+# runs"); figure3 from its per-dimension times there. Shown at the end of each --help.
+DEFAULT_RUN = {
+    "simulate": "10 s",
+    "phase-diagram": "75 s",
+    "figure3": "30 min",
+    "metastability": "13 s",
+    "normalization": "30 s",
+    "long-context": "7 s",
+    "meanfield": "3 min",
+    "concentration": "21 s",
+    "pretrained-clusters": "22 s",
+    "search smallest-beta": "18 s",
+    "search beta-schedule": "30 s",
+    "search value-groups": "22 s",
+    "search recover": "55 s",
+    "lyapunov": "10 s",
+    "fixed-points": "13 s",
+    "ftle": "16 s",
+}
+
+
 def _add_globals(parser: argparse.ArgumentParser) -> None:
     """--version on `parser`, and --quiet on it and on every (nested) command, so that it may
-    come before or after the command's name."""
+    come before or after the command's name; each command's --help ends with `DEFAULT_RUN`."""
     from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"attnflow {__version__}")
@@ -37,6 +60,9 @@ def _add_globals(parser: argparse.ArgumentParser) -> None:
                         "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP
                     )
                     parsers.append(command)
+                    name = command.prog.removeprefix(f"{parser.prog} ")
+                    if name in DEFAULT_RUN:
+                        command.epilog = f"Default run: about {DEFAULT_RUN[name]} on a laptop CPU."
 
 
 def progress(args) -> bool:

@@ -2,7 +2,7 @@
 
 import time
 
-from ..studies import MODELS
+from .._names import CLOSED_FORM, MODELS
 from . import _options as opts
 
 _MODULO = {"none": None, "rotations": "rotations", "symmetries": "rotations+permutations"}
@@ -67,7 +67,7 @@ def add_commands(commands) -> None:
     opts.add(ftle, "--d", 2, "dimension, >= 2", type=opts.at_least_2)
     opts.add_beta_range(ftle, 0.5, 9.0, 35)
     opts.add(ftle, "--every", 0.5, "interval of time", type=opts.positive)
-    opts.add(ftle, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add(ftle, "--model", "SA", "dynamics", choices=MODELS)
     opts.add_sweep_options(ftle, resume=True, samples=64, saves=None)
     opts.add_outputs(ftle, "ftle", labelled=True)
     ftle.set_defaults(run=_ftle)
@@ -77,7 +77,7 @@ def _add_model_options(command, *, n: int, d: int) -> None:
     opts.add(command, "--n", n, "number of tokens", type=opts.positive_int)
     opts.add(command, "--d", d, "dimension, >= 2", type=opts.at_least_2)
     opts.add(command, "--beta", 1.0, "inverse temperature", type=opts.nonnegative)
-    opts.add(command, "--model", "SA", "dynamics", choices=["SA", "USA"])
+    opts.add(command, "--model", "SA", "dynamics", choices=CLOSED_FORM)
     opts.add(command, "--seed", 0, "random seed", type=int)
 
 

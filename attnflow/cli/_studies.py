@@ -2,7 +2,7 @@
 
 import time
 
-from ..studies import MODELS, WEIGHTS
+from .._names import MODELS, WEIGHTS
 from . import _options as opts
 
 
@@ -18,7 +18,7 @@ def add_commands(commands) -> None:
     opts.add(phase, "--d", 32, "dimension, >= 2", type=opts.at_least_2)
     opts.add_beta_range(phase, 0.1, 9.0, 90)
     opts.add(phase, "--weights", "identity", choices=WEIGHTS)
-    opts.add(phase, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add(phase, "--model", "SA", "dynamics", choices=MODELS)
     opts.add_sweep_options(phase, resume=True, samples=256, saves=151)
     opts.add_outputs(phase, "phase_diagram", labelled=True)
     phase.set_defaults(run=_phase_diagram)
@@ -44,7 +44,7 @@ def add_commands(commands) -> None:
         "angles, the energy staircase, and the distribution of the number of clusters at t1.",
     )
     opts.add(meta, "--betas", [4.0, 9.0], shown="4 9", type=opts.positive, nargs="+")
-    opts.add(meta, "--model", "SA", "dynamics", choices=list(MODELS))
+    opts.add(meta, "--model", "SA", "dynamics", choices=MODELS)
     opts.add_sweep_options(meta, resume=False, samples=256, saves=301)
     opts.add_outputs(meta, "metastability", labelled=True)
     meta.set_defaults(run=_metastability)

@@ -14,6 +14,7 @@ from jaxtyping import Array, Float
 
 from .._checks import as_float_array, float_dtype, positive_int
 from .._deprecated import keyword_key
+from .._names import INITS
 from .._version import __version__
 from ..analysis import wasserstein_exact
 from ..fields import Hardmax
@@ -41,8 +42,6 @@ from ._limit import (
     hardmax_limit,
     solver_tolerances,
 )
-
-INITS = ("ball", "gaussian")
 
 
 def _check_init(init) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._checks import float_dtype
 from .._deprecated import keyword_key
+from .._names import WEIGHTS
 from ..analysis import crossing_time
 from ..fields import KINDS
 from ..integrate import Layers, integrate, layer_indices, solver_config, state_status
@@ -35,7 +36,6 @@ from ._common import GLPR_LAYERS, directions, make_field, model, study_solver
 # Items per device in a chunk, at most: a batch stops when its last item has clustered, so
 # chunks of one beta's realizations stop together.
 _LARGEST = 128
-WEIGHTS = ("identity", "ginibre_psd", "goe_psd", "ginibre_qk", "goe_qk", "ginibre_qk_published")
 
 
 def random_weights(key: jax.Array, d: int, weights: str = "identity", dtype=None):
