@@ -7,6 +7,7 @@ import pytest
 
 import attnflow as af
 from attnflow.studies import phase_diagram_sample, random_weights, span_coordinates
+from attnflow.studies._phase_diagram import span_realizations
 from attnflow.sweep import Store
 
 
@@ -82,6 +83,21 @@ def test_span_coordinates_keep_every_inner_product(getkey):
     y = span_coordinates(x)
     assert y.shape == (6, 6)
     np.testing.assert_allclose(y @ y.T, x @ x.T, atol=1e-14)
+
+
+def test_realizations_drawn_once_give_the_same_diagram(getkey):
+    """For d > n the study draws every realization's reduced tokens once, for all betas
+    (`span_realizations`), unless they would take more than a quarter of `memory`; then each
+    item draws its own. Both give the same diagram, to the last bit."""
+    key = getkey()
+    tokens = span_realizations(key, samples=40, n=4, d=9, dtype="float64")
+    x0 = phase_diagram_sample(key, 37, n=4, d=9)[0]
+    np.testing.assert_allclose(tokens[37] @ tokens[37].T, x0 @ x0.T, atol=1e-14)
+    options = dict(key=key, n=4, d=9, betas=[0.5, 4.0], ts=np.arange(11) * 1.0, samples=40)
+    drawn = af.phase_diagram(**options, progress=False)
+    per_item = af.phase_diagram(**options, memory=16_000, progress=False)  # 40 * 16 * 8 > 4000
+    np.testing.assert_array_equal(drawn.prob, per_item.prob)
+    assert 0 < drawn.prob[0, -1] and drawn.prob[0, 0] < drawn.prob[0, -1]
 
 
 def test_random_weight_ensembles(getkey):

@@ -1,6 +1,7 @@
 """`phase_diagram`: when do tokens cluster, over temperatures and random initializations (GLPR
 Figs. 3 and 5)."""
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,22 @@ def span_coordinates(x: jax.Array) -> jax.Array:
     return r.T
 
 
+@functools.partial(jax.jit, static_argnames=("samples", "n", "d", "dtype"))
+def span_realizations(key: jax.Array, *, samples: int, n: int, d: int, dtype: str):
+    """`span_coordinates` of the tokens of realizations `0, ..., samples - 1` of
+    `phase_diagram_sample` (identity weights), shape `(samples, n, n)`.
+
+    A study draws them once and every beta reads them: drawing `n` tokens in `d` dimensions and
+    reducing them costs `O(n d (n + 1))`, which for `d >> n` exceeds the reduced dynamics
+    themselves if it is repeated for each `(beta, sample)` item.
+    """
+
+    def one(sample):
+        return span_coordinates(phase_diagram_sample(key, sample, n=n, d=d, dtype=dtype)[0])
+
+    return jax.lax.map(one, jnp.arange(samples), batch_size=16)
+
+
 class PhaseDiagram(eqx.Module):
     """Mean fraction of clustered pairs over time and temperature.
 
@@ -171,7 +188,12 @@ class AbstractRealizationItem(AbstractStudyItem):
     kind: Callable = eqx.field(static=True)
 
     def realization(self, index, args, reduce: bool = False):
-        """`(field, x0)` of item `index`; `x0` in span coordinates when `reduce`."""
+        """`(field, x0)` of item `index`: `x0` from `args["tokens"]` when the study drew the
+        realizations beforehand (`span_realizations`), otherwise drawn here, and taken to span
+        coordinates when `reduce`."""
+        if "tokens" in args:  # identity weights, tokens in span coordinates
+            field = make_field(self.kind, self.beta(index, args), None, None, None)
+            return field, args["tokens"][self.sample(index)]
         x0, q, k, v = phase_diagram_sample(
             args["key"],
             self.sample(index),
@@ -281,7 +303,8 @@ def phase_diagram(
 
     Exact shortcuts, for `weights="identity"` and the models of `MODELS` only (a callable
     `kind` gets none): for `d > n` the tokens are evolved in coordinates of the span of `x0`
-    (`span_coordinates`; inner products are unchanged), and with `Layers` a batch
+    (`span_coordinates`; inner products are unchanged), drawn and reduced once per realization
+    for every beta, so a panel at `d >> n` costs what one at `d = n` costs; with `Layers` a batch
     stops as soon as all its pairs have clustered. Both rest on `V = I` and on attention
     weights that depend only on inner products: each layer maps a token to a nonnegative
     combination of tokens (of directions, for Pre-LN and Peri-LN), and if all inner products
@@ -300,6 +323,11 @@ def phase_diagram(
     identity = weights == "identity"
     reduce = identity and proved and d > n
     width = n if reduce else d
+    # d > n: the reduced realizations are drawn once for every beta, when they fit in a quarter
+    # of the memory budget (otherwise each item draws and reduces its own)
+    drawn = samples * n * n * dtype.itemsize if reduce else 0
+    if drawn > memory // 4:
+        drawn = 0
     static = dict(n=n, d=d, samples=samples, dtype=dtype.name)
     item = PhaseItem(
         **static,
@@ -307,22 +335,25 @@ def phase_diagram(
         kind=factory,
         solver=solver,
         steps=layer_indices(ts, solver.h) if layers else None,
-        reduce=reduce,
+        reduce=reduce and not drawn,
         stop_early=identity and proved and layers and delta <= 1,
     )
     working = 10 * n * width + 8 * n * n + n * d + (0 if identity else 4 * d * d)
     config = study_config("phase_diagram", key, n, d, betas, ts, samples, delta, name, dtype)
     config |= {"weights": weights, **solver_config(solver)}
     count = betas.size * samples
+    args = study_args(key, betas, dtype, delta, ts)
+    if drawn:
+        args["tokens"] = span_realizations(key, samples=samples, n=n, d=d, dtype=dtype.name)
     totals = np.zeros((betas.size, ts.size), np.int64)
     status = np.zeros(count, np.int8)
     with open_store(store, config, count) as opened:
         chunks = run(
             item,
             count,
-            args=study_args(key, betas, dtype, delta, ts),
+            args=args,
             bytes_per_item=dtype.itemsize * working + 8 * ts.size,
-            memory=memory,
+            memory=memory - drawn,
             largest=_LARGEST,
             devices=devices,
             store=opened,
