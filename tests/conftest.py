@@ -1,4 +1,5 @@
 import itertools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,24 @@ jax.config.update("jax_enable_x64", True)
 settings.register_profile("default", max_examples=60, deadline=None, derandomize=True)
 settings.register_profile("explore", max_examples=1000, deadline=None)
 settings.load_profile("default")
+
+
+LONG_CHECKS = Path(__file__).with_name("long_checks.txt")
+
+
+def long_checks() -> set[str]:
+    """The node ids listed in `long_checks.txt`."""
+    lines = LONG_CHECKS.read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark the long checks of `long_checks.txt` `slow`: out of the default run, in `-m slow`."""
+    listed = long_checks()
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
 
 
 def _memory_mappings() -> int:

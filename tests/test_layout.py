@@ -146,3 +146,18 @@ def test_the_root_imports_its_names_on_first_use():
     assert set(attnflow.__all__) <= set(dir(attnflow))
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         attnflow.nonexistent  # noqa: B018
+
+
+def test_every_long_check_names_a_test():
+    """Each node id of `tests/long_checks.txt` (marked `slow` by conftest) names a test
+    function of an existing file, so a renamed test never drops back into the default run
+    unnoticed, nor leaves a stale line behind."""
+    from conftest import long_checks
+
+    listed = long_checks()
+    assert len(listed) > 100
+    for node in sorted(listed):
+        path, *names = node.split("::")
+        source = (PACKAGE.parent / path).read_text() if (PACKAGE.parent / path).is_file() else ""
+        function = names[-1].split("[")[0]
+        assert f"def {function}(" in source, f"{node}: no test {function} in {path}"
