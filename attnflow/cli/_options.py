@@ -22,11 +22,12 @@ _QUIET_HELP = (
 
 # How long each command's default run takes (wall time from the shell, imports and compilation
 # included), measured on a 2-core AMD EPYC VM on 2026-12-07 (benchmarks/README.md, "Default
-# runs"); figure3 from its per-dimension times there. Shown at the end of each --help.
+# runs"); figure3 from benchmarks/figure3_dims.py, scaled to its 1024 samples. Shown at the end
+# of each --help.
 DEFAULT_RUN = {
     "simulate": "10 s",
-    "phase-diagram": "75 s",
-    "figure3": "30 min",
+    "phase-diagram": "70 s",
+    "figure3": "15 min",
     "metastability": "13 s",
     "normalization": "30 s",
     "long-context": "7 s",
