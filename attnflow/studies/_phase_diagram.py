@@ -209,7 +209,8 @@ class AbstractRealizationItem(AbstractStudyItem):
 
 class PhaseItem(AbstractRealizationItem):
     """One item of a phase diagram: `{"close": (T,), "status": ()}`, the close-pair counts at
-    the save times; `args` holds `betas`, `key`, `delta`, `ts`."""
+    the save times; `args` holds `betas`, `key`, `delta`, `ts`, and `tokens` when the study
+    drew the reduced realizations once (`span_realizations`)."""
 
     solver: Layers | diffrax.AbstractSolver = eqx.field(static=True)
     steps: tuple[int, ...] | None = eqx.field(static=True)
@@ -325,9 +326,8 @@ def phase_diagram(
     width = n if reduce else d
     # d > n: the reduced realizations are drawn once for every beta, when they fit in a quarter
     # of the memory budget (otherwise each item draws and reduces its own)
-    drawn = samples * n * n * dtype.itemsize if reduce else 0
-    if drawn > memory // 4:
-        drawn = 0
+    table = samples * n * n * dtype.itemsize
+    drawn = reduce and table <= memory // 4
     static = dict(n=n, d=d, samples=samples, dtype=dtype.name)
     item = PhaseItem(
         **static,
@@ -353,7 +353,7 @@ def phase_diagram(
             count,
             args=args,
             bytes_per_item=dtype.itemsize * working + 8 * ts.size,
-            memory=memory - drawn,
+            memory=memory - table if drawn else memory,
             largest=_LARGEST,
             devices=devices,
             store=opened,
