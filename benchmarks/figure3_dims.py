@@ -7,8 +7,9 @@ realization. This script runs `phase_diagram` at the settings of `attnflow figur
 betas in [0.1, 9], T = 30, h = 0.1, 151 saves), with fewer samples, for each `d`; it times a
 first call (compilation included) and a second, compiled one, and prints the compiled time's
 ratio to `d = 32`. The bar is 1.5x; a ratio above it is flagged. (Drawing and reducing the tokens
-once per `(beta, sample)` item instead of once per realization made `d = 1024` cost 3x
-`d = 32`.) The totals, times `1024 / samples`, estimate the full figure's time.
+once per `(beta, sample)` item instead of once per realization made `d = 1024` cost 1.28x
+`d = 32` on an idle 2-core machine, and 2.5x or more beside other work.) The totals, times
+`1024 / samples`, estimate the full figure's time.
 
     python benchmarks/figure3_dims.py [--samples 32] [--num-betas 90] [--dims 2 8 32 128 512 1024]
 """
