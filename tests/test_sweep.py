@@ -100,6 +100,80 @@ def test_device_count_does_not_change_results(tmp_path):
         np.testing.assert_array_equal(np.load(file), reference, err_msg=file.name)
 
 
+def fresh_python(script: str, env_drop=("XLA_FLAGS", "JAX_NUM_CPU_DEVICES"), **env):
+    """Run `script` in a new Python process (JAX not yet started), with `env` added to the
+    environment and `env_drop` removed; return its stdout's last line as JSON."""
+    environ = {k: v for k, v in os.environ.items() if k not in env_drop} | env
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_use_cpu_cores_splits_the_cpu_before_jax_starts_and_refuses_after():
+    result = fresh_python(
+        """
+        import json, jax
+        import attnflow as af
+        given = af.sweep.use_cpu_cores(3)
+        devices = len(jax.devices())
+        again = af.sweep.use_cpu_cores(3)  # the same count, after the start: nothing to change
+        try:
+            af.sweep.use_cpu_cores(2)
+            late = None
+        except ValueError as err:
+            late = str(err)
+        print(json.dumps({"given": given, "devices": devices, "again": again, "late": late}))
+        """
+    )
+    assert result["given"] == result["devices"] == result["again"] == 3
+    assert "with 3 CPU device(s)" in result["late"] and "before the first" in result["late"]
+    default = fresh_python(
+        "import json, jax, os, attnflow as af; n = af.sweep.use_cpu_cores(); "
+        "print(json.dumps([n, len(jax.devices()), len(os.sched_getaffinity(0))]))"
+    )
+    assert default[0] == default[1] == default[2]
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True, "2"])
+def test_use_cpu_cores_refuses_a_bad_count(count):
+    with pytest.raises(ValueError, match="count"):
+        af.sweep.use_cpu_cores(count)
+
+
+def test_sweep_commands_use_every_core_and_give_the_same_data(tmp_path):
+    """`attnflow phase-diagram` as the script runs it, in a new process: one JAX device per core
+    (or the number that XLA_FLAGS gives), and the data of a one-device run in this process (a
+    call of `main` that keeps JAX's devices), to the last bit."""
+    argv = ["phase-diagram", "--n", "6", "--d", "3", "--num-betas", "3", "--samples", "24"]
+    argv += ["--t1", "2", "--saves", "5", "--no-plot", "--quiet"]
+    cores = len(os.sched_getaffinity(0))
+    three = {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+    for name, env, devices in (("all", {}, cores), ("three", three, 3)):
+        out = str(tmp_path / f"{name}.npz")
+        script = f"""
+            import json, jax
+            from attnflow.cli import main
+            status = main({[*argv, "--out", out]!r}, all_cores=True)
+            print(json.dumps([status, len(jax.devices())]))
+            """
+        assert fresh_python(script, **env) == [0, devices]
+    from attnflow.cli import main
+
+    assert len(jax.devices()) == 1
+    assert main([*argv, "--out", str(tmp_path / "one.npz")]) == 0
+    with np.load(tmp_path / "one.npz") as one:
+        for name in ("all", "three"):
+            with np.load(tmp_path / f"{name}.npz") as other:
+                for field in ("prob", "status", "betas", "ts"):
+                    np.testing.assert_array_equal(other[field], one[field], err_msg=name)
+
+
 class Interrupt(Exception):
     pass
 

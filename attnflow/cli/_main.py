@@ -40,9 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, all_cores: bool = False) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad arguments or a failed run,
-    130 interrupted). Every error is one line on stderr, never a traceback."""
+    130 interrupted). Every error is one line on stderr, never a traceback. `all_cores`: a
+    command that sweeps shards over every CPU core, one JAX device per core (the `attnflow`
+    script's choice, made before JAX starts; `_cpu_cores`)."""
     import warnings
 
     parser = _parser()
@@ -51,6 +53,8 @@ def main(argv=None) -> int:
     from ..sweep import SweepFailureWarning
 
     try:
+        if all_cores:
+            _cpu_cores(args)
         _dtype(args)
         _check_outputs(args)
         with warnings.catch_warnings(record=True) as caught:
@@ -91,6 +95,25 @@ def _dtype(args) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+
+
+def _cpu_cores(args) -> None:
+    """A command that sweeps shards its items over every core: one JAX CPU device per core
+    (`attnflow.sweep.use_cpu_cores`), unless `XLA_FLAGS` or `JAX_NUM_CPU_DEVICES` say how many,
+    or JAX has computed already in this process."""
+    import os
+
+    import jax
+
+    given = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if not getattr(args, "_sweeps", False) or given or jax.config.jax_num_cpu_devices != -1:
+        return
+    from ..sweep import use_cpu_cores
+
+    try:
+        use_cpu_cores()
+    except ValueError:  # JAX's devices are fixed already: the sweep uses them as they are
+        pass
 
 
 def _one_line(err: Exception) -> str:

@@ -149,6 +149,7 @@ def add_sweep_options(command, *, resume: bool, samples: int, saves: int | None)
     add_dtype(command)
     add(command, "--devices", None, "shard over this many devices", shown="all", type=positive_int)
     add(command, "--memory", 2.0, "working memory budget in GiB", type=finite_positive)
+    command.set_defaults(_sweeps=True)  # one JAX device per CPU core (`_main._cpu_cores`)
     if resume:
         command.add_argument(
             "--resume",

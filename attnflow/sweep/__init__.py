@@ -8,6 +8,7 @@ from ._engine import (
     item_key as item_key,
     run as run,
     select_devices as select_devices,
+    use_cpu_cores as use_cpu_cores,
 )
 from ._store import Store as Store
 from ._study import (
