@@ -33,7 +33,7 @@ def add_commands(commands) -> None:
     opts.add(conc, "--seed", 0, "seed of the initial tokens", type=int)
     opts.add_dtype(conc)
     opts.add_outputs(conc, "concentration", labelled=True)
-    conc.set_defaults(run=_concentration, _sweeps=True)
+    conc.set_defaults(run=_concentration)
 
 
 def _numbers(text: str, what: str, distinct: int = 1) -> tuple[float, ...]:

@@ -22,13 +22,12 @@ _QUIET_HELP = (
 
 # How long each command's default run takes (wall time from the shell, imports and compilation
 # included), measured on a 2-core AMD EPYC VM on 2026-12-07 (benchmarks/README.md, "Default
-# runs"); figure3 from benchmarks/figure3_dims.py, scaled to its 1024 samples. Shown at the end
-# of each --help.
+# runs"; the sweeps on one JAX device per core). Shown at the end of each --help.
 DEFAULT_RUN = {
     "simulate": "10 s",
-    "phase-diagram": "70 s",
-    "figure3": "15 min",
-    "metastability": "13 s",
+    "phase-diagram": "25 s",
+    "figure3": "6 min",
+    "metastability": "7 s",
     "normalization": "30 s",
     "long-context": "7 s",
     "meanfield": "3 min",
@@ -40,7 +39,7 @@ DEFAULT_RUN = {
     "search recover": "55 s",
     "lyapunov": "10 s",
     "fixed-points": "13 s",
-    "ftle": "16 s",
+    "ftle": "7 s",
 }
 
 

@@ -28,7 +28,10 @@ def use_cpu_cores(count: int | None = None) -> int:
     call this before it, right after `import jax`. The `attnflow` commands that sweep call it
     themselves, unless `XLA_FLAGS` (`--xla_force_host_platform_device_count`) or
     `JAX_NUM_CPU_DEVICES` already say how many. On a GPU or TPU the sweeps use the accelerators,
-    and the CPU's devices change nothing.
+    and the CPU's devices change nothing. One exception on the CPU: with several CPU devices the
+    exact assignment (`attnflow.analysis.assignment`, used by `concentration`) runs the
+    compiled Hungarian algorithm instead of SciPy in a host callback (which can hang there), and
+    its distances move by rounding (1e-16); `attnflow concentration` keeps one device.
     """
     import os
 
