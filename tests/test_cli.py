@@ -102,20 +102,20 @@ def test_simulate_circle_layers_and_beta_zero(tmp_path):
     "argv, message",
     [
         (["--beta", "-1"], "attnflow simulate: error: beta must be finite and >= 0; got -1.0"),
-        (["--n", "0"], "argument --n: expected a positive integer, got '0'"),
-        (["--d", "1"], "argument --d: expected an integer >= 2, got '1'"),
+        (["--n", "0"], "argument --n: expected a positive integer up to 2147483647, got '0'"),
+        (["--d", "1"], "argument --d: expected an integer from 2 to 2147483647, got '1'"),
         (["--solver", "rk4"], "solver must be one of"),
         (["--out", "x.txt"], "argument --out: expected a file name ending in .npz, got 'x.txt'"),
         (
             ["--plot", "/no/such/folder/a.png"],
             "the folder of '/no/such/folder/a.png' does not exist",
         ),
-        (["--t1", "0"], "argument --t1: expected a positive number, got '0'"),
+        (["--t1", "0"], "argument --t1: expected a finite positive number, got '0'"),
         (
             ["--solver", "layers", "--t1", "1", "--dt0", "0.7"],
             "--t1 must be a whole number of layers",
         ),
-        (["--beta", "abc"], "argument --beta: expected a number, got 'abc'"),
+        (["--beta", "abc"], "argument --beta: expected a finite number, got 'abc'"),
     ],
 )
 def test_bad_arguments_give_one_line(tmp_path, capsys, argv, message):
@@ -259,16 +259,25 @@ def test_metastability_and_figure3_write_data_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["phase-diagram", "--d", "1"], "argument --d: expected an integer >= 2, got '1'"),
+        (
+            ["phase-diagram", "--d", "1"],
+            "argument --d: expected an integer from 2 to 2147483647, got '1'",
+        ),
         (["phase-diagram", "--num-betas", "0"], "argument --num-betas: expected a positive"),
         (["phase-diagram", "--weights", "wishart"], "argument --weights: invalid choice"),
         (["phase-diagram", "--beta-min", "5", "--beta-max", "1"], "--beta-max must be >="),
         (["phase-diagram", "--t1", "1.05"], "--t1 must be a whole number of layers"),
-        (["phase-diagram", "--delta", "-1"], "argument --delta: expected a number >= 0"),
+        (["phase-diagram", "--delta", "-1"], "argument --delta: expected a finite number >= 0"),
         (["phase-diagram", "--devices", "64"], "devices must be between 1 and the 1 available"),
-        (["figure3", "--dims", "1", "8"], "argument --dims: expected an integer >= 2, got '1'"),
-        (["metastability", "--betas", "0"], "argument --betas: expected a positive number"),
-        (["metastability", "--n", "1"], "argument --n: expected an integer >= 2, got '1'"),
+        (
+            ["figure3", "--dims", "1", "8"],
+            "argument --dims: expected an integer from 2 to 2147483647, got '1'",
+        ),
+        (["metastability", "--betas", "0"], "argument --betas: expected a finite positive number"),
+        (
+            ["metastability", "--n", "1"],
+            "argument --n: expected an integer from 2 to 2147483647, got '1'",
+        ),
         (["phase-diagram", "--memory", "inf"], "argument --memory: expected a finite positive"),
     ],
 )
@@ -316,7 +325,7 @@ def test_normalization_and_long_context_write_data_and_plots(tmp_path, capsys):
     assert "output cosine 1.000000, 0.800000, 0.500000" in io.out
     assert (tmp_path / "l.png").stat().st_size > 10_000
     status, io = run_cli(["long-context", "--n", "1", "--out", str(tmp_path / "x.npz")], capsys)
-    assert status == 2 and "argument --n: expected a number >= 2, got '1'" in io.err
+    assert status == 2 and "argument --n: expected a finite number >= 2, got '1'" in io.err
 
 
 def test_stability_commands_write_data_and_plots(tmp_path, capsys):
@@ -399,7 +408,10 @@ def test_stability_commands_write_data_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["lyapunov", "--d", "1"], "argument --d: expected an integer >= 2, got '1'"),
+        (
+            ["lyapunov", "--d", "1"],
+            "argument --d: expected an integer from 2 to 2147483647, got '1'",
+        ),
         (["lyapunov", "--n", "2", "--d", "2", "--k", "3"], "k must be at most the dimension 2"),
         (["lyapunov", "--solver", "rk99"], "solver must be one of"),
         (["fixed-points", "--modulo", "reflections"], "argument --modulo: invalid choice"),

@@ -107,9 +107,9 @@ def test_concentration_float32_flags_unresolved_minima(tmp_path, capsys):
         (["--betas", "10"], "argument --betas: expected at least two distinct positive"),
         (["--betas", "10,10"], "argument --betas: expected at least two distinct positive"),
         (["--betas", "10,x"], "argument --betas: expected at least two distinct positive"),
-        (["--d", "1"], "argument --d: expected an integer >= 2, got '1'"),
-        (["--n", "1"], "argument --n: expected an integer >= 2, got '1'"),
-        (["--t1", "0"], "argument --t1: expected a positive number"),
+        (["--d", "1"], "argument --d: expected an integer from 2 to 2147483647, got '1'"),
+        (["--n", "1"], "argument --n: expected an integer from 2 to 2147483647, got '1'"),
+        (["--t1", "0"], "argument --t1: expected a finite positive number"),
         (["--init", "cube"], "argument --init: invalid choice"),
     ],
 )

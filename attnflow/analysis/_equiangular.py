@@ -92,9 +92,11 @@ def _tolerances(dtype, atol: float) -> tuple[float, float]:
 
 def _dopri8(rate, t0, t1, y0, atol: float, saveat=None):
     """The solution `ys` of `dy/dt = rate(t, y, args)` from `y(t0) = y0`, by Dopri8 at the
-    tolerances `_tolerances(y0.dtype, atol)`, saved at `saveat` (default: at `t1`)."""
+    tolerances `_tolerances(y0.dtype, atol)`, saved at `saveat` (default: at `t1`); NaN where
+    the solver cannot finish (its 100,000 steps spent, as in float32 at large `beta`), so that
+    one such `beta` leaves the others of a vectorized call their values."""
     rtol, atol = _tolerances(y0.dtype, atol)
-    return diffrax.diffeqsolve(
+    solution = diffrax.diffeqsolve(
         diffrax.ODETerm(rate),
         diffrax.Dopri8(),
         t0,
@@ -104,7 +106,9 @@ def _dopri8(rate, t0, t1, y0, atol: float, saveat=None):
         saveat=diffrax.SaveAt(t1=True) if saveat is None else saveat,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=100_000,
-    ).ys
+        throw=False,
+    )
+    return jnp.where(solution.result == diffrax.RESULTS.successful, solution.ys, jnp.nan)
 
 
 @eqx.filter_jit
@@ -246,7 +250,9 @@ def crossing_time(
     `_tolerances`): no root finding, relative accuracy about 1e-10 in float64 and 1e-5 in
     float32. Vectorized over `beta` (any shape), in `beta`'s dtype (float32 `beta` gives float32
     times; a Python float follows JAX's default float). Compiled once per `(n, kind, dtype,
-    beta.shape)`: new values of `beta`, `delta` or `rho0` do not recompile.
+    beta.shape)`: new values of `beta`, `delta` or `rho0` do not recompile. NaN at a `beta`
+    where the solve cannot finish (float32 at large `beta`: the steps its tolerance allows run
+    out); the other entries keep their values.
     """
     check_equiangular(n, kind)
     if not 0 < delta < 1 - rho0:

@@ -30,7 +30,7 @@ def add_commands(commands) -> None:
     value = "diagonal of V, comma-separated, d entries; one number c is c I"
     opts.add(conc, "--value", (1.0,), value, shown="1: V = I", type=_values)
     opts.add(conc, "--init", "ball", "initial tokens", choices=INITS)
-    opts.add(conc, "--seed", 0, "seed of the initial tokens", type=int)
+    opts.add(conc, "--seed", 0, "seed of the initial tokens", type=opts.seed)
     opts.add_dtype(conc)
     opts.add_outputs(conc, "concentration", labelled=True)
     conc.set_defaults(run=_concentration)

@@ -17,7 +17,7 @@ def add_commands(commands) -> None:
     opts.add(norm, "--beta", 1.0, "inverse temperature", type=opts.nonnegative)
     opts.add(norm, "--t1", 1000.0, "final time", type=opts.positive)
     opts.add(norm, "--alpha", 1.0, "nGPT step alpha", type=opts.positive)
-    opts.add(norm, "--seed", 0, "seed of the tokens", type=int)
+    opts.add(norm, "--seed", 0, "seed of the tokens", type=opts.seed)
     opts.add_dtype(norm, old=None)
     opts.add_outputs(norm, "normalization")
     norm.set_defaults(run=_normalization)

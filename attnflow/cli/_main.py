@@ -2,6 +2,7 @@
 the dtype is applied and where errors become one-line messages."""
 
 import argparse
+import functools
 import sys
 
 from .._deprecated import deprecated
@@ -15,7 +16,7 @@ from . import (
     _stability,
     _studies,
 )
-from ._options import _add_globals, _check_outputs, _Parser, _release
+from ._options import _add_globals, _check_outputs, _check_sizes, _Parser, _release
 
 # One module per command group, each with `add_commands(subparsers)`; the commands appear in
 # `attnflow --help` (and in docs/cli.md) in this order.
@@ -40,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
+def _full_parser() -> argparse.ArgumentParser:
+    """`_parser()` with --version and --quiet, built once per process (a parser is not changed
+    by parsing; building it takes milliseconds, which add up over many calls of `main`)."""
+    parser = _parser()
+    _add_globals(parser)
+    return parser
+
+
 def main(argv=None, *, all_cores: bool = False) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad arguments or a failed run,
     130 interrupted). Every error is one line on stderr, never a traceback. `all_cores`: a
@@ -47,12 +57,12 @@ def main(argv=None, *, all_cores: bool = False) -> int:
     script's choice, made before JAX starts; `_cpu_cores`)."""
     import warnings
 
-    parser = _parser()
-    _add_globals(parser)
-    args = parser.parse_args(argv)  # before JAX is imported: --help and bad options answer at once
+    # before JAX is imported: --help and bad options answer at once
+    args = _full_parser().parse_args(argv)
     from ..sweep import SweepFailureWarning
 
     try:
+        _check_sizes(args)
         if all_cores:
             _cpu_cores(args)
         _dtype(args)
@@ -75,6 +85,12 @@ def main(argv=None, *, all_cores: bool = False) -> int:
     except (ValueError, ImportError, OSError, DeprecationWarning) as err:
         _discard_empty_partial(args)
         print(f"attnflow {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    # a failure inside the computation: a solver that reached its maximum number of steps,
+    # XLA out of memory (RuntimeError), or numbers beyond what the machine holds
+    except (RuntimeError, ArithmeticError, MemoryError) as err:
+        _discard_empty_partial(args)
+        print(f"attnflow {args.command}: error: {_failure(err, args)}", file=sys.stderr)
         return 2
     finally:
         _release(args)
@@ -114,6 +130,40 @@ def _cpu_cores(args) -> None:
         use_cpu_cores()
     except ValueError:  # JAX's devices are fixed already: the sweep uses them as they are
         pass
+
+
+def _failure(err: Exception, args) -> str:
+    """One line for a failure inside the computation: equinox's own line (not the stack around
+    it), and for a solver that ran out of steps, what ran (model, beta, dtype) and what to
+    try, among the options the command has."""
+    marker = "EquinoxRuntimeError: "
+    lines = [line.split(marker, 1)[1] for line in str(err).splitlines() if marker in line]
+    line = lines[0] if lines else _one_line(err)
+    if isinstance(err, MemoryError):
+        return "out of memory: choose smaller sizes (--n, --d, --samples, --saves)"
+    if "maximum number of solver steps" not in line:
+        return line
+    values = {name: getattr(args, name, None) for name in ("model", "kind", "beta", "t1", "dtype")}
+    ran = [
+        f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in values.items()
+        if value is not None
+    ]
+    remedies = [
+        remedy
+        for name, remedy in (
+            ("beta", "a smaller --beta"),
+            ("t1", "a shorter --t1"),
+            ("solver", "--solver layers (the discrete transformer)"),
+        )
+        if hasattr(args, name)
+    ]
+    if getattr(args, "dtype", None) == "float32":
+        remedies.append("--dtype float64")
+    return (
+        f"the ODE solver reached its maximum number of steps ({', '.join(ran)}): the flow is "
+        f"too stiff or too long for it; try {' or '.join(remedies) or 'smaller options'}"
+    )
 
 
 def _one_line(err: Exception) -> str:

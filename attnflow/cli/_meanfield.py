@@ -22,7 +22,7 @@ def add_commands(commands) -> None:
     opts.add(meanfield, "--samples", 2, "per size", type=opts.positive_int)
     opts.add(meanfield, "--t1", 10.0, "final time", type=opts.positive)
     opts.add(meanfield, "--saves", 41, "save times", type=opts.at_least_2)
-    opts.add(meanfield, "--seed", 0, "seed of the particles", type=int)
+    opts.add(meanfield, "--seed", 0, "seed of the particles", type=opts.seed)
     opts.add_dtype(meanfield)
     opts.add_outputs(meanfield, "meanfield")
     meanfield.set_defaults(run=_meanfield)

@@ -13,6 +13,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def _get_values(self, action, arg_strings):
+        # `--t1=--`: argparse drops a lone "--" and gives the option an empty list
+        if action.option_strings and "--" in arg_strings:
+            self.error(f"argument {action.option_strings[-1]}: expected a value, got '--'")
+        return super()._get_values(action, arg_strings)
+
 
 _QUIET_HELP = (
     "no progress bars (for logs): the summary lines and errors are still printed; also on when "
@@ -76,8 +82,7 @@ def progress(args) -> bool:
 
 def _checked(convert, ok, expected: str):
     """An argparse type: `convert(text)`, accepted when `ok` holds for it. Text that `convert`
-    cannot read (a `ValueError`) or a value failing `ok` is refused as "expected `expected`";
-    the types built on `real` refuse text that is not a number with its message."""
+    cannot read (a `ValueError`) or a value failing `ok` is refused as "expected `expected`"."""
 
     def parse(text: str):
         try:
@@ -91,15 +96,39 @@ def _checked(convert, ok, expected: str):
     return parse
 
 
-real = _checked(float, lambda value: True, "a number")
-positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
+# Counts (tokens, samples, save times, steps) index arrays of int32 inside compiled programs.
+COUNT_MAX = 2**31 - 1
+# A seed is any integer of int64, as `jax.random.key` takes it.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _finite(text: str) -> float:
+    """`float(text)`, a `ValueError` for NaN and the infinities (and for `1e400`, which
+    `float` reads as infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not finite: {text!r}")
+    return value
+
+
+real = _checked(_finite, lambda value: True, "a finite number")
+positive_int = _checked(
+    int, lambda value: 1 <= value <= COUNT_MAX, f"a positive integer up to {COUNT_MAX}"
+)
 # a number of tokens, a dimension, a number of save times
-at_least_2 = _checked(int, lambda value: value >= 2, "an integer >= 2")
-nonnegative = _checked(real, lambda value: value >= 0, "a number >= 0")
-positive = _checked(real, lambda value: value > 0, "a positive number")
-finite_positive = _checked(real, lambda value: 0 < value < math.inf, "a finite positive number")
+at_least_2 = _checked(
+    int, lambda value: 2 <= value <= COUNT_MAX, f"an integer from 2 to {COUNT_MAX}"
+)
+nonnegative = _checked(_finite, lambda value: value >= 0, "a finite number >= 0")
+positive = _checked(_finite, lambda value: value > 0, "a finite positive number")
+finite_positive = positive  # the name --memory was given first
 # a number of tokens that may be as large as 1e9 and beyond
-real_at_least_2 = _checked(real, lambda value: value >= 2, "a number >= 2")
+real_at_least_2 = _checked(_finite, lambda value: value >= 2, "a finite number >= 2")
+seed = _checked(
+    int,
+    lambda value: SEED_RANGE[0] <= value <= SEED_RANGE[1],
+    f"an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}",
+)
 
 
 def output(*suffixes: str):
@@ -141,7 +170,7 @@ def add_sweep_options(command, *, resume: bool, samples: int, saves: int | None)
         add(command, "--saves", saves, "save times in [0, t1]", type=at_least_2)
     add(command, "--t1", 30.0, "final time", type=positive)
     add(command, "--h", 0.1, "layer step", type=positive)
-    add(command, "--seed", 0, "random seed", type=int)
+    add(command, "--seed", 0, "random seed", type=seed)
     if saves is not None:  # a study of clustered pairs at save times (not the FTLE study)
         clustered = "pairs with <x_i, x_j> >= 1 - delta are clustered"
         add(command, "--delta", 1e-3, clustered, shown="1e-3", type=nonnegative)
@@ -187,6 +216,48 @@ def add_outputs(command, name: str, labelled: bool = False) -> None:
     figures = output(".png", ".pdf", ".svg")
     add(command, "--plot", Path(f"{name}.png"), "figure, .png/.pdf/.svg", type=figures)
     command.add_argument("--no-plot", action="store_true", help="write the data only, no figure")
+
+
+# What a run may imply, checked before anything is computed (`_check_sizes`).
+STEPS_MAX = 10**7  # layers or fixed solver steps: 10 million
+SAVES_MAX = 10**6  # save times, checkpoints or intervals
+T_MAX = 1e6  # final time: the dynamics studied here settle on times of order 1 to 1e3
+ELEMENTS_MAX = 2**31 - 1  # numbers in one array (tokens x dimension x save times)
+MEMORY_MAX = 2.0**20  # --memory, in GiB (1 PiB)
+
+
+def _check_sizes(args) -> None:
+    """Before any computation: what the options imply (layers, steps, save times, array sizes)
+    within the limits above, named with the flags that set it, so that a run is refused at once
+    rather than failing after minutes of work or asking for more memory than exists."""
+
+    def refuse(what: str, value: float, limit: float, flags: str) -> None:
+        if value > limit:
+            raise ValueError(f"{flags} imply {value:.3g} {what}; at most {limit:,}")
+
+    t1 = getattr(args, "t1", None)
+    if t1 is not None:
+        if t1 > T_MAX:
+            raise ValueError(f"--t1 must be at most {T_MAX:g}; got {t1:g}")
+        for step, what in (("h", "layers"), ("dt0", "solver steps")):
+            if getattr(args, step, None) is not None:
+                size = getattr(args, step)
+                refuse(what, t1 / size, STEPS_MAX, f"--t1 {t1:g} and --{step} {size:g}")
+        if getattr(args, "every", None) is not None:
+            every = f"--t1 {t1:g} and --every {args.every:g}"
+            refuse("intervals", t1 / args.every, SAVES_MAX, every)
+    saves = getattr(args, "saves", None)
+    if saves is not None and saves > SAVES_MAX:
+        raise ValueError(f"--saves must be at most {SAVES_MAX:,}; got {saves}")
+    n, d = (getattr(args, name, None) for name in ("n", "d"))
+    if isinstance(n, int) and isinstance(d, int):
+        refuse("numbers per state", n * d, ELEMENTS_MAX, "--n and --d")
+        if saves is not None:
+            refuse("saved numbers", n * d * saves, ELEMENTS_MAX, "--n, --d and --saves")
+    if isinstance(n, int) and getattr(args, "samples", None) is not None:
+        refuse("tokens over all samples", n * args.samples, ELEMENTS_MAX, "--n and --samples")
+    if getattr(args, "memory", None) is not None and args.memory > MEMORY_MAX:
+        raise ValueError(f"--memory must be at most {MEMORY_MAX:,.0f} GiB; got {args.memory:g}")
 
 
 def _check_outputs(args) -> None:

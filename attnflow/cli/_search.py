@@ -51,7 +51,7 @@ def add_commands(commands) -> None:
             opts.add(one, "--saves", 21, "save times", type=opts.at_least_2)
             steps = 200
         opts.add(one, "--steps", steps, "optimizer steps", type=opts.positive_int)
-        opts.add(one, "--seed", 0, "random seed", type=int)
+        opts.add(one, "--seed", 0, "random seed", type=opts.seed)
         opts.add_dtype(one)
         opts.add_outputs(one, name.replace("-", "_"))
         one.set_defaults(run=_search)

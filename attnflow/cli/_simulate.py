@@ -19,7 +19,7 @@ def add_commands(commands) -> None:
     opts.add(sim, "--d", 3, "dimension, >= 2", type=opts.at_least_2)
     opts.add(sim, "--beta", 1.0, "inverse temperature, >= 0", type=opts.real)
     opts.add(sim, "--t1", 15.0, "final time, > 0", type=opts.positive)
-    opts.add(sim, "--seed", 0, "seed of the initial tokens", type=int)
+    opts.add(sim, "--seed", 0, "seed of the initial tokens", type=opts.seed)
     opts.add(sim, "--model", "SA", "dynamics", choices=CLOSED_FORM)
     opts.add(sim, "--solver", "tsit5", opts.SOLVER_HELP)
     step = "step size; the layer step h for --solver layers (default 0.1 there)"

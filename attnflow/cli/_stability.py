@@ -78,7 +78,7 @@ def _add_model_options(command, *, n: int, d: int) -> None:
     opts.add(command, "--d", d, "dimension, >= 2", type=opts.at_least_2)
     opts.add(command, "--beta", 1.0, "inverse temperature", type=opts.nonnegative)
     opts.add(command, "--model", "SA", "dynamics", choices=CLOSED_FORM)
-    opts.add(command, "--seed", 0, "random seed", type=int)
+    opts.add(command, "--seed", 0, "random seed", type=opts.seed)
 
 
 def _rows(values, per_line: int = 8) -> list[str]:

@@ -9,7 +9,11 @@ output projection `W_O` of shape `(d, d)` acting on the concatenated heads of wi
 stored as `output_weight[h] = W_O[:, h dh:(h + 1) dh]`.
 """
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -279,6 +283,40 @@ def _as_texts(texts) -> list[str]:
     return texts
 
 
+def run_tokenizer(pretrained: Pretrained, method: str, texts):
+    """`pretrained.tokenizer.<method>(texts)` (`encode` or `encode_batch`), a panic of the
+    tokenizer's Rust code (pyo3's `PanicException`, a `BaseException`: a pre-tokenizer pattern
+    that backtracks without end, for one) reported as a `ValueError`, its message kept off the
+    terminal."""
+    try:
+        with _rust_messages_aside():
+            return getattr(pretrained.tokenizer, method)(texts)
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"the tokenizer of {pretrained.path} failed on this text (a bad tokenizer.json?): "
+            f"{reason}"
+        ) from err
+
+
+@contextlib.contextmanager
+def _rust_messages_aside():
+    """The process's stderr (file descriptor 2) sent to a temporary file meanwhile: a panic of
+    the tokenizer's Rust code prints its message there (a backtrace too, with RUST_BACKTRACE)
+    instead of on the terminal; `encode` reports it as a `ValueError`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as aside:
+        os.dup2(aside.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def encode(pretrained: Pretrained, texts: str | Sequence[str]) -> Encoding:
     """Tokenize `texts` (a string or a list of strings), run the encoder, pool.
 
@@ -295,7 +333,7 @@ def encode(pretrained: Pretrained, texts: str | Sequence[str]) -> Encoding:
     Returns an `Encoding`.
     """
     texts = _as_texts(texts)
-    encodings = pretrained.tokenizer.encode_batch(texts)
+    encodings = run_tokenizer(pretrained, "encode_batch", texts)
     lengths = [len(encoding.ids) for encoding in encodings]
     n = max(lengths)
     positions = pretrained.model.embeddings.position.shape[0]

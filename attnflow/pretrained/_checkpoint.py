@@ -34,6 +34,12 @@ from ._bert import (
     Pretrained,
 )
 
+# The most a JSON file of a checkpoint may hold before it is read into memory: a BERT config
+# is about 1 kB, a WordPiece tokenizer about 700 kB (large vocabularies a few MB).
+JSON_LIMIT = 1 * 2**20
+TOKENIZER_LIMIT = 64 * 2**20
+# The largest size in a config: every count must fit int32 indices.
+CONFIG_INT_MAX = 2**31 - 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
@@ -76,6 +82,8 @@ class BertConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            if value > CONFIG_INT_MAX:
+                raise ValueError(f"{name} must be at most {CONFIG_INT_MAX}; got {value}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size must be divisible by num_attention_heads; got hidden_size "
@@ -106,7 +114,7 @@ class BertConfig:
         """
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(_read_text(path, JSON_LIMIT))
         except FileNotFoundError as err:
             raise ValueError(f"{path}: config file not found") from err
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -198,56 +206,24 @@ def minilm_path() -> Path:
 
 def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray]:
     """The tensors of `expected_shapes(config)` from the safetensors file `path`, as `dtype`,
-    checked as `load` says."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    checked as `load` says. The names, shapes and dtypes are checked from the file's header
+    before any tensor is read, and only the expected tensors are read."""
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         raise ValueError(f"{path}: weights file not found (a BERT checkpoint needs {WEIGHTS_FILE})")
     try:
-        stored = load_file(path)
-    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        with safe_open(path, framework="numpy") as file:
+            header = {name: file.get_slice(name) for name in file.keys()}
+            shapes = {name: tuple(entry.get_shape()) for name, entry in header.items()}
+            kinds = {name: entry.get_dtype() for name, entry in header.items()}
+            stored = _stored_names(path, config, shapes, kinds)
+            tensors = {name: file.get_tensor(stored[name]) for name in stored}
+    except (SafetensorError, OSError, TypeError) as err:
         raise ValueError(
             f"{path}: could not read the safetensors file (truncated or corrupt?): {err}"
         ) from err
-    tensors, stored_names = {}, {}
-    for name, value in stored.items():
-        tensors[name.removeprefix("bert.")] = value
-        stored_names.setdefault(name.removeprefix("bert."), []).append(name)
     expected = expected_shapes(config)
-    ambiguous = [
-        " and ".join(sorted(stored_names[name]))
-        for name in expected
-        if len(stored_names.get(name, ())) > 1
-    ]
-    if ambiguous:
-        raise ValueError(
-            f"{path}: ambiguous tensors, one weight under two names: {_listed(ambiguous)}"
-        )
-    missing = [name for name in expected if name not in tensors]
-    mismatched = [
-        f"{name} {tuple(tensors[name].shape)} (expected {shape})"
-        for name, shape in expected.items()
-        if name in tensors and tuple(tensors[name].shape) != shape
-    ]
-    matches = (re.match(r"encoder\.layer\.(\d+)\.", name) for name in tensors)
-    stored_layers = {int(match.group(1)) for match in matches if match}
-    extra_layers = sorted(i for i in stored_layers if i >= config.num_hidden_layers)
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {_listed(missing)}")
-    if mismatched:
-        problems.append("tensors of the wrong shape: " + ", ".join(mismatched))
-    if extra_layers:
-        problems.append(
-            f"tensors of layers {extra_layers} beyond num_hidden_layers "
-            f"{config.num_hidden_layers} of the config"
-        )
-    if problems:
-        raise ValueError(f"{path}: does not match the config: " + "; ".join(problems))
-    not_float = [name for name in expected if not np.issubdtype(tensors[name].dtype, np.floating)]
-    if not_float:
-        raise ValueError(f"{path}: tensors must hold floating-point numbers: {not_float}")
     not_finite = [name for name in expected if not np.all(np.isfinite(tensors[name]))]
     if not_finite:
         raise ValueError(
@@ -262,6 +238,75 @@ def _read_tensors(path: Path, config: BertConfig, dtype) -> dict[str, np.ndarray
             f"{_listed(overflow)}; load them in a wider dtype"
         )
     return {name: jnp.asarray(converted[name], dtype) for name in expected}
+
+
+def _stored_names(path: Path, config: BertConfig, shapes: dict, kinds: dict) -> dict[str, str]:
+    """For each tensor of `expected_shapes(config)`, its name in the file (`x` or `bert.x`),
+    from the header's `shapes` and dtypes (`kinds`, safetensors' codes such as `F32`);
+    `ValueError` naming every disagreement with the config."""
+    stored_names: dict[str, list[str]] = {}
+    for name in shapes:
+        stored_names.setdefault(name.removeprefix("bert."), []).append(name)
+    expected = expected_shapes(config)
+    ambiguous = [
+        " and ".join(sorted(stored_names[name]))
+        for name in expected
+        if len(stored_names.get(name, ())) > 1
+    ]
+    if ambiguous:
+        raise ValueError(
+            f"{path}: ambiguous tensors, one weight under two names: {_listed(ambiguous)}"
+        )
+    stored = {name: stored_names[name][0] for name in expected if name in stored_names}
+    missing = [name for name in expected if name not in stored]
+    mismatched = [
+        f"{name} {shapes[stored[name]]} (expected {shape})"
+        for name, shape in expected.items()
+        if name in stored and shapes[stored[name]] != shape
+    ]
+    matches = (re.match(r"encoder\.layer\.(\d+)\.", name) for name in stored_names)
+    stored_layers = {int(match.group(1)) for match in matches if match}
+    extra_layers = sorted(i for i in stored_layers if i >= config.num_hidden_layers)
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {_listed(missing)}")
+    if mismatched:
+        problems.append("tensors of the wrong shape: " + ", ".join(mismatched))
+    if extra_layers:
+        problems.append(
+            f"tensors of layers {extra_layers} beyond num_hidden_layers "
+            f"{config.num_hidden_layers} of the config"
+        )
+    if problems:
+        raise ValueError(f"{path}: does not match the config: " + "; ".join(problems))
+    not_float = [name for name in stored if kinds[stored[name]] not in _FLOAT_CODES]
+    if not_float:
+        raise ValueError(
+            f"{path}: tensors must hold floating-point numbers (float16, float32 or float64): "
+            f"{not_float}"
+        )
+    return stored
+
+
+# safetensors' codes of the floating-point dtypes NumPy reads (bfloat16 it does not)
+_FLOAT_CODES = ("F16", "F32", "F64")
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """`folder / name`, refused (`ValueError`) if it resolves outside `folder` (a symbolic link
+    that leads elsewhere): a checkpoint folder is read, and only read, inside itself."""
+    path = folder / name
+    if path.exists() and not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{path}: leads outside the checkpoint folder ({path.resolve()})")
+    return path
+
+
+def _read_text(path: Path, limit: int) -> str:
+    """The text of `path`, refused before reading if it is larger than `limit` bytes."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"{path}: {size:,} bytes, more than the {limit:,} such a file may hold")
+    return path.read_text()
 
 
 def _listed(names: list[str]) -> str:
@@ -314,11 +359,13 @@ def _build(tensors: dict, config: BertConfig) -> Bert:
 
 
 def _max_length(folder: Path, config: BertConfig) -> int:
-    path = folder / SENTENCE_CONFIG_FILE
+    path = _inside(folder, SENTENCE_CONFIG_FILE)
     length = DEFAULT_MAX_LENGTH
     if path.is_file():
         try:
-            length = json.loads(path.read_text()).get("max_seq_length", DEFAULT_MAX_LENGTH)
+            length = json.loads(_read_text(path, JSON_LIMIT)).get(
+                "max_seq_length", DEFAULT_MAX_LENGTH
+            )
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
             raise ValueError(f"{path}: could not read max_seq_length ({err})") from err
         if isinstance(length, bool) or not isinstance(length, int) or length < 2:
@@ -337,11 +384,16 @@ def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
             float32, the precision the checkpoints are trained and stored in.
 
     The tokenizer is set to truncate at `max_length` tokens (special tokens included) and not
-    to pad (`encode` pads). Nothing is fetched from a network. `ValueError` naming the file on
-    a missing file, an unsupported architecture, a truncated or corrupt weights file, missing
-    tensors or tensors of the wrong shape, a weight stored under two names (`x` and
-    `bert.x`: which one is meant is unknown), NaN or inf weights, or weights beyond the range
-    of `dtype` (float16 tops out at 65504).
+    to pad (`encode` pads). Nothing is fetched from a network, nothing in the folder is executed
+    (weights are read from safetensors only, never from a pickle), and nothing outside it is
+    read. `ValueError` naming the file on a missing file, a file that leads outside the folder
+    (a symbolic link), a `config.json` or `sentence_bert_config.json` over 1 MiB or a
+    `tokenizer.json` over 64 MiB (refused before they are read), an unsupported architecture, a
+    config value of the wrong type or out of range, a tokenizer that cannot be read or whose
+    code panics, a truncated or corrupt weights file, missing tensors or tensors of the wrong
+    shape or dtype (checked from the file's header before any tensor is read), a weight stored
+    under two names (`x` and `bert.x`: which one is meant is unknown), NaN or inf weights, or
+    weights beyond the range of `dtype` (float16 tops out at 65504).
     """
     try:
         import safetensors  # noqa: F401
@@ -358,16 +410,22 @@ def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
     dtype = jnp.float32 if dtype is None else jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating-point dtype; got {dtype}")
-    config = BertConfig.from_file(folder / CONFIG_FILE)
-    tokenizer_path = folder / TOKENIZER_FILE
+    config = BertConfig.from_file(_inside(folder, CONFIG_FILE))
+    tokenizer_path = _inside(folder, TOKENIZER_FILE)
     if not tokenizer_path.is_file():
         raise ValueError(
             f"{tokenizer_path}: tokenizer file not found (a BERT checkpoint needs "
             f"{TOKENIZER_FILE}, a `tokenizers` tokenizer)"
         )
     try:
-        tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    except Exception as err:  # tokenizers raises a bare Exception on a malformed file
+        tokenizer = Tokenizer.from_str(_read_text(tokenizer_path, TOKENIZER_LIMIT))
+    except ValueError:
+        raise
+    # tokenizers raises a bare Exception on a malformed file, and a panic of its Rust code is
+    # a BaseException (pyo3's PanicException)
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
         raise ValueError(f"{tokenizer_path}: could not read the tokenizer ({err})") from err
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise ValueError(
@@ -377,7 +435,7 @@ def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
     max_length = _max_length(folder, config)
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
-    model = _build(_read_tensors(folder / WEIGHTS_FILE, config, dtype), config)
+    model = _build(_read_tensors(_inside(folder, WEIGHTS_FILE), config, dtype), config)
     return Pretrained(model, tokenizer, config, str(folder), max_length)
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..analysis import cosine_histogram, count_clusters, pair_fraction
-from ._bert import Pretrained, check_text, encode
+from ._bert import Pretrained, check_text, encode, run_tokenizer
 from ._prompt import PARAGRAPH
 
 # cos >= 0.9 (angles within about 26 degrees): see `hidden_state_clusters` for the choice.
@@ -116,7 +116,7 @@ def hidden_state_clusters(
         raise ValueError(f"bins must be a positive integer; got {bins!r}")
     delta, bins = float(delta), int(bins)
 
-    tokenized = pretrained.tokenizer.encode(text)  # truncated at max_length, as `encode` does
+    tokenized = run_tokenizer(pretrained, "encode", text)  # truncated at max_length, as `encode`
     truncated = bool(tokenized.overflowing)
     if truncated:
         total = sum(

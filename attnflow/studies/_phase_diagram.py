@@ -160,8 +160,10 @@ class PhaseDiagram(eqx.Module):
             above = np.nonzero(self.prob[b] >= 0.5)[0]
             when = f"at t = {self.ts[above[0]]:g}" if above.size else f"not by t = {self.ts[-1]:g}"
             line = f"  beta = {self.betas[b]:.3g}: P >= 1/2 {when}"
-            if gamma is not None:
+            if gamma is not None and np.isfinite(gamma[b]):
                 line += f" (Gamma: t = {gamma[b]:.3g})"
+            elif gamma is not None:  # the equiangular solve failed there (float32, large beta)
+                line += f" (Gamma: unavailable in {self.config['dtype']} at this beta)"
             lines.append(line)
         return lines
 
