@@ -150,7 +150,7 @@ def test_an_accepted_hostile_value_runs_to_the_end_or_one_line(command, option, 
     import subprocess
     import sys
 
-    argv = _argv(command, option, value, tmp_path)
+    argv = [*_argv(command, option, value, tmp_path), "--quiet"]
     done = subprocess.run(
         [sys.executable, "-m", "attnflow", *argv], capture_output=True, text=True, timeout=180
     )

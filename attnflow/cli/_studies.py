@@ -118,7 +118,7 @@ def _figure3(args) -> str:
         ts=diagrams[0].ts,
         prob=np.stack([p.prob for p in diagrams]),
         status=np.stack([p.status for p in diagrams]),
-        gamma=diagrams[0].gamma(),
+        gamma=diagrams[0].gamma() if diagrams[0].has_gamma else np.full(betas.size, np.nan),
     )
     head = (
         f"attnflow figure3: n = {args.n}, {args.num_betas} betas x {args.samples} samples, "

@@ -13,7 +13,7 @@ def _draw_phase_diagram(ax, diagram: PhaseDiagram, colorbar: bool = True):
     image = ax.pcolormesh(
         diagram.ts, diagram.betas, diagram.prob, vmin=0, vmax=1, cmap="magma", shading="nearest"
     )
-    if c["weights"] == "identity" and len(diagram.betas) > 1:
+    if diagram.has_gamma and len(diagram.betas) > 1:
         betas = np.linspace(diagram.betas[0], diagram.betas[-1], 200)
         ax.plot(diagram.gamma(betas), betas, color="tab:cyan", lw=1.5, label=r"$\Gamma$")
         ax.legend(loc="lower right", fontsize="small")

@@ -146,9 +146,12 @@ class PhaseDiagram(eqx.Module):
 
     @property
     def has_gamma(self) -> bool:
-        """Whether the curve `Gamma` describes this diagram: identity weights and a model
-        whose equiangular solution is known in closed form (`fields.KINDS`)."""
-        return self.config["weights"] == "identity" and self.config["kind"] in KINDS
+        """Whether the curve `Gamma` describes this diagram: identity weights, a model whose
+        equiangular solution is known in closed form (`fields.KINDS`), and `0 < delta < 1`
+        (`delta = 0` counts only coincident tokens, which the equiangular solution never
+        reaches)."""
+        c = self.config
+        return c["weights"] == "identity" and c["kind"] in KINDS and 0 < c["delta"] < 1
 
     def summary(self) -> list[str]:
         """A few lines: at four betas across the range, when the fraction of clustered pairs
