@@ -154,6 +154,20 @@ def test_renormalized_states_of_a_failed_solve_stay_inf():
     assert np.all(np.isposinf(stat.xs[~finite]))
 
 
+def test_a_solve_out_of_steps_says_why_and_what_to_try():
+    """With throw=True a failed solve raises an error in the terms of the flow, not diffrax's
+    generic one; the lyapunov Stepper raises the same."""
+    import equinox as eqx
+
+    x0 = sphere.uniform(jax.random.key(7), 8, 3)
+    with pytest.raises(eqx.EquinoxRuntimeError) as error:
+        af.simulate(af.SA(4.0), x0, jnp.linspace(0.0, 5.0, 6), max_steps=4)
+    message = str(error.value)
+    assert "the ODE solver reached its maximum number of solver steps (max_steps)" in message
+    for remedy in ("a larger max_steps", "attnflow.Layers(h)", "float64", "throw=False"):
+        assert remedy in message
+
+
 def test_trajectory_permutation_and_rotation_equivariance(getkey):
     x0 = sphere.uniform(getkey(), 7, 3)
     ts = jnp.linspace(0.0, 3.0, 4)

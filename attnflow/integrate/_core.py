@@ -300,8 +300,9 @@ class Stepper(eqx.Module):
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=controller(self.solver, self.rtol, self.atol),
             max_steps=self.max_steps,
-            throw=self.throw,
+            throw=False,
         )
+        solution = solve_checked(solution, self.throw)
         if self.adaptive:
             dt = (tb - ta) / jnp.maximum(solution.stats["num_accepted_steps"], 1)
         return jax.tree.map(lambda a: a[0], solution.ys), dt
@@ -338,9 +339,10 @@ def _simulate_ode(
         saveat=saveat,
         stepsize_controller=controller(solver, rtol, atol),
         max_steps=max_steps,
-        throw=throw,
+        throw=False,
         adjoint=adjoint,
     )
+    solution = solve_checked(solution, throw)
     failed = jnp.where(solution.result == diffrax.RESULTS.successful, 0, SOLVER_FAILED)
     if save is None:
         xs = onto(solution.ys)
@@ -349,6 +351,32 @@ def _simulate_ode(
     else:
         xs = solution.ys  # the statistic, already of the renormalized states
     return Trajectory(ts=ts, xs=xs, status=failed.astype(jnp.int32))
+
+
+# What a failed ODE solve raises (`solve_checked`): diffrax's own errors name neither the
+# cause in the terms of the flow nor what to do about it.
+_REMEDY = (
+    "the flow is too stiff or too long for it at these tolerances (a large beta, USA's "
+    "e^beta weights); pass a larger max_steps, solve with attnflow.Layers(h), use float64, or "
+    "pass throw=False to get the run up to the failure, with Trajectory.status"
+)
+_SOLVE_FAILURES = (
+    f"the ODE solver reached its maximum number of solver steps (max_steps) before the last "
+    f"save time: {_REMEDY}",
+    f"the ODE solver failed before the last save time (its step size shrank to nothing or the "
+    f"field was not finite): {_REMEDY}",
+)
+
+
+def solve_checked(solution: diffrax.Solution, throw: bool) -> diffrax.Solution:
+    """`solution`, and with `throw` an error when the solve failed that says why in the terms
+    of the flow and what to try (`_SOLVE_FAILURES`), raised when the compiled code runs."""
+    if not throw:
+        return solution
+    result = solution.result
+    which = jnp.where(result == diffrax.RESULTS.max_steps_reached, 0, 1)
+    failed = result != diffrax.RESULTS.successful
+    return eqx.branched_error_if(solution, failed, which, _SOLVE_FAILURES)
 
 
 def onto_sphere(x: Float[Array, "... n d"]) -> Float[Array, "... n d"]:
