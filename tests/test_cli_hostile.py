@@ -7,6 +7,8 @@ A command is fuzzed by adding it to the table's `commands`, with the options tha
 tiny; its numeric options are read from its parser."""
 
 import argparse
+import functools
+import importlib.util
 import json
 import traceback
 from pathlib import Path
@@ -18,6 +20,8 @@ from attnflow.cli import _main
 TABLE = json.loads((Path(__file__).parent / "data" / "hostile_cli.json").read_text())
 VALUES = TABLE["values"]
 COMMANDS = TABLE["commands"]
+if not all(importlib.util.find_spec(name) for name in ("safetensors", "tokenizers")):
+    COMMANDS = {name: base for name, base in COMMANDS.items() if "{checkpoint}" not in base}
 # Options whose values are names or paths, not numbers: their own tests cover them.
 NOT_NUMERIC = {"out", "plot", "movie", "solver", "model", "text", "file", "help"}
 
@@ -54,8 +58,19 @@ class Accepted(Exception):
     """Raised where the command would start computing: every check has passed."""
 
 
+@functools.cache
+def _checkpoint() -> str:
+    """A tiny random BERT checkpoint folder, for `{checkpoint}` in the table (written once)."""
+    import tempfile
+
+    import attnflow.pretrained as ap
+
+    folder = Path(tempfile.mkdtemp(prefix="attnflow-hostile-")) / "ckpt"
+    return str(ap.write_random_checkpoint(folder))
+
+
 def _argv(command: str, option: str, value: str, folder: Path) -> list[str]:
-    base = list(COMMANDS[command])
+    base = [_checkpoint() if word == "{checkpoint}" else word for word in COMMANDS[command]]
     if option in base:  # the hostile value replaces the tiny one (and its extra words)
         at = base.index(option)
         end = next((i for i in range(at + 1, len(base)) if base[i].startswith("--")), len(base))

@@ -124,6 +124,12 @@ positive = _checked(_finite, lambda value: value > 0, "a finite positive number"
 finite_positive = positive  # the name --memory was given first
 # a number of tokens that may be as large as 1e9 and beyond
 real_at_least_2 = _checked(_finite, lambda value: value >= 2, "a finite number >= 2")
+# an index that may count from the end (-1 the last), within the counts' range
+index = _checked(
+    int,
+    lambda value: -COUNT_MAX <= value <= COUNT_MAX,
+    f"an integer from -{COUNT_MAX} to {COUNT_MAX}",
+)
 seed = _checked(
     int,
     lambda value: SEED_RANGE[0] <= value <= SEED_RANGE[1],

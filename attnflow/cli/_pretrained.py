@@ -36,7 +36,7 @@ def add_commands(commands) -> None:
     )
     opts.add_dtype(clusters, default="float32", old="float64")
     layer = "the layer whose weights drive the repeated runs and the SA flow"
-    opts.add(clusters, "--layer", 0, layer, type=int)
+    opts.add(clusters, "--layer", 0, layer, type=opts.index)
     opts.add(clusters, "--depth", 48, "depth of the repeated runs", type=opts.positive_int)
     opts.add_outputs(clusters, "pretrained_clusters")
     clusters.set_defaults(run=_pretrained_clusters)
