@@ -154,7 +154,7 @@ def _failure(err: Exception, args) -> str:
         for name, remedy in (
             ("beta", "a smaller --beta"),
             ("t1", "a shorter --t1"),
-            ("solver", "--solver layers (the discrete transformer)"),
+            ("_ode_solver", "--solver layers (the discrete transformer)"),
         )
         if hasattr(args, name)
     ]

@@ -302,6 +302,13 @@ def config(args) -> dict:
 SOLVER_HELP = "diffrax solver name, or 'layers' for the discrete transformer"
 
 
+def add_ode_solver(command) -> None:
+    """--solver: a diffrax solver by name or 'layers' (`solver`); a failed solve then suggests
+    --solver layers (`_main._failure`)."""
+    add(command, "--solver", "tsit5", SOLVER_HELP)
+    command.set_defaults(_ode_solver=True)
+
+
 def solver(args):
     """`--solver` and `--dt0` as the API takes them, `(solver, dt0)`: `--solver layers` is the
     discrete transformer `Layers(h)` with the layer step `h = --dt0` (0.1 by default); any

@@ -21,7 +21,7 @@ def add_commands(commands) -> None:
     opts.add(sim, "--t1", 15.0, "final time, > 0", type=opts.positive)
     opts.add(sim, "--seed", 0, "seed of the initial tokens", type=opts.seed)
     opts.add(sim, "--model", "SA", "dynamics", choices=CLOSED_FORM)
-    opts.add(sim, "--solver", "tsit5", opts.SOLVER_HELP)
+    opts.add_ode_solver(sim)
     step = "step size; the layer step h for --solver layers (default 0.1 there)"
     sim.add_argument("--dt0", type=opts.real, default=None, help=step)
     opts.add(sim, "--saves", 151, "number of save times in [0, t1]", type=opts.at_least_2)

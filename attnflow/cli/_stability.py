@@ -25,7 +25,7 @@ def add_commands(commands) -> None:
     )
     opts.add(lyap, "--every", 1.0, "re-orthonormalization interval", type=opts.positive)
     opts.add(lyap, "--transient", 0.0, "time left out of the sums", type=opts.nonnegative)
-    opts.add(lyap, "--solver", "tsit5", opts.SOLVER_HELP)
+    opts.add_ode_solver(lyap)
     step = "step; the layer step h for layers"
     opts.add(lyap, "--dt0", None, step, shown="0.1", type=opts.positive)
     opts.add_dtype(lyap)
