@@ -65,3 +65,19 @@ def test_bad_input(getkey):
         af.simulate_sde(af.Circle(1.0), x0[:, 0], ts, kappa=1.0, key=getkey(), dt0=0.1)
     with pytest.raises(ValueError, match="x0 must lie on the unit sphere"):
         af.simulate_sde(af.SA(1.0), 2 * x0, ts, kappa=1.0, key=getkey(), dt0=0.1)
+
+
+def test_steps_that_do_not_reach_the_end_say_so():
+    import equinox as eqx
+
+    x0 = af.sphere.uniform(jax.random.key(0), 4, 3)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="pass a larger max_steps or dt0"):
+        af.simulate_sde(
+            af.SA(1.0),
+            x0,
+            jnp.linspace(0, 1, 3),
+            kappa=1.0,
+            key=jax.random.key(1),
+            dt0=0.01,
+            max_steps=5,
+        )

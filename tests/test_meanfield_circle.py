@@ -261,3 +261,14 @@ def test_growth_rate_refuses_modes_that_are_not_integers(k):
 def test_growth_rate_refuses_beta_beyond_the_bessel_functions():
     with pytest.raises(ValueError, match="beta and the mode k must be at most about 1e9"):
         mf.predicted_clusters(1e12)  # the NaN rates gave mode 1
+
+
+def test_a_solve_out_of_steps_says_why_and_what_to_try():
+    import equinox as eqx
+
+    rho0 = mf.two_bump_density(64)
+    with pytest.raises(eqx.EquinoxRuntimeError) as error:
+        mf.solve_circle(rho0, jnp.linspace(0.0, 1.0, 3), beta=4.0, max_steps=3)
+    message = str(error.value)
+    assert "reached its maximum number of solver steps" in message
+    assert "a larger max_steps, a finer grid or looser tolerances" in message

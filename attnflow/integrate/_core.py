@@ -355,28 +355,30 @@ def _simulate_ode(
 
 # What a failed ODE solve raises (`solve_checked`): diffrax's own errors name neither the
 # cause in the terms of the flow nor what to do about it.
-_REMEDY = (
+ODE_REMEDY = (
     "the flow is too stiff or too long for it at these tolerances (a large beta, USA's "
     "e^beta weights); pass a larger max_steps, solve with attnflow.Layers(h), use float64, or "
     "pass throw=False to get the run up to the failure, with Trajectory.status"
 )
-_SOLVE_FAILURES = (
-    f"the ODE solver reached its maximum number of solver steps (max_steps) before the last "
-    f"save time: {_REMEDY}",
-    f"the ODE solver failed before the last save time (its step size shrank to nothing or the "
-    f"field was not finite): {_REMEDY}",
-)
 
 
-def solve_checked(solution: diffrax.Solution, throw: bool) -> diffrax.Solution:
-    """`solution`, and with `throw` an error when the solve failed that says why in the terms
-    of the flow and what to try (`_SOLVE_FAILURES`), raised when the compiled code runs."""
+def solve_checked(
+    solution: diffrax.Solution, throw: bool, remedy: str = ODE_REMEDY
+) -> diffrax.Solution:
+    """`solution`, and with `throw` an error when the solve failed that says why and what to
+    try (`remedy`), raised when the compiled code runs: the solver reached its maximum number
+    of steps, or failed otherwise (its step size shrank to nothing, a non-finite field)."""
     if not throw:
         return solution
     result = solution.result
+    messages = (
+        "the ODE solver reached its maximum number of solver steps (max_steps) before the "
+        f"last save time: {remedy}",
+        "the ODE solver failed before the last save time (its step size shrank to nothing or "
+        f"the field was not finite): {remedy}",
+    )
     which = jnp.where(result == diffrax.RESULTS.max_steps_reached, 0, 1)
-    failed = result != diffrax.RESULTS.successful
-    return eqx.branched_error_if(solution, failed, which, _SOLVE_FAILURES)
+    return eqx.branched_error_if(solution, result != diffrax.RESULTS.successful, which, messages)
 
 
 def onto_sphere(x: Float[Array, "... n d"]) -> Float[Array, "... n d"]:

@@ -13,7 +13,7 @@ from jaxtyping import Array, ArrayLike, PyTree
 from .._checks import as_float_array, check_times, positive_number
 from ..fields import AbstractSphereField
 from ..sphere import normalize, project, safe_norm
-from ._core import Trajectory
+from ._core import Trajectory, solve_checked
 
 
 def simulate_sde(
@@ -79,5 +79,8 @@ def _simulate_sde(field, x0, ts, kappa, key, dt0, save, max_steps) -> Trajectory
         x0,
         saveat=diffrax.SaveAt(ts=ts, fn=lambda t, x, args: statistic(t, normalize(x))),
         max_steps=max_steps,
+        throw=False,
     )
+    remedy = "the steps of dt0 do not reach the last save time; pass a larger max_steps or dt0"
+    solution = solve_checked(solution, True, remedy)
     return Trajectory(ts=ts, xs=solution.ys, status=jnp.zeros((), jnp.int32))

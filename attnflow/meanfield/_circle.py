@@ -37,6 +37,7 @@ from .._checks import (
 )
 from ..fields import KINDS as FIELD_KINDS
 from ..integrate import as_solver, controller
+from ..integrate._core import solve_checked
 
 KINDS = tuple(FIELD_KINDS)  # the post-LN dynamics with a closed-form kernel: "SA", "USA"
 
@@ -373,5 +374,10 @@ def _solve(term, rho0, ts, solver, rtol, atol, max_steps):
         saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=controller(solver, rtol, atol),
         max_steps=max_steps,
+        throw=False,
     )
-    return solution.ys
+    remedy = (
+        "the density is too steep for the grid or the tolerances (large beta, long times); "
+        "pass a larger max_steps, a finer grid or looser tolerances, or a shorter time span"
+    )
+    return solve_checked(solution, True, remedy).ys
