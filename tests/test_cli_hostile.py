@@ -125,9 +125,9 @@ def test_hostile_values_are_refused_at_once_or_lie_in_the_domain(tmp_path, capsy
 
 
 # The values of the table that some options take: zero, a negative seed, a comma-separated
-# list, and finite magnitudes (1e-300, 1e23, 1e300) of parameters whose domain is only
-# bounded by what the library checks (beta, delta, margins, tolerances).
-IN_SOME_DOMAIN = {"-0", "-1", "1e-300", "1e300", "99999999999999999999999", "1,5"}
+# list, and finite magnitudes (1e-300 to 1e300) of parameters whose domain is only bounded by
+# what the library checks (beta, delta, margins, tolerances).
+IN_SOME_DOMAIN = {"-0", "-1", "1e-300", "1e-9", "1e9", "1e300", "99999999999999999999999", "1,5"}
 
 
 def accepted_cases() -> list[tuple[str, str, str]]:
