@@ -14,6 +14,7 @@ from ._core import (
     layer_indices as layer_indices,
     ode_solvers as ode_solvers,
     onto_sphere as onto_sphere,
+    solve_checked as solve_checked,
     solver_config as solver_config,
     state_status as state_status,
 )

@@ -36,8 +36,7 @@ from .._checks import (
     positive_number,
 )
 from ..fields import KINDS as FIELD_KINDS
-from ..integrate import as_solver, controller
-from ..integrate._core import solve_checked
+from ..integrate import as_solver, controller, solve_checked
 
 KINDS = tuple(FIELD_KINDS)  # the post-LN dynamics with a closed-form kernel: "SA", "USA"
 
