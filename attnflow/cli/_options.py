@@ -121,7 +121,6 @@ at_least_2 = _checked(
 )
 nonnegative = _checked(_finite, lambda value: value >= 0, "a finite number >= 0")
 positive = _checked(_finite, lambda value: value > 0, "a finite positive number")
-finite_positive = positive  # the name --memory was given first
 # a number of tokens that may be as large as 1e9 and beyond
 real_at_least_2 = _checked(_finite, lambda value: value >= 2, "a finite number >= 2")
 # an index that may count from the end (-1 the last), within the counts' range
@@ -182,7 +181,7 @@ def add_sweep_options(command, *, resume: bool, samples: int, saves: int | None)
         add(command, "--delta", 1e-3, clustered, shown="1e-3", type=nonnegative)
     add_dtype(command)
     add(command, "--devices", None, "shard over this many devices", shown="all", type=positive_int)
-    add(command, "--memory", 2.0, "working memory budget in GiB", type=finite_positive)
+    add(command, "--memory", 2.0, "working memory budget in GiB", type=positive)
     command.set_defaults(_sweeps=True)  # one JAX device per CPU core (`_main._cpu_cores`)
     if resume:
         command.add_argument(
@@ -228,7 +227,7 @@ def add_outputs(command, name: str, labelled: bool = False) -> None:
 STEPS_MAX = 10**7  # layers or fixed solver steps: 10 million
 SAVES_MAX = 10**6  # save times, checkpoints or intervals
 T_MAX = 1e6  # final time: the dynamics studied here settle on times of order 1 to 1e3
-ELEMENTS_MAX = 2**31 - 1  # numbers in one array (tokens x dimension x save times)
+ELEMENTS_MAX = COUNT_MAX  # numbers in one array (tokens x dimension x save times)
 MEMORY_MAX = 2.0**20  # --memory, in GiB (1 PiB)
 
 

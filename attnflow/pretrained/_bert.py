@@ -284,28 +284,38 @@ def _as_texts(texts) -> list[str]:
 
 
 def run_tokenizer(pretrained: Pretrained, method: str, texts):
-    """`pretrained.tokenizer.<method>(texts)` (`encode` or `encode_batch`), a panic of the
-    tokenizer's Rust code (pyo3's `PanicException`, a `BaseException`: a pre-tokenizer pattern
-    that backtracks without end, for one) reported as a `ValueError`, its message kept off the
-    terminal."""
+    """`pretrained.tokenizer.<method>(texts)` (`encode` or `encode_batch`), a failure reported
+    as a bad tokenizer (`tokenizer_call`)."""
+    return tokenizer_call(
+        lambda: getattr(pretrained.tokenizer, method)(texts),
+        lambda reason: (
+            f"the tokenizer of {pretrained.path} failed on this text (a bad "
+            f"tokenizer.json?): {reason}"
+        ),
+    )
+
+
+def tokenizer_call(call, failure):
+    """`call()`, a call into the `tokenizers` library: its errors (a bare `Exception` on a
+    malformed file) and the panics of its Rust code (pyo3's `PanicException`, a
+    `BaseException`: a pre-tokenizer pattern that backtracks without end, for one) become
+    `ValueError(failure(reason))`, `reason` the error's first line, the panic's own message
+    kept off the terminal."""
     try:
         with _rust_messages_aside():
-            return getattr(pretrained.tokenizer, method)(texts)
+            return call()
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
-            f"the tokenizer of {pretrained.path} failed on this text (a bad tokenizer.json?): "
-            f"{reason}"
-        ) from err
+        raise ValueError(failure(reason)) from err
 
 
 @contextlib.contextmanager
 def _rust_messages_aside():
     """The process's stderr (file descriptor 2) sent to a temporary file meanwhile: a panic of
     the tokenizer's Rust code prints its message there (a backtrace too, with RUST_BACKTRACE)
-    instead of on the terminal; `encode` reports it as a `ValueError`."""
+    instead of on the terminal; `tokenizer_call` reports it as a `ValueError`."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as aside:

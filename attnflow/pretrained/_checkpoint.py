@@ -32,6 +32,7 @@ from ._bert import (
     LayerNorm,
     Linear,
     Pretrained,
+    tokenizer_call,
 )
 
 # The most a JSON file of a checkpoint may hold before it is read into memory: a BERT config
@@ -417,16 +418,11 @@ def load(path: str | Path | None = None, *, dtype=None) -> Pretrained:
             f"{tokenizer_path}: tokenizer file not found (a BERT checkpoint needs "
             f"{TOKENIZER_FILE}, a `tokenizers` tokenizer)"
         )
-    try:
-        tokenizer = Tokenizer.from_str(_read_text(tokenizer_path, TOKENIZER_LIMIT))
-    except ValueError:
-        raise
-    # tokenizers raises a bare Exception on a malformed file, and a panic of its Rust code is
-    # a BaseException (pyo3's PanicException)
-    except BaseException as err:
-        if isinstance(err, KeyboardInterrupt | SystemExit):
-            raise
-        raise ValueError(f"{tokenizer_path}: could not read the tokenizer ({err})") from err
+    text = _read_text(tokenizer_path, TOKENIZER_LIMIT)
+    tokenizer = tokenizer_call(
+        lambda: Tokenizer.from_str(text),
+        lambda reason: f"{tokenizer_path}: could not read the tokenizer ({reason})",
+    )
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise ValueError(
             f"{tokenizer_path}: the tokenizer's vocabulary ({tokenizer.get_vocab_size()} "
