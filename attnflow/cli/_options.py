@@ -28,11 +28,12 @@ _QUIET_HELP = (
 
 # How long each command's default run takes (wall time from the shell, imports and compilation
 # included), measured on a 2-core AMD EPYC VM on 2026-12-07 (benchmarks/README.md, "Default
-# runs"; the sweeps on one JAX device per core). Shown at the end of each --help.
+# runs"; the sweeps on one JAX device per core); figure3: 6 min there, 3 min 45 s on a 2-core
+# Intel Xeon VM with AVX-512 (2026-12-08). Shown at the end of each --help.
 DEFAULT_RUN = {
     "simulate": "10 s",
     "phase-diagram": "25 s",
-    "figure3": "6 min",
+    "figure3": "4-6 min",
     "metastability": "7 s",
     "normalization": "30 s",
     "long-context": "7 s",
