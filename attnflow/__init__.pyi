@@ -3,6 +3,7 @@
 from . import (
     analysis as analysis,
     concentration as concentration,
+    distributed as distributed,
     fields as fields,
     integrate as integrate,
     meanfield as meanfield,

@@ -139,7 +139,7 @@ def test_the_root_imports_its_names_on_first_use():
     assert done.stdout.split() == ["False", "attnflow.fields._field"], done.stderr
     import attnflow
 
-    assert len(attnflow._HOMES) == 45 and attnflow._HOMES["fields"] is None
+    assert len(attnflow._HOMES) == 46 and attnflow._HOMES["fields"] is None
     for name, home in attnflow._HOMES.items():
         module = importlib.import_module(f"attnflow.{home or name}")
         assert getattr(attnflow, name) is (module if home is None else getattr(module, name))

@@ -162,7 +162,8 @@ def test_sweep_commands_use_every_core_and_give_the_same_data(tmp_path):
     assert fresh_python(script) == [0, len(os.sched_getaffinity(0))]
     given = """
         import json, jax
-        from attnflow.cli._main import _cpu_cores, _full_parser
+        from attnflow.cli._devices import _cpu_cores
+        from attnflow.cli._main import _full_parser
         _cpu_cores(_full_parser().parse_args(["phase-diagram"]))
         print(json.dumps(len(jax.devices())))
         """

@@ -32,6 +32,7 @@ def add_commands(commands) -> None:
     opts.add(conc, "--init", "ball", "initial tokens", choices=INITS)
     opts.add(conc, "--seed", 0, "seed of the initial tokens", type=opts.seed)
     opts.add_dtype(conc)
+    opts.add_distributed(conc)
     opts.add_outputs(conc, "concentration", labelled=True)
     conc.set_defaults(run=_concentration)
 

@@ -16,6 +16,7 @@ from . import (
     _stability,
     _studies,
 )
+from ._devices import choose_devices, end_if_lost
 from ._options import _add_globals, _check_outputs, _check_sizes, _Parser, _release
 
 # One module per command group, each with `add_commands(subparsers)`; the commands appear in
@@ -54,7 +55,7 @@ def main(argv=None, *, all_cores: bool = False) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad arguments or a failed run,
     130 interrupted). Every error is one line on stderr, never a traceback. `all_cores`: a
     command that sweeps shards over every CPU core, one JAX device per core (the `attnflow`
-    script's choice, made before JAX starts; `_cpu_cores`)."""
+    script's choice, made before JAX starts; `_devices.choose_devices`)."""
     import warnings
 
     # before JAX is imported: --help and bad options answer at once
@@ -63,13 +64,16 @@ def main(argv=None, *, all_cores: bool = False) -> int:
 
     try:
         _check_sizes(args)
-        if all_cores:
-            _cpu_cores(args)
+        choose_devices(args, all_cores)
         _dtype(args)
-        _check_outputs(args)
+        from ..distributed import agree, is_main
+
+        agree(lambda: _check_outputs(args))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SweepFailureWarning)
-            print(args.run(args))
+            report = args.run(args)
+        if is_main():
+            print(report)
         for warning in caught:  # failed items of a sweep: reported, the user decides
             if issubclass(warning.category, SweepFailureWarning):
                 print(f"attnflow {args.command}: warning: {warning.message}", file=sys.stderr)
@@ -91,6 +95,7 @@ def main(argv=None, *, all_cores: bool = False) -> int:
     except (RuntimeError, ArithmeticError, MemoryError) as err:
         _discard_empty_partial(args)
         print(f"attnflow {args.command}: error: {_failure(err, args)}", file=sys.stderr)
+        end_if_lost(err, args)
         return 2
     finally:
         _release(args)
@@ -111,25 +116,6 @@ def _dtype(args) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-
-
-def _cpu_cores(args) -> None:
-    """A command that sweeps shards its items over every core: one JAX CPU device per core
-    (`attnflow.sweep.use_cpu_cores`), unless `XLA_FLAGS` or `JAX_NUM_CPU_DEVICES` say how many,
-    or JAX has computed already in this process."""
-    import os
-
-    import jax
-
-    given = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-    if not getattr(args, "_sweeps", False) or given or jax.config.jax_num_cpu_devices != -1:
-        return
-    from ..sweep import use_cpu_cores
-
-    try:
-        use_cpu_cores()
-    except ValueError:  # JAX's devices are fixed already: the sweep uses them as they are
-        pass
 
 
 def _failure(err: Exception, args) -> str:

@@ -78,7 +78,11 @@ def progress(args) -> bool:
     import os
 
     disabled = os.environ.get("TQDM_DISABLE", "").strip().lower()
-    return not (getattr(args, "quiet", False) or disabled not in ("", "0", "false", "no", "off"))
+    if getattr(args, "quiet", False) or disabled not in ("", "0", "false", "no", "off"):
+        return False
+    from ..distributed import is_main
+
+    return is_main()  # the other processes of a multi-process run show none
 
 
 def _checked(convert, ok, expected: str):
@@ -184,12 +188,26 @@ def add_sweep_options(command, *, resume: bool, samples: int, saves: int | None)
     add(command, "--devices", None, "shard over this many devices", shown="all", type=positive_int)
     add(command, "--memory", 2.0, "working memory budget in GiB", type=positive)
     command.set_defaults(_sweeps=True)  # one JAX device per CPU core (`_main._cpu_cores`)
+    add_distributed(command)
     if resume:
         command.add_argument(
             "--resume",
             action="store_true",
             help="continue an interrupted run of the same command from OUT.partial/",
         )
+
+
+DISTRIBUTED_HELP = (
+    "run as one process of a multi-process run (attnflow.distributed.initialize, from "
+    "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, or SLURM's or Cloud TPU's "
+    "variables): the items are split over the devices of every process; every process is "
+    "started with the same options, and process 0 prints and writes the outputs"
+)
+
+
+def add_distributed(command) -> None:
+    """--distributed: this process is one of a multi-process run (`_main._distributed`)."""
+    command.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
 
 
 def add_beta_range(command, low: float, high: float, count: int) -> None:
@@ -295,7 +313,7 @@ def _check_outputs(args) -> None:
 
 def config(args) -> dict:
     """The options of a command, JSON-ready, as recorded in its data file."""
-    skip = ("run", "out", "plot", "no_plot", "quiet", "movie")
+    skip = ("run", "out", "plot", "no_plot", "quiet", "movie", "distributed")
     return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
 
 
@@ -338,12 +356,22 @@ def partial(args) -> Path:
     until the run ends: refused if another run holds it, or if it holds an interrupted run and
     --resume is not set. Kept in `args._partial`, its lock in `args._lock` and whether it was
     empty in `args._new_partial`, for `main` to say how to resume, or to remove it when a failed
-    run finished no chunk."""
+    run finished no chunk. In a multi-process run, process 0 does all that, and the others
+    learn the outcome (`attnflow.distributed.agree`)."""
+    from ..distributed import agree, is_main
+
+    folder = args.out.with_name(args.out.name + ".partial")
+    agree(lambda: _take_partial(args, folder) if is_main() else None)
+    if not is_main():
+        args._partial, args._lock, args._new_partial = folder, None, False
+    return folder
+
+
+def _take_partial(args, folder: Path) -> None:
     import sys
 
     from .._files import FolderLock
 
-    folder = args.out.with_name(args.out.name + ".partial")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file, where the run keeps its chunks; move it away")
     existed = folder.exists()
@@ -362,7 +390,6 @@ def partial(args) -> Path:
             file=sys.stderr,
         )
     args._partial, args._lock, args._new_partial = folder, lock, new
-    return folder
 
 
 def _release(args) -> None:
@@ -401,7 +428,10 @@ def write(args, config: dict, draw, labelled=None, **arrays) -> str:
     import numpy as np
 
     from .._files import atomic_write
+    from ..distributed import is_main
 
+    if not is_main():  # another process of a multi-process run: process 0 writes
+        return ""
     text = json.dumps(config, sort_keys=True)
     if args.out.suffix.lower() == ".nc":
         dataset = labelled()

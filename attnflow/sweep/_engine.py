@@ -51,8 +51,14 @@ def use_cpu_cores(count: int | None = None) -> int:
 
 
 def select_devices(devices=None) -> list:
-    """All JAX devices (`None`), the first `k` of them (an int), or the given list."""
-    available = jax.devices()
+    """All JAX devices (`None`), the first `k` of them (an int), or the given list.
+
+    In a multi-process run (`attnflow.distributed`) the devices of every process, process by
+    process (so each process computes a contiguous share of a chunk): `k` must then be a
+    multiple of the number of processes `P` and takes `k / P` devices of each, and a list must
+    hold devices of every process."""
+    processes = jax.process_count()
+    available = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
     if devices is None:
         return available
     if isinstance(devices, int) and not isinstance(devices, bool):
@@ -61,11 +67,26 @@ def select_devices(devices=None) -> list:
                 f"devices must be between 1 and the {len(available)} available "
                 f"({available[0].platform}); got {devices}"
             )
-        return available[:devices]
+        if processes == 1:
+            return available[:devices]
+        if devices % processes:
+            raise ValueError(
+                f"devices must be a multiple of the {processes} processes (the same number on "
+                f"each); got {devices}"
+            )
+        each = devices // processes
+        mine = [[d for d in available if d.process_index == p][:each] for p in range(processes)]
+        return [device for share in mine for device in share]
     devices = list(devices)
     if not devices:
         raise ValueError("devices must not be empty")
-    return devices
+    absent = sorted(set(range(processes)) - {device.process_index for device in devices})
+    if absent:
+        raise ValueError(
+            f"devices must include devices of every process of the run; none of process "
+            f"{absent[0]} is among them"
+        )
+    return sorted(devices, key=lambda device: (device.process_index, device.id))
 
 
 def chunk_size(
@@ -134,7 +155,12 @@ def run(
       runs its own share (and its own early exits) with no communication;
     - with a `store`, skips the items already written and writes each chunk as it finishes;
       the items already written are read back and yielded too, so the caller sees every item;
-    - shows a tqdm progress bar (items per second, ETA) unless `progress=False`.
+    - shows a tqdm progress bar (items per second, ETA) unless `progress=False`;
+    - in a multi-process run (`attnflow.distributed`), shards each chunk over the devices of
+      every process: each process computes its share, every process yields every result, and
+      each writes to the store (which must be on a file system they share) only the items it
+      computed. The processes must be given the same arguments; their plans (the store's
+      missing items) are checked to agree. Only process 0 shows progress.
 
     Every argument is checked, and the code compiled, before this returns: a bad argument
     raises here, before any item runs.
@@ -142,12 +168,19 @@ def run(
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer; got {count!r}")
     batch = positive_int(batch, "batch")
+    processes = jax.process_count()
+    if count < processes:
+        raise ValueError(
+            f"a sweep of {count} item(s) cannot be split over {processes} processes; run it "
+            "with fewer processes (or more items)"
+        )
     devices = select_devices(devices)
     size = chunk_size(count, bytes_per_item, int(memory), len(devices), largest, batch)
     mesh = jax.sharding.Mesh(np.asarray(devices), (_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
-    args = jax.device_put(args, NamedSharding(mesh, PartitionSpec()))
+    args = _replicated(args, NamedSharding(mesh, PartitionSpec()))
     size, compiled = _compiled(fn, args, size, batch, int(memory), mesh)
+    own = _own_rows(sharding, size)
     todo = [(0, count)] if store is None else store.missing()
     written = [] if store is None else store.chunks()
     plan = sorted(
@@ -159,6 +192,15 @@ def run(
         ]
     )
     done = sum(stop - start for start, stop in written)
+    if processes > 1:
+        from ..distributed import same_everywhere
+
+        same_everywhere(
+            plan,
+            "plans of work (the stores' chunks differ: is the store on a "
+            "file system every process shares?) or arguments",
+        )
+        progress = progress and jax.process_index() == 0
 
     def chunks():
         from tqdm.auto import tqdm
@@ -173,17 +215,69 @@ def run(
                 indices = np.minimum(np.arange(start, start + size), stop - 1).astype(np.int32)
                 local = jax.make_array_from_callback((size,), sharding, indices.__getitem__)
                 results = compiled(local, args)
-                if jax.process_count() > 1:  # several hosts: every process gets every result
-                    from jax.experimental import multihost_utils
+                if processes > 1:  # every process gets every result
+                    from ..distributed import allgather
 
-                    results = multihost_utils.process_allgather(results, tiled=True)
+                    results = allgather(results, tiled=True)
                 results = {k: np.asarray(v)[: stop - start] for k, v in results.items()}
-                if store is not None and jax.process_index() == 0:
-                    store.write(start, stop, results)
+                if store is not None:
+                    _write_own(store, start, stop, own, results)
                 bar.update(stop - start)
                 yield start, stop, results
 
     return chunks()
+
+
+def _replicated(args, sharding: NamedSharding):
+    """`args` on every device of the mesh. With several processes each puts its own copy (the
+    same values on every process) on its own devices (`jax.device_put` of a host value to
+    devices of other processes is not possible)."""
+    if jax.process_count() == 1:
+        return jax.device_put(args, sharding)
+
+    def put(leaf):
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = np.asarray(jax.random.key_data(leaf))
+            impl = jax.random.key_impl(leaf)
+            return jax.random.wrap_key_data(put(data), impl=impl)
+        value = np.asarray(leaf)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(put, args)
+
+
+def _own_rows(sharding: NamedSharding, size: int) -> list[tuple[int, int]]:
+    """The rows of a chunk of `size` items that this process's devices compute, as contiguous
+    `(low, high)` ranges (the whole chunk in a single-process run)."""
+    rows = sorted(
+        (index[0].start or 0, size if index[0].stop is None else index[0].stop)
+        for index in sharding.addressable_devices_indices_map((size,)).values()
+    )
+    ranges: list[tuple[int, int]] = []
+    for low, high in rows:
+        if ranges and ranges[-1][1] == low:
+            ranges[-1] = (ranges[-1][0], high)
+        else:
+            ranges.append((low, high))
+    return ranges
+
+
+def _write_own(store: Store, start: int, stop: int, own, results: dict) -> None:
+    """Write to the store the items `start:stop` that this process computed; with several
+    processes, each learns whether every other wrote its share (`distributed.agree`), so a
+    failed write stops them all with its message."""
+
+    def write():
+        for low, high in own:
+            first, last = start + low, min(start + high, stop)
+            if first < last:
+                store.write(first, last, {k: v[low : last - start] for k, v in results.items()})
+
+    if jax.process_count() == 1:
+        return write()
+    from ..distributed import agree
+
+    agree(write)
 
 
 def clear_cache() -> None:

@@ -72,9 +72,16 @@ class Store:
       stored chunk, arrays of the wrong length, and arrays unlike the stored chunks'.
     - Folders and files in the wrong places (the store path is a file; `manifest.json`,
       `lock` or a chunk name is a folder) and unwritable outputs are refused by name.
+
+    Several processes of one run (`attnflow.distributed`) share one store on a shared file
+    system: process 0 opens it as above, then the others open it with `member=True`. A member
+    takes no lock (process 0's keeps other runs out), deletes and renames nothing, and refuses
+    a folder that does not look as process 0 left it (no manifest, a damaged chunk: a file
+    system the processes do not share). Each process writes the chunks of the items it
+    computed, and the checks above still refuse any overlap between them.
     """
 
-    def __init__(self, path, config: dict, count: int):
+    def __init__(self, path, config: dict, count: int, *, member: bool = False):
         self.path = Path(path)
         self.config = json.loads(json.dumps(config, sort_keys=True))  # as it reads back
         self.count = int(count)
@@ -83,13 +90,17 @@ class Store:
         self._open = False
         self._chunks: dict[tuple[int, int], tuple] = {}  # checked chunks and their signature
         self._signature: tuple | None = None  # (name, dtype, trailing shape) of every array
+        self.member = bool(member)
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(
                 f"{self.path} is a file, not a folder of sweep chunks; choose another output"
             )
         _writing(self.path, lambda: self.path.mkdir(parents=True, exist_ok=True))
         try:
-            self._take_lock()
+            if self.member:
+                self._open = True
+            else:
+                self._take_lock()
             self._check_folder()
         except BaseException:
             self.close()
@@ -121,12 +132,17 @@ class Store:
         _writing(lock, stamp)
 
     def _check_folder(self) -> None:
-        for leftover in self.path.glob(".*.tmp"):  # from a run killed while writing
+        for leftover in [] if self.member else self.path.glob(".*.tmp"):  # of a killed run
             _writing(leftover, lambda file=leftover: file.unlink(missing_ok=True))
         files = sorted(p for p in self.path.iterdir() if _CHUNK.match(p.name))
         manifest = self.path / MANIFEST
         if manifest.exists() or manifest.is_symlink():
             self._check_manifest(manifest)
+        elif self.member:
+            raise ValueError(
+                f"{self.path} has no manifest.json, which process 0 wrote: is it on a file "
+                "system that every process of the run shares?"
+            )
         elif files:
             raise ValueError(
                 f"{self.path} holds chunk files but no valid manifest.json, so they cannot be "
@@ -225,6 +241,11 @@ class Store:
 
     def _recompute(self, start: int, stop: int, why: str) -> None:
         file = self._file(start, stop)
+        if self.member:  # process 0 set every damaged chunk aside before this process opened
+            raise ValueError(
+                f"{file} is damaged ({why}) here but not where process 0 read it: is "
+                f"{self.path} on a file system that every process of the run shares?"
+            )
         self._set_aside(start, stop)
         print(f"attnflow: {file} is damaged ({why}); recomputing it", file=sys.stderr, flush=True)
 

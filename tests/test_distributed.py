@@ -1,0 +1,210 @@
+"""Several processes on this machine (localhost, JAX's CPU collectives): a sweep and a sharded
+system split over the devices of two processes give the results of one process, bit for bit;
+a killed process stops the other with a clear error, and the run resumes."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import attnflow as af
+from attnflow import distributed
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+TIMEOUT = 120  # seconds: every process started here is killed after this (no hang)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def start(argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    """Exit status and stderr of `process`, killed after `TIMEOUT` seconds."""
+    try:
+        _, err = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"a process did not finish within {TIMEOUT} s:\n{err[-2000:]}")
+    return process.returncode, err
+
+
+def workers(job: str, out, processes: int, devices: int, env=None) -> list[tuple[int, str]]:
+    """Run `distributed_worker.py JOB` as `processes` processes of `devices` CPU devices each."""
+    port = str(free_port())
+    argv = [sys.executable, str(WORKER), job, str(processes)]
+    started = [start([*argv, str(p), port, str(devices), str(out)], env) for p in range(processes)]
+    return [finish(process) for process in started]
+
+
+def one_device_phase_diagram(store=None):
+    """What `distributed_worker.py phase` computes, in this process (one device)."""
+    return af.studies.phase_diagram(
+        key=jax.random.key(0),
+        n=6,
+        d=3,
+        betas=np.linspace(0.5, 4.0, 3),
+        ts=np.linspace(0.0, 6.0, 4),
+        samples=40,
+        memory=2**15,
+        store=store,
+        progress=False,
+    )
+
+
+def test_a_phase_diagram_over_two_processes_is_the_one_process_one_bit_for_bit(tmp_path):
+    """2 processes x 2 devices, 1 process x 4 devices and 1 device (here): the same diagram;
+    each process wrote the chunks of the items it computed, and only those."""
+    two = tmp_path / "two"
+    assert all(code == 0 for code, _ in workers("phase", two, 2, 2)), "a process failed"
+    four = tmp_path / "four"
+    [(code, err)] = workers("phase", four, 1, 4)
+    assert code == 0, err[-2000:]
+    here = one_device_phase_diagram()
+    assert 0 < here.prob.sum() < here.prob.size  # some pairs clustered, not all
+    for out in (two, four):
+        data = np.load(f"{out}.npz")
+        np.testing.assert_array_equal(data["prob"], here.prob)
+        np.testing.assert_array_equal(data["status"], here.status)
+    # chunks of 64 items (4 devices x batches of 16): 32 rows from each process
+    chunks = sorted(p.name for p in Path(f"{two}.store").glob("chunk-*.npz"))
+    assert chunks == [
+        "chunk-0000000000-0000000032.npz",
+        "chunk-0000000032-0000000064.npz",
+        "chunk-0000000064-0000000096.npz",
+        "chunk-0000000096-0000000120.npz",
+    ]
+
+
+def test_a_killed_process_stops_the_other_and_the_run_resumes_on_one(tmp_path):
+    """Process 1 dies after writing its first share: process 0 stops with a clear error within
+    the time limit (no hang), the store keeps what both wrote, and one process resumes it to
+    the uninterrupted result."""
+    out = tmp_path / "killed"
+    (code0, err0), (code1, _) = workers("phase", out, 2, 2, env={"ATTNFLOW_TEST_DIE_AFTER": "1"})
+    assert code0 != 0 and code1 != 0
+    assert "another process of the run stopped" in err0, err0[-2000:]
+    written = sorted(p.name for p in Path(f"{out}.store").glob("chunk-*.npz"))
+    assert "chunk-0000000032-0000000064.npz" in written  # process 1's share, before it died
+    assert not Path(f"{out}.npz").exists()
+    resumed = one_device_phase_diagram(store=f"{out}.store")
+    reference = one_device_phase_diagram()
+    np.testing.assert_array_equal(resumed.prob, reference.prob)
+    np.testing.assert_array_equal(resumed.status, reference.status)
+
+
+def test_one_system_sharded_over_two_processes_is_the_single_device_one(tmp_path):
+    out = tmp_path / "sharded"
+    assert all(code == 0 for code, _ in workers("sharded", out, 2, 2)), "a process failed"
+    data = np.load(f"{out}.npz")
+    assert data["xs"].shape == (3, 16, 3)
+    np.testing.assert_allclose(data["xs"], data["reference"], rtol=0, atol=1e-12)
+
+
+def cli(argv, process: int, port: int, extra_env=None) -> subprocess.Popen:
+    env = {
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": str(process),
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        **(extra_env or {}),
+    }
+    return start([sys.executable, "-m", "attnflow", *argv], env)
+
+
+PHASE = ["phase-diagram", "--n", "6", "--d", "3", "--num-betas", "3", "--samples", "20"]
+PHASE += ["--t1", "3", "--saves", "4", "--no-plot", "--quiet"]
+
+
+def test_the_cli_splits_a_sweep_over_two_processes_and_process_0_writes(tmp_path):
+    port = free_port()
+    out = tmp_path / "two.npz"
+    started = [cli([*PHASE, "--distributed", "--out", str(out)], p, port) for p in (0, 1)]
+    (code0, err0), (code1, err1) = (finish(p) for p in started)
+    assert code0 == code1 == 0, err0[-2000:] + err1[-2000:]
+    from attnflow.cli import main
+
+    assert main([*PHASE, "--out", str(tmp_path / "one.npz")]) == 0
+    two, one = np.load(out), np.load(tmp_path / "one.npz")
+    assert set(two.files) == set(one.files)
+    for name in two.files:
+        assert np.array_equal(two[name], one[name]), name  # the configuration included
+    assert not (tmp_path / "two.npz.partial").exists()
+
+
+def test_processes_given_different_options_all_refuse_and_write_nothing(tmp_path):
+    port = free_port()
+    out = tmp_path / "bad.npz"
+    started = [
+        cli([*PHASE, "--distributed", "--out", str(out), "--seed", str(p)], p, port) for p in (0, 1)
+    ]
+    for code, err in (finish(p) for p in started):
+        assert code == 2
+        assert "were given different options" in err, err[-2000:]
+    assert not out.exists() and not (tmp_path / "bad.npz.partial").exists()
+
+
+def test_an_unreachable_coordinator_is_a_clear_error_in_bounded_time():
+    port = free_port()  # nothing listens there
+    with pytest.raises(RuntimeError, match=f"could not reach the coordinator localhost:{port}"):
+        distributed.initialize(f"localhost:{port}", 2, 1, timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES .* must be an integer"),
+        ({"JAX_NUM_PROCESSES": "0"}, "JAX_NUM_PROCESSES .* must be an integer >= 1"),
+        ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, "process_id must be below"),
+        ({"JAX_COORDINATOR_ADDRESS": "nowhere", "JAX_PROCESS_ID": "1"}, "must be host:port"),
+    ],
+)
+def test_initialize_refuses_a_bad_environment(monkeypatch, env, match):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=match):
+        distributed.initialize()
+
+
+def test_a_sweep_refuses_more_processes_than_items(monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 3)
+    with pytest.raises(ValueError, match="2 item.* cannot be split over 3 processes"):
+        af.sweep.run(lambda i: {"i": i}, 2, bytes_per_item=8)
+
+
+def test_devices_are_taken_from_every_process_in_process_order(monkeypatch):
+    class Device:
+        def __init__(self, process_index, id):
+            self.process_index, self.id, self.platform = process_index, id, "cpu"
+
+        def __repr__(self):
+            return f"Device({self.process_index}, {self.id})"
+
+    devices = [Device(p, 2 * p + k) for p in (1, 0) for k in (1, 0)]
+    monkeypatch.setattr(jax, "devices", lambda: devices)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    order = [(d.process_index, d.id) for d in af.sweep.select_devices()]
+    assert order == [(0, 0), (0, 1), (1, 2), (1, 3)]
+    two = [(d.process_index, d.id) for d in af.sweep.select_devices(2)]
+    assert two == [(0, 0), (1, 2)]
+    with pytest.raises(ValueError, match="multiple of the 2 processes"):
+        af.sweep.select_devices(3)
+    with pytest.raises(ValueError, match="none of process 1"):
+        af.sweep.select_devices(devices[2:])
