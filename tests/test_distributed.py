@@ -15,6 +15,9 @@ import pytest
 import attnflow as af
 from attnflow import distributed
 
+sys.path.insert(0, str(Path(__file__).parent))
+import distributed_worker  # noqa: E402
+
 WORKER = Path(__file__).with_name("distributed_worker.py")
 TIMEOUT = 120  # seconds: every process started here is killed after this (no hang)
 
@@ -54,35 +57,28 @@ def workers(job: str, out, processes: int, devices: int, env=None) -> list[tuple
     return [finish(process) for process in started]
 
 
-def one_device_phase_diagram(store=None):
-    """What `distributed_worker.py phase` computes, in this process (one device)."""
-    return af.studies.phase_diagram(
-        key=jax.random.key(0),
-        n=6,
-        d=3,
-        betas=np.linspace(0.5, 4.0, 3),
-        ts=np.linspace(0.0, 6.0, 4),
-        samples=40,
-        memory=2**15,
-        store=store,
-        progress=False,
-    )
+def succeeded(finished: list[tuple[int, str]]) -> bool:
+    """Whether every process ended with status 0 (else its stderr's end is shown)."""
+    for code, err in finished:
+        assert code == 0, err[-3000:]
+    return True
 
 
 def test_a_phase_diagram_over_two_processes_is_the_one_process_one_bit_for_bit(tmp_path):
     """2 processes x 2 devices, 1 process x 4 devices and 1 device (here): the same diagram;
     each process wrote the chunks of the items it computed, and only those."""
     two = tmp_path / "two"
-    assert all(code == 0 for code, _ in workers("phase", two, 2, 2)), "a process failed"
+    assert succeeded(workers("phase", two, 2, 2))
     four = tmp_path / "four"
     [(code, err)] = workers("phase", four, 1, 4)
     assert code == 0, err[-2000:]
-    here = one_device_phase_diagram()
-    assert 0 < here.prob.sum() < here.prob.size  # some pairs clustered, not all
+    here = distributed_worker.phase()
+    assert 0 < here["prob"].sum() < here["prob"].size  # some pairs clustered, not all
     for out in (two, four):
         data = np.load(f"{out}.npz")
-        np.testing.assert_array_equal(data["prob"], here.prob)
-        np.testing.assert_array_equal(data["status"], here.status)
+        assert set(data.files) == set(here)
+        for name in here:
+            np.testing.assert_array_equal(data[name], here[name])
     # chunks of 64 items (4 devices x batches of 16): 32 rows from each process
     chunks = sorted(p.name for p in Path(f"{two}.store").glob("chunk-*.npz"))
     assert chunks == [
@@ -104,15 +100,24 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_on_one(tmp_path):
     written = sorted(p.name for p in Path(f"{out}.store").glob("chunk-*.npz"))
     assert "chunk-0000000032-0000000064.npz" in written  # process 1's share, before it died
     assert not Path(f"{out}.npz").exists()
-    resumed = one_device_phase_diagram(store=f"{out}.store")
-    reference = one_device_phase_diagram()
-    np.testing.assert_array_equal(resumed.prob, reference.prob)
-    np.testing.assert_array_equal(resumed.status, reference.status)
+    resumed, reference = distributed_worker.phase(out), distributed_worker.phase()
+    for name in reference:
+        np.testing.assert_array_equal(resumed[name], reference[name])
+
+
+def test_the_other_studies_over_two_processes_are_the_one_process_ones_bit_for_bit(tmp_path):
+    """metastability, ftle_diagram and concentration: 2 processes x 1 device against 1."""
+    out = tmp_path / "studies"
+    assert succeeded(workers("studies", out, 2, 1))
+    data, here = np.load(f"{out}.npz"), distributed_worker.studies()
+    assert set(data.files) == set(here) and len(here) >= 6, sorted(here)
+    for name, value in here.items():
+        np.testing.assert_array_equal(data[name], value, err_msg=name)
 
 
 def test_one_system_sharded_over_two_processes_is_the_single_device_one(tmp_path):
     out = tmp_path / "sharded"
-    assert all(code == 0 for code, _ in workers("sharded", out, 2, 2)), "a process failed"
+    assert succeeded(workers("sharded", out, 2, 2))
     data = np.load(f"{out}.npz")
     assert data["xs"].shape == (3, 16, 3)
     np.testing.assert_allclose(data["xs"], data["reference"], rtol=0, atol=1e-12)

@@ -459,10 +459,11 @@ def assignment(costs: Float[Array, "n n"]) -> Array:
     `linear_sum_assignment` through a host callback (several times faster there than a
     compiled Hungarian loop); on accelerators the Hungarian algorithm of `optax.assignment` in
     the compiled program (the one ott-jax's `tools.unreg.hungarian` uses). With several CPU
-    devices (`attnflow.sweep.use_cpu_cores`) the compiled one on the CPU as well: devices that
-    wait in host callbacks at once can leave XLA's CPU thread pool no thread to finish them
-    (a sweep of `concentration` on 2 CPU devices hung)."""
-    if len(jax.devices("cpu")) > 1:
+    devices in this process (`attnflow.sweep.use_cpu_cores`) the compiled one on the CPU as
+    well: devices that wait in host callbacks at once can leave XLA's CPU thread pool no thread
+    to finish them (a sweep of `concentration` on 2 CPU devices hung). Processes of a
+    multi-process run with one CPU device each (`attnflow.distributed`) keep SciPy."""
+    if len(jax.local_devices(backend="cpu")) > 1:
         return _device_assignment(costs)
     return jax.lax.platform_dependent(costs, cpu=_host_assignment, default=_device_assignment)
 
