@@ -6,7 +6,7 @@ runs JOB (a function below) in a process with DEVICES virtual CPU devices, joine
 through `attnflow.distributed.initialize` when PROCESSES > 1, and saves what it computed to
 OUT (an `.npz`) on process 0. The tests also call the jobs in their own process (one device), for
 the reference. `ATTNFLOW_TEST_DIE_AFTER=k` makes process 1 die (`os._exit`) after writing its
-share of k chunks, as a killed process would.
+share of k chunks, as a killed process would; `ATTNFLOW_TEST_SEED` sets the studies' seed.
 """
 
 import os
@@ -33,7 +33,7 @@ def phase(out=None) -> dict:
 
         af.sweep.Store.write = dying
     diagram = af.studies.phase_diagram(
-        key=jax.random.key(0),
+        key=jax.random.key(int(os.environ.get("ATTNFLOW_TEST_SEED", 0))),
         n=6,
         d=3,
         betas=np.linspace(0.5, 4.0, 3),
@@ -52,7 +52,7 @@ def studies(out=None) -> dict:
 
     import attnflow as af
 
-    key = jax.random.key(3)
+    key = jax.random.key(int(os.environ.get("ATTNFLOW_TEST_SEED", 3)))
     common = dict(key=key, n=6, samples=8, progress=False)
     results = {
         "metastability": af.studies.metastability(

@@ -50,10 +50,14 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
 
 
 def workers(job: str, out, processes: int, devices: int, env=None) -> list[tuple[int, str]]:
-    """Run `distributed_worker.py JOB` as `processes` processes of `devices` CPU devices each."""
+    """Run `distributed_worker.py JOB` as `processes` processes of `devices` CPU devices each,
+    with the environment `env` added (a dict, or a function of the process index)."""
     port = str(free_port())
     argv = [sys.executable, str(WORKER), job, str(processes)]
-    started = [start([*argv, str(p), port, str(devices), str(out)], env) for p in range(processes)]
+    started = [
+        start([*argv, str(p), port, str(devices), str(out)], env(p) if callable(env) else env)
+        for p in range(processes)
+    ]
     return [finish(process) for process in started]
 
 
@@ -164,6 +168,23 @@ def test_processes_given_different_options_all_refuse_and_write_nothing(tmp_path
         assert code == 2
         assert "were given different options" in err, err[-2000:]
     assert not out.exists() and not (tmp_path / "bad.npz.partial").exists()
+
+
+@pytest.mark.parametrize("job", ["phase", "studies"])  # with a store, and without
+def test_processes_given_different_keys_all_refuse_and_write_nothing(tmp_path, job):
+    """The library call, not only the command line: a seed that differs on one process."""
+    out = tmp_path / "keys"
+    finished = workers(job, out, 2, 1, env=lambda p: {"ATTNFLOW_TEST_SEED": str(p)})
+    for code, err in finished:
+        assert code != 0
+        assert "were given different arguments" in err, err[-2000:]
+    assert not Path(f"{out}.store").exists() and not Path(f"{out}.npz").exists()
+
+
+def test_initialize_after_a_computation_is_refused():
+    jax.devices()  # JAX's backend has started in this process
+    with pytest.raises(ValueError, match="before JAX's first computation"):
+        distributed.initialize("localhost:1", 1, 0)
 
 
 def test_an_unreachable_coordinator_is_a_clear_error_in_bounded_time():

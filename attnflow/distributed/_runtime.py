@@ -91,9 +91,9 @@ def initialize(
         ) from None
     except ValueError as err:  # JAX found no address or count in the environment
         raise ValueError(
-            f"{_first_line(err)}: pass coordinator_address, num_processes and process_id, or "
-            f"set {ADDRESS}, {PROCESSES} and {PROCESS_ID} (SLURM, Cloud TPU, Open MPI and "
-            "Kubernetes set theirs)"
+            f"{_first_line(err).rstrip('.')}: pass coordinator_address, num_processes and "
+            f"process_id, or set {ADDRESS}, {PROCESSES} and {PROCESS_ID} (SLURM, Cloud TPU, "
+            "Open MPI and Kubernetes set theirs)"
         ) from None
     return jax.process_index()
 

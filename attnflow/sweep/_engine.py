@@ -195,10 +195,11 @@ def run(
     if processes > 1:
         from ..distributed import same_everywhere
 
+        same_everywhere(_description(fn, args, count), "arguments (the study's configuration)")
         same_everywhere(
             plan,
-            "plans of work (the stores' chunks differ: is the store on a "
-            "file system every process shares?) or arguments",
+            "plans of work (the store's chunks look different from each process: is the "
+            "store on a file system that every process shares?)",
         )
         progress = progress and jax.process_index() == 0
 
@@ -244,6 +245,38 @@ def _replicated(args, sharding: NamedSharding):
         return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
     return jax.tree.map(put, args)
+
+
+def _description(fn, args, count: int) -> tuple:
+    """What must be the same on every process of a run: the item function (its type, and its
+    static fields as text, a function by its qualified name, never by its address), the values
+    of `args` (a digest of their bytes) and the number of items."""
+    import dataclasses
+    import hashlib
+
+    def text(value) -> str:
+        if callable(value) and hasattr(value, "__qualname__"):
+            return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+        return repr(value)
+
+    fields = (
+        [(f.name, text(getattr(fn, f.name))) for f in dataclasses.fields(fn)]
+        if dataclasses.is_dataclass(fn)
+        else []
+    )
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(args):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        digest.update(np.asarray(_local(leaf)).tobytes())
+    return text(type(fn)), fields, digest.hexdigest(), count
+
+
+def _local(leaf):
+    """The value of a leaf replicated over the devices of every process: one local copy."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return leaf.addressable_data(0)
+    return leaf
 
 
 def _own_rows(sharding: NamedSharding, size: int) -> list[tuple[int, int]]:

@@ -128,15 +128,17 @@ def collect(chunks, **arrays: np.ndarray) -> None:
 def open_store(store, config: dict, count: int):
     """The `Store` at `store` (a context manager that holds its lock), or none.
 
-    In a multi-process run (`attnflow.distributed`), process 0 opens it first (takes the lock,
-    checks the chunks, writes the manifest), then the others open it as members: a failure on
-    any process is raised on every process."""
+    In a multi-process run (`attnflow.distributed`), every process must have the same
+    configuration; process 0 opens the store first (takes the lock, checks the chunks, writes
+    the manifest), then the others open it as members: a failure on any process is raised on
+    every process."""
     if store is None:
         return contextlib.nullcontext()
     if jax.process_count() == 1:
         return Store(store, config, count)
-    from ..distributed import agree, is_main
+    from ..distributed import agree, is_main, same_everywhere
 
+    same_everywhere(sorted(config.items()), "arguments (the study's configuration)")
     first = agree(lambda: Store(store, config, count) if is_main() else None)
     try:
         member = agree(lambda: None if is_main() else Store(store, config, count, member=True))
