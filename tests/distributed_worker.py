@@ -6,7 +6,9 @@ runs JOB (a function below) in a process with DEVICES virtual CPU devices, joine
 through `attnflow.distributed.initialize` when PROCESSES > 1, and saves what it computed to
 OUT (an `.npz`) on process 0. The tests also call the jobs in their own process (one device), for
 the reference. `ATTNFLOW_TEST_DIE_AFTER=k` makes process 1 die (`os._exit`) after writing its
-share of k chunks, as a killed process would; `ATTNFLOW_TEST_SEED` sets the studies' seed.
+share of k chunks, as a killed process would (`ATTNFLOW_TEST_DIE_PROCESS`: another process;
+`ATTNFLOW_TEST_FAIL=1`: raise instead, as a failed write would); `ATTNFLOW_TEST_SEED` sets the
+studies' seed and `ATTNFLOW_TEST_SAMPLES` the phase diagram's samples per beta.
 """
 
 import os
@@ -22,13 +24,16 @@ def phase(out=None) -> dict:
     import attnflow as af
 
     die = int(os.environ.get("ATTNFLOW_TEST_DIE_AFTER", 0))
-    if die and jax.process_index() == 1:
+    victim = int(os.environ.get("ATTNFLOW_TEST_DIE_PROCESS", 1))
+    if die and jax.process_index() == victim:
         write, written = af.sweep.Store.write, []
 
         def dying(self, *args, **kwargs):
             write(self, *args, **kwargs)
             written.append(1)
             if len(written) >= die:
+                if os.environ.get("ATTNFLOW_TEST_FAIL"):
+                    raise OSError("the disk is full (a failure of this process alone)")
                 os._exit(1)
 
         af.sweep.Store.write = dying
@@ -38,7 +43,7 @@ def phase(out=None) -> dict:
         d=3,
         betas=np.linspace(0.5, 4.0, 3),
         ts=np.linspace(0.0, 6.0, 4),
-        samples=40,
+        samples=int(os.environ.get("ATTNFLOW_TEST_SAMPLES", 40)),
         memory=2**15,  # chunks of 32 items: several chunks
         store=None if out is None else f"{out}.store",
         progress=False,

@@ -109,6 +109,59 @@ def test_a_killed_process_stops_the_other_and_the_run_resumes_on_one(tmp_path):
         np.testing.assert_array_equal(resumed[name], reference[name])
 
 
+def test_a_killed_coordinator_stops_the_other_process(tmp_path):
+    """Process 0 (the coordinator) dies after its first share: process 1 stops, with the
+    message, within the time limit."""
+    out = tmp_path / "coordinator"
+    env = {"ATTNFLOW_TEST_DIE_AFTER": "1", "ATTNFLOW_TEST_DIE_PROCESS": "0"}
+    (code0, _), (code1, err1) = workers("phase", out, 2, 2, env=env)
+    assert code0 != 0 and code1 != 0
+    assert "another process of the run stopped" in err1, err1[-2000:]
+
+
+def test_a_failure_on_one_process_stops_every_process_with_its_message(tmp_path):
+    out = tmp_path / "failed"
+    env = {"ATTNFLOW_TEST_DIE_AFTER": "1", "ATTNFLOW_TEST_FAIL": "1"}
+    (code0, err0), (code1, err1) = workers("phase", out, 2, 2, env=env)
+    assert code0 != 0 and code1 != 0
+    assert "OSError: the disk is full" in err1, err1[-2000:]
+    assert "ValueError: process 1: the disk is full" in err0, err0[-2000:]
+
+
+def test_a_last_chunk_that_one_process_holds_no_item_of(tmp_path):
+    """75 items in chunks of 64 over 2 processes x 2 devices: process 1's share of the last
+    chunk is padding only; it writes nothing there, and the result is the one-device one."""
+    out = tmp_path / "padded"
+    assert succeeded(workers("phase", out, 2, 2, env={"ATTNFLOW_TEST_SAMPLES": "25"}))
+    chunks = sorted(p.name for p in Path(f"{out}.store").glob("chunk-*.npz"))
+    assert chunks[-1] == "chunk-0000000064-0000000075.npz" and len(chunks) == 3
+    os.environ["ATTNFLOW_TEST_SAMPLES"] = "25"
+    try:
+        here = distributed_worker.phase()
+    finally:
+        del os.environ["ATTNFLOW_TEST_SAMPLES"]
+    np.testing.assert_array_equal(np.load(f"{out}.npz")["prob"], here["prob"])
+
+
+def test_a_member_store_takes_no_lock_renames_nothing_and_refuses_what_it_cannot_check(
+    tmp_path,
+):
+    config, folder = {"study": "test"}, tmp_path / "store"
+    with pytest.raises(ValueError, match="no manifest.json, which process 0 wrote"):
+        af.sweep.Store(folder, config, 4, member=True)
+    with af.sweep.Store(folder, config, 4) as first:  # process 0 holds the lock
+        first.write(0, 2, {"x": np.arange(2.0)})
+        member = af.sweep.Store(folder, config, 4, member=True)  # no lock: not refused
+        assert member.missing() == [(2, 4)]
+        member.write(2, 4, {"x": np.arange(2.0)})
+        with pytest.raises(ValueError, match="overlap"):
+            member.write(2, 4, {"x": np.arange(2.0)})
+        (folder / "chunk-0000000000-0000000002.npz").write_bytes(b"PK\x03\x04 torn")
+        with pytest.raises(ValueError, match="damaged .* not where process 0 read it"):
+            af.sweep.Store(folder, config, 4, member=True)
+        assert (folder / "chunk-0000000000-0000000002.npz").exists()  # not renamed
+
+
 def test_the_other_studies_over_two_processes_are_the_one_process_ones_bit_for_bit(tmp_path):
     """metastability, ftle_diagram and concentration: 2 processes x 1 device against 1."""
     out = tmp_path / "studies"
@@ -211,6 +264,7 @@ def test_initialize_refuses_a_bad_environment(monkeypatch, env, match):
 
 def test_a_sweep_refuses_more_processes_than_items(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 3)
+    monkeypatch.setattr(distributed, "same_everywhere", lambda *args: None)  # one process here
     with pytest.raises(ValueError, match="2 item.* cannot be split over 3 processes"):
         af.sweep.run(lambda i: {"i": i}, 2, bytes_per_item=8)
 

@@ -44,17 +44,19 @@ def _cpu_cores(args) -> None:
         pass
 
 
-def end_if_lost(err: BaseException, args) -> None:
-    """After the message of a failure: if another process of the run was lost
-    (`attnflow.distributed.ProcessLost`), end this process now with status 2. JAX's own exit
-    would wait for the lost process and then abort with a stack trace; what the run wrote
-    stays, for --resume."""
-    if "jax" not in sys.modules:
+def end_if_lost(err: BaseException | None, args, status: int = 2) -> None:
+    """After the message of a failure (`err`, or None for an interrupt): in a multi-process run,
+    end this process now with `status`. JAX's own exit waits at a barrier for every process,
+    which a lost process (`attnflow.distributed.ProcessLost`), or one that failed alone and is
+    waited for elsewhere, never reaches: it would abort with a stack trace, minutes later. What
+    the run wrote stays, for --resume."""
+    if "jax" not in sys.modules or not getattr(args, "distributed", False):
         return
-    from ..distributed import ProcessLost
+    import jax
 
-    if isinstance(err, ProcessLost):
-        _release(args)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(2)
+    if not jax.distributed.is_initialized():
+        return
+    _release(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -76,19 +76,22 @@ def main(argv=None, *, all_cores: bool = False) -> int:
             print(report)
         for warning in caught:  # failed items of a sweep: reported, the user decides
             if issubclass(warning.category, SweepFailureWarning):
-                print(f"attnflow {args.command}: warning: {warning.message}", file=sys.stderr)
+                if is_main():
+                    print(f"attnflow {args.command}: warning: {warning.message}", file=sys.stderr)
             else:
                 warnings.showwarning(
                     warning.message, warning.category, warning.filename, warning.lineno
                 )
     except KeyboardInterrupt:
         print(f"attnflow {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        end_if_lost(None, args, 130)
         return 130
     # API errors (ValueError naming the argument), a missing optional dependency, an output
     # that cannot be written, and a deprecated flag under `-W error::DeprecationWarning`
     except (ValueError, ImportError, OSError, DeprecationWarning) as err:
         _discard_empty_partial(args)
         print(f"attnflow {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        end_if_lost(err, args)
         return 2
     # a failure inside the computation: a solver that reached its maximum number of steps,
     # XLA out of memory (RuntimeError), or numbers beyond what the machine holds

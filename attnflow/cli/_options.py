@@ -187,7 +187,7 @@ def add_sweep_options(command, *, resume: bool, samples: int, saves: int | None)
     add_dtype(command)
     add(command, "--devices", None, "shard over this many devices", shown="all", type=positive_int)
     add(command, "--memory", 2.0, "working memory budget in GiB", type=positive)
-    command.set_defaults(_sweeps=True)  # one JAX device per CPU core (`_main._cpu_cores`)
+    command.set_defaults(_sweeps=True)  # one JAX device per CPU core (`_devices.choose_devices`)
     add_distributed(command)
     if resume:
         command.add_argument(
@@ -206,7 +206,7 @@ DISTRIBUTED_HELP = (
 
 
 def add_distributed(command) -> None:
-    """--distributed: this process is one of a multi-process run (`_main._distributed`)."""
+    """--distributed: this process is one of a multi-process run (`_devices.choose_devices`)."""
     command.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
 
 
@@ -423,15 +423,19 @@ def write(args, config: dict, draw, labelled=None, **arrays) -> str:
     run's chunks (see `partial`); returns the report line naming what was written. The data:
     the npz with the command's configuration (JSON), or for an `.nc` name the result's
     `labelled()` dataset with it, as netCDF; written atomically, as the sweep store does."""
+    from ..distributed import agree, is_main
+
+    # process 0 writes; the others wait to hear that it did (or why not)
+    return agree(lambda: _write(args, config, draw, labelled, arrays) if is_main() else "")
+
+
+def _write(args, config: dict, draw, labelled, arrays: dict) -> str:
     import shutil
 
     import numpy as np
 
     from .._files import atomic_write
-    from ..distributed import is_main
 
-    if not is_main():  # another process of a multi-process run: process 0 writes
-        return ""
     text = json.dumps(config, sort_keys=True)
     if args.out.suffix.lower() == ".nc":
         dataset = labelled()

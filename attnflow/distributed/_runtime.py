@@ -52,9 +52,10 @@ def initialize(
 
     `timeout`: seconds to wait for every process to connect; then a `RuntimeError` that names
     the coordinator (unreachable, or fewer processes started than announced).
-    `heartbeat_timeout`: a process silent for this many seconds (killed, its host lost) counts
-    as dead, and the others stop with an error instead of waiting for it; a sweep writing to a
-    store then resumes with `--resume` (or the same `store=`).
+    `heartbeat_timeout`: a process silent for this many seconds counts as dead, and JAX ends
+    the others with its own fatal message instead of letting them wait. A process that dies
+    outright breaks the others' next exchange sooner: they raise `ProcessLost` at once. A
+    sweep writing to a store resumes with `--resume` (or the same `store=`).
 
     Calling it again in the same process with the same settings does nothing.
     """
@@ -210,21 +211,23 @@ def _gather_bytes(data: bytes) -> list[bytes]:
 
 
 def agree(action: Callable[[], object]):
-    """`action()` on this process, and its result, once every process has run its own: if it
-    raised (a `ValueError`, `OSError` or `RuntimeError`) on any process, every process raises a
-    `ValueError` with the first failing process's message, so none is left waiting for the
-    others. In a single-process run, `action()` itself."""
+    """`action()` on this process, and its result, once every process has run its own. If it
+    raised on any process, every process raises: the failing process its own exception, the
+    others a `ValueError` with the first failing process's message. So no process is left
+    waiting for another in a later step. In a single-process run, `action()` itself."""
     if not several():
         return action()
+    error = None
     try:
         result, failure = action(), b""
-    except (ValueError, OSError, RuntimeError) as err:
-        result, failure = None, _first_line(err).encode()
+    except Exception as err:  # any failure: the others must hear of it
+        result, error, failure = None, err, _first_line(err).encode()
     messages = _gather_bytes(failure)
+    if error is not None:
+        raise error
     for index, message in enumerate(messages):
         if message:
-            where = "" if index == jax.process_index() else f"process {index}: "
-            raise ValueError(where + message.decode(errors="replace"))
+            raise ValueError(f"process {index}: " + message.decode(errors="replace"))
     return result
 
 

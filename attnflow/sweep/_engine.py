@@ -76,6 +76,12 @@ def select_devices(devices=None) -> list:
             )
         each = devices // processes
         mine = [[d for d in available if d.process_index == p][:each] for p in range(processes)]
+        short = [p for p, share in enumerate(mine) if len(share) < each]
+        if short:
+            raise ValueError(
+                f"devices = {devices} takes {each} devices of each of the {processes} "
+                f"processes, but process {short[0]} has {len(mine[short[0]])}"
+            )
         return [device for share in mine for device in share]
     devices = list(devices)
     if not devices:
@@ -169,17 +175,28 @@ def run(
         raise ValueError(f"count must be a positive integer; got {count!r}")
     batch = positive_int(batch, "batch")
     processes = jax.process_count()
+    if processes > 1:  # before anything that could fail on some processes only
+        from ..distributed import agree, same_everywhere
+
+        options = (devices, memory, batch, largest, bytes_per_item)
+        same_everywhere(
+            _description(fn, args, count, options), "arguments (the study's configuration)"
+        )
     if count < processes:
         raise ValueError(
             f"a sweep of {count} item(s) cannot be split over {processes} processes; run it "
             "with fewer processes (or more items)"
         )
-    devices = select_devices(devices)
-    size = chunk_size(count, bytes_per_item, int(memory), len(devices), largest, batch)
-    mesh = jax.sharding.Mesh(np.asarray(devices), (_AXIS,))
+
+    def prepare():
+        chosen = select_devices(devices)
+        size = chunk_size(count, bytes_per_item, int(memory), len(chosen), largest, batch)
+        mesh = jax.sharding.Mesh(np.asarray(chosen), (_AXIS,))
+        replicated = _replicated(args, NamedSharding(mesh, PartitionSpec()))
+        return (mesh, replicated, *_compiled(fn, replicated, size, batch, int(memory), mesh))
+
+    mesh, args, size, compiled = prepare() if processes == 1 else agree(prepare)
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
-    args = _replicated(args, NamedSharding(mesh, PartitionSpec()))
-    size, compiled = _compiled(fn, args, size, batch, int(memory), mesh)
     own = _own_rows(sharding, size)
     todo = [(0, count)] if store is None else store.missing()
     written = [] if store is None else store.chunks()
@@ -193,11 +210,8 @@ def run(
     )
     done = sum(stop - start for start, stop in written)
     if processes > 1:
-        from ..distributed import same_everywhere
-
-        same_everywhere(_description(fn, args, count), "arguments (the study's configuration)")
         same_everywhere(
-            plan,
+            (plan, size, [device.id for device in mesh.devices.flat]),
             "plans of work (the store's chunks look different from each process: is the "
             "store on a file system that every process shares?)",
         )
@@ -211,7 +225,8 @@ def run(
         ) as bar:
             for start, stop, stored in plan:
                 if stored:
-                    yield start, stop, store.read(start, stop)
+                    read = lambda start=start, stop=stop: store.read(start, stop)  # noqa: E731
+                    yield start, stop, read() if processes == 1 else agree(read)
                     continue
                 indices = np.minimum(np.arange(start, start + size), stop - 1).astype(np.int32)
                 local = jax.make_array_from_callback((size,), sharding, indices.__getitem__)
@@ -219,6 +234,9 @@ def run(
                 if processes > 1:  # every process gets every result
                     from ..distributed import allgather
 
+                    # a failure in this process's share is reported to all, not taken for
+                    # a lost process by the gather
+                    agree(lambda results=results: jax.block_until_ready(results))
                     results = allgather(results, tiled=True)
                 results = {k: np.asarray(v)[: stop - start] for k, v in results.items()}
                 if store is not None:
@@ -232,11 +250,17 @@ def run(
 def _replicated(args, sharding: NamedSharding):
     """`args` on every device of the mesh. With several processes each puts its own copy (the
     same values on every process) on its own devices (`jax.device_put` of a host value to
-    devices of other processes is not possible)."""
+    devices of other processes is not possible); a weakly typed leaf (a Python number) is
+    refused there, since the copy would be strongly typed and could change the results."""
     if jax.process_count() == 1:
         return jax.device_put(args, sharding)
 
     def put(leaf):
+        if getattr(jnp.asarray(leaf), "weak_type", False):
+            raise ValueError(
+                f"in a multi-process run the sweep's args must be arrays with a dtype, not "
+                f"Python numbers (weakly typed): got {leaf!r}; pass jnp.asarray(value, dtype)"
+            )
         if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             data = np.asarray(jax.random.key_data(leaf))
             impl = jax.random.key_impl(leaf)
@@ -247,14 +271,21 @@ def _replicated(args, sharding: NamedSharding):
     return jax.tree.map(put, args)
 
 
-def _description(fn, args, count: int) -> tuple:
+def _description(fn, args, count: int, options: tuple) -> tuple:
     """What must be the same on every process of a run: the item function (its type, and its
     static fields as text, a function by its qualified name, never by its address), the values
-    of `args` (a digest of their bytes) and the number of items."""
+    of `args` (a digest of their bytes), the number of items and the engine's `options`."""
     import dataclasses
+    import functools
     import hashlib
 
     def text(value) -> str:
+        if isinstance(value, functools.partial):
+            return f"partial({text(value.func)}, {value.args!r}, {value.keywords!r})"
+        if isinstance(value, jax.Device):
+            return f"device {value.process_index}:{value.id}"
+        if isinstance(value, list | tuple):
+            return f"[{', '.join(map(text, value))}]"
         if callable(value) and hasattr(value, "__qualname__"):
             return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
         return repr(value)
@@ -269,7 +300,8 @@ def _description(fn, args, count: int) -> tuple:
         if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
         digest.update(np.asarray(_local(leaf)).tobytes())
-    return text(type(fn)), fields, digest.hexdigest(), count
+    name = text(type(fn)) if dataclasses.is_dataclass(fn) else text(fn)
+    return name, fields, digest.hexdigest(), count, text(options)
 
 
 def _local(leaf):

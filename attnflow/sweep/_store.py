@@ -317,6 +317,8 @@ class Store:
             if self._inspect(file, start, stop, _header_of(arrays)) != self._chunks[start, stop]:
                 raise _Damaged("its arrays changed since the store was opened")
         except _Damaged as why:
+            if self.member:  # process 0 sets damaged chunks aside, never two processes at once
+                raise ValueError(f"{file} is damaged ({why}); run again to recompute it") from None
             aside = self._set_aside(start, stop)
             raise ValueError(
                 f"{file} is damaged ({why}); it was moved to {aside.name}: "
