@@ -1,6 +1,7 @@
 """The mean-field limit (docs/science.md section 4): densities instead of tokens, on the circle."""
 
 from ._circle import (
+    SCHEMES as SCHEMES,
     CircleDensity as CircleDensity,
     growth_rate as growth_rate,
     predicted_clusters as predicted_clusters,
