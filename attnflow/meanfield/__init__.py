@@ -1,4 +1,5 @@
-"""The mean-field limit (docs/science.md section 4): densities instead of tokens, on the circle."""
+"""The mean-field limit (docs/science.md section 4): densities instead of tokens, on the circle
+and on the sphere S^2."""
 
 from ._circle import (
     SCHEMES as SCHEMES,
@@ -13,6 +14,15 @@ from ._particles import (
     ParticlesVersusPDE as ParticlesVersusPDE,
     particles_versus_pde as particles_versus_pde,
     sample_density as sample_density,
+)
+from ._sphere import (
+    SphereDensity as SphereDensity,
+    funk_hecke as funk_hecke,
+    smallest_degree as smallest_degree,
+    solve_sphere as solve_sphere,
+    sphere_grid as sphere_grid,
+    sphere_growth_rate as sphere_growth_rate,
+    sphere_velocity as sphere_velocity,
 )
 
 
