@@ -167,3 +167,21 @@ def test_bad_input_is_refused_with_what_was_expected():
             mf.solve_sphere(uniform, ts, beta=1.0)
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_the_density_is_drawn_on_mollweide_maps_with_particles(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import attnflow as af
+    from attnflow.plotting import plot_sphere_density
+
+    ts = jnp.linspace(0.0, 1.0, 3)
+    sol = mf.solve_sphere(von_mises_fisher([0, 0, 1], 2.0), ts, beta=1.0, degree=16)
+    x0 = af.sphere.uniform(jax.random.key(0), 64, 3)
+    tokens = af.simulate(af.SA(1.0), x0, ts).xs
+    fig = plot_sphere_density(sol, particles=tokens, path=tmp_path / "sphere.png")
+    assert (tmp_path / "sphere.png").stat().st_size > 10_000
+    maps = [ax for ax in fig.axes if ax.name == "mollweide"]
+    assert [ax.get_title() for ax in maps] == ["t = 0", "t = 0.5", "t = 1"]

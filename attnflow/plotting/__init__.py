@@ -3,7 +3,10 @@
 from ._animate import animate as animate
 from ._concentration import plot_concentration as plot_concentration
 from ._flows import plot_flow_comparison as plot_flow_comparison
-from ._meanfield import plot_meanfield as plot_meanfield
+from ._meanfield import (
+    plot_meanfield as plot_meanfield,
+    plot_sphere_density as plot_sphere_density,
+)
 from ._optimize import (
     plot_recovery as plot_recovery,
     plot_smallest_beta as plot_smallest_beta,

@@ -43,3 +43,43 @@ def plot_meanfield(result, *, beta: float, kind: str = "SA", path=None):
     law.set(xlabel="n", ylabel=r"mean $W_1(\mu_n, \rho)$")
     law.legend(fontsize=7)
     return _saved(fig, path, dpi=130)
+
+
+def plot_sphere_density(solution, *, indices=None, particles=None, path=None):
+    """The density on S^2 (`meanfield.SphereDensity`) at a few save times (`indices`, default:
+    the first, middle and last), each as a Mollweide map of longitude and latitude, with
+    `particles` (tokens of shape `(T, n, 3)` at the same save times, optional) drawn over it."""
+    theta, phi = np.asarray(solution.theta), np.asarray(solution.phi)
+    ts, density = np.asarray(solution.ts), np.asarray(solution.density)
+    if indices is None:
+        indices = sorted({0, len(ts) // 2, len(ts) - 1})
+    fig = _figure(4.2 * len(indices), 2.8)
+    longitude = np.where(phi > np.pi, phi - 2 * np.pi, phi)
+    order = np.argsort(longitude)
+    top = float(np.max(density[list(indices)]))
+    for column, index in enumerate(indices):
+        ax = fig.add_subplot(1, len(indices), column + 1, projection="mollweide")
+        image = ax.pcolormesh(
+            longitude[order],
+            np.pi / 2 - theta,
+            density[index][:, order],
+            shading="nearest",
+            cmap="magma",
+            vmin=0,
+            vmax=top,
+        )
+        if particles is not None:
+            x = np.asarray(particles)[index]
+            ax.plot(
+                np.arctan2(x[:, 1], x[:, 0]),
+                np.arcsin(np.clip(x[:, 2], -1, 1)),
+                ".",
+                color="c",
+                ms=1,
+                alpha=0.6,
+            )
+        ax.set_title(f"t = {ts[index]:.3g}", fontsize=9)
+        ax.set_xticklabels([])
+        ax.set_yticklabels([])
+    fig.colorbar(image, ax=fig.axes, label=r"$\rho$", shrink=0.7)
+    return _saved(fig, path, dpi=130)
