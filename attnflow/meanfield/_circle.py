@@ -410,20 +410,30 @@ def solve_circle(
             f"solver must be an adaptive diffrax ODE solver (the PDE's steps are controlled by "
             f"rtol, atol); got {solver!r}"
         )
-    density = _solve(term, rho0, ts, solver, rtol, atol, max_steps)
-    minimum = jnp.min(density, axis=-1)
-    if float(jnp.min(minimum)) < -1e-6:
-        warnings.warn(
-            f"the density became negative (down to {float(jnp.min(minimum)):.2g}): the grid of "
-            f"{M} points does not resolve it; refine the grid",
-            stacklevel=2,
-        )
+    args = (term, rho0, ts, solver, rtol, atol, max_steps)
+    density, minimum = solve_density(*args, f"the grid of {M} points", "a finer grid")
     theta = jnp.asarray(2 * np.pi * np.arange(M) / M, dtype)
     return CircleDensity(theta, ts, density, minimum)
 
 
+def solve_density(term, rho0, ts, solver, rtol, atol, max_steps, mesh: str, finer: str):
+    """The method of lines of a density, `term(t, rho, args)`, solved by diffrax over `ts`:
+    `(density at the save times, its smallest value at each)`. A failed solve raises in the
+    density's terms; a density below `-1e-6` (the exact one stays positive) is a warning that
+    `mesh` (e.g. "the grid of 512 points") does not resolve it, suggesting `finer`."""
+    density = _solve(term, rho0, ts, solver, rtol, atol, max_steps, finer)
+    minimum = jnp.min(density.reshape(density.shape[0], -1), axis=-1)
+    if float(jnp.min(minimum)) < -1e-6:
+        warnings.warn(
+            f"the density became negative (down to {float(jnp.min(minimum)):.2g}): {mesh} "
+            f"does not resolve it; use {finer}",
+            stacklevel=3,
+        )
+    return density, minimum
+
+
 @eqx.filter_jit
-def _solve(term, rho0, ts, solver, rtol, atol, max_steps):
+def _solve(term, rho0, ts, solver, rtol, atol, max_steps, finer: str):
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(term),
         solver,
@@ -437,7 +447,7 @@ def _solve(term, rho0, ts, solver, rtol, atol, max_steps):
         throw=False,
     )
     remedy = (
-        "the density is too steep for the grid or the tolerances (large beta, long times); "
-        "pass a larger max_steps, a finer grid or looser tolerances, or a shorter time span"
+        "the density is too steep for its resolution or the tolerances (large beta, long "
+        f"times); pass a larger max_steps, {finer} or looser tolerances, or a shorter time span"
     )
     return solve_checked(solution, True, remedy).ys

@@ -34,8 +34,6 @@ divergence taken on the coefficients, which has no degree 0: the mass is conserv
 and the uniform density (whose `Phi` is constant) is stationary.
 """
 
-import warnings
-
 import diffrax
 import equinox as eqx
 import jax
@@ -45,8 +43,8 @@ import scipy.special
 from jaxtyping import Array, Float
 
 from .._checks import as_float_array, check_beta, check_times, positive_int, positive_number
-from ..integrate import as_solver, controller, solve_checked
-from ._circle import _check_kind
+from ..integrate import as_solver
+from ._circle import _check_kind, solve_density
 
 
 def _s2fft():
@@ -324,14 +322,8 @@ def solve_sphere(
     if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
         raise ValueError(f"solver must be an adaptive diffrax ODE solver; got {solver!r}")
     start = s2fft.inverse_jax(rho_lm, L).real  # the band-limited part
-    density = _solve(term, start, ts, solver, positive_number(rtol, "rtol"), atol, max_steps)
-    minimum = jnp.min(density, axis=(-2, -1))
-    if float(jnp.min(minimum)) < -1e-6:
-        warnings.warn(
-            f"the density became negative (down to {float(jnp.min(minimum)):.2g}): degree {L} "
-            "does not resolve it; raise the degree",
-            stacklevel=2,
-        )
+    args = (term, start, ts, solver, positive_number(rtol, "rtol"), atol, max_steps)
+    density, minimum = solve_density(*args, f"degree {L}", "a higher degree")
     theta, phi = sphere_grid(L)
     return SphereDensity(jnp.asarray(theta), jnp.asarray(phi), ts, density, minimum)
 
@@ -353,24 +345,3 @@ def sphere_velocity(rho, *, beta, kind: str = "SA"):
         jnp.asarray(ratios), jnp.asarray(scale), jnp.asarray(0.0), L, kind, beta == 0
     )
     return term.velocity(rho)
-
-
-@eqx.filter_jit
-def _solve(term, rho0, ts, solver, rtol, atol, max_steps):
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(term),
-        solver,
-        t0=ts[0],
-        t1=ts[-1],
-        dt0=None,
-        y0=rho0,
-        saveat=diffrax.SaveAt(ts=ts),
-        stepsize_controller=controller(solver, rtol, atol),
-        max_steps=max_steps,
-        throw=False,
-    )
-    remedy = (
-        "the density is too steep for the degree or the tolerances (large beta, long times); "
-        "pass a larger max_steps, a higher degree or looser tolerances, or a shorter time span"
-    )
-    return solve_checked(solution, True, remedy).ys
