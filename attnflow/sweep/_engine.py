@@ -174,10 +174,10 @@ def run(
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer; got {count!r}")
     batch = positive_int(batch, "batch")
+    from ..distributed import agree, allgather, same_everywhere  # one process: agree is the action
+
     processes = jax.process_count()
     if processes > 1:  # before anything that could fail on some processes only
-        from ..distributed import agree, same_everywhere
-
         options = (devices, memory, batch, largest, bytes_per_item)
         same_everywhere(
             _description(fn, args, count, options), "arguments (the study's configuration)"
@@ -195,7 +195,7 @@ def run(
         replicated = _replicated(args, NamedSharding(mesh, PartitionSpec()))
         return (mesh, replicated, *_compiled(fn, replicated, size, batch, int(memory), mesh))
 
-    mesh, args, size, compiled = prepare() if processes == 1 else agree(prepare)
+    mesh, args, size, compiled = agree(prepare)
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
     own = _own_rows(sharding, size)
     todo = [(0, count)] if store is None else store.missing()
@@ -225,22 +225,23 @@ def run(
         ) as bar:
             for start, stop, stored in plan:
                 if stored:
-                    read = lambda start=start, stop=stop: store.read(start, stop)  # noqa: E731
-                    yield start, stop, read() if processes == 1 else agree(read)
+                    yield start, stop, agree(lambda start=start, stop=stop: store.read(start, stop))
                     continue
                 indices = np.minimum(np.arange(start, start + size), stop - 1).astype(np.int32)
                 local = jax.make_array_from_callback((size,), sharding, indices.__getitem__)
                 results = compiled(local, args)
                 if processes > 1:  # every process gets every result
-                    from ..distributed import allgather
-
                     # a failure in this process's share is reported to all, not taken for
                     # a lost process by the gather
                     agree(lambda results=results: jax.block_until_ready(results))
                     results = allgather(results, tiled=True)
                 results = {k: np.asarray(v)[: stop - start] for k, v in results.items()}
-                if store is not None:
-                    _write_own(store, start, stop, own, results)
+                if store is not None:  # each process its own rows; all learn of a failure
+                    agree(
+                        lambda start=start, stop=stop, results=results: _write_own(
+                            store, start, stop, own, results
+                        )
+                    )
                 bar.update(stop - start)
                 yield start, stop, results
 
@@ -328,21 +329,12 @@ def _own_rows(sharding: NamedSharding, size: int) -> list[tuple[int, int]]:
 
 
 def _write_own(store: Store, start: int, stop: int, own, results: dict) -> None:
-    """Write to the store the items `start:stop` that this process computed; with several
-    processes, each learns whether every other wrote its share (`distributed.agree`), so a
-    failed write stops them all with its message."""
-
-    def write():
-        for low, high in own:
-            first, last = start + low, min(start + high, stop)
-            if first < last:
-                store.write(first, last, {k: v[low : last - start] for k, v in results.items()})
-
-    if jax.process_count() == 1:
-        return write()
-    from ..distributed import agree
-
-    agree(write)
+    """Write to the store the items `start:stop` that this process computed (`own`, its rows
+    of the chunk; a padding-only share writes nothing)."""
+    for low, high in own:
+        first, last = start + low, min(start + high, stop)
+        if first < last:
+            store.write(first, last, {k: v[low : last - start] for k, v in results.items()})
 
 
 def clear_cache() -> None:

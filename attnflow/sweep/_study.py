@@ -134,9 +134,7 @@ def open_store(store, config: dict, count: int):
     every process."""
     if store is None:
         return contextlib.nullcontext()
-    if jax.process_count() == 1:
-        return Store(store, config, count)
-    from ..distributed import agree, is_main, same_everywhere
+    from ..distributed import agree, is_main, same_everywhere  # one process: no-op, the action
 
     same_everywhere(sorted(config.items()), "arguments (the study's configuration)")
     first = agree(lambda: Store(store, config, count) if is_main() else None)
