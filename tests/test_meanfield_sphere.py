@@ -161,6 +161,8 @@ def test_bad_input_is_refused_with_what_was_expected():
         mf.solve_sphere(uniform, ts, beta=1.0, degree=20)
     with pytest.raises(ValueError, match="integers >= 0"):
         mf.funk_hecke(1.5, 1.0)
+    with pytest.raises(ValueError, match="USA's velocity overflows at beta = 800"):
+        mf.sphere_velocity(uniform, beta=800.0, kind="USA")
     jax.config.update("jax_enable_x64", False)
     try:
         with pytest.raises(ValueError, match="needs float64"):

@@ -192,11 +192,27 @@ class SphereDensity(eqx.Module):
 
 class _SphereContinuity(eqx.Module):
     ratios: Array  # i_l / i_0, l = 0..L-1
-    scale: Array  # 4 pi i_0(beta) / beta (USA) or 4 pi / beta (SA); 4 pi at beta = 0
+    scale: Array  # 4 pi i_0(beta) / beta (USA) or 4 pi / beta (SA); 4 pi / 3 at beta = 0
     diffusion: Array
     L: int = eqx.field(static=True)
     kind: str = eqx.field(static=True)
     zero: bool = eqx.field(static=True)  # beta = 0: Phi = <x, m>, the limit of both kinds
+
+    @classmethod
+    def build(cls, L: int, beta: float, kind: str, diffusion: float = 0.0):
+        """The right-hand side at band limit `L` (at `beta = 0`: `Phi = <x, m>`, as
+        `i_1(beta) / beta -> 1/3`); `ValueError` where USA's velocity overflows."""
+        if beta == 0:
+            ratios, scale = (np.arange(L) == 1).astype(float), 4 * np.pi / 3
+        else:
+            ratios, scale = _ratios(beta, L), 4 * np.pi / beta
+            if kind == "USA":
+                i0 = _scaled_spherical_bessel(0, beta) * np.exp(beta)
+                if not np.isfinite(i0):
+                    raise ValueError(f"USA's velocity overflows at beta = {beta:g}; use kind='SA'")
+                scale *= i0
+        arrays = (jnp.asarray(a) for a in (ratios, scale, diffusion))
+        return cls(*arrays, L, kind, beta == 0)
 
     def potential(self, rho_lm):
         """The coefficients of `Phi` (`v = grad Phi`) from those of `rho`."""
@@ -209,12 +225,14 @@ class _SphereContinuity(eqx.Module):
             s2fft.forward_jax(jnp.log(g).astype(rho_lm.dtype), self.L) * self.scale / (4 * jnp.pi)
         )
 
+    def eth_potential(self, rho_lm):
+        """`eth Phi = -(v_theta + i v_phi)` on the grid, from the coefficients of `rho`."""
+        return _s2fft().inverse_jax(self._lift() * self.potential(rho_lm), self.L, spin=1)
+
     def velocity(self, rho):
         """`(v_theta, v_phi)` on the grid."""
-        s2fft = _s2fft()
-        rho_lm = s2fft.forward_jax(rho.astype(complex), self.L)
-        eth = -s2fft.inverse_jax(self._lift() * self.potential(rho_lm), self.L, spin=1)
-        return eth.real, eth.imag  # -eth Phi = grad_theta + i grad_phi
+        eth = -self.eth_potential(_s2fft().forward_jax(rho.astype(complex), self.L))
+        return eth.real, eth.imag
 
     def _degrees(self):
         return jnp.arange(self.L, dtype=self.ratios.dtype)[:, None]
@@ -225,10 +243,9 @@ class _SphereContinuity(eqx.Module):
     def __call__(self, t, rho, args):
         s2fft = _s2fft()
         rho_lm = s2fft.forward_jax(rho.astype(complex), self.L)
-        lift = self._lift()
-        eth_phi = s2fft.inverse_jax(lift * self.potential(rho_lm), self.L, spin=1)
+        eth_phi = self.eth_potential(rho_lm)
         flux_lm = s2fft.forward_jax(rho * eth_phi, self.L, spin=1)  # -(rho grad Phi) as spin 1
-        divergence_lm = -lift * flux_lm  # div + i curl of rho grad Phi
+        divergence_lm = -self._lift() * flux_lm  # div + i curl of rho grad Phi
         laplacian = -self._degrees() * (self._degrees() + 1)
         rhs_lm = -divergence_lm + self.diffusion * laplacian * rho_lm
         return s2fft.inverse_jax(rhs_lm, self.L).real  # the real part: the divergence's
@@ -303,20 +320,7 @@ def solve_sphere(
     diffusion = 0.0
     if kappa is not None:
         diffusion = 1.0 / positive_number(kappa, "kappa", "the noise: (1/kappa) Laplace(rho)")
-    if beta == 0:
-        scale = 4 * np.pi / 3  # i_1(beta) / beta -> 1/3: Phi = <x, m>
-        ratios = (np.arange(L) == 1).astype(float)
-    else:
-        ratios = _ratios(beta, L)
-        scale = 4 * np.pi / beta
-        if kind == "USA":
-            i0 = _scaled_spherical_bessel(0, beta) * np.exp(beta)
-            if not np.isfinite(i0):
-                raise ValueError(f"USA's velocity overflows at beta = {beta:g}; use kind='SA'")
-            scale *= i0
-    term = _SphereContinuity(
-        jnp.asarray(ratios), jnp.asarray(scale), jnp.asarray(diffusion), L, kind, beta == 0
-    )
+    term = _SphereContinuity.build(L, beta, kind, diffusion)
     ts = check_times(as_float_array(ts, "ts").astype(np.float64))
     solver = as_solver(solver)
     if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
@@ -334,14 +338,5 @@ def sphere_velocity(rho, *, beta, kind: str = "SA"):
     _check_kind(kind)
     beta = float(check_beta(beta))
     rho = jnp.asarray(rho, jnp.float64)
-    L = rho.shape[0]
-    if beta == 0:
-        ratios, scale = (np.arange(L) == 1).astype(float), 4 * np.pi / 3
-    else:
-        ratios, scale = _ratios(beta, L), 4 * np.pi / beta
-        if kind == "USA":
-            scale *= _scaled_spherical_bessel(0, beta) * np.exp(beta)
-    term = _SphereContinuity(
-        jnp.asarray(ratios), jnp.asarray(scale), jnp.asarray(0.0), L, kind, beta == 0
-    )
+    term = _SphereContinuity.build(rho.shape[0], beta, kind)
     return term.velocity(rho)
