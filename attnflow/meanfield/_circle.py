@@ -147,20 +147,30 @@ def growth_rate(k, beta, kind: str = "SA", kappa=None):
             f"k must hold integers (the Fourier modes e^{{ik theta}} of the circle); got {k}"
         )
     k = np.abs(k)
+    return linear_rate(_scaled_bessel, k, k**2, 0.5, beta, kind, kappa, "(1/kappa) rho''")
+
+
+def linear_rate(scaled_bessel, mode, eigenvalue, first, beta, kind, kappa, noise: str):
+    """The growth rate of an eigenmode of the Laplacian (eigenvalue `-eigenvalue`) about the
+    uniform density, shared by the circle (`growth_rate`: Fourier mode `k`, `I_k`) and the
+    sphere (`sphere_growth_rate`: degree `l`, `i_l`): `eigenvalue c(mode, beta) / beta` over
+    `c(0, beta)` (SA) or not (USA), with `c(mode, beta) e^{-beta} = scaled_bessel(mode, beta)`,
+    at `beta = 0` its limit `eigenvalue * first` for mode 1 and 0 for the others, minus
+    `eigenvalue / kappa` with noise (`noise`: how the noise term reads, for its error)."""
     check_beta(beta, scalar=False)
     beta = np.asarray(beta, dtype=float)
     safe = np.where(beta > 0, beta, 1.0)
-    scaled = _scaled_bessel(k, safe) / safe  # I_k e^{-beta} / beta
+    scaled = scaled_bessel(mode, safe) / safe  # c(mode, beta) e^{-beta} / beta
     if kind == "SA":
-        ratio = scaled / _scaled_bessel(0, safe)
+        ratio = scaled / scaled_bessel(0, safe)
     else:
         if np.any(safe > np.log(np.finfo(float).max)):
             raise ValueError(f"USA's growth rate overflows beyond beta about 709; got {beta}")
         ratio = scaled * np.exp(safe)
-    ratio = np.where(beta > 0, ratio, np.where(k == 1, 0.5, 0.0))
-    rate = k**2 * ratio
+    ratio = np.where(beta > 0, ratio, np.where(mode == 1, first, 0.0))
+    rate = eigenvalue * ratio
     if kappa is not None:
-        rate = rate - k**2 / positive_number(kappa, "kappa", "the noise: (1/kappa) rho''")
+        rate = rate - eigenvalue / positive_number(kappa, "kappa", f"the noise: {noise}")
     return rate
 
 

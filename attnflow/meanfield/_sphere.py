@@ -44,7 +44,7 @@ from jaxtyping import Array, Float
 
 from .._checks import as_float_array, check_beta, check_times, positive_int, positive_number
 from ..integrate import as_solver
-from ._circle import _check_kind, solve_density
+from ._circle import _check_kind, linear_rate, solve_density
 
 
 def _s2fft():
@@ -129,21 +129,9 @@ def sphere_growth_rate(l, beta, kind: str = "SA", kappa=None):  # noqa: E741
     l = np.asarray(as_float_array(l, "l"), dtype=float)  # noqa: E741
     if not np.all((l >= 0) & (l == np.round(l))):
         raise ValueError(f"l must hold integers >= 0 (degrees of spherical harmonics); got {l}")
-    check_beta(beta, scalar=False)
-    beta = np.asarray(beta, dtype=float)
-    safe = np.where(beta > 0, beta, 1.0)
-    scaled = _scaled_spherical_bessel(l, safe) / safe  # i_l e^{-beta} / beta
-    if kind == "SA":
-        ratio = scaled / _scaled_spherical_bessel(0, safe)
-    else:
-        if np.any(safe > np.log(np.finfo(float).max)):
-            raise ValueError(f"USA's growth rate overflows beyond beta about 709; got {beta}")
-        ratio = scaled * np.exp(safe)
-    ratio = np.where(beta > 0, ratio, np.where(l == 1, 1 / 3, 0.0))
-    rate = l * (l + 1) * ratio
-    if kappa is not None:
-        rate = rate - l * (l + 1) / positive_number(kappa, "kappa", "the noise")
-    return rate
+    laplacian = l * (l + 1)
+    noise = "(1/kappa) Laplace(rho)"
+    return linear_rate(_scaled_spherical_bessel, l, laplacian, 1 / 3, beta, kind, kappa, noise)
 
 
 def sphere_grid(degree: int) -> tuple[np.ndarray, np.ndarray]:
