@@ -44,7 +44,7 @@ def _cpu_cores(args) -> None:
         pass
 
 
-def end_if_lost(err: BaseException | None, args, status: int = 2) -> None:
+def end_if_distributed(err: BaseException | None, args, status: int = 2) -> None:
     """After the message of a failure (`err`, or None for an interrupt): in a multi-process run,
     end this process now with `status`. JAX's own exit waits at a barrier for every process,
     which a lost process (`attnflow.distributed.ProcessLost`), or one that failed alone and is
