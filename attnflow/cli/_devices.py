@@ -44,12 +44,12 @@ def _cpu_cores(args) -> None:
         pass
 
 
-def end_if_distributed(err: BaseException | None, args, status: int = 2) -> None:
-    """After the message of a failure (`err`, or None for an interrupt): in a multi-process run,
-    end this process now with `status`. JAX's own exit waits at a barrier for every process,
-    which a lost process (`attnflow.distributed.ProcessLost`), or one that failed alone and is
-    waited for elsewhere, never reaches: it would abort with a stack trace, minutes later. What
-    the run wrote stays, for --resume."""
+def end_if_distributed(args, status: int = 2) -> None:
+    """After the message of a failure (or an interrupt): in a multi-process run, end this
+    process now with `status`. JAX's own exit waits at a barrier for every process, which a
+    lost process (`attnflow.distributed.ProcessLost`), or one that failed alone and is waited
+    for elsewhere, never reaches: it would abort with a stack trace, minutes later. What the run
+    wrote stays, for --resume."""
     if "jax" not in sys.modules or not getattr(args, "distributed", False):
         return
     import jax

@@ -84,21 +84,21 @@ def main(argv=None, *, all_cores: bool = False) -> int:
                 )
     except KeyboardInterrupt:
         print(f"attnflow {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
-        end_if_distributed(None, args, 130)
+        end_if_distributed(args, 130)
         return 130
     # API errors (ValueError naming the argument), a missing optional dependency, an output
     # that cannot be written, and a deprecated flag under `-W error::DeprecationWarning`
     except (ValueError, ImportError, OSError, DeprecationWarning) as err:
         _discard_empty_partial(args)
         print(f"attnflow {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        end_if_distributed(err, args)
+        end_if_distributed(args)
         return 2
     # a failure inside the computation: a solver that reached its maximum number of steps,
     # XLA out of memory (RuntimeError), or numbers beyond what the machine holds
     except (RuntimeError, ArithmeticError, MemoryError) as err:
         _discard_empty_partial(args)
         print(f"attnflow {args.command}: error: {_failure(err, args)}", file=sys.stderr)
-        end_if_distributed(err, args)
+        end_if_distributed(args)
         return 2
     finally:
         _release(args)
